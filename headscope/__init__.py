@@ -1,0 +1,51 @@
+"""headscope: find out what every attention head of a pretrained transformer does.
+
+The public API is re-exported here; importing it is cheap (heavy modules load on first use).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnalysisResult", "Corpus", "DataError", "HeadscopeError", "ModelError", "CaptureError", "ModelInfo",
+    "Sentence", "analyze", "load_conllu", "load_data", "load_model", "load_sample", "load_text", "SCORE_COLUMNS",
+]
+
+_LAZY = {
+    "analyze": ("pipeline", "analyze"),
+    "AnalysisResult": ("result", "AnalysisResult"),
+    "load_model": ("models", "load_model"),
+    "load_conllu": ("datasets", "load_conllu"),
+    "load_data": ("datasets", "load_data"),
+    "load_sample": ("datasets", "load_sample"),
+    "load_text": ("datasets", "load_text"),
+    "SCORE_COLUMNS": ("schema", "SCORE_COLUMNS"),
+}
+
+from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
+from .types import Corpus, ModelInfo, Sentence  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .datasets import load_conllu, load_data, load_sample, load_text
+    from .models import load_model
+    from .pipeline import analyze
+    from .result import AnalysisResult
+    from .schema import SCORE_COLUMNS
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'headscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,173 @@
+"""Subword <-> word alignment and token -> word attention pooling (METRICS §1)."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import ModelError
+from .types import Sentence
+
+
+def is_punct(word: str, upos: str | None = None) -> bool:
+    """Punctuation by UPOS when known, else a word made only of Unicode punctuation."""
+    if upos is not None:
+        return upos == "PUNCT"
+    return bool(word) and all(unicodedata.category(c).startswith("P") for c in word)
+
+
+@dataclass(frozen=True)
+class EncodedSentence:
+    """One sentence as model input, with the piece -> word map.
+
+    ``word_ids[t]`` is the word index of token t, or -1 for a special token.
+    """
+
+    index: int                  # position in the corpus
+    input_ids: tuple[int, ...]
+    word_ids: tuple[int, ...]
+    sep_tokens: tuple[bool, ...]  # [SEP]/EOS positions (special tokens that close a sequence)
+    n_words: int
+    replaced_words: int = 0      # words that tokenized to nothing and were replaced by the unknown token
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _word_ids(enc: Any, i: int) -> list[int]:
+    return [-1 if w is None else int(w) for w in enc.word_ids(i)]
+
+
+def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, chunk: int = 2048) -> list[EncodedSentence]:
+    """Tokenize pre-split words with the fast tokenizer; alignment comes from ``word_ids()``.
+
+    Words that yield no piece at all (e.g. a lone control character) are re-encoded as the
+    tokenizer's unknown token so that every word has a column; how many is recorded.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"word alignment needs a fast tokenizer (word_ids), got {type(tokenizer).__name__}")
+    closing = {t for t in (tokenizer.sep_token_id, tokenizer.eos_token_id) if t is not None}
+    out: list[EncodedSentence] = []
+    for start in range(0, len(sentences), chunk):
+        part = sentences[start:start + chunk]
+        words = [list(s.words) for s in part]
+        enc = _call(tokenizer, words)
+        for k, sent in enumerate(part):
+            ids = list(enc["input_ids"][k])
+            wids = _word_ids(enc, k)
+            replaced = 0
+            present = set(wids)
+            if len(present - {-1}) < len(sent.words):
+                fixed = [w if i in present else (tokenizer.unk_token or "?") for i, w in enumerate(sent.words)]
+                replaced = len(sent.words) - len(present - {-1})
+                enc1 = _call(tokenizer, [fixed])
+                ids, wids = list(enc1["input_ids"][0]), _word_ids(enc1, 0)
+                if len(set(wids) - {-1}) < len(sent.words):
+                    raise ModelError(f"{sent.source or sent.sent_id}: the tokenizer gives no piece for some words "
+                                     f"even after replacing them by its unknown token")
+            seps = tuple(w == -1 and t in closing for t, w in zip(ids, wids))
+            out.append(EncodedSentence(start + k, tuple(ids), tuple(wids), seps, len(sent.words), replaced))
+    return out
+
+
+def _call(tokenizer: Any, words: list[list[str]]):
+    try:
+        return tokenizer(words, is_split_into_words=True, add_special_tokens=True, truncation=False,
+                         return_attention_mask=False, verbose=False)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"tokenizer {type(tokenizer).__name__} cannot encode pre-split words: "
+                         f"{str(exc).splitlines()[0]} (byte-level BPE tokenizers need add_prefix_space=True)") from None
+
+
+@dataclass
+class Batch:
+    """Padded tensors for a batch of sentences, on the model's device.
+
+    Columns of pooled maps: words first (0..max_words-1), then special tokens in order
+    (max_words..max_words+max_specials-1).
+    """
+
+    sentences: list[Sentence]
+    encoded: list[EncodedSentence]
+    input_ids: Any        # [batch, tok] long
+    attention_mask: Any   # [batch, tok] long
+    token_mask: Any       # [batch, tok] bool: real (not padding)
+    lengths: Any          # [batch] long: tokens per sentence
+    n_words: Any          # [batch] long
+    word_mask: Any        # [batch, word] bool
+    special_mask: Any     # [batch, tok] bool
+    sep_mask: Any         # [batch, tok] bool
+    punct_mask: Any       # [batch, tok] bool: pieces of punctuation words
+    from_mat: Any         # [batch, col, tok] float: mean over a word's pieces (rows)
+    to_mat: Any           # [batch, col, tok] float: sum over a word's pieces (columns)
+    max_words: int
+    max_specials: int
+    causal: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.encoded)
+
+
+def collate(sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence], *, pad_id: int,
+            device: Any, causal: bool) -> Batch:
+    """Pad a batch (right padding) and build the pooling matrices."""
+    import torch
+
+    b = len(encoded)
+    t_max = max(len(e) for e in encoded)
+    w_max = max(e.n_words for e in encoded)
+    s_counts = [sum(1 for w in e.word_ids if w < 0) for e in encoded]
+    s_max = max(s_counts) if s_counts else 0
+    cols = w_max + s_max
+
+    ids = torch.full((b, t_max), pad_id, dtype=torch.long)
+    word_of = torch.full((b, t_max), -2, dtype=torch.long)  # -2 padding, -1 special
+    sep = torch.zeros((b, t_max), dtype=torch.bool)
+    punct_word = torch.zeros((b, w_max + 1), dtype=torch.bool)
+    col_of = torch.full((b, t_max), cols, dtype=torch.long)  # cols = dump column for padding
+    for i, (s, e) in enumerate(zip(sentences, encoded)):
+        n = len(e)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        w = torch.tensor(e.word_ids)
+        word_of[i, :n] = w
+        sep[i, :n] = torch.tensor(e.sep_tokens)
+        specials = (w < 0).nonzero().flatten()
+        col = w.clone()
+        col[specials] = w_max + torch.arange(len(specials))
+        col_of[i, :n] = col
+        upos = s.upos or (None,) * len(s.words)
+        punct_word[i, :len(s.words)] = torch.tensor([is_punct(x, u) for x, u in zip(s.words, upos)], dtype=torch.bool)
+    token_mask = word_of > -2
+    special = word_of == -1
+    # to_mat[b, c, t] = 1 when token t belongs to column c; from_mat divides by the piece count.
+    to_mat = torch.zeros((b, cols + 1, t_max))
+    to_mat.scatter_(1, col_of.unsqueeze(1), 1.0)
+    to_mat = to_mat[:, :cols]
+    pieces = to_mat.sum(-1, keepdim=True)
+    from_mat = to_mat / pieces.clamp_min(1.0)
+    n_words = torch.tensor([e.n_words for e in encoded])
+    word_mask = torch.arange(w_max).unsqueeze(0) < n_words.unsqueeze(1)
+    punct = torch.gather(punct_word, 1, word_of.clamp_min(0).clamp_max(w_max)) & (word_of >= 0)
+    dev = torch.device(device) if device is not None else None
+    return Batch(
+        sentences=list(sentences), encoded=list(encoded),
+        input_ids=ids.to(dev), attention_mask=token_mask.long().to(dev), token_mask=token_mask.to(dev),
+        lengths=token_mask.sum(1).to(dev), n_words=n_words.to(dev), word_mask=word_mask.to(dev),
+        special_mask=special.to(dev), sep_mask=sep.to(dev), punct_mask=punct.to(dev),
+        from_mat=from_mat.to(dev), to_mat=to_mat.to(dev), max_words=w_max, max_specials=s_max, causal=causal,
+    )
+
+
+def pool_words(attn: Any, batch: Batch) -> Any:
+    """Token attention ``[batch, head, tok, tok]`` -> word attention ``[batch, head, col, col]``.
+
+    Rows (from) are the mean over a word's pieces, columns (to) the sum, so rows stay
+    stochastic; special tokens keep their own columns after the words.
+    """
+    import torch
+
+    a = attn.to(batch.from_mat.dtype)
+    rows = torch.matmul(batch.from_mat.unsqueeze(1), a)            # [b, h, col, tok]
+    return torch.matmul(rows, batch.to_mat.transpose(1, 2).unsqueeze(1))  # [b, h, col, col]

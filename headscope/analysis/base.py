@@ -1,0 +1,82 @@
+"""Scorer interface, the per-layer view handed to scorers, and the task registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..alignment import Batch, pool_words
+from ..errors import HeadscopeError
+
+
+@dataclass
+class LayerView:
+    """One layer's attention for one batch: token maps, and word maps pooled on first use."""
+
+    layer: int
+    tokens: Any                       # [batch, head, tok, tok]
+    batch: Batch
+    _words: Any = field(default=None, repr=False)
+
+    @property
+    def words(self) -> Any:
+        """[batch, head, col, col]: words first, then special-token columns (see alignment.Batch)."""
+        if self._words is None:
+            self._words = pool_words(self.tokens, self.batch)
+        return self._words
+
+
+class Scorer(Protocol):
+    """Accumulates sums and counts over batches; mergeable across shards; ends in a tidy table."""
+
+    task: str
+
+    def start_batch(self, batch: Batch) -> None: ...
+
+    def update(self, view: LayerView) -> None: ...
+
+    def merge(self, other: "Scorer") -> "Scorer": ...
+
+    def result(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    needs_tree: bool
+    description: str
+
+
+TASKS: dict[str, Task] = {
+    "syntax": Task("syntax", True, "per-head dependency accuracy by relation, both directions, offset baselines"),
+    "positional": Task("positional", False, "attention mass on self/prev/next/first/last/[SEP]/punctuation, "
+                                            "distance, entropy, confidence, positional-head flag"),
+    "tree": Task("tree", True, "per-head maximum-spanning-arborescence UAS (slower)"),
+}
+
+
+def parse_tasks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    if not names:
+        raise HeadscopeError(f"no task given; choose from {', '.join(TASKS)}")
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise HeadscopeError(f"unknown task '{unknown[0]}'; choose from {', '.join(TASKS)}")
+    return list(dict.fromkeys(names))
+
+
+def make_scorers(tasks: list[str], *, num_layers: int, num_heads: int, relations: list[str], causal: bool,
+                 **options: Any) -> list[Scorer]:
+    from .positional import PositionalScorer
+    from .syntax import SyntaxScorer
+    from .tree import TreeScorer
+
+    out: list[Scorer] = []
+    for name in tasks:
+        if name == "syntax":
+            out.append(SyntaxScorer(num_layers, num_heads, relations, causal=causal))
+        elif name == "positional":
+            out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal))
+        elif name == "tree":
+            out.append(TreeScorer(num_layers, num_heads))
+    return out

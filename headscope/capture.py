@@ -1,0 +1,135 @@
+"""The only place hooks are registered: batched forward passes with a per-layer attention callback."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+from .alignment import Batch, EncodedSentence, collate
+from .errors import CaptureError
+from .models import LoadedModel
+from .types import Sentence
+
+log = logging.getLogger(__name__)
+
+# callback(layer, attention [batch, head, query, key] on the model's device, batch)
+LayerCallback = Callable[[int, Any, Batch], None]
+
+ROW_SUM_TOLERANCE = 1e-3
+CAUSAL_TOLERANCE = 1e-5
+
+
+@contextmanager
+def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None]) -> Iterator[None]:
+    """Register a forward hook on every layer's attention module; always removed on exit.
+
+    ``on_attention(layer, weights)`` receives the attention probabilities the module returns.
+    """
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module, args, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise CaptureError(
+                    f"layer {layer}: {type(module).__name__} returned no attention weights; headscope needs "
+                    f"eager attention (load the model with attn_implementation='eager')")
+            on_attention(layer, weights)
+        return hook
+
+    try:
+        for i, module in enumerate(loaded.attention_modules):
+            handles.append(module.register_forward_hook(make_hook(i)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tokens: int = 8192
+                 ) -> Iterator[list[EncodedSentence]]:
+    """Batches of similar length (sorted by token count), capped at ``max_tokens`` padded tokens."""
+    order = sorted(encoded, key=len)
+    batch: list[EncodedSentence] = []
+    for enc in order:
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * len(enc) > max_tokens):
+            yield batch
+            batch = []
+        batch.append(enc)
+    if batch:
+        yield batch
+
+
+def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_heads: int) -> None:
+    """Fail clearly unless rows over real keys sum to 1 and, for decoders, nothing looks ahead."""
+    import torch
+
+    if weights.dim() != 4 or weights.shape[0] != batch.size or weights.shape[2] != weights.shape[3]:
+        raise CaptureError(f"layer {layer}: expected attention [batch, head, query, key], got shape {tuple(weights.shape)}")
+    if weights.shape[1] != n_heads:
+        raise CaptureError(f"layer {layer}: expected {n_heads} query heads, got {weights.shape[1]}")
+    w = weights.float()
+    keys = batch.token_mask[:, None, None, :]
+    rows = (w * keys).sum(-1)                             # [b, h, q]
+    real_rows = batch.token_mask[:, None, :].expand_as(rows)
+    err = (rows - 1).abs()[real_rows]
+    if err.numel() and float(err.max()) > ROW_SUM_TOLERANCE:
+        raise CaptureError(f"layer {layer}: attention rows over real tokens sum to {float(rows[real_rows].min()):.4f}"
+                           f"..{float(rows[real_rows].max()):.4f}, not 1: the model's attention is not softmax "
+                           f"probabilities, or padding is not masked")
+    if causal:
+        t = w.shape[-1]
+        ahead = torch.triu(torch.ones(t, t, dtype=torch.bool, device=w.device), diagonal=1)
+        leak = (w * ahead)[real_rows.unsqueeze(-1).expand_as(w) & keys.expand_as(w)]
+        if leak.numel() and float(leak.max()) > CAUSAL_TOLERANCE:
+            raise CaptureError(f"layer {layer}: decoder attention puts {float(leak.max()):.3g} on later tokens; "
+                               f"the causal mask is missing (is this model really a decoder?)")
+
+
+def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence],
+            on_layer: LayerCallback, *, batch_size: int = 32, on_batch_start: Callable[[Batch], None] | None = None,
+            on_batch_end: Callable[[Batch], None] | None = None, check: bool = True) -> int:
+    """Run the model over ``encoded`` in length-sorted padded batches, calling ``on_layer`` per layer.
+
+    Attention maps are dropped after each callback; nothing holds more than one layer of one batch.
+    Returns the number of batches run.
+    """
+    import torch
+
+    info = loaded.info
+    pad_id = loaded.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = loaded.tokenizer.eos_token_id if loaded.tokenizer.eos_token_id is not None else 0
+    device = loaded.device
+    body = getattr(loaded.model, "base_model", None) or loaded.model
+    state: dict[str, Any] = {"batch": None, "seen": set(), "check": check}
+
+    def on_attention(layer: int, weights: Any) -> None:
+        batch = state["batch"]
+        if state["check"]:
+            check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads)
+        state["seen"].add(layer)
+        on_layer(layer, weights, batch)
+
+    n_batches = 0
+    with attention_hooks(loaded, on_attention), torch.inference_mode():
+        for group in iter_batches(encoded, batch_size):
+            batch = collate([sentences[e.index] for e in group], group, pad_id=pad_id, device=device,
+                            causal=info.is_decoder)
+            state["batch"] = batch
+            if on_batch_start is not None:
+                on_batch_start(batch)
+            kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+            if info.is_decoder:
+                kwargs["use_cache"] = False
+            body(**kwargs)
+            if len(state["seen"]) != info.num_layers:
+                raise CaptureError(f"only {len(state['seen'])} of {info.num_layers} attention layers ran; "
+                                   f"the model's attention modules were not all called")
+            state["check"] = False  # the first batch is checked; later ones run unchecked
+            state["seen"] = set()
+            if on_batch_end is not None:
+                on_batch_end(batch)
+            n_batches += 1
+    return n_batches

@@ -1,0 +1,120 @@
+"""The ``headscope`` command: ``run`` and ``models``; errors become one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find out what every attention head of a transformer does.")
+
+
+class OnError(str, enum.Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class Format(str, enum.Enum):
+    conllu = "conllu"
+    text = "text"
+    jsonl = "jsonl"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"headscope: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Option("--model", "-m", help="Alias (see `headscope models`), Hugging Face id, "
+                                                              "or local model folder.")] = "minilm",
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Data file (.conllu, .txt, .jsonl); "
+                    "repeat for several. Default: the bundled English sample treebank.")] = None,
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated: syntax, positional, tree.")]
+    = "syntax,positional",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv, report.md, run.json, "
+                                                           "figures/.")] = Path("headscope-out"),
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = 32,
+    device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps.")]
+    = None,
+    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", "-n", min=1,
+                                                         help="Score at most N sentences per data file.")] = None,
+    on_error: Annotated[OnError, typer.Option("--on-error", help="Malformed sentences: fail at the first, or skip "
+                                                                   "and count them.")] = OnError.fail,
+    fmt: Annotated[Optional[Format], typer.Option("--format", help="Data format when the suffix does not say.")]
+    = None,
+    keep_subtypes: Annotated[bool, typer.Option("--keep-subtypes", help="Keep relation subtypes (nsubj:pass) "
+                                                                        "instead of folding them.")] = False,
+    window: Annotated[int, typer.Option("--window", min=0, help="Local-window half width for positional mass.")] = 3,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score every head of MODEL on DATA and write a report into OUT."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..errors import HeadscopeError
+    from ..pipeline import analyze
+    from ..reports import write_report
+
+    logging.basicConfig(level=logging.WARNING, format="headscope: %(message)s")
+    command = "headscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        disable=quiet, transient=False)
+    task_id = progress.add_task("scoring", total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task_id, completed=done, total=total)
+
+    try:
+        with progress:
+            result = analyze(model, data or None, tasks=tasks, batch_size=batch_size, device=device,
+                             max_sentences=max_sentences, keep_subtypes=keep_subtypes, on_error=on_error.value,
+                             fmt=fmt.value if fmt else None, window=window, progress=on_progress,
+                             partial_on_interrupt=True)
+        write_report(result, out, figures=not no_figures, command=command)
+    except HeadscopeError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130)
+    skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in result.meta["datasets"])
+    scored = sum(d["scored"] for d in result.meta["datasets"])
+    typer.echo(f"{result.model.name}: scored {scored} sentences"
+               + (f", skipped {skipped} (see run.json)" if skipped else "")
+               + f"; wrote {out}/report.md, scores.csv, run.json")
+    if not result.meta.get("complete", True):
+        typer.echo("run was interrupted: the files hold partial results", err=True)
+        raise typer.Exit(130)
+
+
+@app.command()
+def models() -> None:
+    """List the model aliases that load offline."""
+    from ..models import list_aliases
+
+    for name, desc in list_aliases().items():
+        typer.echo(f"{name:10s} {desc}")
+    typer.echo("Any Hugging Face id or local model folder also works with --model.")
+
+
+@app.command()
+def tasks() -> None:
+    """List the analysis tasks."""
+    from ..analysis.base import TASKS
+
+    for task in TASKS.values():
+        typer.echo(f"{task.name:11s} {task.description}" + ("  [needs trees]" if task.needs_tree else ""))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

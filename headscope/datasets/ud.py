@@ -1,0 +1,189 @@
+"""CoNLL-U treebank loader on the ``conllu`` package, with ``path:line (sent_id)`` errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import conllu
+from conllu.exceptions import ParseException
+
+from ..errors import DataError
+from ..types import Corpus, Sentence
+
+log = logging.getLogger(__name__)
+
+N_COLUMNS = 10
+ON_ERROR = ("fail", "skip")
+
+
+def fold_relation(rel: str, keep_subtypes: bool = False) -> str:
+    """``nsubj:pass`` -> ``nsubj`` unless subtypes are kept."""
+    return rel if keep_subtypes else rel.split(":", 1)[0]
+
+
+def _decode_lines(data: bytes, path: str) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text or None, error or None) for each line; bad UTF-8 is reported per line."""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            yield number, None, (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                                 f"re-save the file as UTF-8")
+
+
+def _blocks(data: bytes, path: str) -> Iterator[tuple[int, list[tuple[int, str]], tuple[int, str] | None]]:
+    """Sentence blocks: (first line number, [(line number, text)], first decoding error or None)."""
+    start, lines, error = 0, [], None
+    for number, text, err in _decode_lines(data, path):
+        if err is None and text.strip() == "":
+            if lines or error:
+                yield start, lines, error
+            start, lines, error = 0, [], None
+            continue
+        if not start:
+            start = number
+        if err is not None:
+            error = error or (number, err)
+            lines.append((number, ""))
+        else:
+            lines.append((number, text))
+    if lines or error:
+        yield start, lines, error
+
+
+def _sent_id(lines: list[tuple[int, str]]) -> str | None:
+    for _, text in lines:
+        if text.startswith("#") and "sent_id" in text and "=" in text:
+            key, _, value = text[1:].partition("=")
+            if key.strip() == "sent_id":
+                return value.strip()
+    return None
+
+
+def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -> None:
+    """Validate columns, ids and heads line by line so that errors point at the offending line."""
+    words: list[tuple[int, int, str]] = []  # (line, head, deprel)
+    for number, text in lines:
+        if text.startswith("#"):
+            continue
+        cols = text.split("\t")
+        where = {"path": path, "line": number, "sent_id": sent_id}
+        if len(cols) != N_COLUMNS:
+            raise DataError(f"expected {N_COLUMNS} tab-separated columns, got {len(cols)}",
+                            hint="CoNLL-U token lines are ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC", **where)
+        tid = cols[0]
+        if "-" in tid or "." in tid:
+            a, _, b = tid.replace(".", "-").partition("-")
+            if not (a.isdigit() and b.isdigit()):
+                raise DataError(f"ID '{tid}' is not a word id, a range like 3-4 or an empty node like 5.1", **where)
+            continue  # multiword-token ranges and empty nodes are not syntactic words
+        if not tid.isdigit():
+            raise DataError(f"ID '{tid}' is not an integer", **where)
+        if int(tid) != len(words) + 1:
+            raise DataError(f"ID {tid} out of sequence; expected {len(words) + 1}", **where)
+        head = cols[6]
+        if not head.lstrip("-").isdigit():
+            raise DataError(f"HEAD '{head}' of word {tid} is not an integer",
+                            hint="use 0 for the root and the ID of the head word otherwise", **where)
+        if not cols[7] or cols[7] == "_":
+            raise DataError(f"word {tid} has no DEPREL", **where)
+        if not cols[1]:
+            raise DataError(f"word {tid} has an empty FORM", **where)
+        words.append((number, int(head), cols[7]))
+    if not words:
+        raise DataError("sentence has no word lines", path=path, line=lines[0][0], sent_id=sent_id)
+    n = len(words)
+    for i, (number, head, _) in enumerate(words, start=1):
+        if not 0 <= head <= n:
+            raise DataError(f"HEAD {head} of word {i} is out of range 0..{n}", path=path, line=number, sent_id=sent_id)
+    roots = [i for i, (_, head, _) in enumerate(words, start=1) if head == 0]
+    if len(roots) != 1:
+        what = "no word with HEAD 0" if not roots else f"{len(roots)} roots (words {', '.join(map(str, roots))})"
+        line = words[roots[1] - 1][0] if len(roots) > 1 else lines[0][0]
+        raise DataError(f"{what}; a sentence needs exactly one root", path=path, line=line, sent_id=sent_id)
+    for i in range(1, n + 1):
+        seen, j = [], i
+        while j != 0 and j not in seen:
+            seen.append(j)
+            j = words[j - 1][1]
+        if j != 0:
+            cycle = seen[seen.index(j):] + [j]
+            raise DataError(f"HEAD of word {j} makes a cycle {' -> '.join(map(str, cycle))}",
+                            path=path, line=words[j - 1][0], sent_id=sent_id)
+
+
+def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, keep_subtypes: bool) -> Sentence:
+    text = "\n".join(t for _, t in lines) + "\n\n"
+    try:
+        parsed = conllu.parse(text)
+    except ParseException as exc:
+        raise DataError(f"{exc}", path=path, line=lines[0][0], sent_id=sent_id) from None
+    tokens = [t for t in parsed[0] if isinstance(t["id"], int)]
+    return Sentence(
+        words=tuple(t["form"] for t in tokens),
+        heads=tuple(int(t["head"]) - 1 for t in tokens),
+        relations=tuple(fold_relation(t["deprel"], keep_subtypes) for t in tokens),
+        upos=tuple(t["upos"] or "_" for t in tokens),
+        sent_id=sent_id or f"{Path(path).name}:{lines[0][0]}",
+        source=f"{path}:{lines[0][0]}",
+    )
+
+
+def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bool = False, on_error: str = "fail",
+                 limit: int | None = None, name: str | None = None) -> Corpus:
+    """Parse CoNLL-U bytes into a Corpus of syntactic words with gold trees.
+
+    Multiword-token ranges and empty nodes are skipped; relation subtypes are folded unless
+    ``keep_subtypes``. ``on_error='fail'`` raises DataError at the first bad sentence;
+    ``'skip'`` drops bad sentences and counts them.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not data.strip():
+        raise DataError("file is empty; expected CoNLL-U sentences (10 tab-separated columns, blank line between "
+                        "sentences)", path=path, line=1)
+    sentences: list[Sentence] = []
+    reasons: list[str] = []
+    for start, lines, decode_error in _blocks(data, path):
+        if limit is not None and len(sentences) >= limit:
+            break
+        sent_id = _sent_id(lines)
+        try:
+            if decode_error is not None:
+                raise DataError(decode_error[1], path=path, line=decode_error[0], sent_id=sent_id)
+            if all(t.startswith("#") for _, t in lines):
+                continue  # a comment-only block (e.g. a file header)
+            _check_block(lines, path, sent_id)
+            sentences.append(_to_sentence(lines, path, sent_id, keep_subtypes))
+        except DataError as err:
+            if on_error == "fail":
+                raise
+            reasons.append(str(err))
+            log.warning("skipped %s", err)
+    if not sentences:
+        raise DataError(f"no valid sentence found ({len(reasons)} skipped)" +
+                        (f"; first problem: {reasons[0]}" if reasons else ""), path=path, line=1)
+    return Corpus(name=name or Path(path).stem, sentences=tuple(sentences),
+                  checksum=hashlib.sha256(data).hexdigest(), path=str(path), skipped=len(reasons),
+                  skipped_reasons=tuple(reasons))
+
+
+def load_conllu(path: str | Path, *, keep_subtypes: bool = False, on_error: str = "fail",
+                limit: int | None = None) -> Corpus:
+    """Load a CoNLL-U file (see ``parse_conllu``)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found; check the path", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a directory; give a .conllu file", path=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    return parse_conllu(data, str(path), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)

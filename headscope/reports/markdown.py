@@ -1,0 +1,147 @@
+"""report.md: best head per relation against the best baseline, positional highlights, provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..schema import head_label
+
+
+def _fmt(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _syntax_section(df, dataset: str) -> list[str]:
+    sub = df[(df["task"] == "syntax") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    lines = ["", f"### Syntax — {dataset}", "",
+             "Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline "
+             "(chosen on the same data: an optimistic, Clark-et-al.-style number).", "",
+             "| relation | direction | n | reachable | best head | score | best baseline | baseline score | margin |",
+             "|---|---|---:|---:|---|---:|---|---:|---:|"]
+    heads = sub[sub["baseline"].isna()]
+    bases = sub[sub["baseline"].notna()]
+    order = (heads.groupby("relation")["n"].max().sort_values(ascending=False).index.tolist())
+    if "all" in order:
+        order.remove("all")
+        order.insert(0, "all")
+    for rel in order:
+        for direction in ("dep_to_head", "head_to_dep"):
+            h = heads[(heads["relation"] == rel) & (heads["direction"] == direction)]
+            if h.empty:
+                continue
+            top = h.loc[h["score"].idxmax()]
+            b = bases[(bases["relation"] == rel) & (bases["direction"] == direction)]
+            if len(b):
+                bt = b.loc[b["score"].idxmax()]
+                bname, bscore = str(bt["baseline"]), float(bt["score"])
+            else:
+                bname, bscore = "—", float("nan")
+            margin = float(top["score"]) - bscore
+            lines.append(f"| {rel} | {direction} | {int(top['n'])} | {int(top['n_reachable'])} | "
+                         f"{head_label(top['layer'], top['head'])} | {_fmt(top['score'])} | {bname} | "
+                         f"{_fmt(bscore) if bscore == bscore else '—'} | "
+                         f"{_fmt(margin) if margin == margin else '—'} |")
+    return lines
+
+
+def _tree_section(df, dataset: str) -> list[str]:
+    sub = df[(df["task"] == "tree") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    lines = ["", f"### Whole-tree UAS — {dataset}", "",
+             "| direction | best head | UAS | right-branching | left-branching |", "|---|---|---:|---:|---:|"]
+    for direction in ("dep_to_head", "head_to_dep"):
+        s = sub[sub["direction"] == direction]
+        h = s[s["baseline"].isna()]
+        if h.empty:
+            continue
+        top = h.loc[h["score"].idxmax()]
+        base = {str(r["baseline"]): float(r["score"]) for _, r in s[s["baseline"].notna()].iterrows()}
+        lines.append(f"| {direction} | {head_label(top['layer'], top['head'])} | {_fmt(top['score'])} | "
+                     f"{_fmt(base.get('right_branching', float('nan')))} | "
+                     f"{_fmt(base.get('left_branching', float('nan')))} |")
+    return lines
+
+
+POSITIONAL_SHOWN = ("self", "prev", "next", "first", "last", "sep", "punct", "local")
+
+
+def _positional_section(df, dataset: str) -> list[str]:
+    from ..analysis.positional import POSITIONAL_SHARE
+
+    sub = df[(df["task"] == "positional") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    lines = ["", f"### Positional patterns — {dataset}", "",
+             "Mean attention mass per query token; the head with the most of each, and how many heads put "
+             "over half their attention there.", "",
+             "| pattern | top head | mass | heads > 0.5 | layer means (0..L-1) |", "|---|---|---:|---:|---|"]
+    for name in POSITIONAL_SHOWN:
+        s = sub[(sub["relation"] == name)]
+        if s.empty:
+            continue
+        top = s.loc[s["score"].idxmax()]
+        by_layer = s.groupby("layer")["score"].mean()
+        lines.append(f"| {name} | {head_label(top['layer'], top['head'])} | {top['score']:.3f} | "
+                     f"{int((s['score'] > 0.5).sum())} | {' '.join(f'{v:.2f}' for v in by_layer)} |")
+    ent = sub[sub["relation"] == "entropy_norm"]
+    conf = sub[sub["relation"] == "confidence"]
+    if len(ent) and len(conf):
+        lo = ent.loc[ent["score"].idxmin()]
+        hi = ent.loc[ent["score"].idxmax()]
+        c = conf.loc[conf["score"].idxmax()]
+        lines += ["", f"- Most focused head (lowest normalised entropy): {head_label(lo['layer'], lo['head'])} "
+                      f"({lo['score']:.3f}); broadest: {head_label(hi['layer'], hi['head'])} ({hi['score']:.3f}).",
+                  f"- Most confident head (Voita): {head_label(c['layer'], c['head'])} (mean max weight "
+                  f"{c['score']:.3f})."]
+    share = sub[(sub["relation"] == "argmax_offset") & (sub["metric"] == "share")]
+    offset = sub[(sub["relation"] == "argmax_offset") & (sub["metric"] == "offset")]
+    if len(share):
+        merged = share.merge(offset[["layer", "head", "score"]], on=["layer", "head"], suffixes=("", "_offset"))
+        flagged = merged[merged["score"] >= POSITIONAL_SHARE].sort_values("score", ascending=False)
+        if len(flagged):
+            items = ", ".join(f"{head_label(r['layer'], r['head'])} (offset {int(r['score_offset']):+d}, "
+                              f"{100 * r['score']:.0f}%)" for _, r in flagged.iterrows())
+            lines.append(f"- Positional heads (argmax at one offset in ≥ {POSITIONAL_SHARE:.0%} of rows): {items}.")
+        else:
+            best = merged.loc[merged["score"].idxmax()]
+            lines.append(f"- No positional head (≥ {POSITIONAL_SHARE:.0%} of rows at one offset); closest: "
+                         f"{head_label(best['layer'], best['head'])} at offset {int(best['score_offset']):+d} "
+                         f"({100 * best['score']:.0f}%).")
+    return lines
+
+
+def render_markdown(result: Any, figure_files: list[str]) -> str:
+    meta = result.meta
+    info = result.model
+    df = result.scores
+    lines = [f"# headscope report: {info.name}", "",
+             f"- Model: {info.describe()}",
+             f"- Tasks: {', '.join(meta.get('tasks', []))}",
+             "- Heads are named `L<layer>.H<head>`, both 0-based (Clark et al. print 1-based `layer-head`)."]
+    if not meta.get("complete", True):
+        lines.append("- **Run interrupted: these results cover only the sentences scored before the stop.**")
+    for d in meta.get("datasets", []):
+        skipped = d["skipped_too_long"] + d["skipped_bad_data"]
+        lines.append(f"- Data `{d['name']}`: {d['scored']} of {d['sentences']} sentences scored "
+                     f"({d['words']} words); skipped: {d['skipped_bad_data']} malformed, "
+                     f"{d['skipped_too_long']} longer than {meta['config']['max_length']} tokens"
+                     + (f"; {d['words_replaced_by_unk']} words had no piece and were read as the unknown token"
+                        if d.get("words_replaced_by_unk") else "") + ("" if skipped else "."))
+    for d in meta.get("datasets", []):
+        name = d["name"]
+        lines += _syntax_section(df, name)
+        lines += _tree_section(df, name)
+        lines += _positional_section(df, name)
+    if figure_files:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{f}](figures/{f})" for f in figure_files]
+    v = meta.get("versions", {})
+    lines += ["", "## Provenance", "",
+              f"headscope {v.get('headscope', '?')}, torch {v.get('torch', '?')}, transformers "
+              f"{v.get('transformers', '?')}, Python {v.get('python', '?')}; run took {meta.get('seconds', '?')} s. "
+              "Full configuration, versions and dataset checksums are in `run.json`; every number is in `scores.csv`.",
+              ""]
+    return "\n".join(lines)

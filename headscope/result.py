@@ -1,0 +1,65 @@
+"""The object ``analyze`` returns: the tidy score table, provenance, and ways to query and save it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import HeadscopeError
+from .types import ModelInfo
+
+
+@dataclass
+class AnalysisResult:
+    """Scores of every head (``scores``, a tidy DataFrame) with the run's provenance (``meta``)."""
+
+    scores: Any
+    model: ModelInfo
+    meta: dict = field(default_factory=dict)
+
+    def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
+                dataset: str | None, baselines: bool):
+        df = self.scores
+        mask = df["task"] == task
+        if relation is not None:
+            mask &= df["relation"] == relation
+        if direction is not None:
+            mask &= df["direction"] == direction
+        if metric is not None:
+            mask &= df["metric"] == metric
+        if dataset is not None:
+            mask &= df["dataset"] == dataset
+        mask &= df["baseline"].notna() if baselines else df["baseline"].isna()
+        out = df[mask.fillna(False)]
+        if out.empty:
+            have = sorted(set(df.loc[df["task"] == task, "relation"].dropna()))
+            raise HeadscopeError(f"no {'baseline' if baselines else 'head'} scores for task={task!r} "
+                                 f"relation={relation!r} direction={direction!r}; relations present: "
+                                 f"{', '.join(have[:30]) or 'none (task not run)'}")
+        return out
+
+    def top(self, task: str = "syntax", relation: str | None = "all", direction: str | None = None, *,
+            metric: str | None = None, dataset: str | None = None, k: int = 5):
+        """The ``k`` best heads (highest score) for a task / relation / direction."""
+        return self._select(task, relation, direction, metric, dataset, False).nlargest(k, "score")
+
+    def best(self, task: str = "syntax", relation: str | None = "all", direction: str | None = None, *,
+             metric: str | None = None, dataset: str | None = None):
+        """The best head's row (a Series with ``layer``, ``head``, ``score``, ``n`` ...)."""
+        return self.top(task, relation, direction, metric=metric, dataset=dataset, k=1).iloc[0]
+
+    def best_baseline(self, task: str = "syntax", relation: str | None = "all", direction: str | None = None, *,
+                      metric: str | None = None, dataset: str | None = None):
+        """The best baseline's row for the same selection."""
+        return self._select(task, relation, direction, metric, dataset, True).nlargest(1, "score").iloc[0]
+
+    def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
+        """Write scores.csv, report.md, run.json and heatmaps into ``out_dir``."""
+        from .reports import write_report
+
+        return write_report(self, Path(out_dir), figures=figures)
+
+    def __repr__(self) -> str:
+        tasks = ", ".join(sorted(set(self.scores["task"].dropna()))) if len(self.scores) else "none"
+        return f"AnalysisResult(model={self.model.name!r}, tasks=[{tasks}], rows={len(self.scores)})"

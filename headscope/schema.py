@@ -1,0 +1,36 @@
+"""The one declaration of the tidy result-table columns and helpers that build such tables."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+# Every score table has these columns, in this order. Head rows have integer layer/head and an
+# empty baseline; baseline rows have empty layer/head and name the baseline (e.g. "offset:-1").
+SCORE_COLUMNS = [
+    "model", "dataset", "task", "relation", "direction", "metric", "baseline",
+    "layer", "head", "kv_head", "score", "n", "n_reachable",
+]
+INT_COLUMNS = ("layer", "head", "kv_head", "n", "n_reachable")
+STR_COLUMNS = ("model", "dataset", "task", "relation", "direction", "metric", "baseline")
+
+
+def frame(rows: Iterable[dict[str, Any]]):
+    """Rows (dicts with any subset of SCORE_COLUMNS) -> DataFrame with the fixed columns and dtypes."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    for col in SCORE_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df = df[SCORE_COLUMNS]
+    for col in INT_COLUMNS:
+        df[col] = pd.array(df[col], dtype="Int64")
+    for col in STR_COLUMNS:
+        df[col] = df[col].astype("string")
+    df["score"] = df["score"].astype("float64")
+    return df
+
+
+def head_label(layer: int, head: int) -> str:
+    """0-based ``L7.H9`` label used in reports."""
+    return f"L{int(layer)}.H{int(head)}"
