@@ -71,7 +71,30 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, chunk: in
     return out
 
 
+class _Encoded:
+    """What the backend (Rust) tokenizer returns, shaped like a BatchEncoding for our two uses."""
+
+    def __init__(self, encodings: list) -> None:
+        self._encodings = encodings
+        self._ids = [e.ids for e in encodings]
+
+    def __getitem__(self, key: str) -> list:
+        return self._ids
+
+    def word_ids(self, i: int) -> list:
+        return self._encodings[i].word_ids
+
+
 def _call(tokenizer: Any, words: list[list[str]]):
+    # The Rust backend is what the fast tokenizer calls anyway; going to it directly skips a
+    # per-sentence Python conversion. Only when it neither truncates nor pads, so results match.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None and len(words) > 1:
+        _call(tokenizer, words[:1])  # the wrapper's own checks (e.g. add_prefix_space for byte-level BPE)
+        try:
+            return _Encoded(backend.encode_batch(words, is_pretokenized=True, add_special_tokens=True))
+        except Exception:  # noqa: BLE001 - fall back to the documented path below
+            pass
     try:
         return tokenizer(words, is_split_into_words=True, add_special_tokens=True, truncation=False,
                          return_attention_mask=False, verbose=False)
@@ -113,43 +136,40 @@ class Batch:
 def collate(sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence], *, pad_id: int,
             device: Any, causal: bool) -> Batch:
     """Pad a batch (right padding) and build the pooling matrices."""
+    import numpy as np
     import torch
 
     b = len(encoded)
     t_max = max(len(e) for e in encoded)
     w_max = max(e.n_words for e in encoded)
-    s_counts = [sum(1 for w in e.word_ids if w < 0) for e in encoded]
-    s_max = max(s_counts) if s_counts else 0
-    cols = w_max + s_max
-
-    ids = torch.full((b, t_max), pad_id, dtype=torch.long)
-    word_of = torch.full((b, t_max), -2, dtype=torch.long)  # -2 padding, -1 special
-    sep = torch.zeros((b, t_max), dtype=torch.bool)
-    punct_word = torch.zeros((b, w_max + 1), dtype=torch.bool)
-    col_of = torch.full((b, t_max), cols, dtype=torch.long)  # cols = dump column for padding
+    ids = np.full((b, t_max), pad_id, dtype=np.int64)
+    word_of = np.full((b, t_max), -2, dtype=np.int64)  # -2 padding, -1 special
+    sep = np.zeros((b, t_max), dtype=bool)
+    punct_word = np.zeros((b, w_max + 1), dtype=bool)
     for i, (s, e) in enumerate(zip(sentences, encoded)):
         n = len(e)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        w = torch.tensor(e.word_ids)
-        word_of[i, :n] = w
-        sep[i, :n] = torch.tensor(e.sep_tokens)
-        specials = (w < 0).nonzero().flatten()
-        col = w.clone()
-        col[specials] = w_max + torch.arange(len(specials))
-        col_of[i, :n] = col
+        ids[i, :n] = e.input_ids
+        word_of[i, :n] = e.word_ids
+        sep[i, :n] = e.sep_tokens
         upos = s.upos or (None,) * len(s.words)
-        punct_word[i, :len(s.words)] = torch.tensor([is_punct(x, u) for x, u in zip(s.words, upos)], dtype=torch.bool)
-    token_mask = word_of > -2
+        punct_word[i, :len(s.words)] = [is_punct(x, u) for x, u in zip(s.words, upos)]
     special = word_of == -1
+    # Special tokens get the columns after the words, in order of appearance.
+    s_rank = np.cumsum(special, axis=1) - 1
+    s_max = int(special.sum(1).max())
+    cols = w_max + s_max
+    col_of = np.where(special, w_max + s_rank, word_of)
+    col_of = np.where(word_of == -2, cols, col_of)                 # padding -> dump column
+    token_mask = torch.from_numpy(word_of > -2)
     # to_mat[b, c, t] = 1 when token t belongs to column c; from_mat divides by the piece count.
     to_mat = torch.zeros((b, cols + 1, t_max))
-    to_mat.scatter_(1, col_of.unsqueeze(1), 1.0)
+    to_mat.scatter_(1, torch.from_numpy(col_of).unsqueeze(1), 1.0)
     to_mat = to_mat[:, :cols]
-    pieces = to_mat.sum(-1, keepdim=True)
-    from_mat = to_mat / pieces.clamp_min(1.0)
+    from_mat = to_mat / to_mat.sum(-1, keepdim=True).clamp_min(1.0)
     n_words = torch.tensor([e.n_words for e in encoded])
     word_mask = torch.arange(w_max).unsqueeze(0) < n_words.unsqueeze(1)
-    punct = torch.gather(punct_word, 1, word_of.clamp_min(0).clamp_max(w_max)) & (word_of >= 0)
+    punct = torch.from_numpy(np.take_along_axis(punct_word, np.clip(word_of, 0, w_max), 1) & (word_of >= 0))
+    ids, sep, special = torch.from_numpy(ids), torch.from_numpy(sep), torch.from_numpy(special)
     dev = torch.device(device) if device is not None else None
     return Batch(
         sentences=list(sentences), encoded=list(encoded),
@@ -169,5 +189,10 @@ def pool_words(attn: Any, batch: Batch) -> Any:
     import torch
 
     a = attn.to(batch.from_mat.dtype)
-    rows = torch.matmul(batch.from_mat.unsqueeze(1), a)            # [b, h, col, tok]
-    return torch.matmul(rows, batch.to_mat.transpose(1, 2).unsqueeze(1))  # [b, h, col, col]
+    b, h, t, _ = a.shape
+    c = batch.to_mat.shape[1]
+    # Two batched matmuls over the batch (not b*h tiny ones): sum key pieces, then average query pieces.
+    keys = torch.bmm(a.reshape(b, h * t, t), batch.to_mat.transpose(1, 2))      # [b, h*tok, col]
+    keys = keys.view(b, h, t, c).transpose(1, 2).reshape(b, t, h * c)          # [b, tok, h*col]
+    out = torch.bmm(batch.from_mat, keys)                                      # [b, col, h*col]
+    return out.view(b, c, h, c).transpose(1, 2)                                # [b, h, col, col]

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 LayerCallback = Callable[[int, Any, Batch], None]
 
 ROW_SUM_TOLERANCE = 1e-3
+
+
+class _ForwardDone(Exception):
+    """Raised from the last layer's hook to end a forward pass whose remaining work is unused."""
+
 CAUSAL_TOLERANCE = 1e-5
 
 
@@ -111,6 +116,10 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads)
         state["seen"].add(layer)
         on_layer(layer, weights, batch)
+        if len(state["seen"]) == info.num_layers:
+            # Every layer's attention is in hand: the rest of the forward (the last layer's output
+            # projection and MLP, the final norm) cannot change any score, so skip it.
+            raise _ForwardDone
 
     n_batches = 0
     with attention_hooks(loaded, on_attention), torch.inference_mode():
@@ -123,7 +132,10 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
             if info.is_decoder:
                 kwargs["use_cache"] = False
-            body(**kwargs)
+            try:
+                body(**kwargs)
+            except _ForwardDone:
+                pass
             if len(state["seen"]) != info.num_layers:
                 raise CaptureError(f"only {len(state['seen'])} of {info.num_layers} attention layers ran; "
                                    f"the model's attention modules were not all called")

@@ -119,6 +119,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
 
         def on_batch_end(batch):
             nonlocal done
+            for s in scorers:
+                s.end_batch()
             scored["n"] += batch.size
             done += batch.size
             if progress is not None:
@@ -147,10 +149,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         if not complete:
             break
     scores = pd.concat(tables, ignore_index=True) if tables else frame([])
-    scores["model"] = info.name
-    heads = scores["head"]
-    scores["kv_head"] = (heads // info.kv_group_size).astype("Int64")
-    scores = frame(scores.to_dict("records")) if len(scores) else scores
+    scores["model"] = pd.array([info.name] * len(scores), dtype="string")
+    scores["dataset"] = scores["dataset"].astype("string")
+    scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
     meta = {
         "complete": complete,
         "tasks": task_list,

@@ -47,7 +47,6 @@ class PositionalScorer:
     counts: Any = field(default=None, repr=False)  # [metric] rows counted (same for every head)
     offsets: Any = field(default=None, repr=False)  # [layer, head, 2*max_offset+2]; last bucket = further away
     _batch: dict = field(default_factory=dict, repr=False)
-    _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         import torch
@@ -57,16 +56,6 @@ class PositionalScorer:
             self.counts = torch.zeros(len(NAMES), dtype=torch.float64)
             self.offsets = torch.zeros((self.num_layers, self.num_heads, 2 * self.max_offset + 2), dtype=torch.float64)
 
-    def _grids(self, t: int, device: Any) -> tuple[Any, Any]:
-        import torch
-
-        key = (t, str(device))
-        if key not in self._cache:
-            pos = torch.arange(t, device=device)
-            dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs().float()   # [t, t]
-            self._cache = {key: (dist, (dist <= self.window).float())}
-        return self._cache[key]
-
     def start_batch(self, batch: Batch) -> None:
         import torch
 
@@ -74,60 +63,82 @@ class PositionalScorer:
         dev = tm.device
         for name in ("sums", "counts", "offsets"):
             setattr(self, name, getattr(self, name).to(dev))
-        t = tm.shape[1]
-        pos = torch.arange(t, device=dev).unsqueeze(0)              # [1, t]
+        b, t = tm.shape
+        pos = torch.arange(t, device=dev)
         lengths = batch.lengths.unsqueeze(1)                         # [b, 1]
-        visible = (pos + 1).expand_as(tm) if self.causal else lengths.expand_as(tm)
+        visible = (pos + 1).unsqueeze(0).expand_as(tm) if self.causal else lengths.expand_as(tm)
         real = tm.float()
         masks = [real] * len(NAMES)
         masks[NAMES.index("prev")] = real * (pos >= 1)
-        masks[NAMES.index("next")] = real * (pos < lengths - 1)
+        masks[NAMES.index("next")] = real * (pos.unsqueeze(0) < lengths - 1)
         masks[NAMES.index("entropy_norm")] = real * (visible >= 2)
-        row_masks = torch.stack(masks, -1)                           # [b, t, metric]
-        self.counts += row_masks.sum((0, 1)).double()
+        self.counts += torch.stack(masks, -1).sum((0, 1)).double()
+        # Every linear statistic is sum_ij rowmask[i] A[i, j] W[i, j]: one weight plane per metric,
+        # so that a single batched matmul over the flattened map computes them all.
+        dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs().float()  # [t, t]
+        eye = torch.eye(t, device=dev)
+        key = torch.zeros((b, t), device=dev)
+        key[torch.arange(b, device=dev), (lengths.squeeze(1) - 1).clamp_min(0)] = 1.0
+        first = torch.zeros(t, device=dev)
+        first[0] = 1.0
+        planes = [
+            eye.expand(b, t, t),
+            torch.diag(torch.ones(t - 1, device=dev), -1).expand(b, t, t),
+            torch.diag(torch.ones(t - 1, device=dev), 1).expand(b, t, t),
+            first.expand(b, t, t),
+            key.unsqueeze(1).expand(b, t, t),
+            batch.sep_mask.float().unsqueeze(1).expand(b, t, t),
+            batch.punct_mask.float().unsqueeze(1).expand(b, t, t),
+            (dist <= self.window).float().expand(b, t, t),
+            dist.expand(b, t, t),
+        ]
+        weights = torch.stack([p * real.unsqueeze(-1) for p in planes], -1)  # [b, t, t, linear]
+        log_visible = torch.log(visible.clamp_min(2).float())
+        ent_w = torch.stack([real, masks[NAMES.index("entropy_norm")] / log_visible], -1)  # [b, t, 2]
         self._batch = {
-            "row_masks": row_masks,
+            "linear": weights.reshape(b, t * t, len(planes)),
+            "entropy": ent_w,
             "real": real,
-            "log_visible": torch.log(visible.clamp_min(2).float()),
-            "last": (lengths - 1).clamp_min(0),
-            "key_masks": torch.stack([batch.sep_mask.float(), batch.punct_mask.float()], -1),  # [b, t, 2]
             "pos": pos,
         }
 
     def update(self, view: LayerView) -> None:
         import torch
-        import torch.nn.functional as F
 
         g = self._batch
         a = view.tokens.float()                                      # [b, h, t, t]
         b, h, t, _ = a.shape
-        dist, band = self._grids(t, a.device)
-        last_idx = g["last"].view(b, 1, 1, 1).expand(b, h, t, 1)
-        sep_punct = torch.matmul(a, g["key_masks"].unsqueeze(1))     # [b, h, t, 2]
-        entropy = -torch.special.xlogy(a, a).sum(-1)
-        conf, argmax = a.max(-1)
-        values = torch.stack([
-            a.diagonal(0, -2, -1),
-            F.pad(a.diagonal(-1, -2, -1), (1, 0)),
-            F.pad(a.diagonal(1, -2, -1), (0, 1)),
-            a[..., 0],
-            a.gather(-1, last_idx).squeeze(-1),
-            sep_punct[..., 0],
-            sep_punct[..., 1],
-            (a * band).sum(-1),
-            (a * dist).sum(-1),
-            entropy,
-            entropy / g["log_visible"].unsqueeze(1),
-            conf,
-        ], -1)                                                       # [b, h, t, metric]
-        self.sums[view.layer] += torch.einsum("bhtm,btm->hm", values, g["row_masks"]).double()
+        self.sums[view.layer, :, :9] += torch.bmm(a.reshape(b, h, t * t), g["linear"]).sum(0).double()
+        # Row-level values are kept per layer and reduced for all layers at once in end_batch.
+        conf, argmax = a.max(-1)                                     # [b, h, t]
+        g.setdefault("layers", []).append(view.layer)
+        g.setdefault("plogp", []).append(torch.log(a.clamp_min(1e-30)).mul_(a).sum(-1))
+        g.setdefault("conf", []).append(conf)
+        g.setdefault("argmax", []).append(argmax)
+
+    def end_batch(self) -> None:
+        import torch
+
+        g = self._batch
+        if not g.get("layers"):
+            return
+        layers = g.pop("layers")
+        plogp = torch.stack(g.pop("plogp"), 1)                       # [b, layer, h, t]
+        conf = torch.stack(g.pop("conf"), 1)
+        argmax = torch.stack(g.pop("argmax"), 1)
+        b, n_layers, h, t = argmax.shape
+        entropy = -torch.einsum("blht,btk->lhk", plogp, g["entropy"])  # [layer, h, 2]
+        confidence = torch.einsum("blht,bt->lh", conf, g["real"])
+        self.sums[layers, :, 9:11] += entropy.double()
+        self.sums[layers, :, 11] += confidence.double()
         m = self.max_offset
-        off = argmax - g["pos"].unsqueeze(1)                         # [b, h, t]
+        off = argmax - g["pos"]                                      # [b, layer, h, t]
         bucket = torch.where(off.abs() <= m, off + m, torch.full_like(off, 2 * m + 1))
-        hist = torch.zeros((h, 2 * m + 2), device=a.device)
-        weights = g["real"].unsqueeze(1).expand(b, h, t)
-        hist.scatter_add_(1, bucket.permute(1, 0, 2).reshape(h, -1), weights.permute(1, 0, 2).reshape(h, -1))
-        self.offsets[view.layer] += hist.double()
+        bucket = bucket + (2 * m + 2) * torch.arange(n_layers * h, device=off.device).view(1, n_layers, h, 1)
+        weights = g["real"].view(b, 1, 1, t).expand_as(bucket)
+        hist = torch.zeros(n_layers * h * (2 * m + 2), device=off.device)
+        hist.scatter_add_(0, bucket.reshape(-1), weights.reshape(-1))
+        self.offsets[layers] += hist.view(n_layers, h, 2 * m + 2).double()
 
     def merge(self, other: "PositionalScorer") -> "PositionalScorer":
         out = PositionalScorer(self.num_layers, self.num_heads, self.window, self.causal, self.max_offset)

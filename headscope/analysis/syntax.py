@@ -16,20 +16,21 @@ ALL = "all"
 
 def gold_tensors(batch: Batch, relations: dict[str, int]) -> tuple[Any, Any]:
     """Gold heads ``[batch, word]`` (-1 for root and padding) and relation ids (-1 when not scored)."""
+    import numpy as np
     import torch
 
     b, w = batch.size, batch.max_words
-    heads = torch.full((b, w), -1, dtype=torch.long)
-    rels = torch.full((b, w), -1, dtype=torch.long)
+    heads = np.full((b, w), -1, dtype=np.int64)
+    rels = np.full((b, w), -1, dtype=np.int64)
     for i, s in enumerate(batch.sentences):
         if not s.has_tree:
             continue
         n = len(s.words)
-        heads[i, :n] = torch.tensor(s.heads, dtype=torch.long)
-        rels[i, :n] = torch.tensor([relations.get(r, -1) if h >= 0 else -1
-                                    for h, r in zip(s.heads, s.relations)], dtype=torch.long)
+        heads[i, :n] = s.heads
+        rels[i, :n] = [relations.get(r, -1) for r in s.relations]
+    rels[heads < 0] = -1
     dev = batch.word_mask.device
-    return heads.to(dev), rels.to(dev)
+    return torch.from_numpy(heads).to(dev), torch.from_numpy(rels).to(dev)
 
 
 @dataclass
@@ -92,30 +93,49 @@ class SyntaxScorer:
             mask_h2d = mask_h2d | later.T           # A[j, d] with j < d is invisible
             reach_d2h &= heads < pos
             reach_h2d &= heads > pos
+        # Attention is in [0, 1], so subtracting 2 where a candidate is excluded takes it out of the
+        # argmax without a masked copy (ties keep torch's first-index rule).
         self._batch = {
-            "heads": heads, "onehot": onehot, "masks": (mask_d2h.unsqueeze(1), mask_h2d.unsqueeze(1)),
+            "heads": heads, "onehot": onehot,
+            "masks": (2.0 * mask_d2h.unsqueeze(1).float(), 2.0 * mask_h2d.unsqueeze(1).float()),
             "reach": (reach_d2h, reach_h2d),
         }
         self.total += onehot.sum((0, 1)).double()
+        offsets = torch.tensor(OFFSETS, device=dev)
+        hit = ((heads.unsqueeze(-1) - pos.view(1, -1, 1)) == offsets) & valid.unsqueeze(-1)  # [b, w, offset]
+        by_offset = torch.einsum("bwk,bwr->kr", hit.float(), onehot).double()
         for k, reach in enumerate((reach_d2h, reach_h2d)):
             self.reachable[k] += torch.einsum("bw,bwr->r", reach.float(), onehot).double()
-            for j, off in enumerate(OFFSETS):
-                allowed = not self.causal or (off < 0 if k == 0 else off > 0)
-                if not allowed:
-                    continue
-                hit = (heads == pos + off) & valid
-                self.offset_correct[k, j] += torch.einsum("bw,bwr->r", hit.float(), onehot).double()
+            # In a decoder dep_to_head can only look left (k < 0) and head_to_dep only right.
+            allowed = torch.ones(len(OFFSETS), dtype=torch.bool, device=dev) if not self.causal else (
+                offsets < 0 if k == 0 else offsets > 0)
+            self.offset_correct[k] += by_offset * allowed.unsqueeze(-1)
 
     def update(self, view: LayerView) -> None:
+        # Keep only the small word block; all layers of the batch are scored at once in end_batch,
+        # which costs a sixth of the tensor operations of scoring layer by layer.
+        w = view.batch.max_words
+        self._batch.setdefault("layers", []).append(view.layer)
+        self._batch.setdefault("words", []).append(view.words[:, :, :w, :w])
+
+    def end_batch(self) -> None:
         import torch
 
         g = self._batch
-        w = view.batch.max_words
-        words = view.words[:, :, :w, :w]                              # [b, h, w, w]
-        for k, (scores, mask) in enumerate(((words, g["masks"][0]), (words.transpose(-1, -2), g["masks"][1]))):
-            pred = scores.masked_fill(mask, float("-inf")).argmax(-1)  # [b, h, w]
-            hit = (pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1)
-            self.correct[view.layer, k] += torch.einsum("bhw,bwr->hr", hit.float(), g["onehot"]).double()
+        if not g.get("words"):
+            return
+        words = torch.stack(g.pop("words"), 1)                        # [b, layer, h, w, w]
+        layers = g.pop("layers")
+        b, n_layers, h, w, _ = words.shape
+        words = words.view(b, n_layers * h, w, w)
+        hits = []
+        # The transpose is made contiguous: argmax over a strided last dim is several times slower.
+        for k, scores in enumerate((words, words.transpose(-1, -2).contiguous())):
+            pred = (scores - g["masks"][k]).argmax(-1)                # [b, layer*h, w]
+            hits.append((pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1))
+        both = torch.cat(hits, 1).float()                             # [b, 2*layer*h, w]
+        counts = torch.einsum("bhw,bwr->hr", both, g["onehot"]).double().view(2, n_layers, h, -1)
+        self.correct[layers] += counts.transpose(0, 1)
 
     def merge(self, other: "SyntaxScorer") -> "SyntaxScorer":
         names = list(dict.fromkeys(self.relations + other.relations))

@@ -88,6 +88,9 @@ class TreeScorer:
                     pred = np.asarray(decode_tree(scores, root))
                     self.correct[view.layer, k, head] += (pred[scored] == gold[scored]).sum()
 
+    def end_batch(self) -> None:
+        pass
+
     def merge(self, other: "TreeScorer") -> "TreeScorer":
         out = TreeScorer(self.num_layers, self.num_heads)
         out.correct = self.correct + other.correct

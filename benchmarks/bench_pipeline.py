@@ -1,0 +1,158 @@
+"""Pipeline speed and memory against the bare eager forward pass and the simple reference (issue #2).
+
+Prints, from one run on EWT dev with minilm: the bare forward time over the corpus, the pipeline
+time (syntax + positional), their ratio (target <= 1.3), the reference implementation's time
+(target: pipeline >= 3x faster), and peak memory at 500 and 2,000 sentences (target: flat).
+
+    python benchmarks/bench_pipeline.py [--data PATH] [--repeats 3] [--reference-sentences N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
+
+
+def bare_forward(loaded, corpus, batch_size: int) -> float:
+    """The model's eager forward over the same length-sorted padded batches, no hooks, no scoring."""
+    import torch
+
+    from headscope.alignment import collate, encode_sentences
+    from headscope.capture import iter_batches
+
+    encoded = encode_sentences(loaded.tokenizer, corpus.sentences)
+    batches = [collate([corpus.sentences[e.index] for e in g], g, pad_id=loaded.tokenizer.pad_token_id or 0,
+                       device=loaded.device, causal=loaded.info.is_decoder)
+               for g in iter_batches(encoded, batch_size)]
+    body = getattr(loaded.model, "base_model", None) or loaded.model
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for b in batches:
+            body(input_ids=b.input_ids, attention_mask=b.attention_mask)
+    return time.perf_counter() - start
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def memory_child(data: str, n: int, batch_size: int, repeat: int = 1) -> None:
+    """Peak resident memory while analysing the first ``n`` sentences (sampled every 5 ms).
+
+    With ``repeat`` > 1 the same sentences are read ``repeat`` times, so that the longest batch is
+    the same and any difference is memory that grows with the corpus.
+    """
+    import threading
+
+    import headscope
+    from headscope.models import load_model
+
+    corpus = headscope.load_conllu(data, limit=n)
+    corpus = headscope.Corpus(name=corpus.name, sentences=corpus.sentences * repeat)
+    loaded = load_model("minilm")
+    headscope.analyze(loaded, corpus.sentences[:8], tasks="syntax,positional")  # warm-up allocations
+    base = _rss_mib()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=batch_size)
+    stop.set()
+    thread.join()
+    print(json.dumps({"n": len(corpus), "peak_mib": peak[0], "before_mib": base}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--reference-sentences", type=int, default=0,
+                    help="run the reference on the first N sentences only and scale (0 = whole corpus, -1 = skip)")
+    ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-repeat", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.data, args.memory_child, args.batch_size, args.memory_repeat)
+        return
+    if not Path(args.data).is_file():
+        sys.exit(f"data not found: {args.data} (needs ../shared/data)")
+
+    import torch
+
+    import headscope
+    from headscope.models import load_model
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from reference import reference_syntax
+
+    corpus = headscope.load_conllu(args.data)
+    loaded = load_model("minilm")
+    print(f"corpus: {len(corpus)} sentences, {sum(len(s) for s in corpus.sentences)} words; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bare_forward(loaded, corpus, args.batch_size)  # warm-up
+    bare, pipe = [], []
+    for _ in range(args.repeats):  # interleaved, so that machine noise hits both alike
+        bare.append(bare_forward(loaded, corpus, args.batch_size))
+        start = time.perf_counter()
+        headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size)
+        pipe.append(time.perf_counter() - start)
+    b, p = statistics.median(bare), statistics.median(pipe)
+    ratios = [y / x for x, y in zip(bare, pipe)]
+    print(f"bare eager forward:            median {b:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in bare)})")
+    print(f"pipeline (syntax+positional):  median {p:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pipe)})")
+    print(f"pipeline / bare forward:       {p / b:.2f} (ratio of medians); median of paired ratios "
+          f"{statistics.median(ratios):.2f}  (target <= 1.30)")
+
+    if args.reference_sentences < 0:
+        print("reference: skipped (--reference-sentences -1)")
+    else:
+        reference(loaded, corpus, args.reference_sentences, p, reference_syntax)
+    memory(args)
+
+
+def reference(loaded, corpus, n_ref: int, p: float, reference_syntax) -> None:
+    n_ref = n_ref or len(corpus)
+    start = time.perf_counter()
+    reference_syntax(loaded.model, loaded.tokenizer, corpus.sentences[:n_ref])
+    ref = (time.perf_counter() - start) * len(corpus) / n_ref
+    scaled = "" if n_ref == len(corpus) else f" (measured on {n_ref} sentences, scaled)"
+    print(f"reference (1 sentence/step):   {ref:7.2f} s{scaled}")
+    print(f"reference / pipeline:          {ref / p:.1f}x  (target >= 3)")
+
+
+def memory(args) -> None:
+    def child(n: int, repeat: int = 1) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--data", args.data, "--memory-child", str(n),
+                              "--memory-repeat", str(repeat), "--batch-size", str(args.batch_size)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, whole, same = child(500), child(2000), child(500, repeat=4)
+    for label, rec in (("first 500 sentences", first), ("first 2,000 sentences", whole),
+                       ("first 500 read 4 times (2,000)", same)):
+        print(f"peak RSS, {label:31s} {rec['peak_mib']:7.1f} MiB  (model and data loaded: {rec['before_mib']:.1f} MiB)")
+    print(f"growth 500 -> 2,000 (same 500 x4):  {same['peak_mib'] - first['peak_mib']:+.1f} MiB "
+          f"({same['peak_mib'] / first['peak_mib']:.3f}x; target: noise)")
+    print(f"growth 500 -> 2,000 (more text):    {whole['peak_mib'] - first['peak_mib']:+.1f} MiB "
+          f"(the 2,000 include longer sentences, hence larger padded batches)")
+
+
+if __name__ == "__main__":
+    main()

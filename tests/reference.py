@@ -1,0 +1,72 @@
+"""Deliberately simple reference implementations the pipeline is checked against.
+
+Full maps via ``output_attentions=True``, one sentence at a time, plain numpy loops; no batching,
+no padding, no pooling matrices. Slow on purpose: every step is written out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def word_attention(att: np.ndarray, word_ids: list) -> np.ndarray:
+    """[tok, tok] -> [word, word]: from = mean over the query word's pieces, to = sum over the key word's pieces."""
+    n = max(w for w in word_ids if w is not None) + 1
+    pieces = [[t for t, w in enumerate(word_ids) if w == i] for i in range(n)]
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            total = 0.0
+            for p in pieces[i]:
+                for q in pieces[j]:
+                    total += float(att[p, q])
+            out[i, j] = total / len(pieces[i])
+    return out
+
+
+def argmax_excluding(values: list[float], exclude: int, allowed=None) -> int:
+    best, best_j = -np.inf, -1
+    for j, v in enumerate(values):
+        if j == exclude or (allowed is not None and not allowed(j)):
+            continue
+        if v > best:
+            best, best_j = v, j
+    return best_j
+
+
+def full_attentions(model, tokenizer, words):
+    enc = tokenizer([list(words)], is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True)
+    return [a[0].float().numpy() for a in out.attentions], enc.word_ids(0)
+
+
+def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
+    """{(layer, head, relation, direction): correct} and {relation: n}, relations incl. 'all'."""
+    correct: dict = {}
+    total: dict = {}
+    for s in sentences:
+        atts, word_ids = full_attentions(model, tokenizer, s.words)
+        for d, (h, rel) in enumerate(zip(s.heads, s.relations)):
+            if h < 0:
+                continue
+            for r in (rel, "all"):
+                total[r] = total.get(r, 0) + 1
+        for layer, att in enumerate(atts):
+            for head in range(att.shape[0]):
+                w = word_attention(att[head], word_ids)
+                n = w.shape[0]
+                for d, (gold, rel) in enumerate(zip(s.heads, s.relations)):
+                    if gold < 0:
+                        continue
+                    d2h = argmax_excluding([w[d, j] for j in range(n)], d,
+                                           (lambda j, d=d: j < d) if causal else None)
+                    h2d = argmax_excluding([w[j, d] for j in range(n)], d,
+                                           (lambda j, d=d: j > d) if causal else None)
+                    for direction, pred in (("dep_to_head", d2h), ("head_to_dep", h2d)):
+                        hit = int(pred == gold)
+                        for r in (rel, "all"):
+                            key = (layer, head, r, direction)
+                            correct[key] = correct.get(key, 0) + hit
+    return correct, total
