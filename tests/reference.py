@@ -70,3 +70,49 @@ def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
                             key = (layer, head, r, direction)
                             correct[key] = correct.get(key, 0) + hit
     return correct, total
+
+
+def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal: bool = False):
+    """{(layer, head, metric): mean over rows} for the positional metrics, plus argmax-offset counts."""
+    closing = {t for t in (tokenizer.sep_token_id, tokenizer.eos_token_id) if t is not None}
+    sums: dict = {}
+    counts: dict = {}
+    offsets: dict = {}
+
+    def add(key, value):
+        sums[key] = sums.get(key, 0.0) + value
+        counts[key] = counts.get(key, 0) + 1
+
+    for s in sentences:
+        atts, word_ids = full_attentions(model, tokenizer, s.words)
+        enc = tokenizer([list(s.words)], is_split_into_words=True)
+        ids = enc["input_ids"][0]
+        t = len(ids)
+        sep = [w is None and ids[j] in closing for j, w in enumerate(word_ids)]
+        punct = [w is not None and s.upos is not None and s.upos[w] == "PUNCT" for w in word_ids]
+        for layer, att in enumerate(atts):
+            for head in range(att.shape[0]):
+                a = att[head].astype(np.float64)
+                for i in range(t):
+                    keys = range(i + 1) if causal else range(t)
+                    k = (layer, head)
+                    add(k + ("self",), a[i, i])
+                    if i >= 1:
+                        add(k + ("prev",), a[i, i - 1])
+                    if i < t - 1:
+                        add(k + ("next",), a[i, i + 1])
+                    add(k + ("first",), a[i, 0])
+                    add(k + ("last",), a[i, t - 1])
+                    add(k + ("sep",), sum(a[i, j] for j in keys if sep[j]))
+                    add(k + ("punct",), sum(a[i, j] for j in keys if punct[j]))
+                    add(k + ("local",), sum(a[i, j] for j in keys if abs(i - j) <= window))
+                    add(k + ("distance",), sum(a[i, j] * abs(i - j) for j in keys))
+                    ent = -sum(a[i, j] * np.log(a[i, j]) for j in keys if a[i, j] > 0)
+                    add(k + ("entropy",), ent)
+                    if len(keys) >= 2:
+                        add(k + ("entropy_norm",), ent / np.log(len(keys)))
+                    best = max(keys, key=lambda j: (a[i, j], -j))
+                    add(k + ("confidence",), a[i, best])
+                    off = offsets.setdefault(k, {})
+                    off[best - i] = off.get(best - i, 0) + 1
+    return {k: sums[k] / counts[k] for k in sums}, offsets

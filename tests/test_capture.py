@@ -1,0 +1,101 @@
+"""Capture: hooks always removed, padding-invariant scores, sanity checks that fail clearly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import headscope
+from headscope.capture import attention_hooks, check_attention
+from headscope.errors import CaptureError
+from headscope.models import LoadedModel
+from headscope.types import Sentence
+
+
+def _hook_count(loaded) -> int:
+    return sum(len(m._forward_hooks) for m in loaded.model.modules())
+
+
+def test_hooks_removed_after_exception_inside_block(tiny):
+    _, loaded = tiny
+    before = _hook_count(loaded)
+    with pytest.raises(RuntimeError, match="boom"):
+        with attention_hooks(loaded, lambda layer, w: None):
+            assert _hook_count(loaded) == before + loaded.info.num_layers
+            raise RuntimeError("boom")
+    assert _hook_count(loaded) == before
+
+
+def test_hooks_removed_after_exception_inside_callback(tiny, sample):
+    _, loaded = tiny
+    before = _hook_count(loaded)
+
+    def explode(*_):
+        raise ValueError("callback failed")
+
+    from headscope.alignment import encode_sentences
+    from headscope.capture import capture
+
+    sents = list(sample.sentences[:3])
+    with pytest.raises(ValueError, match="callback failed"):
+        capture(loaded, sents, encode_sentences(loaded.tokenizer, sents), explode)
+    assert _hook_count(loaded) == before
+
+
+def test_padded_batches_score_like_one_sentence_at_a_time(tiny, sample):
+    name, loaded = tiny
+    sents = list(sample.sentences[:20])
+    batched = headscope.analyze(loaded, sents, tasks="syntax,positional", batch_size=16).scores
+    single = headscope.analyze(loaded, sents, tasks="syntax,positional", batch_size=1).scores
+    key = ["task", "relation", "direction", "metric", "baseline", "layer", "head"]
+    m = batched.merge(single, on=key, suffixes=("_b", "_s"), how="outer", indicator=True)
+    assert (m["_merge"] == "both").all()
+    diff = (m["score_b"] - m["score_s"]).abs()
+    assert diff[m["task"] == "syntax"].max() <= 1e-6, name
+    assert diff[m["task"] == "positional"].max() <= 1e-5, name
+
+
+def test_causal_check_passes_for_decoders_and_fails_for_a_non_causal_map(tiny, tiny_bert_loaded, sample):
+    name, loaded = tiny
+    sents = list(sample.sentences[:4])
+    headscope.analyze(loaded, sents, tasks="positional")          # real decoders pass the check
+    fake = LoadedModel(tiny_bert_loaded.model, tiny_bert_loaded.tokenizer,
+                       dataclasses.replace(tiny_bert_loaded.info, is_decoder=True),
+                       tiny_bert_loaded.attention_modules)
+    with pytest.raises(CaptureError, match="causal mask is missing"):
+        headscope.analyze(fake, sents, tasks="positional")
+
+
+def test_rows_that_do_not_sum_to_one_fail_clearly(tiny_bert_loaded, sample):
+    module = tiny_bert_loaded.attention_modules[0]
+    handle = module.register_forward_hook(lambda mod, args, out: (out[0], out[1] * 2))
+    try:
+        with pytest.raises(CaptureError, match=r"layer 0: attention rows .* not 1"):
+            headscope.analyze(tiny_bert_loaded, list(sample.sentences[:2]), tasks="positional")
+    finally:
+        handle.remove()
+
+
+def test_check_attention_rejects_wrong_shapes(tiny_bert_loaded, sample):
+    import torch
+
+    from headscope.alignment import collate, encode_sentences
+
+    sents = list(sample.sentences[:2])
+    enc = encode_sentences(tiny_bert_loaded.tokenizer, sents)
+    b = collate(sents, enc, pad_id=0, device="cpu", causal=False)
+    t = b.input_ids.shape[1]
+    with pytest.raises(CaptureError, match="expected attention"):
+        check_attention(torch.zeros(2, 4, t), b, 0, causal=False, n_heads=4)
+    with pytest.raises(CaptureError, match="expected 4 query heads"):
+        check_attention(torch.full((2, 3, t, t), 1.0 / t), b, 0, causal=False, n_heads=4)
+
+
+def test_sentences_longer_than_the_model_are_skipped_and_counted(tiny_bert_loaded, sample):
+    long = Sentence(words=tuple(["word"] * 300), heads=tuple([-1] + [0] * 299),
+                    relations=tuple(["root"] + ["dep"] * 299), sent_id="long")
+    result = headscope.analyze(tiny_bert_loaded, [long] + list(sample.sentences[:3]), tasks="syntax")
+    (ds,) = result.meta["datasets"]
+    assert ds["skipped_too_long"] == 1
+    assert ds["scored"] == 3

@@ -1,0 +1,122 @@
+"""Positional scorer: synthetic heads with known masses, entropies and offsets; the reference."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic as syn  # noqa: E402
+from reference import reference_positional  # noqa: E402
+
+from headscope.analysis.positional import PositionalScorer  # noqa: E402
+
+
+def value(df, head, relation, metric=None):
+    row = df[(df["head"] == head) & (df["relation"] == relation)]
+    if metric is not None:
+        row = row[row["metric"] == metric]
+    assert len(row) == 1, (relation, metric)
+    return float(row["score"].iloc[0])
+
+
+def test_previous_token_and_uniform_heads():
+    sents = [syn.sentence([-1] + [0] * 19), syn.sentence([-1] + [0] * 9)]   # 21- and 11-token batches
+    b = syn.batch(sents, specials=False)
+    t = b.input_ids.shape[1]
+    prev = torch.zeros(2, 1, t, t)
+    for i in range(t):
+        prev[:, 0, i, max(i - 1, 0)] = 1.0
+    uniform = torch.ones(2, 1, t, t)
+    maps = syn.normalise(torch.cat([prev, uniform], 1), b)
+    df = syn.run(PositionalScorer(1, 2, window=1), b, maps)
+    # head 0: a perfect previous-token head
+    assert value(df, 0, "prev") == pytest.approx(1.0)
+    assert value(df, 0, "next") == pytest.approx(0.0)
+    assert value(df, 0, "argmax_offset", "offset") == -1
+    assert value(df, 0, "argmax_offset", "share") == pytest.approx(28 / 30)   # the first token of each row set
+    assert value(df, 0, "confidence") == pytest.approx(1.0)
+    assert value(df, 0, "entropy") == pytest.approx(0.0, abs=1e-6)
+    assert value(df, 0, "distance") == pytest.approx(28 / 30)
+    # head 1: uniform over the sentence
+    assert value(df, 1, "entropy_norm") == pytest.approx(1.0, abs=1e-6)
+    expected_entropy = (20 * math.log(20) + 10 * math.log(10)) / 30
+    assert value(df, 1, "entropy") == pytest.approx(expected_entropy, rel=1e-5)
+    assert value(df, 1, "confidence") == pytest.approx((20 / 20 + 10 / 10) / 30)
+    # local window |i-j| <= 1 of a uniform row of length n: (3n - 2) / n^2 summed over rows
+    local = ((3 * 20 - 2) / 20 + (3 * 10 - 2) / 10) / 30
+    assert value(df, 1, "local") == pytest.approx(local, rel=1e-5)
+    assert value(df, 1, "first") == pytest.approx((20 / 20 + 10 / 10) / 30)
+    n = df[(df["head"] == 0) & (df["relation"] == "prev")]["n"].iloc[0]
+    assert int(n) == 28  # rows that have a previous token
+
+
+def test_specials_separators_and_punctuation():
+    s = syn.sentence([1, -1, 1], words=["a", "b", "."])
+    b = syn.batch([s])                                         # [CLS] a b . [SEP]
+    t = b.input_ids.shape[1]
+    maps = torch.zeros(1, 2, t, t)
+    maps[0, 0, :, 4] = 1.0                                     # everything to [SEP]
+    maps[0, 1, :, 3] = 1.0                                     # everything to "."
+    df = syn.run(PositionalScorer(1, 2), b, syn.normalise(maps, b))
+    assert value(df, 0, "sep") == pytest.approx(1.0)
+    assert value(df, 0, "last") == pytest.approx(1.0)
+    assert value(df, 0, "punct") == pytest.approx(0.0)
+    assert value(df, 1, "punct") == pytest.approx(1.0)
+    assert value(df, 1, "sep") == pytest.approx(0.0)
+    assert value(df, 0, "argmax_offset", "share") == pytest.approx(1 / 5)  # offsets 4,3,2,1,0 differ
+
+
+def test_causal_uniform_head_has_normalised_entropy_one():
+    s = syn.sentence([-1] + [0] * 7)
+    b = syn.batch([s], specials=False, causal=True)
+    t = b.input_ids.shape[1]
+    maps = torch.tril(torch.ones(1, 1, t, t))
+    df = syn.run(PositionalScorer(1, 1, causal=True), b, syn.normalise(maps, b))
+    assert value(df, 0, "entropy_norm") == pytest.approx(1.0, abs=1e-6)
+    n = df[(df["relation"] == "entropy_norm")]["n"].iloc[0]
+    assert int(n) == t - 1  # the first row sees one key: its normalised entropy is undefined
+
+
+def test_merge_equals_one_pass():
+    sents = [syn.sentence([-1, 0, 1]), syn.sentence([1, -1, 1, 2, 3])]
+    torch.manual_seed(0)
+    parts = []
+    for group in ([sents[0]], [sents[1]]):
+        b = syn.batch(group)
+        t = b.input_ids.shape[1]
+        parts.append((b, syn.normalise(torch.rand(len(group), 2, t, t), b)))
+    a, c = PositionalScorer(1, 2), PositionalScorer(1, 2)
+    syn.run(a, *parts[0])
+    syn.run(c, *parts[1])
+    whole = PositionalScorer(1, 2)
+    for b, maps in parts:
+        whole.start_batch(b)
+        from headscope.analysis.base import LayerView
+        whole.update(LayerView(0, maps, b))
+        whole.end_batch()
+    m = whole.result().merge(a.merge(c).result(), on=["relation", "metric", "layer", "head"])
+    assert (m["score_x"] - m["score_y"]).abs().max() < 1e-9
+
+
+def test_matches_reference_on_tiny_models(tiny, sample):
+    import headscope
+
+    name, loaded = tiny
+    sents = sample.sentences[:12]
+    result = headscope.analyze(loaded, list(sents), tasks="positional", batch_size=5, window=2)
+    ref, ref_offsets = reference_positional(loaded.model, loaded.tokenizer, sents, window=2,
+                                            causal=loaded.info.is_decoder)
+    df = result.scores
+    checked = 0
+    for r in df[df["relation"] != "argmax_offset"].itertuples():
+        assert r.score == pytest.approx(ref[(r.layer, r.head, r.relation)], abs=2e-5), (name, r.relation)
+        checked += 1
+    assert checked == loaded.info.num_layers * loaded.info.num_heads * 12
+    for r in df[(df["relation"] == "argmax_offset") & (df["metric"] == "share")].itertuples():
+        counts = ref_offsets[(r.layer, r.head)]
+        assert r.score == pytest.approx(max(c for o, c in counts.items() if abs(o) <= 8) / sum(counts.values()))

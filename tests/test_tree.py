@@ -1,0 +1,61 @@
+"""Tree scorer: Edmonds decoding recovers planted trees; UAS and branching baselines."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic as syn  # noqa: E402
+
+from headscope.analysis.tree import TreeScorer, decode_tree  # noqa: E402
+
+
+def test_decode_recovers_a_planted_tree_with_noise():
+    rng = np.random.default_rng(0)
+    gold = [2, 2, -1, 4, 2, 4, 2]
+    n = len(gold)
+    scores = rng.uniform(0, 0.3, (n, n))
+    for d, h in enumerate(gold):
+        if h >= 0:
+            scores[d, h] = 1.0
+    assert decode_tree(scores, root=2) == gold
+
+
+def test_decode_never_heads_the_root_and_returns_a_tree():
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 5, 9):
+        scores = rng.uniform(size=(n, n))
+        heads = decode_tree(scores, root=0)
+        assert heads[0] == -1
+        for d in range(1, n):          # every word reaches the root without a cycle
+            seen, j = set(), d
+            while j != -1:
+                assert j not in seen
+                seen.add(j)
+                j = heads[j]
+
+
+def test_planted_head_gets_uas_one_and_baselines_are_branching_rates():
+    sents = [syn.sentence([1, -1, 1, 4, 1]), syn.sentence([-1, 0, 1, 2])]   # the second is right-branching
+    b = syn.batch(sents)
+    t = b.input_ids.shape[1]
+    maps = torch.zeros(2, 2, t, t)
+    for i, s in enumerate(sents):
+        for d, h in enumerate(s.heads):
+            if h >= 0:
+                maps[i, 0, 1 + d, 1 + h] = 1.0
+        maps[i, 1] = 1.0
+    df = syn.run(TreeScorer(1, 2), b, syn.normalise(maps, b))
+    head0 = df[(df["head"] == 0) & (df["direction"] == "dep_to_head")]
+    assert float(head0["score"].iloc[0]) == 1.0
+    base = df[df["baseline"].notna() & (df["direction"] == "dep_to_head")]
+    got = dict(zip(base["baseline"], base["score"]))
+    # 7 non-root words. Head = previous word: word 2 of s1 and all 3 of s2; head = next word: words 0, 3 of s1.
+    assert got["right_branching"] == pytest.approx((1 + 3) / 7)
+    assert got["left_branching"] == pytest.approx(2 / 7)
+    assert set(df["n"].astype(int)) == {7}
