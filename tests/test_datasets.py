@@ -231,7 +231,7 @@ MALFORMED = {
         ["ID 2 out of sequence; expected 1"]),
     "non-integer ID": (
         [ROW1, tok("two", "b", 1, "dep"), tok(3, "c", 1, "dep")], 8,
-        ["ID 'two' is not an integer"]),
+        ["ID 'two' is not a positive integer"]),
     "malformed range ID": (
         [ROW1, "2-x\tbc\t_\t_\t_\t_\t_\t_\t_\t_", tok(2, "b", 1, "dep")], 8,
         ["ID '2-x' is not a word id, a range like 3-4 or an empty node like 5.1"]),
@@ -609,19 +609,15 @@ def test_text_empty_file(tmp_path, name, what, content):
     assert f"file is empty; expected {what}" in located(exc, path, 1)
 
 
-@pytest.mark.xfail(strict=True, reason='text.py: str(obj.get("id", "")) turns {"id": null} into sent_id "None" '
-                                       "instead of falling back to file:line")
 def test_jsonl_null_id_falls_back(tmp_path):
     path = tmp_path / "n.jsonl"
     path.write_text('{"id": null, "words": ["a"]}\n', encoding="utf-8")
     assert load_text(path).sentences[0].sent_id == "n.jsonl:1"
 
 
-# --------------------------------------------------------------------------- loader bugs (xfail, strict)
+# --------------------------------------------------------------------------- values the conllu package would misread
 
 
-@pytest.mark.xfail(strict=True, reason="ud.py: HEAD check uses head.lstrip('-').isdigit(), so '--1' (or a Unicode "
-                                       "digit like '²') passes and int() raises ValueError instead of DataError")
 @pytest.mark.parametrize("head", ["--1", "\u00b2"], ids=["double-minus", "superscript-two"])
 def test_weird_head_is_data_error(tmp_path, head):
     path = write(tmp_path, ["# sent_id = s", ROW1, tok(2, "b", head, "dep")])
@@ -630,9 +626,6 @@ def test_weird_head_is_data_error(tmp_path, head):
     assert "is not an integer" in located(exc, path, 3, "s")
 
 
-@pytest.mark.xfail(strict=True, reason="ud.py validates with split('\\t') but conllu.parse splits on tabs OR runs "
-                                       "of 2+ spaces, so a FORM/LEMMA containing '  ' shifts columns and "
-                                       "_to_sentence raises TypeError (int(None))")
 def test_form_with_two_spaces(tmp_path):
     path = write(tmp_path, ["# sent_id = s", tok(1, "New  York", 0, "root", "PROPN", lemma="New  York")])
     try:
@@ -643,9 +636,6 @@ def test_form_with_two_spaces(tmp_path):
         assert corpus.sentences[0].words == ("New  York",)
 
 
-@pytest.mark.xfail(strict=True, reason="ud.py: values the validator accepts but conllu rejects (ID '02', range "
-                                       "'3-2', HEAD '01') are reported at the sentence's first line with conllu's "
-                                       "wording, not at the offending line")
 @pytest.mark.parametrize("row", [tok("02", "b", 1, "dep"), tok(2, "b", "01", "dep")], ids=["id-02", "head-01"])
 def test_leading_zero_reported_at_its_line(tmp_path, row):
     path = write(tmp_path, ["# sent_id = s", "# text = a b", ROW1, row])
@@ -748,3 +738,21 @@ def test_ewt_dev_folded_relation_counts(ewt_dev):
     assert counts["root"] == 2001
     assert counts["punct"] == 3061
     assert all(":" not in r for r in counts)
+
+
+def test_byte_order_mark_is_ignored_but_checksummed(tmp_path):
+    text = "# sent_id = s\n" + ROW1 + "\n\n"
+    path = tmp_path / "bom.conllu"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    corpus = load_conllu(path)
+    assert corpus.sentences[0].words == ("a",) and corpus.sentences[0].sent_id == "s"
+    assert corpus.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
+    txt = tmp_path / "bom.txt"
+    txt.write_bytes(b"\xef\xbb\xbfhello world\n")
+    assert load_text(txt).sentences[0].words == ("hello", "world")
+
+
+def test_limit_below_one_is_rejected(tmp_path):
+    path = write(tmp_path, ["# sent_id = s", ROW1])
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        load_conllu(path, limit=0)

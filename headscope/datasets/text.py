@@ -30,7 +30,10 @@ def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail
     """
     p = Path(path)
     fmt = fmt or ("jsonl" if p.suffix.lower() in (".jsonl", ".json") else "text")
-    data = _read(p)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    raw_bytes = _read(p)
+    data = raw_bytes.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not text
     if not data.strip():
         raise DataError(f"file is empty; expected {'one JSON object' if fmt == 'jsonl' else 'one sentence'} per line",
                         path=str(p), line=1)
@@ -59,7 +62,7 @@ def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail
             reasons.append(str(err))
     if not sentences:
         raise DataError(f"no valid sentence found ({len(reasons)} skipped)", path=str(p), line=1)
-    return Corpus(name=p.stem, sentences=tuple(sentences), checksum=hashlib.sha256(data).hexdigest(), path=str(p),
+    return Corpus(name=p.stem, sentences=tuple(sentences), checksum=hashlib.sha256(raw_bytes).hexdigest(), path=str(p),
                   skipped=len(reasons), skipped_reasons=tuple(reasons))
 
 
@@ -71,7 +74,7 @@ def _json_words(line: str, path: Path, number: int) -> tuple[list[str], str]:
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object with 'words' or 'text', got {type(obj).__name__}",
                         path=str(path), line=number)
-    sent_id = str(obj.get("id", ""))
+    sent_id = "" if obj.get("id") is None else str(obj["id"])
     if "words" in obj:
         words = obj["words"]
         if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +18,12 @@ log = logging.getLogger(__name__)
 
 N_COLUMNS = 10
 ON_ERROR = ("fail", "skip")
+WORD_ID = re.compile(r"[1-9][0-9]*")
+RANGE_ID = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)")
+EMPTY_ID = re.compile(r"(0|[1-9][0-9]*)\.[1-9][0-9]*")
+HEAD = re.compile(r"-?(0|[1-9][0-9]*)")
+# conllu also splits columns on runs of two spaces; such spaces inside a field are hidden from it.
+_SPACE = "\ue000"
 
 
 def fold_relation(rel: str, keep_subtypes: bool = False) -> str:
@@ -76,17 +83,21 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
             raise DataError(f"expected {N_COLUMNS} tab-separated columns, got {len(cols)}",
                             hint="CoNLL-U token lines are ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC", **where)
         tid = cols[0]
+        if RANGE_ID.fullmatch(tid):
+            a, b = map(int, RANGE_ID.fullmatch(tid).groups())
+            if a >= b:
+                raise DataError(f"multiword-token range '{tid}' must run forwards (like 3-4)", **where)
+            continue  # multiword-token ranges are not syntactic words
+        if EMPTY_ID.fullmatch(tid):
+            continue  # enhanced empty nodes are not syntactic words
         if "-" in tid or "." in tid:
-            a, _, b = tid.replace(".", "-").partition("-")
-            if not (a.isdigit() and b.isdigit()):
-                raise DataError(f"ID '{tid}' is not a word id, a range like 3-4 or an empty node like 5.1", **where)
-            continue  # multiword-token ranges and empty nodes are not syntactic words
-        if not tid.isdigit():
-            raise DataError(f"ID '{tid}' is not an integer", **where)
+            raise DataError(f"ID '{tid}' is not a word id, a range like 3-4 or an empty node like 5.1", **where)
+        if not WORD_ID.fullmatch(tid):
+            raise DataError(f"ID '{tid}' is not a positive integer", **where)
         if int(tid) != len(words) + 1:
             raise DataError(f"ID {tid} out of sequence; expected {len(words) + 1}", **where)
         head = cols[6]
-        if not head.lstrip("-").isdigit():
+        if not HEAD.fullmatch(head):
             raise DataError(f"HEAD '{head}' of word {tid} is not an integer",
                             hint="use 0 for the root and the ID of the head word otherwise", **where)
         if not cols[7] or cols[7] == "_":
@@ -116,15 +127,21 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
                             path=path, line=words[j - 1][0], sent_id=sent_id)
 
 
+def _hide_double_spaces(line: str) -> str:
+    if line.startswith("#") or "  " not in line:
+        return line
+    return "\t".join(c.replace(" ", _SPACE) if "  " in c else c for c in line.split("\t"))
+
+
 def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, keep_subtypes: bool) -> Sentence:
-    text = "\n".join(t for _, t in lines) + "\n\n"
+    text = "\n".join(_hide_double_spaces(t) for _, t in lines) + "\n\n"
     try:
         parsed = conllu.parse(text)
     except ParseException as exc:
         raise DataError(f"{exc}", path=path, line=lines[0][0], sent_id=sent_id) from None
     tokens = [t for t in parsed[0] if isinstance(t["id"], int)]
     return Sentence(
-        words=tuple(t["form"] for t in tokens),
+        words=tuple(t["form"].replace(_SPACE, " ") for t in tokens),
         heads=tuple(int(t["head"]) - 1 for t in tokens),
         relations=tuple(fold_relation(t["deprel"], keep_subtypes) for t in tokens),
         upos=tuple(t["upos"] or "_" for t in tokens),
@@ -145,6 +162,10 @@ def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bo
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    checksum = hashlib.sha256(data).hexdigest()
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not part of the first line
     if not data.strip():
         raise DataError("file is empty; expected CoNLL-U sentences (10 tab-separated columns, blank line between "
                         "sentences)", path=path, line=1)
@@ -170,7 +191,7 @@ def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bo
         raise DataError(f"no valid sentence found ({len(reasons)} skipped)" +
                         (f"; first problem: {reasons[0]}" if reasons else ""), path=path, line=1)
     return Corpus(name=name or Path(path).stem, sentences=tuple(sentences),
-                  checksum=hashlib.sha256(data).hexdigest(), path=str(path), skipped=len(reasons),
+                  checksum=checksum, path=str(path), skipped=len(reasons),
                   skipped_reasons=tuple(reasons))
 
 
