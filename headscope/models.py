@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -120,6 +121,7 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
         return model
     import torch
 
+    revision = ""
     _quiet_transformers()
     if isinstance(model, torch.nn.Module):
         if tokenizer is None:
@@ -132,6 +134,7 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
         if spec in ALIASES:
             folder = resolve_alias(spec)
             display, source = name or spec, str(folder)
+            revision = _package_version(ALIASES[spec].pip_name)
         elif Path(spec).expanduser().is_dir():
             folder = Path(spec).expanduser().resolve()
             display, source = name or folder.name, str(folder)
@@ -159,7 +162,18 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
                          f"(word_ids), got {type(tokenizer).__name__}")
     modules, spec_ = find_attention_modules(hf_model)
     info = describe(hf_model, tokenizer, display, source, spec_)
+    if revision:
+        info = dataclasses.replace(info, revision=revision)
     return LoadedModel(hf_model, tokenizer, info, modules)
+
+
+def _package_version(pip_name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{pip_name}=={metadata.version(pip_name)}"
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any):

