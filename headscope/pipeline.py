@@ -41,6 +41,24 @@ def _as_corpora(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences:
     return out
 
 
+def _unique_names(corpora: list[Corpus]) -> list[Corpus]:
+    """Datasets are told apart by name in every table: repeated names get their folder, then a number."""
+    import dataclasses
+
+    names = [c.name for c in corpora]
+    out, seen = [], set()
+    for c in corpora:
+        name = c.name
+        if names.count(name) > 1 and c.path:
+            name = f"{Path(c.path).parent.name}/{name}"
+        base, k = name, 2
+        while name in seen:
+            name, k = f"{base}-{k}", k + 1
+        seen.add(name)
+        out.append(c if name == c.name else dataclasses.replace(c, name=name))
+    return out
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -83,6 +101,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     corpora = _as_corpora(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
+    corpora = _unique_names(corpora)
     loaded = load_model(model, tokenizer=tokenizer, device=device)
     info = loaded.info
     tree_tasks = [t for t in task_list if t in ("syntax", "tree")]
@@ -98,11 +117,11 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         encoded_all = encode_sentences(loaded.tokenizer, sentences)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(encoded_all) - len(encoded)
-        if too_long:
-            log.warning("%s: %d sentences longer than %d tokens were skipped", corpus.name, too_long, info.max_length)
         if not encoded:
             raise HeadscopeError(f"{corpus.path or corpus.name}: every sentence is longer than the model's "
                                  f"{info.max_length} tokens")
+        if too_long:
+            log.warning("%s: %d sentences longer than %d tokens were skipped", corpus.name, too_long, info.max_length)
         relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
         scorers = make_scorers(task_list, num_layers=info.num_layers, num_heads=info.num_heads, relations=relations,
                                causal=info.is_decoder, window=window)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -26,6 +27,59 @@ class Format(str, enum.Enum):
     jsonl = "jsonl"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("headscope")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("headscope: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as a re-runnable line: the options given on the command line, in declaration order."""
+    parts = [ctx.command_path if ctx.command_path.startswith("headscope") else f"headscope {ctx.info_name}"]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        flag = max(param.opts, key=len)
+        value = ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            parts.append(flag)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts += [flag, shlex.quote(str(v.value if isinstance(v, enum.Enum) else v))]
+    return " ".join(parts)
+
+
+def _output_problem(out: Path) -> str | None:
+    """Why ``out`` cannot become the output folder, without creating anything; None if it can."""
+    probe = out.resolve()
+    if probe.exists() and not probe.is_dir():
+        return f"cannot create output folder {out}: it is a file"
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot create output folder {out}: {probe} is a file"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"output folder {out} is not writable"
+    return None
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"headscope: error: {message}", err=True)
     raise typer.Exit(code)
@@ -33,6 +87,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Alias (see `headscope models`), Hugging Face id, "
                                                               "or local model folder.")] = "minilm",
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Data file (.conllu, .txt, .jsonl); "
@@ -57,16 +112,21 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..errors import HeadscopeError
     from ..pipeline import analyze
     from ..reports import write_report
 
-    logging.basicConfig(level=logging.WARNING, format="headscope: %(message)s")
-    command = "headscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    _setup_logging()
+    command = _command_line(ctx)
+    problem = _output_problem(out)  # an unusable --out fails now, not after the analysis
+    if problem:
+        _fail(f"{problem}; choose another with --out")
+    # The bar goes to stderr and disappears when done, so stdout holds only the summary line.
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        disable=quiet, transient=False)
+                        disable=quiet or not sys.stderr.isatty(), transient=True, console=Console(stderr=True))
     task_id = progress.add_task("scoring", total=None)
 
     def on_progress(done: int, total: int) -> None:
