@@ -93,6 +93,12 @@ def test_tree_scorer_same_with_networkx_on_a_real_model(tiny_bert_loaded, sample
         fast.start_batch(b)
         ref.start_batch(b)
 
+    def end(b):
+        fast.end_batch()
+        ref.end_batch()
+
     capture(tiny_bert_loaded, sents, encode_sentences(tiny_bert_loaded.tokenizer, sents), on_layer,
-            on_batch_start=start)
-    assert fast.result()["score"].tolist() == ref.result()["score"].tolist()
+            on_batch_start=start, on_batch_end=end)
+    got, expected = fast.result(), ref.result()
+    assert len(got) == 2 * 2 * 4 + 4 and got["n"].iloc[0] == sum(h >= 0 for s in sents for h in s.heads)
+    assert got["score"].tolist() == expected["score"].tolist()

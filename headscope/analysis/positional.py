@@ -72,7 +72,7 @@ class PositionalScorer:
         masks[NAMES.index("prev")] = real * (pos >= 1)
         masks[NAMES.index("next")] = real * (pos.unsqueeze(0) < lengths - 1)
         masks[NAMES.index("entropy_norm")] = real * (visible >= 2)
-        self.counts += torch.stack(masks, -1).sum((0, 1)).double()
+        counts = torch.stack(masks, -1).sum((0, 1)).double()   # committed in end_batch
         # Every linear statistic is sum_ij rowmask[i] A[i, j] W[i, j]: one weight plane per metric,
         # so that a single batched matmul over the flattened map computes them all.
         dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs().float()  # [t, t]
@@ -100,6 +100,7 @@ class PositionalScorer:
             "entropy": ent_w,
             "real": real,
             "pos": pos,
+            "counts": counts,
         }
 
     def update(self, view: LayerView) -> None:
@@ -108,10 +109,11 @@ class PositionalScorer:
         g = self._batch
         a = view.tokens.float()                                      # [b, h, t, t]
         b, h, t, _ = a.shape
-        self.sums[view.layer, :, :9] += torch.bmm(a.reshape(b, h, t * t), g["linear"]).sum(0).double()
-        # Row-level values are kept per layer and reduced for all layers at once in end_batch.
+        # Everything is kept per layer and added to the totals in end_batch: row-level values are
+        # reduced for all layers at once, and a batch cut short leaves the totals consistent.
         conf, argmax = a.max(-1)                                     # [b, h, t]
         g.setdefault("layers", []).append(view.layer)
+        g.setdefault("linear_sums", []).append(torch.bmm(a.reshape(b, h, t * t), g["linear"]).sum(0))
         g.setdefault("plogp", []).append(torch.log(a.clamp_min(1e-30)).mul_(a).sum(-1))
         g.setdefault("conf", []).append(conf)
         g.setdefault("argmax", []).append(argmax)
@@ -123,6 +125,8 @@ class PositionalScorer:
         if not g.get("layers"):
             return
         layers = g.pop("layers")
+        self.counts += g["counts"]
+        self.sums[layers, :, :9] += torch.stack(g.pop("linear_sums")).double()
         plogp = torch.stack(g.pop("plogp"), 1)                       # [b, layer, h, t]
         conf = torch.stack(g.pop("conf"), 1)
         argmax = torch.stack(g.pop("argmax"), 1)

@@ -100,16 +100,19 @@ class SyntaxScorer:
             "masks": (2.0 * mask_d2h.unsqueeze(1).float(), 2.0 * mask_h2d.unsqueeze(1).float()),
             "reach": (reach_d2h, reach_h2d),
         }
-        self.total += onehot.sum((0, 1)).double()
+        # Batch totals are committed in end_batch with the heads' counts, so that a batch cut short
+        # (Ctrl-C) leaves every accumulator consistent.
         offsets = torch.tensor(OFFSETS, device=dev)
         hit = ((heads.unsqueeze(-1) - pos.view(1, -1, 1)) == offsets) & valid.unsqueeze(-1)  # [b, w, offset]
         by_offset = torch.einsum("bwk,bwr->kr", hit.float(), onehot).double()
+        reachable, offset_correct = torch.zeros_like(self.reachable), torch.zeros_like(self.offset_correct)
         for k, reach in enumerate((reach_d2h, reach_h2d)):
-            self.reachable[k] += torch.einsum("bw,bwr->r", reach.float(), onehot).double()
+            reachable[k] = torch.einsum("bw,bwr->r", reach.float(), onehot).double()
             # In a decoder dep_to_head can only look left (k < 0) and head_to_dep only right.
             allowed = torch.ones(len(OFFSETS), dtype=torch.bool, device=dev) if not self.causal else (
                 offsets < 0 if k == 0 else offsets > 0)
-            self.offset_correct[k] += by_offset * allowed.unsqueeze(-1)
+            offset_correct[k] = by_offset * allowed.unsqueeze(-1)
+        self._batch["pending"] = (onehot.sum((0, 1)).double(), reachable, offset_correct)
 
     def update(self, view: LayerView) -> None:
         # Keep only the small word block; all layers of the batch are scored at once in end_batch,
@@ -122,6 +125,12 @@ class SyntaxScorer:
         import torch
 
         g = self._batch
+        if "pending" not in g:
+            return
+        total, reachable, offset_correct = g.pop("pending")
+        self.total += total
+        self.reachable += reachable
+        self.offset_correct += offset_correct
         if not g.get("words"):
             return
         words = torch.stack(g.pop("words"), 1)                        # [b, layer, h, w, w]

@@ -112,6 +112,7 @@ class TreeScorer:
     correct: Any = field(default=None, repr=False)   # [layer, dir, head]
     total: float = 0.0
     baseline_correct: Any = field(default=None, repr=False)  # [baseline]
+    _pending: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.correct is None:
@@ -119,17 +120,21 @@ class TreeScorer:
             self.baseline_correct = np.zeros(len(BASELINES))
 
     def start_batch(self, batch: Batch) -> None:
+        # Batch counts are committed in end_batch, so a batch cut short leaves the totals consistent.
+        total, right, left = 0, 0, 0
         for s in batch.sentences:
             if not s.has_tree:
                 continue
             heads = np.asarray(s.heads)
             pos = np.arange(len(heads))
             scored = heads >= 0
-            self.total += scored.sum()
-            self.baseline_correct[0] += (heads[scored] == pos[scored] - 1).sum()
-            self.baseline_correct[1] += (heads[scored] == pos[scored] + 1).sum()
+            total += scored.sum()
+            right += (heads[scored] == pos[scored] - 1).sum()
+            left += (heads[scored] == pos[scored] + 1).sum()
+        self._pending = (total, np.array([right, left]), np.zeros_like(self.correct))
 
     def update(self, view: LayerView) -> None:
+        correct = self._pending[2]
         words = view.words.double().cpu().numpy()                    # [b, h, col, col]
         for i, s in enumerate(view.batch.sentences):
             if not s.has_tree:
@@ -142,10 +147,16 @@ class TreeScorer:
                 block = words[i, head, :n, :n]
                 for k, scores in enumerate((block, block.T)):
                     pred = np.asarray(decode_tree(scores, root, self.method))
-                    self.correct[view.layer, k, head] += (pred[scored] == gold[scored]).sum()
+                    correct[view.layer, k, head] += (pred[scored] == gold[scored]).sum()
 
     def end_batch(self) -> None:
-        pass
+        if self._pending is None:
+            return
+        total, baselines, correct = self._pending
+        self.total += total
+        self.baseline_correct += baselines
+        self.correct += correct
+        self._pending = None
 
     def merge(self, other: "TreeScorer") -> "TreeScorer":
         out = TreeScorer(self.num_layers, self.num_heads, self.method)
