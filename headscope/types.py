@@ -91,3 +91,128 @@ class SkipCounts:
     bad_data: int = 0
     words_without_pieces: int = 0
     details: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A mention span in a document: ``start``..``end`` inclusive, 0-based document word offsets."""
+
+    start: int
+    end: int
+    cluster: str
+    source: str = ""          # path:line where the mention starts (or the record), for messages
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"mention end {self.end} before start {self.start}")
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document: sentences of words (optionally with trees) and gold coreference mentions.
+
+    Mention offsets index the concatenation of the sentences' words; ``mentions`` are sorted by
+    (start, end). Clusters are the groups of mentions sharing ``cluster``.
+    """
+
+    doc_id: str
+    sentences: tuple[Sentence, ...]
+    mentions: tuple[Mention, ...] = ()
+    source: str = ""
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return tuple(w for s in self.sentences for w in s.words)
+
+    def sentence_starts(self) -> tuple[int, ...]:
+        """Document offset of each sentence's first word."""
+        out, k = [], 0
+        for s in self.sentences:
+            out.append(k)
+            k += len(s.words)
+        return tuple(out)
+
+    def clusters(self) -> dict[str, tuple[Mention, ...]]:
+        out: dict[str, list[Mention]] = {}
+        for m in self.mentions:
+            out.setdefault(m.cluster, []).append(m)
+        return {k: tuple(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class DocumentCorpus:
+    """Documents loaded from one coreference file or folder, with what loading skipped."""
+
+    name: str
+    documents: tuple[Document, ...]
+    checksum: str = ""
+    path: str = ""
+    format: str = ""
+    skipped: int = 0
+    skipped_reasons: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+@dataclass(frozen=True)
+class GapExample:
+    """One GAP row: a text, the pronoun and the two names as word spans, which name is the referent.
+
+    Spans are inclusive 0-based word offsets into ``words``; ``gender`` is ``masculine`` or ``feminine``.
+    """
+
+    example_id: str
+    words: tuple[str, ...]
+    pronoun: tuple[int, int]
+    a: tuple[int, int]
+    b: tuple[int, int]
+    a_coref: bool
+    b_coref: bool
+    gender: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class GapCorpus:
+    name: str
+    examples: tuple[GapExample, ...]
+    checksum: str = ""
+    path: str = ""
+    skipped: int = 0
+    skipped_reasons: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+@dataclass(frozen=True)
+class MinimalPair:
+    """Two sentences that differ in one word and flip which candidate the pronoun refers to.
+
+    ``pronoun`` and ``candidates`` (two word indices, the candidates' head nouns) are the same in
+    both sentences; ``answers`` gives, per sentence, the index (0 or 1) into ``candidates`` of the
+    correct referent, and the two answers differ.
+    """
+
+    pair_id: str
+    words: tuple[tuple[str, ...], tuple[str, ...]]
+    pronoun: int
+    candidates: tuple[int, int]
+    answers: tuple[int, int]
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PairCorpus:
+    name: str
+    pairs: tuple[MinimalPair, ...]
+    checksum: str = ""
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.pairs)
