@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import HeadscopeError
-from .types import Corpus, Sentence
+from .types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TASKS = ("syntax", "positional")
+DEFAULT_TASKS = ("syntax", "positional", "pairs")
+
+# What each task reads. "treebank": sentences with trees; "sentences": any sentences.
+TASK_DATA = {"syntax": "treebank", "tree": "treebank", "positional": "sentences", "coref": "documents",
+             "gap": "gap", "pairs": "pairs"}
+NEEDS = {
+    "treebank": "dependency trees (a .conllu treebank)",
+    "sentences": "sentences (.conllu, .txt or .jsonl)",
+    "documents": "coreference documents (CoNLL-2012 .conll, CorefUD .conllu, e2e jsonlines, or a folder of them)",
+    "gap": "GAP rows (.tsv)",
+    "pairs": "minimal pairs (.jsonl)",
+}
 
 
-def _as_corpora(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences: int | None, fmt: str | None
-                ) -> list[Corpus]:
-    from .datasets import load_data, load_sample
+def _kinds(source: Any) -> set[str]:
+    if isinstance(source, Corpus):
+        return {"sentences"} | ({"treebank"} if any(s.has_tree for s in source.sentences) else set())
+    if isinstance(source, DocumentCorpus):
+        return {"documents"}
+    if isinstance(source, GapCorpus):
+        return {"gap"}
+    if isinstance(source, PairCorpus):
+        return {"pairs"}
+    raise HeadscopeError(f"unsupported data object {type(source).__name__}")
+
+
+def _as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences: int | None, fmt: str | None
+                ) -> list[Any]:
+    from .datasets import load_data
 
     if data is None:
-        return [load_sample(keep_subtypes=keep_subtypes, limit=max_sentences)]
-    if isinstance(data, Corpus):
+        return []
+    if isinstance(data, (Corpus, DocumentCorpus, GapCorpus, PairCorpus)):
         return [data]
     if isinstance(data, (str, Path)):
         return [load_data(data, fmt=fmt, keep_subtypes=keep_subtypes, on_error=on_error, limit=max_sentences)]
@@ -33,23 +57,45 @@ def _as_corpora(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences:
     if items and all(isinstance(x, str) for x in items) and not any(Path(x).exists() for x in items):
         return [Corpus(name="sentences", sentences=tuple(Sentence(words=tuple(x.split()), sent_id=f"s{i}")
                                                           for i, x in enumerate(items) if x.split()))]
-    out: list[Corpus] = []
+    out: list[Any] = []
     for x in items:
-        out.extend(_as_corpora(x, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt))
+        out.extend(_as_sources(x, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences,
+                               fmt=fmt))
     if not out:
         raise HeadscopeError("no data given: pass a path, a Corpus, Sentences or strings")
     return out
 
 
-def _unique_names(corpora: list[Corpus]) -> list[Corpus]:
-    """Datasets are told apart by name in every table: repeated names get their folder, then a number."""
-    import dataclasses
+def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None
+          ) -> list[tuple[Any, list[str]]]:
+    """Which tasks run on which dataset; bundled data fills in where it exists, otherwise a clear error."""
+    from .datasets import load_sample
+    from .datasets.pairs import load_bundled_pairs
 
-    names = [c.name for c in corpora]
+    jobs = [(s, [t for t in tasks if TASK_DATA[t] in _kinds(s)]) for s in sources]
+    covered = {t for _, ts in jobs for t in ts}
+    missing = [t for t in tasks if t not in covered]
+    if not sources and any(TASK_DATA[t] in ("treebank", "sentences") for t in missing):
+        sample = load_sample(keep_subtypes=keep_subtypes, limit=max_sentences)
+        jobs.append((sample, [t for t in missing if TASK_DATA[t] in ("treebank", "sentences")]))
+    if "pairs" in missing:
+        jobs.append((load_bundled_pairs(limit=max_sentences), ["pairs"]))
+    covered = {t for _, ts in jobs for t in ts}
+    for t in tasks:
+        if t not in covered:
+            given = ", ".join(getattr(s, "path", "") or s.name for s in sources) or "no data"
+            raise HeadscopeError(f"task {t} needs {NEEDS[TASK_DATA[t]]}; got {given}. Pass such a file with "
+                                 f"--data, or drop {t} from --tasks")
+    return [(s, ts) for s, ts in jobs if ts]
+
+
+def _unique_names(sources: list[Any]) -> list[Any]:
+    """Datasets are told apart by name in every table: repeated names get their folder, then a number."""
+    names = [c.name for c in sources]
     out, seen = [], set()
-    for c in corpora:
+    for c in sources:
         name = c.name
-        if names.count(name) > 1 and c.path:
+        if names.count(name) > 1 and getattr(c, "path", ""):
             name = f"{Path(c.path).parent.name}/{name}"
         base, k = name, 2
         while name in seen:
@@ -71,6 +117,62 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@dataclass
+class Job:
+    """One dataset's model inputs and the scorers that read them."""
+
+    name: str
+    source: Any
+    sentences: list[Sentence]
+    scorers: list[Any]
+    meta: dict = field(default_factory=dict)
+
+
+def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int) -> Job:
+    from .alignment import encode_sentences
+    from .analysis.base import make_scorers
+
+    info = loaded.info
+    L, H = info.num_layers, info.num_heads
+    meta = {"name": source.name, "path": getattr(source, "path", ""), "sha256": getattr(source, "checksum", ""),
+            "tasks": tasks, "skipped_bad_data": getattr(source, "skipped", 0),
+            "skipped_examples": list(getattr(source, "skipped_reasons", ())[:10])}
+    if isinstance(source, Corpus):
+        sentences = list(source.sentences[:max_sentences] if max_sentences else source.sentences)
+        relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
+        meta.update(kind="sentences", words=sum(len(s) for s in sentences), relations=relations)
+        scorers = make_scorers(tasks, num_layers=L, num_heads=H, relations=relations, causal=info.is_decoder,
+                               window=window)
+        return Job(source.name, source, sentences, scorers, meta)
+    if isinstance(source, DocumentCorpus):
+        from .analysis.coref import CorefScorer, make_windows
+
+        docs = list(source.documents[:max_sentences] if max_sentences else source.documents)
+        flat = [s for d in docs for s in d.sentences]
+        enc = encode_sentences(loaded.tokenizer, flat)
+        specials = sum(1 for w in enc[0].word_ids if w < 0) if enc else 0
+        lengths, k = [], 0
+        for d in docs:
+            lengths.append([len(e) - specials for e in enc[k:k + len(d.sentences)]])
+            k += len(d.sentences)
+        sentences, windows, stats = make_windows(docs, lengths, info.max_length, specials)
+        meta.update(kind="documents", format=source.format, documents=len(docs))
+        return Job(source.name, source, sentences, [CorefScorer(L, H, windows, stats)], meta)
+    if isinstance(source, GapCorpus):
+        from .analysis.gap import GapScorer
+
+        examples = list(source.examples[:max_sentences] if max_sentences else source.examples)
+        sentences = [Sentence(words=ex.words, sent_id=ex.example_id, source=ex.source) for ex in examples]
+        meta.update(kind="gap", rows=len(examples))
+        return Job(source.name, source, sentences, [GapScorer(L, H, examples)], meta)
+    if isinstance(source, PairCorpus):
+        from .analysis.pairs import PairScorer, pair_sentences
+
+        meta.update(kind="pairs", pairs=len(source.pairs))
+        return Job(source.name, source, pair_sentences(source.pairs), [PairScorer(L, H, source.pairs)], meta)
+    raise HeadscopeError(f"unsupported data object {type(source).__name__}")
+
+
 def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[str] = DEFAULT_TASKS,
             tokenizer: Any = None, batch_size: int = 32, device: str | None = None,
             max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
@@ -79,15 +181,17 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
-    or a ``LoadedModel``. ``data``: None (bundled sample), a path, a Corpus, Sentences, strings, or
-    a list of paths. ``tasks``: any of ``syntax``, ``positional``, ``tree``.
-    Returns an :class:`AnalysisResult`; ``result.scores`` is the tidy table.
+    or a ``LoadedModel``. ``data``: None (bundled samples), a path, a Corpus / DocumentCorpus /
+    GapCorpus / PairCorpus, Sentences, strings, or a list of those. ``tasks``: any of ``syntax``,
+    ``positional``, ``tree``, ``coref``, ``gap``, ``pairs``; each runs on the data that suits it
+    (``pairs`` and the treebank tasks fall back to the bundled samples). ``max_sentences`` caps
+    sentences, documents, GAP rows or pairs per dataset. Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
 
     from .alignment import encode_sentences
-    from .analysis.base import LayerView, make_scorers, parse_tasks
+    from .analysis.base import LayerView, parse_tasks
     from .capture import capture
     from .models import load_model
     from .result import AnalysisResult
@@ -100,31 +204,25 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         raise HeadscopeError(f"max sentences must be at least 1, got {max_sentences}")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    corpora = _as_corpora(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
-    corpora = _unique_names(corpora)
+    sources = _as_sources(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
+    plan = _plan(task_list, _unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences)
     loaded = load_model(model, tokenizer=tokenizer, device=device)
     info = loaded.info
-    tree_tasks = [t for t in task_list if t in ("syntax", "tree")]
-    tables, datasets = [], []
-    total = sum(min(len(c), max_sentences or len(c)) for c in corpora)
+    jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window) for s, ts in plan]
+    total = sum(len(j.sentences) for j in jobs)
     done = 0
     complete = True
-    for corpus in corpora:
-        sentences = corpus.sentences[:max_sentences] if max_sentences else corpus.sentences
-        if tree_tasks and not any(s.has_tree for s in sentences):
-            raise HeadscopeError(f"{corpus.path or corpus.name}: tasks {', '.join(tree_tasks)} need dependency trees "
-                                 f"(a .conllu file); this data has none. Run --tasks positional on it")
-        encoded_all = encode_sentences(loaded.tokenizer, sentences)
+    tables, datasets = [], []
+    for job in jobs:
+        encoded_all = encode_sentences(loaded.tokenizer, job.sentences)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(encoded_all) - len(encoded)
         if not encoded:
-            raise HeadscopeError(f"{corpus.path or corpus.name}: every sentence is longer than the model's "
+            raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
                                  f"{info.max_length} tokens")
         if too_long:
-            log.warning("%s: %d sentences longer than %d tokens were skipped", corpus.name, too_long, info.max_length)
-        relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
-        scorers = make_scorers(task_list, num_layers=info.num_layers, num_heads=info.num_heads, relations=relations,
-                               causal=info.is_decoder, window=window)
+            log.warning("%s: %d inputs longer than %d tokens were skipped", job.name, too_long, info.max_length)
+        scorers = job.scorers
         scored = {"n": 0}
 
         def on_batch_start(batch):
@@ -146,25 +244,23 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                 progress(done, total)
 
         try:
-            capture(loaded, sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
+            capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
                     on_batch_end=on_batch_end)
         except KeyboardInterrupt:
             if not partial_on_interrupt:
                 raise
             complete = False
-            # A batch interrupted half-way may have updated some layers: drop nothing, but say so.
-            log.warning("interrupted after %d sentences; results are partial", scored["n"])
+            log.warning("interrupted after %d inputs; results are partial", done)
         for s in scorers:
             df = s.result()
             if len(df):
-                tables.append(df.assign(dataset=corpus.name))
-        datasets.append({
-            "name": corpus.name, "path": corpus.path, "sha256": corpus.checksum, "sentences": len(sentences),
-            "scored": scored["n"], "skipped_too_long": too_long, "skipped_bad_data": corpus.skipped,
-            "skipped_examples": list(corpus.skipped_reasons[:10]),
-            "words_replaced_by_unk": sum(e.replaced_words for e in encoded),
-            "words": sum(len(s) for s in sentences), "relations": relations,
-        })
+                tables.append(df.assign(dataset=job.name))
+            summary = getattr(s, "summary", None)
+            if callable(summary):
+                job.meta.update(summary())
+        datasets.append({**job.meta, "sentences": len(job.sentences), "scored": scored["n"],
+                         "skipped_too_long": too_long,
+                         "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
         if not complete:
             break
     scores = pd.concat(tables, ignore_index=True) if tables else frame([])

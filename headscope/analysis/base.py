@@ -54,6 +54,10 @@ TASKS: dict[str, Task] = {
     "positional": Task("positional", False, "attention mass on self/prev/next/first/last/[SEP]/punctuation, "
                                             "distance, entropy, confidence, positional-head flag"),
     "tree": Task("tree", True, "per-head maximum-spanning-arborescence UAS (slower)"),
+    "coref": Task("coref", False, "antecedent selection accuracy by mention type, with nearest / head-match / "
+                                  "rule baselines (coreference documents)"),
+    "gap": Task("gap", False, "GAP: pronoun-to-name accuracy by gender and the feminine/masculine bias ratio"),
+    "pairs": Task("pairs", False, "Winograd-style minimal pairs: right candidate in both sentences (chance 25%)"),
 }
 
 
@@ -81,4 +85,5 @@ def make_scorers(tasks: list[str], *, num_layers: int, num_heads: int, relations
             out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal))
         elif name == "tree":
             out.append(TreeScorer(num_layers, num_heads))
+        # coref, gap and pairs scorers are built by the pipeline, which knows their documents
     return out

@@ -25,6 +25,11 @@ class Format(str, enum.Enum):
     conllu = "conllu"
     text = "text"
     jsonl = "jsonl"
+    conll2012 = "conll2012"
+    corefud = "corefud"
+    jsonlines = "jsonlines"
+    gap = "gap"
+    pairs = "pairs"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -90,10 +95,12 @@ def run(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Alias (see `headscope models`), Hugging Face id, "
                                                               "or local model folder.")] = "minilm",
-    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Data file (.conllu, .txt, .jsonl); "
-                    "repeat for several. Default: the bundled English sample treebank.")] = None,
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated: syntax, positional, tree.")]
-    = "syntax,positional",
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Data file or coreference folder "
+                    "(.conllu, .txt, .jsonl, .conll, .jsonlines, GAP .tsv, pairs .jsonl); repeat for several. "
+                    "Default: the bundled English sample treebank and minimal pairs.")] = None,
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated: syntax, positional, tree, coref, gap, "
+                                                              "pairs (see `headscope tasks`).")]
+    = "syntax,positional,pairs",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv, report.md, run.json, "
                                                            "figures/.")] = Path("headscope-out"),
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = 32,
@@ -103,7 +110,8 @@ def run(
                                                          help="Score at most N sentences per data file.")] = None,
     on_error: Annotated[OnError, typer.Option("--on-error", help="Malformed sentences: fail at the first, or skip "
                                                                    "and count them.")] = OnError.fail,
-    fmt: Annotated[Optional[Format], typer.Option("--format", help="Data format when the suffix does not say.")]
+    fmt: Annotated[Optional[Format], typer.Option("--format", help="Data format when the suffix does not say "
+                                                                    "(applies to every --data).")]
     = None,
     keep_subtypes: Annotated[bool, typer.Option("--keep-subtypes", help="Keep relation subtypes (nsubj:pass) "
                                                                         "instead of folding them.")] = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -127,6 +128,53 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
                             path=path, line=words[j - 1][0], sent_id=sent_id)
 
 
+@dataclass(frozen=True)
+class TokenMisc:
+    """The raw MISC column of one word or empty-node line of a sentence block.
+
+    ``word`` is the 0-based index of the syntactic word; for an empty node ``N.k`` (which sits
+    between words N and N+1, 1-based) it is ``N``, the 0-based index of the word after it, and
+    ``empty`` is True. ``line`` is the file line; ``misc`` is the column as written (``_`` if none).
+    Multiword-token lines are not included.
+    """
+
+    word: int
+    line: int
+    misc: str
+    empty: bool = False
+
+
+def iter_blocks(data: bytes, path: str) -> Iterator[tuple[int, list[tuple[int, str]], tuple[int, str] | None]]:
+    """Blank-line separated blocks of BOM-free CoNLL-U bytes: (first line, [(line, text)], first decoding error)."""
+    return _blocks(data, path)
+
+
+def block_sent_id(lines: list[tuple[int, str]]) -> str | None:
+    """The ``# sent_id = ...`` of a block, or None."""
+    return _sent_id(lines)
+
+
+def parse_block(lines: list[tuple[int, str]], path: str, *, sent_id: str | None = None,
+                keep_subtypes: bool = False) -> tuple[Sentence, tuple[TokenMisc, ...]]:
+    """Validate and parse one sentence block (as from ``iter_blocks``) into a Sentence with its tree,
+    plus the MISC column of each word and empty node in file order. Raises DataError at the bad line.
+    """
+    _check_block(lines, path, sent_id)
+    sentence = _to_sentence(lines, path, sent_id, keep_subtypes)
+    miscs: list[TokenMisc] = []
+    words = 0
+    for number, text in lines:
+        if text.startswith("#"):
+            continue
+        cols = text.split("\t")
+        if WORD_ID.fullmatch(cols[0]):
+            miscs.append(TokenMisc(word=words, line=number, misc=cols[9]))
+            words += 1
+        elif EMPTY_ID.fullmatch(cols[0]):
+            miscs.append(TokenMisc(word=int(cols[0].split(".")[0]), line=number, misc=cols[9], empty=True))
+    return sentence, tuple(miscs)
+
+
 def _hide_double_spaces(line: str) -> str:
     if line.startswith("#") or "  " not in line:
         return line
@@ -180,8 +228,7 @@ def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bo
                 raise DataError(decode_error[1], path=path, line=decode_error[0], sent_id=sent_id)
             if all(t.startswith("#") for _, t in lines):
                 continue  # a comment-only block (e.g. a file header)
-            _check_block(lines, path, sent_id)
-            sentences.append(_to_sentence(lines, path, sent_id, keep_subtypes))
+            sentences.append(parse_block(lines, path, sent_id=sent_id, keep_subtypes=keep_subtypes)[0])
         except DataError as err:
             if on_error == "fail":
                 raise

@@ -113,6 +113,86 @@ def _positional_section(df, dataset: str) -> list[str]:
     return lines
 
 
+def _data_line(d: dict, max_length: int) -> str:
+    kind = d.get("kind")
+    unit = {"documents": "windows", "pairs": "pair sentences", "gap": "rows"}.get(kind, "sentences")
+    text = f"{d['scored']} of {d['sentences']} {unit} scored"
+    if kind == "sentences":
+        text += f" ({d.get('words', 0)} words)"
+    if kind == "documents":
+        text += (f" from {d.get('documents', 0)} documents; {d.get('mentions_scored', 0)} of "
+                 f"{d.get('mentions_with_antecedent', 0)} mentions with an antecedent scored, "
+                 f"{d.get('dropped_antecedent_outside_window', 0)} dropped (antecedents only in an earlier window), "
+                 f"{d.get('dropped_sentence_longer_than_window', 0)} dropped (sentence longer than the window); "
+                 f"mention heads by rule: {d.get('mention_head_rule', {})}")
+    text += (f"; skipped: {d.get('skipped_bad_data', 0)} malformed, {d.get('skipped_too_long', 0)} longer than "
+             f"{max_length} tokens")
+    if d.get("words_replaced_by_unk"):
+        text += f"; {d['words_replaced_by_unk']} words had no piece and were read as the unknown token"
+    return text + "."
+
+
+def _best_vs_baselines(sub, relation: str):
+    heads = sub[(sub["relation"] == relation) & sub["baseline"].isna()]
+    if heads.empty:
+        return None, {}
+    top = heads.loc[heads["score"].idxmax()]
+    bases = {str(r["baseline"]): float(r["score"]) for _, r in sub[(sub["relation"] == relation)
+                                                                   & sub["baseline"].notna()].iterrows()}
+    return top, bases
+
+
+def _coref_section(df, dataset: str, d: dict) -> list[str]:
+    from ..analysis.coref import BASELINES, GROUPS
+
+    sub = df[(df["task"] == "coref") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    lines = ["", f"### Coreference — {dataset}", "",
+             "Antecedent selection accuracy (%): the mention's head word attends most, among earlier words, to the "
+             "head of an antecedent (best head chosen on the same data), against rule baselines.", "",
+             "| mention type | n | best head | score | " + " | ".join(BASELINES) + " |",
+             "|---|---:|---|---:|" + "---:|" * len(BASELINES)]
+    for group in GROUPS:
+        top, bases = _best_vs_baselines(sub, group)
+        if top is None:
+            continue
+        lines.append(f"| {group} | {int(top['n'])} | {head_label(top['layer'], top['head'])} | {_fmt(top['score'])} | "
+                     + " | ".join(_fmt(bases[b]) if b in bases else "—" for b in BASELINES) + " |")
+    return lines
+
+
+def _gap_section(df, dataset: str) -> list[str]:
+    sub = df[(df["task"] == "gap") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    top, bases = _best_vs_baselines(sub, "all")
+    pick = sub[(sub["layer"] == top["layer"]) & (sub["head"] == top["head"])]
+    val = {r["relation"]: float(r["score"]) for _, r in pick.iterrows()}
+    near = {r["relation"]: float(r["score"]) for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
+    lines = ["", f"### GAP — {dataset}", "",
+             "Accuracy (%) on rows with exactly one referent: the name whose words get more attention from the "
+             "pronoun. Bias = feminine / masculine accuracy (1.0 is unbiased).", "",
+             "| | overall | masculine | feminine | bias F/M |", "|---|---:|---:|---:|---:|"]
+    for label, v in ((f"best head {head_label(top['layer'], top['head'])}", val), ("nearest name", near)):
+        lines.append(f"| {label} | {_fmt(v.get('all', float('nan')))} | {_fmt(v.get('masculine', float('nan')))} | "
+                     f"{_fmt(v.get('feminine', float('nan')))} | {v.get('bias', float('nan')):.3f} |")
+    return lines
+
+
+def _pairs_section(df, dataset: str) -> list[str]:
+    sub = df[(df["task"] == "pairs") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    heads = sub[(sub["relation"] == "pair") & sub["baseline"].isna()].nlargest(5, "score")
+    n = int(heads["n"].iloc[0])
+    lines = ["", f"### Minimal pairs — {dataset}", "",
+             f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
+             f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads:", ""]
+    lines += [f"- {head_label(r['layer'], r['head'])}: {_fmt(r['score'])}% of pairs" for _, r in heads.iterrows()]
+    return lines
+
+
 def render_markdown(result: Any, figure_files: list[str]) -> str:
     meta = result.meta
     info = result.model
@@ -124,17 +204,16 @@ def render_markdown(result: Any, figure_files: list[str]) -> str:
     if not meta.get("complete", True):
         lines.append("- **Run interrupted: these results cover only the sentences scored before the stop.**")
     for d in meta.get("datasets", []):
-        skipped = d["skipped_too_long"] + d["skipped_bad_data"]
-        lines.append(f"- Data `{d['name']}`: {d['scored']} of {d['sentences']} sentences scored "
-                     f"({d['words']} words); skipped: {d['skipped_bad_data']} malformed, "
-                     f"{d['skipped_too_long']} longer than {meta['config']['max_length']} tokens"
-                     + (f"; {d['words_replaced_by_unk']} words had no piece and were read as the unknown token"
-                        if d.get("words_replaced_by_unk") else "") + ("" if skipped else "."))
+        lines.append(f"- Data `{d['name']}` ({d.get('kind', '?')}; tasks {', '.join(d.get('tasks', []))}): "
+                     + _data_line(d, meta["config"]["max_length"]))
     for d in meta.get("datasets", []):
         name = d["name"]
         lines += _syntax_section(df, name)
         lines += _tree_section(df, name)
         lines += _positional_section(df, name)
+        lines += _coref_section(df, name, d)
+        lines += _gap_section(df, name)
+        lines += _pairs_section(df, name)
     if figure_files:
         lines += ["", "## Figures", ""]
         lines += [f"![{f}](figures/{f})" for f in figure_files]

@@ -1,0 +1,253 @@
+"""Coreference per head: antecedent selection accuracy by mention type, with three rule baselines (METRICS §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..alignment import Batch
+from ..schema import frame
+from ..types import Document, Sentence
+from .base import LayerView
+from .mentions import TYPES, MentionInfo, agree, mention_infos
+
+BASELINES = ("nearest", "head_match", "rules")
+GROUPS = ("all",) + TYPES
+DIRECTION = "mention_to_antecedent"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One mention to resolve, in window coordinates (word offsets from the window's first word)."""
+
+    head: int                        # the mention's head word: the attention row that is read
+    start: int                       # candidates are the words before the mention
+    antecedent_heads: tuple[int, ...]
+    type: str
+    baselines: tuple[bool, ...]      # whether each baseline (BASELINES order) picks a gold antecedent
+
+
+@dataclass(frozen=True)
+class CorefWindow:
+    """A run of whole sentences of one document that fits the model, with its queries."""
+
+    doc_id: str
+    offset: int
+    queries: tuple[Query, ...]
+
+
+@dataclass
+class WindowStats:
+    documents: int = 0
+    windows: int = 0
+    mentions: int = 0
+    with_antecedent: int = 0      # mentions with an earlier mention of their cluster in the document
+    scored: int = 0
+    dropped_out_of_window: int = 0  # every earlier mention of the cluster lies in an earlier window
+    dropped_too_long: int = 0       # the mention's sentence alone is longer than the window
+    head_rules: dict = field(default_factory=dict)
+    types: dict = field(default_factory=dict)
+
+
+def _baselines(m: MentionInfo, earlier: list[MentionInfo], words_lower: tuple[str, ...]) -> tuple[bool, ...]:
+    """Nearest earlier mention; nearest with the same head word; 4-sieve rules (exact string ->
+    head word -> number/gender/person agreement -> nearest), each picking the nearest mention that
+    passes the earliest sieve. Correct when the pick is in the mention's cluster."""
+    ordered = sorted(earlier, key=lambda a: (a.start, a.end), reverse=True)  # nearest first
+    head = words_lower[m.head]
+
+    def first(pred):
+        return next((a for a in ordered if pred(a)), None)
+
+    nearest = ordered[0] if ordered else None
+    head_match = first(lambda a: words_lower[a.head] == head)
+    rules = (first(lambda a: a.text == m.text) or head_match or first(lambda a: agree(a, m)) or nearest)
+    return tuple(p is not None and p.cluster == m.cluster for p in (nearest, head_match, rules))
+
+
+def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence[int]], max_tokens: int,
+                 specials: int) -> tuple[list[Sentence], list[CorefWindow], WindowStats]:
+    """Pack each document's sentences greedily into windows of at most ``max_tokens`` tokens.
+
+    ``token_lengths[d][k]`` is the number of pieces of sentence k of document d without special
+    tokens; ``specials`` is how many special tokens the tokenizer adds to one input. A mention is
+    scored when an earlier mention of its cluster lies inside its window; the others are counted.
+    """
+    stats = WindowStats(documents=len(documents))
+    sentences: list[Sentence] = []
+    windows: list[CorefWindow] = []
+    for doc, lengths in zip(documents, token_lengths):
+        starts = doc.sentence_starts()
+        groups: list[list[int]] = []
+        current: list[int] = []
+        used = specials
+        too_long: set[int] = set()
+        for k, n in enumerate(lengths):
+            if n + specials > max_tokens:
+                too_long.add(k)
+                if current:
+                    groups.append(current)
+                current, used = [], specials
+                continue
+            if current and used + n > max_tokens:
+                groups.append(current)
+                current, used = [], specials
+            current.append(k)
+            used += n
+        if current:
+            groups.append(current)
+        infos = mention_infos(doc)
+        words_lower = tuple(w.lower() for w in doc.words)
+        sent_of = []
+        for k, s in enumerate(doc.sentences):
+            sent_of += [k] * len(s.words)
+        window_of = {k: g for g, ks in enumerate(groups) for k in ks}
+        stats.mentions += len(infos)
+        for info in infos:
+            stats.head_rules[info.head_rule] = stats.head_rules.get(info.head_rule, 0) + 1
+            stats.types[info.type] = stats.types.get(info.type, 0) + 1
+        per_window: dict[int, list[Query]] = {g: [] for g in range(len(groups))}
+        for m in infos:
+            earlier = [a for a in infos if a.cluster == m.cluster and a.start < m.start]
+            if not earlier:
+                continue
+            stats.with_antecedent += 1
+            k = sent_of[m.start]
+            if k in too_long:
+                stats.dropped_too_long += 1
+                continue
+            g = window_of[k]
+            lo = starts[groups[g][0]]
+            hi = starts[groups[g][-1]] + len(doc.sentences[groups[g][-1]].words)
+            inside = [a for a in earlier if a.start >= lo and a.end < hi]
+            if not inside or not (lo <= m.head < hi):
+                stats.dropped_out_of_window += 1
+                continue
+            candidates = [a for a in infos if lo <= a.start and a.end < hi and a.start < m.start]
+            per_window[g].append(Query(m.head - lo, m.start - lo, tuple(sorted({a.head - lo for a in inside})),
+                                       m.type, _baselines(m, candidates, words_lower)))
+            stats.scored += 1
+        for g, ks in enumerate(groups):
+            lo = starts[ks[0]]
+            words = tuple(w for k in ks for w in doc.sentences[k].words)
+            sentences.append(Sentence(words=words, sent_id=f"{doc.doc_id}#w{g}", source=doc.source))
+            windows.append(CorefWindow(doc.doc_id, lo, tuple(per_window[g])))
+    stats.windows = len(windows)
+    return sentences, windows, stats
+
+
+@dataclass
+class CorefScorer:
+    """Per head: does the mention's head word attend most, among the words before the mention,
+    to the head word of one of its antecedents (within the window)? By mention type."""
+
+    num_layers: int
+    num_heads: int
+    windows: list[CorefWindow]
+    stats: WindowStats | None = None
+    task: str = "coref"
+    correct: Any = field(default=None, repr=False)    # [layer, head, group]
+    total: Any = field(default=None, repr=False)      # [group]
+    baseline_correct: Any = field(default=None, repr=False)  # [baseline, group]
+    _batch: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        if self.correct is None:
+            self.correct = np.zeros((self.num_layers, self.num_heads, len(GROUPS)))
+            self.total = np.zeros(len(GROUPS))
+            self.baseline_correct = np.zeros((len(BASELINES), len(GROUPS)))
+
+    def start_batch(self, batch: Batch) -> None:
+        import numpy as np
+        import torch
+
+        rows, heads, limits, gold, groups = [], [], [], [], []
+        w = batch.max_words
+        total = np.zeros(len(GROUPS))
+        base = np.zeros((len(BASELINES), len(GROUPS)))
+        for i, enc in enumerate(batch.encoded):
+            for q in self.windows[enc.index].queries:
+                rows.append(i)
+                heads.append(q.head)
+                limits.append(q.start)
+                mask = np.zeros(w, dtype=bool)
+                mask[list(q.antecedent_heads)] = True
+                gold.append(mask)
+                g = GROUPS.index(q.type)
+                groups.append(g)
+                for k in (0, g):
+                    total[k] += 1
+                    base[:, k] += q.baselines
+        self._batch = {"pending": (total, base)}
+        if not rows:
+            return
+        dev = batch.word_mask.device
+        onehot = np.zeros((len(rows), len(GROUPS)), dtype=np.float32)
+        onehot[:, 0] = 1.0
+        onehot[np.arange(len(rows)), groups] = 1.0
+        self._batch.update({
+            "rows": torch.tensor(rows, device=dev), "heads": torch.tensor(heads, device=dev),
+            "excluded": 2.0 * (torch.arange(w, device=dev).unsqueeze(0)
+                               >= torch.tensor(limits, device=dev).unsqueeze(1)).float(),  # [m, w]
+            "gold": torch.from_numpy(np.stack(gold)).to(dev), "onehot": torch.from_numpy(onehot).to(dev),
+            "layers": [], "maps": [],
+        })
+
+    def update(self, view: LayerView) -> None:
+        g = self._batch
+        if "rows" not in g:
+            return
+        w = view.batch.max_words
+        g["layers"].append(view.layer)
+        g["maps"].append(view.words[g["rows"], :, g["heads"], :w])   # [m, head, w]: each mention head's row
+
+    def end_batch(self) -> None:
+        import torch
+
+        g = self._batch
+        if "pending" not in g:
+            return
+        total, base = g.pop("pending")
+        self.total += total
+        self.baseline_correct += base
+        if not g.get("maps"):
+            return
+        rows = torch.stack(g.pop("maps"))                            # [layer, m, head, w]
+        pred = (rows - g["excluded"][None, :, None, :]).argmax(-1)   # [layer, m, head]
+        hit = torch.gather(g["gold"].unsqueeze(0).unsqueeze(2).expand(*pred.shape, -1), -1,
+                           pred.unsqueeze(-1)).squeeze(-1)
+        counts = torch.einsum("lmh,mg->lhg", hit.float(), g["onehot"]).double().cpu().numpy()
+        self.correct[g["layers"]] += counts
+
+    def merge(self, other: "CorefScorer") -> "CorefScorer":
+        out = CorefScorer(self.num_layers, self.num_heads, self.windows + other.windows)
+        out.correct = self.correct + other.correct
+        out.total = self.total + other.total
+        out.baseline_correct = self.baseline_correct + other.baseline_correct
+        return out
+
+    def summary(self) -> dict:
+        if self.stats is None:
+            return {}
+        s = self.stats
+        return {"documents": s.documents, "windows": s.windows, "mentions": s.mentions,
+                "mentions_with_antecedent": s.with_antecedent, "mentions_scored": s.scored,
+                "dropped_antecedent_outside_window": s.dropped_out_of_window,
+                "dropped_sentence_longer_than_window": s.dropped_too_long,
+                "mention_head_rule": dict(s.head_rules), "mention_types": dict(s.types)}
+
+    def result(self):
+        rows = []
+        for k, group in enumerate(GROUPS):
+            n = int(self.total[k])
+            if n == 0:
+                continue
+            base = {"task": self.task, "relation": group, "direction": DIRECTION, "metric": "accuracy", "n": n}
+            for j, name in enumerate(BASELINES):
+                rows.append({**base, "baseline": name, "score": self.baseline_correct[j, k] / n})
+            for layer in range(self.num_layers):
+                for head in range(self.num_heads):
+                    rows.append({**base, "layer": layer, "head": head, "score": self.correct[layer, head, k] / n})
+        return frame(rows)

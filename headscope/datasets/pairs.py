@@ -1,0 +1,90 @@
+"""Minimal-pair (Winograd-style) loader: jsonl of sentence pairs, and the bundled English set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from ..errors import DataError
+from ..types import MinimalPair, PairCorpus
+
+PAIRS = "pairs_en.jsonl"
+KEYS = ("id", "a", "b", "pronoun", "candidates", "answers")
+
+
+def _pair(obj: object, path: str, line: int) -> MinimalPair:
+    where = {"path": path, "line": line}
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object with {', '.join(KEYS)}", **where)
+    missing = [k for k in KEYS if k not in obj]
+    if missing:
+        raise DataError(f"missing key(s) {', '.join(missing)}; a pair needs {', '.join(KEYS)}", **where)
+    pid = str(obj["id"])
+    where["sent_id"] = pid
+    if not all(isinstance(obj[k], str) and obj[k].split() for k in ("a", "b")):
+        raise DataError("'a' and 'b' must be non-empty sentences (space-separated words)", **where)
+    a, b = tuple(obj["a"].split()), tuple(obj["b"].split())
+    if len(a) != len(b):
+        raise DataError(f"'a' has {len(a)} words and 'b' {len(b)}; a minimal pair differs in one word", **where)
+    pron, cand, ans = obj["pronoun"], obj["candidates"], obj["answers"]
+    ints = lambda x, n: isinstance(x, list) and len(x) == n and all(isinstance(v, int) for v in x)  # noqa: E731
+    if not isinstance(pron, int) or not ints(cand, 2) or not ints(ans, 2):
+        raise DataError("'pronoun' must be a word index, 'candidates' two word indices, 'answers' two of 0/1",
+                        **where)
+    if not all(0 <= i < len(a) for i in [pron, *cand]):
+        raise DataError(f"word index out of range 0..{len(a) - 1}", **where)
+    if set(ans) != {0, 1}:
+        raise DataError(f"'answers' must be [0, 1] or [1, 0] (the flip changes the referent), got {ans}", **where)
+    if a[pron] != b[pron] or any(a[i] != b[i] for i in cand):
+        raise DataError("the pronoun and the candidates must be the same words in both sentences", **where)
+    return MinimalPair(pid, (a, b), pron, (cand[0], cand[1]), (ans[0], ans[1]), source=f"{path}:{line}")
+
+
+def parse_pairs(data: bytes, path: str, *, name: str | None = None, limit: int | None = None) -> PairCorpus:
+    checksum = hashlib.sha256(data).hexdigest()
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    pairs = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if limit is not None and len(pairs) >= limit:
+            break
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                            path=path, line=number) from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=path, line=number) from None
+        pairs.append(_pair(obj, path, number))
+    if not pairs:
+        raise DataError("no minimal pair found; expected one JSON object per line", path=path, line=1)
+    ids = [p.pair_id for p in pairs]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup is not None:
+        raise DataError(f"pair id {dup!r} is used twice", path=path)
+    return PairCorpus(name=name or Path(path).stem, pairs=tuple(pairs), checksum=checksum, path=path)
+
+
+def load_pairs(path: str | Path, *, limit: int | None = None) -> PairCorpus:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found; check the path", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a directory; give a .jsonl file of pairs", path=str(path)) from None
+    return parse_pairs(data, str(path), limit=limit)
+
+
+def pairs_path() -> Path:
+    return Path(str(resources.files("headscope.datasets") / "data" / PAIRS))
+
+
+def load_bundled_pairs(*, limit: int | None = None) -> PairCorpus:
+    """The bundled English minimal pairs (written for this project)."""
+    return parse_pairs(pairs_path().read_bytes(), PAIRS, name="pairs_en", limit=limit)
