@@ -116,3 +116,25 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
                     off = offsets.setdefault(k, {})
                     off[best - i] = off.get(best - i, 0) + 1
     return {k: sums[k] / counts[k] for k in sums}, offsets
+
+
+def reference_coref(model, tokenizer, sentences, windows):
+    """{(layer, head, group): correct}, {group: n} for antecedent selection, one window at a time."""
+    correct: dict = {}
+    total: dict = {}
+    for sent, win in zip(sentences, windows):
+        if not win.queries:
+            continue
+        atts, word_ids = full_attentions(model, tokenizer, sent.words)
+        for q in win.queries:
+            for g in ("all", q.type):
+                total[g] = total.get(g, 0) + 1
+        for layer, att in enumerate(atts):
+            for head in range(att.shape[0]):
+                w = word_attention(att[head], word_ids)
+                for q in win.queries:
+                    pred = argmax_excluding([w[q.head, j] for j in range(q.start)], -1)
+                    hit = int(pred in q.antecedent_heads)
+                    for g in ("all", q.type):
+                        correct[(layer, head, g)] = correct.get((layer, head, g), 0) + hit
+    return correct, total
