@@ -16,6 +16,10 @@ HEATMAPS = (
     ("positional", "sep", None, "mass", "positional_sep", "Mass on [SEP]/EOS"),
     ("positional", "punct", None, "mass", "positional_punct", "Mass on punctuation"),
     ("positional", "entropy_norm", None, "ratio", "positional_entropy_norm", "Normalised entropy"),
+    ("coref", "all", None, "accuracy", "coref_all", "Antecedent selection accuracy, all mentions"),
+    ("coref", "pronoun", None, "accuracy", "coref_pronoun", "Antecedent selection accuracy, pronouns"),
+    ("gap", "all", None, "accuracy", "gap_all", "GAP accuracy (pronoun → name)"),
+    ("pairs", "pair", None, "accuracy", "pairs", "Minimal pairs: both sentences right (chance 0.25)"),
 )
 TOP_RELATIONS = 6
 

@@ -1,0 +1,129 @@
+"""GAP coreference TSV loader: each row's text as words, the pronoun and names A/B as word spans.
+
+GAP rows give character offsets into ``Text``; this module tokenizes the text with ``WORD`` and maps
+each character span ``[offset, offset + len(string))`` to the inclusive range of words that overlap
+it. A name that covers part of a word maps to that whole word (``Simon`` in ``Simon's`` is the word
+``Simon's``, since internal apostrophes stay inside words).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+
+from ..errors import DataError
+from ..types import GapCorpus, GapExample
+from ._files import BOM, check_options, decode_lines, read_file
+
+HEADER = ("ID", "Text", "Pronoun", "Pronoun-offset", "A", "A-offset", "A-coref", "B", "B-offset", "B-coref", "URL")
+# A word is a run of letters/digits, with internal apostrophes (' or U+2019) or hyphens joining runs
+# (O'Neill, Jean-Paul, don't); every other non-space character is a word of its own.
+WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*|\S")
+GENDERS = {
+    **dict.fromkeys(("he", "him", "his", "himself"), "masculine"),
+    **dict.fromkeys(("she", "her", "hers", "herself"), "feminine"),
+}
+BOOLEANS = {"TRUE": True, "FALSE": False}
+
+
+def tokenize(text: str) -> list[tuple[str, int, int]]:
+    """Words of ``text`` as (word, start, end) with ``text[start:end] == word`` (see ``WORD``)."""
+    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
+
+
+def char_span_to_words(tokens: list[tuple[str, int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """Inclusive range of the words overlapping characters ``[start, end)``, or None if none does."""
+    hits = [i for i, (_, a, b) in enumerate(tokens) if a < end and b > start]
+    return (hits[0], hits[-1]) if hits else None
+
+
+def _row(cols: list[str], path: str, number: int) -> GapExample:
+    where = {"path": path, "line": number}
+    example_id, text = cols[0], cols[1]
+    if not example_id:
+        raise DataError("empty ID", **where)
+    tokens = tokenize(text)
+    spans: dict[str, tuple[int, int]] = {}
+    for name, string_col, offset_col in (("Pronoun", 2, 3), ("A", 4, 5), ("B", 7, 8)):
+        string, raw_offset = cols[string_col], cols[offset_col]
+        if not re.fullmatch(r"[0-9]+", raw_offset):
+            raise DataError(f"{name}-offset '{raw_offset}' is not a non-negative integer", **where)
+        offset = int(raw_offset)
+        if not string or text[offset:offset + len(string)] != string:
+            found = text[offset:offset + len(string)]
+            raise DataError(f"{name}-offset {offset} does not point at {name} '{string}' (the text there is "
+                            f"'{found}')", **where, hint="offsets are 0-based character offsets into Text")
+        span = char_span_to_words(tokens, offset, offset + len(string))
+        if span is None:
+            raise DataError(f"{name} '{string}' at {offset} overlaps no word of the text", **where)
+        spans[name] = span
+    corefs: dict[str, bool] = {}
+    for name, col in (("A-coref", 6), ("B-coref", 9)):
+        if cols[col] not in BOOLEANS:
+            raise DataError(f"{name} is '{cols[col]}', expected TRUE or FALSE", **where)
+        corefs[name] = BOOLEANS[cols[col]]
+    if corefs["A-coref"] and corefs["B-coref"]:
+        raise DataError("A-coref and B-coref are both TRUE; the pronoun refers to at most one name", **where)
+    gender = GENDERS.get(cols[2].lower())
+    if gender is None:
+        raise DataError(f"pronoun '{cols[2]}' is not one of {', '.join(GENDERS)}", **where,
+                        hint="GAP pronouns are masculine or feminine third-person pronouns")
+    return GapExample(example_id=example_id, words=tuple(w for w, _, _ in tokens), pronoun=spans["Pronoun"],
+                      a=spans["A"], b=spans["B"], a_coref=corefs["A-coref"], b_coref=corefs["B-coref"],
+                      gender=gender, source=f"{path}:{number}")
+
+
+def load_gap(path: str | Path, *, on_error: str = "fail", limit: int | None = None) -> GapCorpus:
+    """Load a GAP TSV file (header ``ID Text Pronoun Pronoun-offset A A-offset A-coref B B-offset B-coref URL``).
+
+    Rows are read with ``csv`` (tab delimiter, ``QUOTE_NONE``: texts contain ``"``), one per line;
+    blank lines are ignored. ``on_error="skip"`` drops bad rows and counts them; a wrong header or an
+    empty file always fails. ``limit`` caps the number of examples.
+    """
+    check_options(on_error, limit)
+    p = Path(path)
+    raw = read_file(p, "a GAP .tsv file")
+    data = raw.removeprefix(BOM)
+    if not data.strip():
+        raise DataError("file is empty; expected the GAP header and one tab-separated row per line",
+                        path=str(p), line=1)
+    examples: list[GapExample] = []
+    reasons: list[str] = []
+    seen: dict[str, int] = {}
+    header_seen = False
+    for number, text, err in decode_lines(data):
+        if header_seen and limit is not None and len(examples) >= limit:
+            break
+        try:
+            if err is not None:
+                raise DataError(err, path=str(p), line=number)
+            assert text is not None
+            if not text.strip():
+                continue
+            cols = next(csv.reader([text], delimiter="\t", quoting=csv.QUOTE_NONE))
+            if not header_seen:
+                if tuple(c.strip() for c in cols) != HEADER:
+                    raise DataError(f"expected the GAP header '{' '.join(HEADER)}' (tab-separated)",
+                                    path=str(p), line=number)
+                header_seen = True
+                continue
+            if len(cols) != len(HEADER):
+                raise DataError(f"expected {len(HEADER)} tab-separated columns, got {len(cols)}", path=str(p),
+                                line=number, hint=f"columns are {' '.join(HEADER)}")
+            example = _row(cols, str(p), number)
+            if example.example_id in seen:
+                raise DataError(f"duplicate ID '{example.example_id}' (first at line {seen[example.example_id]})",
+                                path=str(p), line=number)
+            seen[example.example_id] = number
+            examples.append(example)
+        except DataError as exc:
+            if on_error == "fail" or not header_seen:
+                raise
+            reasons.append(str(exc))
+    if not examples:
+        raise DataError(f"no valid GAP row found ({len(reasons)} skipped)" +
+                        (f"; first problem: {reasons[0]}" if reasons else ""), path=str(p), line=1)
+    return GapCorpus(name=p.stem, examples=tuple(examples), checksum=hashlib.sha256(raw).hexdigest(), path=str(p),
+                     skipped=len(reasons), skipped_reasons=tuple(reasons))
