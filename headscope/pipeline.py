@@ -16,6 +16,8 @@ from .types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
 log = logging.getLogger(__name__)
 
 DEFAULT_TASKS = ("syntax", "positional", "pairs")
+# With data but no task list, each dataset gets what it supports (the costly tree task only on request).
+AUTO_TASKS = ("syntax", "positional", "coref", "gap", "pairs")
 
 # What each task reads. "treebank": sentences with trees; "sentences": any sentences.
 TASK_DATA = {"syntax": "treebank", "tree": "treebank", "positional": "sentences", "coref": "documents",
@@ -84,8 +86,9 @@ def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sent
     for t in tasks:
         if t not in covered:
             given = ", ".join(getattr(s, "path", "") or s.name for s in sources) or "no data"
+            hint = " (plain text supports --tasks positional)" if TASK_DATA[t] == "treebank" else ""
             raise HeadscopeError(f"task {t} needs {NEEDS[TASK_DATA[t]]}; got {given}. Pass such a file with "
-                                 f"--data, or drop {t} from --tasks")
+                                 f"--data, or drop {t} from --tasks{hint}")
     return [(s, ts) for s, ts in jobs if ts]
 
 
@@ -173,7 +176,7 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
     raise HeadscopeError(f"unsupported data object {type(source).__name__}")
 
 
-def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[str] = DEFAULT_TASKS,
+def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[str] | None = None,
             tokenizer: Any = None, batch_size: int = 32, device: str | None = None,
             max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
             fmt: str | None = None, window: int = 3, seed: int = 0,
@@ -184,7 +187,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     or a ``LoadedModel``. ``data``: None (bundled samples), a path, a Corpus / DocumentCorpus /
     GapCorpus / PairCorpus, Sentences, strings, or a list of those. ``tasks``: any of ``syntax``,
     ``positional``, ``tree``, ``coref``, ``gap``, ``pairs``; each runs on the data that suits it
-    (``pairs`` and the treebank tasks fall back to the bundled samples). ``max_sentences`` caps
+    (``pairs`` and the treebank tasks fall back to the bundled samples). ``tasks=None``: without data
+    ``syntax, positional, pairs`` on the bundled samples; with data, every task (but ``tree``) that
+    the data supports. ``max_sentences`` caps
     sentences, documents, GAP rows or pairs per dataset. Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
@@ -197,7 +202,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     from .result import AnalysisResult
     from .schema import frame
 
-    task_list = parse_tasks(tasks)
+    task_list = parse_tasks(tasks) if tasks is not None else None
     if batch_size < 1:
         raise HeadscopeError(f"batch size must be at least 1, got {batch_size}")
     if max_sentences is not None and max_sentences < 1:
@@ -205,6 +210,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     sources = _as_sources(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
+    if task_list is None:
+        kinds = set().union(*(_kinds(s) for s in sources)) if sources else set()
+        task_list = [t for t in AUTO_TASKS if TASK_DATA[t] in kinds] if sources else list(DEFAULT_TASKS)
     plan = _plan(task_list, _unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences)
     loaded = load_model(model, tokenizer=tokenizer, device=device)
     info = loaded.info

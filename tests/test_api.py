@@ -34,7 +34,7 @@ def test_analyze_accepts_sentences_strings_and_corpora(tiny_bert_loaded, sample)
 
 
 def test_tree_tasks_need_trees(tiny_bert_loaded):
-    with pytest.raises(HeadscopeError, match="need dependency trees"):
+    with pytest.raises(HeadscopeError, match="task syntax needs dependency trees"):
         headscope.analyze(tiny_bert_loaded, ["no trees here"], tasks="syntax")
 
 

@@ -149,9 +149,10 @@ def test_default_run_writes_all_files(default_run, tiny_bert_dir):
     result, out, _ = default_run
     assert_ok(result)
     assert {p.name for p in out.iterdir()} == {"scores.csv", "report.md", "run.json", "figures"}
+    sample, pairs = read_run(out)["datasets"]
     assert result.stdout.strip().splitlines()[-1] == (
-        f"{tiny_bert_dir.name}: scored {read_run(out)['datasets'][0]['scored']} sentences; "
-        f"wrote {out}/report.md, scores.csv, run.json")
+        f"{tiny_bert_dir.name}: scored {sample['scored'] + pairs['scored']} sentences "
+        f"(sample_en {sample['scored']}, pairs_en {pairs['scored']}); wrote {out}/report.md, scores.csv, run.json")
     assert not list(out.glob("*.tmp"))
 
 
@@ -160,7 +161,7 @@ def test_default_run_figures(default_run):
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     expected = {"syntax_all_dep_to_head.png", "syntax_all_head_to_dep.png", "positional_prev.png",
                 "positional_next.png", "positional_self.png", "positional_first.png", "positional_sep.png",
-                "positional_punct.png", "positional_entropy_norm.png"}
+                "positional_punct.png", "positional_entropy_norm.png", "pairs.png"}
     assert expected <= set(pngs)
     assert not any(name.startswith("tree_") for name in pngs)  # tree was not run
     for name in pngs:
@@ -182,8 +183,9 @@ def test_default_run_scores_csv(default_run, tiny_bert_dir):
         "model", "dataset", "task", "relation", "direction", "metric", "baseline", "layer", "head", "kv_head",
         "score", "n", "n_reachable"]
     assert set(df["model"]) == {tiny_bert_dir.name}
-    assert set(df["dataset"]) == {"sample_en"}
-    assert set(df["task"]) == {"syntax", "positional"}
+    assert set(df["dataset"]) == {"sample_en", "pairs_en"}
+    assert set(df["task"]) == {"syntax", "positional", "pairs"}
+    assert set(df.loc[df["dataset"] == "pairs_en", "task"]) == {"pairs"}
 
     heads = head_rows(df)
     assert heads["layer"].notna().all() and heads["head"].notna().all()
@@ -216,7 +218,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     cfg = tiny_config(tiny_bert_dir)
     assert run["command"] == "headscope " + " ".join(shlex.quote(a) for a in argv)
     assert run["complete"] is True
-    assert run["tasks"] == ["syntax", "positional"]
+    assert run["tasks"] == ["syntax", "positional", "pairs"]
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
                              "on_error": "fail", "window": 3, "seed": 0, "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
@@ -233,7 +235,8 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
 
     from headscope.datasets.loading import sample_path
 
-    [d] = run["datasets"]
+    d, pairs = run["datasets"]
+    assert pairs["name"] == "pairs_en" and pairs["kind"] == "pairs" and pairs["scored"] == 2 * pairs["pairs"]
     assert d["name"] == "sample_en"
     assert d["sha256"] == hashlib.sha256(sample_path().read_bytes()).hexdigest()
     assert d["sentences"] == d["scored"] == len(sample)
@@ -425,8 +428,8 @@ def test_max_sentences(tiny_bert_dir, good_conllu, tmp_path, use_file):
     out = tmp_path / "out"
     data = ["--data", good_conllu] if use_file else []
     limit = 2 if use_file else 3
-    result = invoke("run", "--model", tiny_bert_dir, *data, "--max-sentences", limit, "--no-figures", "-q",
-                    "--out", out)
+    result = invoke("run", "--model", tiny_bert_dir, *data, "--max-sentences", limit, "--tasks", "syntax,positional",
+                    "--no-figures", "-q", "--out", out)
     assert_ok(result)
     assert f"scored {limit} sentences" in result.stdout
     run = read_run(out)
@@ -569,7 +572,7 @@ def test_tasks_lists_all_tasks():
     result = invoke("tasks")
     assert_ok(result)
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
-    assert set(lines) == {"syntax", "positional", "tree"}
+    assert set(lines) == {"syntax", "positional", "tree", "coref", "gap", "pairs"}
     assert lines["syntax"].endswith("[needs trees]") and lines["tree"].endswith("[needs trees]")
     assert "[needs trees]" not in lines["positional"]
 
@@ -619,7 +622,8 @@ def test_unwritable_out(tiny_bert_dir, text_file, tmp_path, under_file):
 
 def test_minilm_alias_on_sample(tmp_path):
     out = tmp_path / "out"
-    result = invoke("run", "--model", "minilm", "--max-sentences", 8, "--no-figures", "-q", "--out", out)
+    result = invoke("run", "--model", "minilm", "--max-sentences", 8, "--tasks", "syntax,positional", "--no-figures",
+                    "-q", "--out", out)
     assert_ok(result)
     assert result.stdout.startswith("minilm: scored 8 sentences")
     run = read_run(out)

@@ -457,7 +457,7 @@ def test_load_data_dispatches_by_suffix(tmp_path):
     assert {"conllu", "text", "jsonl"} <= set(FORMATS)
 
 
-@pytest.mark.parametrize("name", ["data.csv", "data", "data.conll"])
+@pytest.mark.parametrize("name", ["data.csv", "data", "data.xyz"])
 def test_load_data_rejects_unknown_suffix(tmp_path, name):
     path = tmp_path / name
     path.write_text("a b c\n", encoding="utf-8")

@@ -98,9 +98,10 @@ def run(
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Data file or coreference folder "
                     "(.conllu, .txt, .jsonl, .conll, .jsonlines, GAP .tsv, pairs .jsonl); repeat for several. "
                     "Default: the bundled English sample treebank and minimal pairs.")] = None,
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated: syntax, positional, tree, coref, gap, "
-                                                              "pairs (see `headscope tasks`).")]
-    = "syntax,positional,pairs",
+    tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help="Comma-separated: syntax, positional, tree, "
+                     "coref, gap, pairs (see `headscope tasks`). Default: without --data, syntax, positional and "
+                     "pairs on the bundled samples; with --data, every task but tree that the data supports.")]
+    = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv, report.md, run.json, "
                                                            "figures/.")] = Path("headscope-out"),
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = 32,
@@ -151,9 +152,12 @@ def run(
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted", code=130)
-    skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in result.meta["datasets"])
-    scored = sum(d["scored"] for d in result.meta["datasets"])
-    typer.echo(f"{result.model.name}: scored {scored} sentences"
+    datasets = result.meta["datasets"]
+    skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in datasets)
+    scored = sum(d["scored"] for d in datasets)
+    per_dataset = ", ".join(f"{d['name']} {d['scored']}" for d in datasets)
+    parts = f" ({per_dataset})" if len(datasets) > 1 else ""
+    typer.echo(f"{result.model.name}: scored {scored} sentences{parts}"
                + (f", skipped {skipped} (see run.json)" if skipped else "")
                + f"; wrote {out}/report.md, scores.csv, run.json")
     if not result.meta.get("complete", True):

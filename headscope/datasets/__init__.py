@@ -1,9 +1,12 @@
-"""Dataset loaders (CoNLL-U treebanks, plain text, jsonl) and the bundled sample."""
+"""Dataset loaders (CoNLL-U treebanks, plain text, jsonl, coreference, GAP) and the bundled sample."""
 
 from __future__ import annotations
 
+from .coref import load_conll2012, load_coref, load_corefud, load_jsonlines
+from .gap import load_gap
 from .loading import FORMATS, load_data, load_sample
 from .text import load_text
 from .ud import load_conllu, parse_conllu
 
-__all__ = ["FORMATS", "load_conllu", "load_data", "load_sample", "load_text", "parse_conllu"]
+__all__ = ["FORMATS", "load_conll2012", "load_conllu", "load_coref", "load_corefud", "load_data", "load_gap",
+           "load_jsonlines", "load_sample", "load_text", "parse_conllu"]

@@ -28,12 +28,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import DataError
 from ..types import Document, DocumentCorpus, Mention, Sentence
 from ._files import BOM, check_options, decode_lines, read_file
-from .ud import TokenMisc, block_sent_id, iter_blocks, parse_block
+from .ud import Block, TokenMisc, block_sent_id, iter_blocks, parse_block
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "conll2012": (".conll", ".gold_conll", ".v4_gold_conll"),
     "corefud": (".conllu",),
     "jsonlines": (".jsonlines", ".jsonl"),
+}
+# what an empty file of each format should have held (for the error message)
+_EXPECTED = {
+    "conll2012": "'#begin document (<id>); part 0', token lines and '#end document'",
+    "corefud": "CoNLL-U sentences with Entity= annotations in MISC",
+    "jsonlines": "one JSON object per line with doc_key, sentences and clusters",
 }
 
 EMPTY_NODE_NOTE = (
@@ -235,17 +241,19 @@ def _conll_sentence(rows: list[tuple[int, list[str]]], path: str, sent_id: str,
     return Sentence(words=tuple(words), upos=upos, sent_id=sent_id, source=f"{path}:{first_line}"), mentions
 
 
-def _check_duplicates(mentions: list[Mention], words: tuple[str, ...], path: str) -> None:
-    seen: dict[tuple[int, int, str], Mention] = {}
+def _check_duplicates(mentions: list[Mention], sentence: Sentence, offset: int, path: str,
+                      sent_id: str | None = None) -> None:
+    """A span may be a mention of a cluster only once (mentions of one sentence, document offsets)."""
+    seen: set[tuple[int, int, str]] = set()
     for m in mentions:
         key = (m.start, m.end, m.cluster)
         if key in seen:
             line = m.source.rsplit(":", 1)[-1]
-            raise DataError(f"duplicate mention: '{_quote(words, m.start, m.end)}' (words {m.start}-{m.end}) is "
-                            f"already a mention of cluster {m.cluster}", path=path,
-                            line=int(line) if line.isdigit() else None,
+            raise DataError(f"duplicate mention: '{_quote(sentence.words, m.start - offset, m.end - offset)}' "
+                            f"(words {m.start}-{m.end}) is already a mention of cluster {m.cluster}", path=path,
+                            line=int(line) if line.isdigit() else None, sent_id=sent_id,
                             hint="list each span once per cluster")
-        seen[key] = m
+        seen.add(key)
 
 
 def _conll_document(chunk: _Chunk, doc_id: str, path: str) -> Document:
@@ -258,6 +266,7 @@ def _conll_document(chunk: _Chunk, doc_id: str, path: str) -> Document:
         nonlocal offset, rows
         if rows:
             sentence, found = _conll_sentence(rows, path, f"{doc_id}#{len(sentences)}", offset)
+            _check_duplicates(found, sentence, offset, path)
             sentences.append(sentence)
             mentions.extend(found)
             offset += len(sentence)
@@ -276,8 +285,6 @@ def _conll_document(chunk: _Chunk, doc_id: str, path: str) -> Document:
     flush()
     if not sentences:
         raise DataError("document has no token lines", path=path, line=chunk.begin)
-    words = tuple(w for s in sentences for w in s.words)
-    _check_duplicates(mentions, words, path)
     return _document(doc_id, sentences, mentions, f"{path}:{chunk.begin}")
 
 
@@ -322,7 +329,7 @@ def load_conll2012(path: str | Path, *, on_error: str = "fail", limit: int | Non
     check_options(on_error, limit)
     p = Path(path)
     raw = read_file(p, "a .conll file (or use load_coref for a folder)")
-    data = _prepare(raw, str(p), "'#begin document (<id>); part 0', token lines and '#end document'")
+    data = _prepare(raw, str(p), _EXPECTED["conll2012"])
     out = _parse_conll2012(data, str(p), on_error=on_error, limit=limit)
     return _finish(out, name=p.stem, checksum=hashlib.sha256(raw).hexdigest(), path=str(p), fmt="conll2012")
 
@@ -361,8 +368,8 @@ def _entity_chunks(value: str, path: str, line: int, sent_id: str | None) -> lis
     return out
 
 
-def _corefud_document(doc_id: str, blocks: list[tuple[int, list[tuple[int, str]], tuple[int, str] | None]],
-                      path: str, keep_subtypes: bool, out: _Loaded) -> Document | None:
+def _corefud_document(doc_id: str, blocks: list[Block], path: str, keep_subtypes: bool,
+                      out: _Loaded) -> Document | None:
     """One CorefUD document from its CoNLL-U blocks; None when it has no sentence."""
     sentences: list[Sentence] = []
     mentions: list[Mention] = []
@@ -376,19 +383,19 @@ def _corefud_document(doc_id: str, blocks: list[tuple[int, list[tuple[int, str]]
         if all(text.startswith("#") for _, text in lines):
             continue
         sentence, miscs = parse_block(lines, path, sent_id=sent_id, keep_subtypes=keep_subtypes)
-        found, lost = _sentence_entities(miscs, offset, len(sentence), path, sent_id, lines[-1][0])
+        found, lost = _sentence_entities(miscs, offset, path, sent_id, lines[-1][0])
+        _check_duplicates(found, sentence, offset, path, sent_id)
         sentences.append(sentence)
         mentions.extend(found)
         dropped += lost
         offset += len(sentence)
     if not sentences:
         return None
-    _check_duplicates(mentions, tuple(w for s in sentences for w in s.words), path)
     out.empty_node_mentions += dropped
     return _document(doc_id, sentences, mentions, f"{path}:{first_line}")
 
 
-def _sentence_entities(miscs: tuple[TokenMisc, ...], offset: int, n_words: int, path: str, sent_id: str | None,
+def _sentence_entities(miscs: tuple[TokenMisc, ...], offset: int, path: str, sent_id: str | None,
                        last_line: int) -> tuple[list[Mention], int]:
     """Mentions of one sentence from its words' and empty nodes' Entity brackets (document offsets)."""
     mentions: list[Mention] = []
@@ -433,7 +440,7 @@ def _sentence_entities(miscs: tuple[TokenMisc, ...], offset: int, n_words: int, 
 def _parse_corefud(data: bytes, path: str, *, on_error: str, limit: int | None, keep_subtypes: bool) -> _Loaded:
     out = _Loaded()
     stem = Path(path).stem
-    groups: list[tuple[str, list[Any]]] = []  # (doc id, blocks)
+    groups: list[tuple[str, list[Block]]] = []  # (doc id, blocks)
     for block in iter_blocks(data, path):
         newdoc = next((m for m in (NEWDOC.fullmatch(text.strip()) for _, text in block[1] if text.startswith("#"))
                        if m is not None), None)
@@ -442,10 +449,15 @@ def _parse_corefud(data: bytes, path: str, *, on_error: str, limit: int | None, 
             doc_id = (newdoc["id"] or f"{stem}-{number}") if newdoc is not None else stem
             groups.append((doc_id, []))
         groups[-1][1].append(block)
+    first_line: dict[str, int] = {}
     for doc_id, blocks in groups:
         if limit is not None and len(out.documents) >= limit:
             break
         try:
+            if doc_id in first_line:
+                raise DataError(f"duplicate document id '{doc_id}' (first at line {first_line[doc_id]})",
+                                path=path, line=blocks[0][0], hint="give each # newdoc id once")
+            first_line[doc_id] = blocks[0][0]
             document = _corefud_document(doc_id, blocks, path, keep_subtypes, out)
         except DataError as err:
             _skip_or_raise(err, on_error, out)
@@ -471,7 +483,7 @@ def load_corefud(path: str | Path, *, on_error: str = "fail", limit: int | None 
     check_options(on_error, limit)
     p = Path(path)
     raw = read_file(p, "a .conllu file (or use load_coref for a folder)")
-    data = _prepare(raw, str(p), "CoNLL-U sentences with Entity= annotations in MISC")
+    data = _prepare(raw, str(p), _EXPECTED["corefud"])
     out = _parse_corefud(data, str(p), on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
     _log_empty_nodes(out, str(p))
     return _finish(out, name=p.stem, checksum=hashlib.sha256(raw).hexdigest(), path=str(p), fmt="corefud")
@@ -576,23 +588,13 @@ def load_jsonlines(path: str | Path, *, on_error: str = "fail", limit: int | Non
     check_options(on_error, limit)
     p = Path(path)
     raw = read_file(p, "a .jsonlines file (or use load_coref for a folder)")
-    data = _prepare(raw, str(p), "one JSON object per line with doc_key, sentences and clusters")
+    data = _prepare(raw, str(p), _EXPECTED["jsonlines"])
     out = _parse_jsonlines(data, str(p), on_error=on_error, limit=limit)
     return _finish(out, name=p.stem, checksum=hashlib.sha256(raw).hexdigest(), path=str(p), fmt="jsonlines")
 
 
 # --------------------------------------------------------------------------- dispatch
 
-_PARSERS: dict[str, Callable[..., _Loaded]] = {
-    "conll2012": _parse_conll2012,
-    "corefud": _parse_corefud,
-    "jsonlines": _parse_jsonlines,
-}
-_EXPECTED = {
-    "conll2012": "'#begin document (<id>); part 0', token lines and '#end document'",
-    "corefud": "CoNLL-U sentences with Entity= annotations in MISC",
-    "jsonlines": "one JSON object per line with doc_key, sentences and clusters",
-}
 
 
 def coref_format(path: Path) -> str | None:
@@ -607,12 +609,15 @@ def _format_error(path: Path, what: str) -> DataError:
 
 
 def _parse(fmt: str, data: bytes, path: str, on_error: str, limit: int | None) -> _Loaded:
+    """Parse one file's bytes in ``fmt`` (no corpus yet: the caller may merge several files)."""
     data = _prepare(data, path, _EXPECTED[fmt])
-    if fmt == "corefud":
-        out = _parse_corefud(data, path, on_error=on_error, limit=limit, keep_subtypes=False)
-        _log_empty_nodes(out, path)
-        return out
-    return _PARSERS[fmt](data, path, on_error=on_error, limit=limit)
+    if fmt == "conll2012":
+        return _parse_conll2012(data, path, on_error=on_error, limit=limit)
+    if fmt == "jsonlines":
+        return _parse_jsonlines(data, path, on_error=on_error, limit=limit)
+    out = _parse_corefud(data, path, on_error=on_error, limit=limit, keep_subtypes=False)
+    _log_empty_nodes(out, path)
+    return out
 
 
 def load_coref(path: str | Path, *, fmt: str | None = None, on_error: str = "fail",
@@ -642,7 +647,7 @@ def load_coref(path: str | Path, *, fmt: str | None = None, on_error: str = "fai
     files = sorted((f for f in p.iterdir() if f.is_file() and coref_format(f) is not None
                     and (fmt is None or coref_format(f) == fmt)), key=lambda f: f.name)
     if not files:
-        raise _format_error(p, "folder holds no coreference file")
+        raise _format_error(p, "is a directory; give a data file or a folder that holds coreference files")
     hasher = hashlib.sha256()
     total = _Loaded()
     first_seen: dict[str, str] = {}

@@ -2,8 +2,10 @@
 
 GAP rows give character offsets into ``Text``; this module tokenizes the text with ``WORD`` and maps
 each character span ``[offset, offset + len(string))`` to the inclusive range of words that overlap
-it. A name that covers part of a word maps to that whole word (``Simon`` in ``Simon's`` is the word
-``Simon's``, since internal apostrophes stay inside words).
+it. Clitic endings ('s 'd 'll 're 've 'm) are words of their own, as in Penn Treebank tokenization, so
+``Simon`` in ``Simon's`` is the word ``Simon`` and the pronoun in ``she's`` is ``she``; other internal
+apostrophes and hyphens stay inside words (``O'Neill``, ``Jean-Paul``). A span that covers part of a
+word maps to that whole word.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ._files import BOM, check_options, decode_lines, read_file
 HEADER = ("ID", "Text", "Pronoun", "Pronoun-offset", "A", "A-offset", "A-coref", "B", "B-offset", "B-coref", "URL")
 # A word is a run of letters/digits, with internal apostrophes (' or U+2019) or hyphens joining runs
 # (O'Neill, Jean-Paul, don't); every other non-space character is a word of its own.
-WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*|\S")
+_CLITIC = r"['\u2019](?:s|d|ll|re|ve|m)\b"
+WORD = re.compile(rf"[^\W_]+(?:(?:-|['\u2019](?!(?:s|d|ll|re|ve|m)\b))[^\W_]+)*|{_CLITIC}|\S", re.IGNORECASE)
 GENDERS = {
     **dict.fromkeys(("he", "him", "his", "himself"), "masculine"),
     **dict.fromkeys(("she", "her", "hers", "herself"), "feminine"),

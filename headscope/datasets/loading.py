@@ -26,8 +26,11 @@ SAMPLE = "sample_en.conllu"
 
 
 def _peek(path: Path, size: int = 1 << 20) -> bytes:
-    with path.open("rb") as f:
-        return f.read(size)
+    try:
+        with path.open("rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""  # the loader reports a missing or unreadable file itself
 
 
 def detect_format(path: Path) -> str:
@@ -55,8 +58,10 @@ def detect_format(path: Path) -> str:
     for fmt, (_, suffixes) in FORMATS.items():
         if suffix in suffixes:
             return fmt
+    suffixes = ", ".join(x for _, sfx in FORMATS.values() for x in sfx)
     raise DataError(f"cannot tell the format from the suffix '{path.suffix}'",
-                    hint=f"pass --format ({', '.join(FORMATS)})", path=str(path))
+                    hint=f"use one of {suffixes}, a coreference folder, or pass --format ({', '.join(FORMATS)})",
+                    path=str(path))
 
 
 def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool = False, on_error: str = "fail",

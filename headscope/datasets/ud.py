@@ -144,7 +144,11 @@ class TokenMisc:
     empty: bool = False
 
 
-def iter_blocks(data: bytes, path: str) -> Iterator[tuple[int, list[tuple[int, str]], tuple[int, str] | None]]:
+# (first line number, [(line number, text)], first decoding error as (line, message) or None)
+Block = tuple[int, list[tuple[int, str]], tuple[int, str] | None]
+
+
+def iter_blocks(data: bytes, path: str) -> Iterator[Block]:
     """Blank-line separated blocks of BOM-free CoNLL-U bytes: (first line, [(line, text)], first decoding error)."""
     return _blocks(data, path)
 

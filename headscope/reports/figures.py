@@ -55,18 +55,21 @@ def heatmaps(scores, out_dir: Path) -> list[str]:
     for rel in syn.groupby("relation")["n"].max().sort_values(ascending=False).index[:TOP_RELATIONS]:
         specs.append(("syntax", rel, "dep_to_head", "accuracy", f"syntax_{rel.replace(':', '-')}_dep_to_head",
                       f"Syntax accuracy, {rel}, dep→head"))
+    todo = []
     for dataset in heads["dataset"].dropna().unique():
-        multi = heads["dataset"].nunique() > 1
         for task, rel, direction, metric, stem, title in specs:
             s = heads[(heads["dataset"] == dataset) & (heads["task"] == task) & (heads["relation"] == rel)
                       & (heads["metric"] == metric)]
             if direction is not None:
                 s = s[s["direction"] == direction]
-            if s.empty:
-                continue
-            grid = s.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
-            name = (f"{dataset}_" if multi else "") + stem + ".png"
-            _plot(grid, title + (f" — {dataset}" if multi else ""), out_dir / name,
-                  vmax=None if metric == "tokens" else 1.0)
-            written.append(name)
+            if not s.empty:
+                todo.append((dataset, stem, title, metric, s))
+    stems = [stem for _, stem, *_ in todo]
+    for dataset, stem, title, metric, s in todo:
+        shared = stems.count(stem) > 1          # the same figure for several datasets: name them apart
+        grid = s.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
+        name = (f"{str(dataset).replace('/', '-')}_" if shared else "") + stem + ".png"
+        _plot(grid, title + (f" — {dataset}" if shared else ""), out_dir / name,
+              vmax=None if metric == "tokens" else 1.0)
+        written.append(name)
     return written
