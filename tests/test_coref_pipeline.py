@@ -107,3 +107,28 @@ def test_tasks_without_suitable_data_fail_clearly(tiny_bert_loaded):
         headscope.analyze(tiny_bert_loaded, None, tasks="coref")
     with pytest.raises(headscope.HeadscopeError, match="task gap needs GAP rows"):
         headscope.analyze(tiny_bert_loaded, ["some text"], tasks="positional,gap")
+
+
+@needs_litbank
+def test_litbank_document_matches_reference(tiny_bert_loaded):
+    """Real document, real tokenizer, the same windows: the batched scorer equals the one-window-at-a-time
+    reference (full maps via output_attentions, numpy loops)."""
+    from reference import reference_coref
+
+    from headscope.alignment import encode_sentences
+    from headscope.analysis.coref import make_windows
+    from headscope.types import DocumentCorpus
+
+    corpus = headscope.load_data(LITBANK, limit=1)
+    doc = corpus.documents[0]
+    result = headscope.analyze(tiny_bert_loaded, DocumentCorpus("one", (doc,)), tasks="coref")
+    enc = encode_sentences(tiny_bert_loaded.tokenizer, list(doc.sentences))
+    specials = sum(1 for w in enc[0].word_ids if w < 0)
+    sents, wins, stats = make_windows([doc], [[len(e) - specials for e in enc]], tiny_bert_loaded.info.max_length,
+                                      specials)
+    assert stats.scored > 50
+    correct, total = reference_coref(tiny_bert_loaded.model, tiny_bert_loaded.tokenizer, sents, wins)
+    heads = result.scores[result.scores["baseline"].isna()]
+    for r in heads.itertuples():
+        assert r.n == total[r.relation]
+        assert r.score == pytest.approx(correct[(r.layer, r.head, r.relation)] / total[r.relation], abs=1e-6)
