@@ -221,6 +221,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     done = 0
     complete = True
     tables, datasets = [], []
+    extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
     for job in jobs:
         encoded_all = encode_sentences(loaded.tokenizer, job.sentences)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
@@ -266,6 +267,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             summary = getattr(s, "summary", None)
             if callable(summary):
                 job.meta.update(summary())
+            for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
+                extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
+                    if key in extra else table.assign(dataset=job.name)
         datasets.append({**job.meta, "sentences": len(job.sentences), "scored": scored["n"],
                          "skipped_too_long": too_long,
                          "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
@@ -286,4 +290,4 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         "versions": _versions(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return AnalysisResult(scores=scores, model=info, meta=meta)
+    return AnalysisResult(scores=scores, model=info, meta=meta, tables=extra)

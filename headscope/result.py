@@ -17,6 +17,7 @@ class AnalysisResult:
     scores: Any
     model: ModelInfo
     meta: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)   # further tidy tables by name, e.g. "mentions"
 
     def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
                 dataset: str | None, baselines: bool):

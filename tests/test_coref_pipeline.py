@@ -72,6 +72,13 @@ def test_cli_coref_report_compares_best_head_with_baselines(tmp_path, tiny_bert_
     assert "| mention type | n | best head | score | nearest | head_match | rules |" in report
     for group in ("all", "pronoun"):
         assert f"\n| {group} | " in report
+    import pandas as pd
+
+    mentions = pd.read_csv(out / "mentions.csv")         # every mention: head word, rule, type, status
+    assert {"doc_id", "text", "head", "head_rule", "type", "status"} <= set(mentions.columns)
+    assert (mentions["status"] == "scored").sum() == run["datasets"][0]["mentions_scored"]
+    assert set(mentions["head_rule"]) == {"last"}       # LitBank has no trees
+    assert "mentions.csv" in run["files"]
 
 
 @needs_gap

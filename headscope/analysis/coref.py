@@ -47,6 +47,7 @@ class WindowStats:
     dropped_too_long: int = 0       # the mention's sentence alone is longer than the window
     head_rules: dict = field(default_factory=dict)
     types: dict = field(default_factory=dict)
+    table: list = field(default_factory=list)   # one record per mention, for mentions.csv
 
 
 def _baselines(m: MentionInfo, earlier: list[MentionInfo], words_lower: tuple[str, ...]) -> tuple[bool, ...]:
@@ -108,6 +109,10 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
             stats.types[info.type] = stats.types.get(info.type, 0) + 1
         per_window: dict[int, list[Query]] = {g: [] for g in range(len(groups))}
         for m in infos:
+            record = {"doc_id": doc.doc_id, "start": m.start, "end": m.end, "cluster": m.cluster,
+                      "text": " ".join(doc.words[m.start:m.end + 1]), "head": doc.words[m.head],
+                      "head_rule": m.head_rule, "type": m.type, "status": "first_mention"}
+            stats.table.append(record)
             earlier = [a for a in infos if a.cluster == m.cluster and a.start < m.start]
             if not earlier:
                 continue
@@ -115,6 +120,7 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
             k = sent_of[m.start]
             if k in too_long:
                 stats.dropped_too_long += 1
+                record["status"] = "dropped_sentence_too_long"
                 continue
             g = window_of[k]
             lo = starts[groups[g][0]]
@@ -122,10 +128,12 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
             inside = [a for a in earlier if a.start >= lo and a.end < hi]
             if not inside or not (lo <= m.head < hi):
                 stats.dropped_out_of_window += 1
+                record["status"] = "dropped_antecedent_outside_window"
                 continue
             candidates = [a for a in infos if lo <= a.start and a.end < hi and a.start < m.start]
             per_window[g].append(Query(m.head - lo, m.start - lo, tuple(sorted({a.head - lo for a in inside})),
                                        m.type, _baselines(m, candidates, words_lower)))
+            record["status"] = "scored"
             stats.scored += 1
         for g, ks in enumerate(groups):
             lo = starts[ks[0]]
@@ -237,6 +245,12 @@ class CorefScorer:
                 "dropped_antecedent_outside_window": s.dropped_out_of_window,
                 "dropped_sentence_longer_than_window": s.dropped_too_long,
                 "mention_head_rule": dict(s.head_rules), "mention_types": dict(s.types)}
+
+    def tables(self) -> dict:
+        """Extra tables for the report folder: every mention with its head word, rule, type and status."""
+        import pandas as pd
+
+        return {"mentions": pd.DataFrame(self.stats.table)} if self.stats is not None and self.stats.table else {}
 
     def result(self):
         rows = []

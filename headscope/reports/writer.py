@@ -39,6 +39,11 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
         run["command"] = command
     run.setdefault("command", "headscope (library call)")
     run["files"] = ["scores.csv", "report.md", "run.json"]
+    for name, table in getattr(result, "tables", {}).items():
+        tmp = out_dir / f"{name}.csv.tmp"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out_dir / f"{name}.csv")
+        run["files"].append(f"{name}.csv")
     figure_files: list[str] = []
     if figures and len(result.scores):
         try:
