@@ -56,7 +56,12 @@ def _as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences:
     items = list(data)
     if items and all(isinstance(x, Sentence) for x in items):
         return [Corpus(name="sentences", sentences=tuple(items))]
-    if items and all(isinstance(x, str) for x in items) and not any(Path(x).exists() for x in items):
+    def names_data(x: Any) -> bool:
+        return isinstance(x, Path) or (isinstance(x, str) and x.strip() not in ("", ".")
+                                       and (Path(x).is_file() or Path(x).is_dir()))
+
+    # Strings are sentences unless every one of them names an existing file or folder.
+    if items and all(isinstance(x, str) for x in items) and not all(names_data(x) for x in items):
         return [Corpus(name="sentences", sentences=tuple(Sentence(words=tuple(x.split()), sent_id=f"s{i}")
                                                           for i, x in enumerate(items) if x.split()))]
     out: list[Any] = []
@@ -171,8 +176,9 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
     if isinstance(source, PairCorpus):
         from .analysis.pairs import PairScorer, pair_sentences
 
-        meta.update(kind="pairs", pairs=len(source.pairs))
-        return Job(source.name, source, pair_sentences(source.pairs), [PairScorer(L, H, source.pairs)], meta)
+        pairs = list(source.pairs[:max_sentences] if max_sentences else source.pairs)
+        meta.update(kind="pairs", pairs=len(pairs))
+        return Job(source.name, source, pair_sentences(pairs), [PairScorer(L, H, pairs)], meta)
     raise HeadscopeError(f"unsupported data object {type(source).__name__}")
 
 
@@ -223,6 +229,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     tables, datasets = [], []
     extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
     for job in jobs:
+        if not job.sentences:
+            raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
         encoded_all = encode_sentences(loaded.tokenizer, job.sentences)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(encoded_all) - len(encoded)

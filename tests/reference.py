@@ -113,8 +113,9 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
                         add(k + ("entropy_norm",), ent / np.log(len(keys)))
                     best = max(keys, key=lambda j: (a[i, j], -j))
                     add(k + ("confidence",), a[i, best])
-                    off = offsets.setdefault(k, {})
-                    off[best - i] = off.get(best - i, 0) + 1
+                    if len(keys) >= 2:  # a row with one visible key says nothing about position
+                        off = offsets.setdefault(k, {})
+                        off[best - i] = off.get(best - i, 0) + 1
     return {k: sums[k] / counts[k] for k in sums}, offsets
 
 

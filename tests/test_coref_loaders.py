@@ -705,3 +705,11 @@ def test_gap_development_counts():
     assert sum(not e.a_coref and not e.b_coref for e in corpus.examples) == 201
     first = corpus.examples[0]
     assert first.words[first.pronoun[0]] == "her" and first.words[first.a[0]:first.a[1] + 1] == ("Cheryl", "Cassidy")
+
+
+def test_gap_name_overlapping_the_pronoun_is_an_error(tmp_path):
+    text = "Anna met Bea. She left."
+    row = gap_row(text, "She", "Anna", "She", offsets=(text.index("She"), 0, text.index("She")))
+    path = write(tmp_path, ["\t".join(HEADER), row], "o.tsv")
+    with pytest.raises(DataError, match=r"o.tsv:2: Pronoun and B cover the same words"):
+        load_gap(path)

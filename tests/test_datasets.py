@@ -756,3 +756,11 @@ def test_limit_below_one_is_rejected(tmp_path):
     path = write(tmp_path, ["# sent_id = s", ROW1])
     with pytest.raises(ValueError, match="limit must be at least 1"):
         load_conllu(path, limit=0)
+
+
+@pytest.mark.parametrize("loader_suffix", ["t.jsonl", "c.jsonlines"])
+def test_deeply_nested_json_is_a_data_error(tmp_path, loader_suffix):
+    path = tmp_path / loader_suffix
+    path.write_text("[" * 100000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r":1: (JSON nested too deeply|not valid JSON)"):
+        load_data(path)

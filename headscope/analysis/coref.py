@@ -45,13 +45,15 @@ class WindowStats:
     scored: int = 0
     dropped_out_of_window: int = 0  # every earlier mention of the cluster lies in an earlier window
     dropped_too_long: int = 0       # the mention's sentence alone is longer than the window
+    dropped_crosses_window: int = 0  # the mention runs past the end of its window
     head_rules: dict = field(default_factory=dict)
     types: dict = field(default_factory=dict)
     table: list = field(default_factory=list)   # one record per mention, for mentions.csv
 
 
 def _baselines(m: MentionInfo, earlier: list[MentionInfo], words_lower: tuple[str, ...]) -> tuple[bool, ...]:
-    """Nearest earlier mention; nearest with the same head word; 4-sieve rules (exact string ->
+    """Over the mentions that end before ``m`` starts: nearest earlier mention; nearest with the same
+    head word; 4-sieve rules (exact string ->
     head word -> number/gender/person agreement -> nearest), each picking the nearest mention that
     passes the earliest sieve. Correct when the pick is in the mention's cluster."""
     ordered = sorted(earlier, key=lambda a: (a.start, a.end), reverse=True)  # nearest first
@@ -113,7 +115,8 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
                       "text": " ".join(doc.words[m.start:m.end + 1]), "head": doc.words[m.head],
                       "head_rule": m.head_rule, "type": m.type, "status": "first_mention"}
             stats.table.append(record)
-            earlier = [a for a in infos if a.cluster == m.cluster and a.start < m.start]
+            # Antecedents end before the mention starts: a mention that contains this one is not one.
+            earlier = [a for a in infos if a.cluster == m.cluster and a.end < m.start]
             if not earlier:
                 continue
             stats.with_antecedent += 1
@@ -125,12 +128,16 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
             g = window_of[k]
             lo = starts[groups[g][0]]
             hi = starts[groups[g][-1]] + len(doc.sentences[groups[g][-1]].words)
-            inside = [a for a in earlier if a.start >= lo and a.end < hi]
-            if not inside or not (lo <= m.head < hi):
+            if not (lo <= m.end < hi):
+                stats.dropped_crosses_window += 1
+                record["status"] = "dropped_mention_crosses_window"
+                continue
+            inside = [a for a in earlier if a.start >= lo]
+            if not inside:
                 stats.dropped_out_of_window += 1
                 record["status"] = "dropped_antecedent_outside_window"
                 continue
-            candidates = [a for a in infos if lo <= a.start and a.end < hi and a.start < m.start]
+            candidates = [a for a in infos if lo <= a.start and a.end < m.start]
             per_window[g].append(Query(m.head - lo, m.start - lo, tuple(sorted({a.head - lo for a in inside})),
                                        m.type, _baselines(m, candidates, words_lower)))
             record["status"] = "scored"
@@ -230,7 +237,19 @@ class CorefScorer:
         self.correct[g["layers"]] += counts
 
     def merge(self, other: "CorefScorer") -> "CorefScorer":
-        out = CorefScorer(self.num_layers, self.num_heads, self.windows + other.windows)
+        stats = None
+        if self.stats is not None and other.stats is not None:
+            a, b = self.stats, other.stats
+            stats = WindowStats(
+                documents=a.documents + b.documents, windows=a.windows + b.windows, mentions=a.mentions + b.mentions,
+                with_antecedent=a.with_antecedent + b.with_antecedent, scored=a.scored + b.scored,
+                dropped_out_of_window=a.dropped_out_of_window + b.dropped_out_of_window,
+                dropped_too_long=a.dropped_too_long + b.dropped_too_long,
+                dropped_crosses_window=a.dropped_crosses_window + b.dropped_crosses_window,
+                head_rules={k: a.head_rules.get(k, 0) + b.head_rules.get(k, 0) for k in {*a.head_rules, *b.head_rules}},
+                types={k: a.types.get(k, 0) + b.types.get(k, 0) for k in {*a.types, *b.types}},
+                table=a.table + b.table)
+        out = CorefScorer(self.num_layers, self.num_heads, self.windows + other.windows, stats)
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.baseline_correct = self.baseline_correct + other.baseline_correct
@@ -244,6 +263,7 @@ class CorefScorer:
                 "mentions_with_antecedent": s.with_antecedent, "mentions_scored": s.scored,
                 "dropped_antecedent_outside_window": s.dropped_out_of_window,
                 "dropped_sentence_longer_than_window": s.dropped_too_long,
+                "dropped_mention_crosses_window": s.dropped_crosses_window,
                 "mention_head_rule": dict(s.head_rules), "mention_types": dict(s.types)}
 
     def tables(self) -> dict:

@@ -99,6 +99,7 @@ class PositionalScorer:
             "linear": weights.reshape(b, t * t, len(planes)),
             "entropy": ent_w,
             "real": real,
+            "informative": masks[NAMES.index("entropy_norm")],
             "pos": pos,
             "counts": counts,
         }
@@ -139,7 +140,8 @@ class PositionalScorer:
         off = argmax - g["pos"]                                      # [b, layer, h, t]
         bucket = torch.where(off.abs() <= m, off + m, torch.full_like(off, 2 * m + 1))
         bucket = bucket + (2 * m + 2) * torch.arange(n_layers * h, device=off.device).view(1, n_layers, h, 1)
-        weights = g["real"].view(b, 1, 1, t).expand_as(bucket)
+        # Rows with a single visible key (a decoder's first token) say nothing about position.
+        weights = g["informative"].view(b, 1, 1, t).expand_as(bucket)
         hist = torch.zeros(n_layers * h * (2 * m + 2), device=off.device)
         hist.scatter_add_(0, bucket.reshape(-1), weights.reshape(-1))
         self.offsets[layers] += hist.view(n_layers, h, 2 * m + 2).double()

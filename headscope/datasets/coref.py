@@ -508,6 +508,8 @@ def _jsonlines_document(line: str, path: str, number: int) -> Document:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", **where) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", **where) from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object with doc_key, sentences and clusters, got {type(obj).__name__}",
                         **where)

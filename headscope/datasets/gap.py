@@ -73,6 +73,12 @@ def _row(cols: list[str], path: str, number: int) -> GapExample:
     if gender is None:
         raise DataError(f"pronoun '{cols[2]}' is not one of {', '.join(GENDERS)}", **where,
                         hint="GAP pronouns are masculine or feminine third-person pronouns")
+    names = ("Pronoun", "A", "B")
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            if spans[x][0] <= spans[y][1] and spans[y][0] <= spans[x][1]:
+                raise DataError(f"{x} and {y} cover the same words; the pronoun and the two names must be "
+                                f"separate", **where)
     return GapExample(example_id=example_id, words=tuple(w for w, _, _ in tokens), pronoun=spans["Pronoun"],
                       a=spans["A"], b=spans["B"], a_coref=corefs["A-coref"], b_coref=corefs["B-coref"],
                       gender=gender, source=f"{path}:{number}")

@@ -47,8 +47,8 @@ def detect_format(path: Path) -> str:
             if raw.strip():
                 try:
                     obj = json.loads(raw)
-                except ValueError:
-                    break
+                except (ValueError, RecursionError):
+                    break  # the loader reports the bad line itself
                 if isinstance(obj, dict) and "clusters" in obj:
                     return "jsonlines"
                 if isinstance(obj, dict) and {"pronoun", "candidates"} <= set(obj):

@@ -29,12 +29,22 @@ def _pair(obj: object, path: str, line: int) -> MinimalPair:
     if len(a) != len(b):
         raise DataError(f"'a' has {len(a)} words and 'b' {len(b)}; a minimal pair differs in one word", **where)
     pron, cand, ans = obj["pronoun"], obj["candidates"], obj["answers"]
-    ints = lambda x, n: isinstance(x, list) and len(x) == n and all(isinstance(v, int) for v in x)  # noqa: E731
-    if not isinstance(pron, int) or not ints(cand, 2) or not ints(ans, 2):
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def ints(x: object, n: int) -> bool:
+        return isinstance(x, list) and len(x) == n and all(is_int(v) for v in x)
+
+    if not is_int(pron) or not ints(cand, 2) or not ints(ans, 2):
         raise DataError("'pronoun' must be a word index, 'candidates' two word indices, 'answers' two of 0/1",
                         **where)
     if not all(0 <= i < len(a) for i in [pron, *cand]):
         raise DataError(f"word index out of range 0..{len(a) - 1}", **where)
+    if cand[0] == cand[1] or pron in cand:
+        raise DataError("the two candidates and the pronoun must be three different words", **where)
+    differ = sum(x != y for x, y in zip(a, b))
+    if differ != 1:
+        raise DataError(f"'a' and 'b' differ in {differ} words; a minimal pair differs in exactly one", **where)
     if set(ans) != {0, 1}:
         raise DataError(f"'answers' must be [0, 1] or [1, 0] (the flip changes the referent), got {ans}", **where)
     if a[pron] != b[pron] or any(a[i] != b[i] for i in cand):
@@ -60,6 +70,8 @@ def parse_pairs(data: bytes, path: str, *, name: str | None = None, limit: int |
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=path, line=number) from None
+        except RecursionError:
+            raise DataError("JSON nested too deeply", path=path, line=number) from None
         pairs.append(_pair(obj, path, number))
     if not pairs:
         raise DataError("no minimal pair found; expected one JSON object per line", path=path, line=1)

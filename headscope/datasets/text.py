@@ -71,6 +71,8 @@ def _json_words(line: str, path: Path, number: int) -> tuple[list[str], str]:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=number) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", path=str(path), line=number) from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object with 'words' or 'text', got {type(obj).__name__}",
                         path=str(path), line=number)
