@@ -78,6 +78,23 @@ def memory_child(data: str, n: int, batch_size: int, repeat: int = 1) -> None:
     print(json.dumps({"n": len(corpus), "peak_mib": peak[0], "before_mib": base}))
 
 
+def constant_child(data: str, copies: int, batch_size: int) -> None:
+    """RSS after every batch while reading one sentence ``copies`` times: every batch has the same
+    shape, so any upward trend is memory that grows with the corpus rather than with batch size."""
+    import headscope
+    from headscope.models import load_model
+
+    corpus = headscope.load_conllu(data, limit=500)
+    longest = max(corpus.sentences, key=len)
+    loaded = load_model("minilm")
+    marks: list[float] = []
+    headscope.analyze(loaded, headscope.Corpus("same", (longest,) * copies), tasks="syntax,positional",
+                      batch_size=batch_size, progress=lambda done, total: marks.append(_rss_mib()))
+    k = max(1, len(marks) // 5)
+    print(json.dumps({"batches": len(marks), "words": len(longest), "first_mib": statistics.median(marks[:k]),
+                      "last_mib": statistics.median(marks[-k:])}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -87,7 +104,11 @@ def main() -> None:
                     help="run the reference on the first N sentences only and scale (0 = whole corpus, -1 = skip)")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--memory-repeat", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-constant", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_constant:
+        constant_child(args.data, args.memory_constant, args.batch_size)
+        return
     if args.memory_child:
         memory_child(args.data, args.memory_child, args.batch_size, args.memory_repeat)
         return
@@ -144,14 +165,24 @@ def memory(args) -> None:
                              capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    first, whole, same = child(500), child(2000), child(500, repeat=4)
-    for label, rec in (("first 500 sentences", first), ("first 2,000 sentences", whole),
-                       ("first 500 read 4 times (2,000)", same)):
-        print(f"peak RSS, {label:31s} {rec['peak_mib']:7.1f} MiB  (model and data loaded: {rec['before_mib']:.1f} MiB)")
-    print(f"growth 500 -> 2,000 (same 500 x4):  {same['peak_mib'] - first['peak_mib']:+.1f} MiB "
-          f"({same['peak_mib'] / first['peak_mib']:.3f}x; target: noise)")
-    print(f"growth 500 -> 2,000 (more text):    {whole['peak_mib'] - first['peak_mib']:+.1f} MiB "
-          f"(the 2,000 include longer sentences, hence larger padded batches)")
+    def median_of(n: int, repeat: int = 1, runs: int = 3) -> dict:
+        # RSS is sampled every 5 ms and transient batch tensors come and go: take the median of a few runs.
+        recs = sorted((child(n, repeat) for _ in range(runs)), key=lambda r: r["peak_mib"])
+        return {**recs[len(recs) // 2], "all": [round(r["peak_mib"]) for r in recs]}
+
+    first, whole = median_of(500), median_of(2000)
+    for label, rec in (("first 500 sentences", first), ("first 2,000 sentences", whole)):
+        print(f"peak RSS, {label:22s} median {rec['peak_mib']:7.1f} MiB  (runs {rec['all']}; model and data "
+              f"loaded: {rec['before_mib']:.1f} MiB)")
+    print(f"peak growth 500 -> 2,000:         {whole['peak_mib'] - first['peak_mib']:+.1f} MiB "
+          f"({whole['peak_mib'] / first['peak_mib']:.3f}x; the peak follows the largest padded batch, not the "
+          f"corpus size)")
+    out = subprocess.run([sys.executable, __file__, "--data", args.data, "--memory-constant", "4000",
+                          "--batch-size", str(args.batch_size)], capture_output=True, text=True, check=True)
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"one {rec['words']}-word sentence x 4,000 ({rec['batches']} equal batches): RSS over the first fifth "
+          f"{rec['first_mib']:.1f} MiB, last fifth {rec['last_mib']:.1f} MiB "
+          f"({rec['last_mib'] - rec['first_mib']:+.1f} MiB; target: no growth)")
 
 
 if __name__ == "__main__":
