@@ -1,4 +1,4 @@
-"""Byte-level input shared by the coreference and GAP loaders: reading, BOM, per-line UTF-8, options."""
+"""Byte-level input shared by every loader: reading, BOM, per-line UTF-8, option checks."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+from ._files import read_file
 from ..types import MinimalPair, PairCorpus
 
 PAIRS = "pairs_en.jsonl"
@@ -83,13 +84,7 @@ def parse_pairs(data: bytes, path: str, *, name: str | None = None, limit: int |
 
 
 def load_pairs(path: str | Path, *, limit: int | None = None) -> PairCorpus:
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found; check the path", path=str(path)) from None
-    except IsADirectoryError:
-        raise DataError("is a directory; give a .jsonl file of pairs", path=str(path)) from None
+    data = read_file(Path(path), "a .jsonl file of pairs")
     return parse_pairs(data, str(path), limit=limit)
 
 

@@ -7,18 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
+from ._files import read_file
 from ..types import Corpus, Sentence
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found; check the path", path=str(path)) from None
-    except IsADirectoryError:
-        raise DataError("is a directory; give a file", path=str(path)) from None
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", path=str(path)) from None
 
 
 def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail", limit: int | None = None) -> Corpus:
@@ -32,7 +22,7 @@ def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail
     fmt = fmt or ("jsonl" if p.suffix.lower() in (".jsonl", ".json") else "text")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    raw_bytes = _read(p)
+    raw_bytes = read_file(p, "a file")
     data = raw_bytes.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not text
     if not data.strip():
         raise DataError(f"file is empty; expected {'one JSON object' if fmt == 'jsonl' else 'one sentence'} per line",

@@ -13,6 +13,7 @@ import conllu
 from conllu.exceptions import ParseException
 
 from ..errors import DataError
+from ._files import decode_lines, read_file
 from ..types import Corpus, Sentence
 
 log = logging.getLogger(__name__)
@@ -32,21 +33,10 @@ def fold_relation(rel: str, keep_subtypes: bool = False) -> str:
     return rel if keep_subtypes else rel.split(":", 1)[0]
 
 
-def _decode_lines(data: bytes, path: str) -> Iterator[tuple[int, str | None, str | None]]:
-    """(line number, text or None, error or None) for each line; bad UTF-8 is reported per line."""
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.rstrip(b"\r")
-        try:
-            yield number, raw.decode("utf-8"), None
-        except UnicodeDecodeError as exc:
-            yield number, None, (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                                 f"re-save the file as UTF-8")
-
-
 def _blocks(data: bytes, path: str) -> Iterator[tuple[int, list[tuple[int, str]], tuple[int, str] | None]]:
     """Sentence blocks: (first line number, [(line number, text)], first decoding error or None)."""
     start, lines, error = 0, [], None
-    for number, text, err in _decode_lines(data, path):
+    for number, text, err in decode_lines(data):
         if err is None and text.strip() == "":
             if lines or error:
                 yield start, lines, error
@@ -249,13 +239,5 @@ def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bo
 def load_conllu(path: str | Path, *, keep_subtypes: bool = False, on_error: str = "fail",
                 limit: int | None = None) -> Corpus:
     """Load a CoNLL-U file (see ``parse_conllu``)."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found; check the path", path=str(path)) from None
-    except IsADirectoryError:
-        raise DataError("is a directory; give a .conllu file", path=str(path)) from None
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    data = read_file(Path(path), "a .conllu file")
     return parse_conllu(data, str(path), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
