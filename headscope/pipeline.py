@@ -21,13 +21,14 @@ AUTO_TASKS = ("syntax", "positional", "coref", "gap", "pairs")
 
 # What each task reads. "treebank": sentences with trees; "sentences": any sentences.
 TASK_DATA = {"syntax": "treebank", "tree": "treebank", "positional": "sentences", "coref": "documents",
-             "gap": "gap", "pairs": "pairs"}
+             "gap": "gap", "pairs": "pairs", "induction": "generated"}
 NEEDS = {
     "treebank": "dependency trees (a .conllu treebank)",
     "sentences": "sentences (.conllu, .txt or .jsonl)",
     "documents": "coreference documents (CoNLL-2012 .conll, CorefUD .conllu, e2e jsonlines, or a folder of them)",
     "gap": "GAP rows (.tsv)",
     "pairs": "minimal pairs (.jsonl)",
+    "generated": "nothing (its sequences are generated)",
 }
 
 
@@ -40,6 +41,10 @@ def _kinds(source: Any) -> set[str]:
         return {"gap"}
     if isinstance(source, PairCorpus):
         return {"pairs"}
+    from .analysis.induction import RepeatedTokens
+
+    if isinstance(source, RepeatedTokens):
+        return {"generated"}
     raise HeadscopeError(f"unsupported data object {type(source).__name__}")
 
 
@@ -73,8 +78,8 @@ def _as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences:
     return out
 
 
-def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None
-          ) -> list[tuple[Any, list[str]]]:
+def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None,
+          repeats: Any = None) -> list[tuple[Any, list[str]]]:
     """Which tasks run on which dataset; bundled data fills in where it exists, otherwise a clear error."""
     from .datasets import load_sample
     from .datasets.pairs import load_bundled_pairs
@@ -87,6 +92,8 @@ def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sent
         jobs.append((sample, [t for t in missing if TASK_DATA[t] in ("treebank", "sentences")]))
     if "pairs" in missing:
         jobs.append((load_bundled_pairs(limit=max_sentences), ["pairs"]))
+    if "induction" in missing and repeats is not None:
+        jobs.append((repeats, ["induction"]))
     covered = {t for _, ts in jobs for t in ts}
     for t in tasks:
         if t not in covered:
@@ -134,6 +141,7 @@ class Job:
     sentences: list[Sentence]
     scorers: list[Any]
     meta: dict = field(default_factory=dict)
+    encoded: list | None = None    # model inputs given as token ids (generated data); else tokenized
 
 
 def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int) -> Job:
@@ -179,6 +187,16 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
         pairs = list(source.pairs[:max_sentences] if max_sentences else source.pairs)
         meta.update(kind="pairs", pairs=len(pairs))
         return Job(source.name, source, pair_sentences(pairs), [PairScorer(L, H, pairs)], meta)
+    from .analysis.induction import InductionScorer, RepeatedTokens, encode_sequences, make_sequences
+
+    if isinstance(source, RepeatedTokens):
+        # Decoders read [BOS] r r; encoders the same tokens without BOS (METRICS §5).
+        seqs = make_sequences(loaded.tokenizer, count=source.count, length=source.length, seed=source.seed,
+                              bos=info.is_decoder)
+        sentences, encoded = encode_sequences(seqs)
+        meta.update(kind="generated", sequences=len(seqs), length=source.length, seed=source.seed,
+                    bos=bool(seqs[0].bos))
+        return Job(source.name, source, sentences, [InductionScorer(L, H, seqs)], meta, encoded)
     raise HeadscopeError(f"unsupported data object {type(source).__name__}")
 
 
@@ -186,6 +204,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             tokenizer: Any = None, batch_size: int = 32, device: str | None = None,
             max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
             fmt: str | None = None, window: int = 3, seed: int = 0,
+            induction_count: int = 64, induction_length: int = 32,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
@@ -219,7 +238,11 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     if task_list is None:
         kinds = set().union(*(_kinds(s) for s in sources)) if sources else set()
         task_list = [t for t in AUTO_TASKS if TASK_DATA[t] in kinds] if sources else list(DEFAULT_TASKS)
-    plan = _plan(task_list, _unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences)
+    from .analysis.induction import RepeatedTokens
+
+    repeats = RepeatedTokens(count=induction_count, length=induction_length, seed=seed)
+    plan = _plan(task_list, _unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences,
+                 repeats=repeats)
     loaded = load_model(model, tokenizer=tokenizer, device=device)
     info = loaded.info
     jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window) for s, ts in plan]
@@ -231,7 +254,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     for job in jobs:
         if not job.sentences:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
-        encoded_all = encode_sentences(loaded.tokenizer, job.sentences)
+        encoded_all = job.encoded if job.encoded is not None else encode_sentences(loaded.tokenizer, job.sentences)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(encoded_all) - len(encoded)
         if not encoded:
@@ -292,7 +315,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         "tasks": task_list,
         "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
                    "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
-                   "max_length": info.max_length},
+                   "max_length": info.max_length, **({"induction_count": induction_count,
+                                                      "induction_length": induction_length}
+                                                     if "induction" in task_list else {})},
         "model": asdict(info),
         "datasets": datasets,
         "versions": _versions(),

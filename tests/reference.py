@@ -139,3 +139,25 @@ def reference_coref(model, tokenizer, sentences, windows):
                     for g in ("all", q.type):
                         correct[(layer, head, g)] = correct.get((layer, head, g), 0) + hit
     return correct, total
+
+
+def reference_induction(model, sequences):
+    """{(layer, head, pattern): mean attention to the target} from full maps, one sequence at a time."""
+    sums: dict = {}
+    counts: dict = {}
+    for seq in sequences:
+        ids = torch.tensor([seq.input_ids])
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+        o, t = seq.bos, seq.length
+        rows = [("induction", o + t + k, o + k + 1) for k in range(t)]
+        rows += [("duplicate", o + t + k, o + k) for k in range(t)]
+        rows += [("previous", i, i - 1) for i in range(1, len(seq.input_ids))]
+        for layer, att in enumerate(out.attentions):
+            a = att[0].double().numpy()
+            for head in range(a.shape[0]):
+                for pattern, i, j in rows:
+                    key = (layer, head, pattern)
+                    sums[key] = sums.get(key, 0.0) + a[head, i, j]
+                    counts[key] = counts.get(key, 0) + 1
+    return {k: sums[k] / counts[k] for k in sums}

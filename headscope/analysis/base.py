@@ -58,6 +58,8 @@ TASKS: dict[str, Task] = {
                                   "rule baselines (coreference documents)"),
     "gap": Task("gap", False, "GAP: pronoun-to-name accuracy by gender and the feminine/masculine bias ratio"),
     "pairs": Task("pairs", False, "Winograd-style minimal pairs: right candidate in both sentences (chance 25%)"),
+    "induction": Task("induction", False, "induction / duplicate-token / previous-token scores on generated "
+                                          "[BOS] r r sequences of random tokens"),
 }
 
 

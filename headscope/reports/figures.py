@@ -20,6 +20,8 @@ HEATMAPS = (
     ("coref", "pronoun", None, "accuracy", "coref_pronoun", "Antecedent selection accuracy, pronouns"),
     ("gap", "all", None, "accuracy", "gap_all", "GAP accuracy (pronoun → name)"),
     ("pairs", "pair", None, "accuracy", "pairs", "Minimal pairs: both sentences right (chance 0.25)"),
+    ("induction", "induction", None, "mass", "induction", "Induction (prefix-matching) score"),
+    ("induction", "previous", None, "mass", "induction_previous", "Previous-token score on repeated tokens"),
 )
 TOP_RELATIONS = 6
 

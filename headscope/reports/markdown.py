@@ -115,7 +115,8 @@ def _positional_section(df, dataset: str) -> list[str]:
 
 def _data_line(d: dict, max_length: int) -> str:
     kind = d.get("kind")
-    unit = {"documents": "windows", "pairs": "pair sentences", "gap": "rows"}.get(kind, "sentences")
+    unit = {"documents": "windows", "pairs": "pair sentences", "gap": "rows", "generated": "sequences"}.get(
+        kind, "sentences")
     text = f"{d['scored']} of {d['sentences']} {unit} scored"
     if kind == "sentences":
         text += f" ({d.get('words', 0)} words)"
@@ -193,6 +194,21 @@ def _pairs_section(df, dataset: str) -> list[str]:
     return lines
 
 
+def _induction_section(df, dataset: str, d: dict) -> list[str]:
+    sub = df[(df["task"] == "induction") & (df["dataset"] == dataset)]
+    if sub.empty:
+        return []
+    lines = ["", f"### Induction, duplicate-token and previous-token heads — {dataset}", "",
+             f"Mean attention to each row's target on {d.get('sequences', '?')} sequences "
+             f"{'BOS ' if d.get('bos') else ''}r r of {d.get('length', '?')} random tokens (rows with a target only).",
+             "", "| pattern | top heads (score) |", "|---|---|"]
+    for pattern in ("induction", "duplicate", "previous"):
+        top = sub[sub["relation"] == pattern].nlargest(3, "score")
+        lines.append(f"| {pattern} | " + ", ".join(f"{head_label(r['layer'], r['head'])} ({r['score']:.3f})"
+                                                 for _, r in top.iterrows()) + " |")
+    return lines
+
+
 def render_markdown(result: Any, figure_files: list[str]) -> str:
     meta = result.meta
     info = result.model
@@ -214,6 +230,7 @@ def render_markdown(result: Any, figure_files: list[str]) -> str:
         lines += _coref_section(df, name, d)
         lines += _gap_section(df, name)
         lines += _pairs_section(df, name)
+        lines += _induction_section(df, name, d)
     if figure_files:
         lines += ["", "## Figures", ""]
         lines += [f"![{f}](figures/{f})" for f in figure_files]

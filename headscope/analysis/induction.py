@@ -1,0 +1,142 @@
+"""Induction, duplicate-token and previous-token scores on repeated random tokens (METRICS §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..alignment import Batch, EncodedSentence
+from ..schema import frame
+from ..types import Sentence
+from .base import LayerView
+
+PATTERNS = ("induction", "duplicate", "previous")
+
+
+@dataclass(frozen=True)
+class RepeatedTokens:
+    """The generated data of the induction task: how many sequences, how long, which seed."""
+
+    name: str = "repeated_tokens"
+    count: int = 64
+    length: int = 32
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RepeatedSequence:
+    """``[BOS] r r``: ``bos`` tokens, then ``length`` random tokens, then the same tokens again."""
+
+    input_ids: tuple[int, ...]
+    bos: int          # 1 when a BOS token leads, else 0
+    length: int
+
+
+def make_sequences(tokenizer: Any, *, count: int, length: int, seed: int, bos: bool) -> list[RepeatedSequence]:
+    """``count`` sequences of ``length`` distinct random non-special tokens, each repeated once.
+
+    Tokens are distinct within a sequence so that every token of the second copy has exactly one
+    earlier occurrence. ``bos`` puts the tokenizer's BOS token (or, lacking one, its CLS token) first.
+    """
+    import numpy as np
+
+    if length < 2 or count < 1:
+        raise ValueError(f"need length >= 2 and count >= 1, got length={length}, count={count}")
+    special = set(tokenizer.all_special_ids)
+    vocab = np.array([i for i in range(len(tokenizer)) if i not in special])
+    if len(vocab) < length:
+        raise ValueError(f"the vocabulary has only {len(vocab)} ordinary tokens for sequences of {length}")
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    lead = (first,) if bos and first is not None else ()
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        r = tuple(int(t) for t in rng.choice(vocab, size=length, replace=False))
+        out.append(RepeatedSequence(lead + r + r, len(lead), length))
+    return out
+
+
+def encode_sequences(sequences: list[RepeatedSequence]) -> tuple[list[Sentence], list[EncodedSentence]]:
+    """Model inputs for the capture: every token is its own "word"; a BOS is a special token."""
+    sentences, encoded = [], []
+    for i, seq in enumerate(sequences):
+        n = len(seq.input_ids) - seq.bos
+        words = tuple(str(t) for t in seq.input_ids[seq.bos:])
+        sentences.append(Sentence(words=words, sent_id=f"repeat-{i}"))
+        word_ids = (-1,) * seq.bos + tuple(range(n))
+        encoded.append(EncodedSentence(i, seq.input_ids, word_ids, (False,) * len(seq.input_ids), n))
+    return sentences, encoded
+
+
+@dataclass
+class InductionScorer:
+    """Per head, the mean attention from each row to its target, over rows that have one:
+    induction (prefix matching) = the token after the earlier occurrence of the current token,
+    duplicate = that earlier occurrence, previous = the previous position (every row but the first)."""
+
+    num_layers: int
+    num_heads: int
+    sequences: list[RepeatedSequence]
+    task: str = "induction"
+    sums: Any = field(default=None, repr=False)     # [layer, head, pattern]
+    rows: Any = field(default=None, repr=False)     # [pattern]
+    _batch: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        if self.sums is None:
+            self.sums = np.zeros((self.num_layers, self.num_heads, len(PATTERNS)))
+            self.rows = np.zeros(len(PATTERNS))
+
+    def start_batch(self, batch: Batch) -> None:
+        import torch
+
+        b_idx, q_idx, k_idx, pattern = [], [], [], []
+        for b, enc in enumerate(batch.encoded):
+            seq = self.sequences[enc.index]
+            o, t = seq.bos, seq.length
+            for k in range(t):
+                i = o + t + k                             # row in the second copy
+                for p, target in enumerate((o + k + 1, o + k)):
+                    b_idx.append(b), q_idx.append(i), k_idx.append(target), pattern.append(p)
+            for i in range(1, len(seq.input_ids)):
+                b_idx.append(b), q_idx.append(i), k_idx.append(i - 1), pattern.append(2)
+        dev = batch.token_mask.device
+        onehot = torch.nn.functional.one_hot(torch.tensor(pattern), len(PATTERNS)).float().to(dev)
+        self._batch = {"idx": (torch.tensor(b_idx, device=dev), torch.tensor(q_idx, device=dev),
+                               torch.tensor(k_idx, device=dev)),
+                       "onehot": onehot, "pending": onehot.sum(0).double().cpu().numpy(), "layers": [], "vals": []}
+
+    def update(self, view: LayerView) -> None:
+        b, q, k = self._batch["idx"]
+        self._batch["layers"].append(view.layer)
+        self._batch["vals"].append(view.tokens[b, :, q, k])          # [rows, head]
+
+    def end_batch(self) -> None:
+        import torch
+
+        g = self._batch
+        if "pending" not in g:
+            return
+        self.rows += g.pop("pending")
+        if g["vals"]:
+            vals = torch.stack(g.pop("vals")).float()                  # [layer, rows, head]
+            self.sums[g["layers"]] += torch.einsum("lrh,rp->lhp", vals, g["onehot"]).double().cpu().numpy()
+
+    def merge(self, other: "InductionScorer") -> "InductionScorer":
+        out = InductionScorer(self.num_layers, self.num_heads, self.sequences + other.sequences)
+        out.sums = self.sums + other.sums
+        out.rows = self.rows + other.rows
+        return out
+
+    def result(self):
+        rows = []
+        for p, name in enumerate(PATTERNS):
+            if self.rows[p] == 0:
+                continue
+            for layer in range(self.num_layers):
+                for head in range(self.num_heads):
+                    rows.append({"task": self.task, "relation": name, "metric": "mass", "layer": layer, "head": head,
+                                 "score": self.sums[layer, head, p] / self.rows[p], "n": int(self.rows[p])})
+        return frame(rows)
