@@ -68,3 +68,21 @@ def test_matches_reference_on_tiny_models(tiny):
     assert len(df) == 3 * loaded.info.num_layers * loaded.info.num_heads
     for r in df.itertuples():
         assert r.score == pytest.approx(ref[(r.layer, r.head, r.relation)], abs=1e-6)
+
+
+def test_cli_induction_options(tiny_bert_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from headscope.cli.app import app
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", "--model", str(tiny_bert_dir), "--tasks", "induction", "--induction-count",
+                                   "3", "--induction-length", "5", "--seed", "7", "--no-figures", "-q", "--out",
+                                   str(out)])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["seed"] == 7 and run["config"]["induction_length"] == 5
+    assert run["datasets"][0]["sequences"] == 3 and run["datasets"][0]["bos"] is False   # an encoder: r r
+    assert "### Induction, duplicate-token and previous-token heads" in (out / "report.md").read_text()

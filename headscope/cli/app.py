@@ -117,6 +117,11 @@ def run(
     keep_subtypes: Annotated[bool, typer.Option("--keep-subtypes", help="Keep relation subtypes (nsubj:pass) "
                                                                         "instead of folding them.")] = False,
     window: Annotated[int, typer.Option("--window", min=0, help="Local-window half width for positional mass.")] = 3,
+    induction_count: Annotated[int, typer.Option("--induction-count", min=1, help="Induction task: number of "
+                                                                                 "generated sequences.")] = 64,
+    induction_length: Annotated[int, typer.Option("--induction-length", min=2, help="Induction task: random tokens "
+                                                                                    "per copy.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generated data (recorded in run.json).")] = 0,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -145,7 +150,8 @@ def run(
         with progress:
             result = analyze(model, data or None, tasks=tasks, batch_size=batch_size, device=device,
                              max_sentences=max_sentences, keep_subtypes=keep_subtypes, on_error=on_error.value,
-                             fmt=fmt.value if fmt else None, window=window, progress=on_progress,
+                             fmt=fmt.value if fmt else None, window=window, seed=seed,
+                             induction_count=induction_count, induction_length=induction_length, progress=on_progress,
                              partial_on_interrupt=True)
         write_report(result, out, figures=not no_figures, command=command)
     except HeadscopeError as exc:
