@@ -39,19 +39,52 @@ def _word_ids(enc: Any, i: int) -> list[int]:
     return [-1 if w is None else int(w) for w in enc.word_ids(i)]
 
 
-def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, chunk: int = 2048) -> list[EncodedSentence]:
+def space_convention(tokenizer: Any) -> str:
+    """How pre-split words must be given so their pieces match running text.
+
+    ``"plain"``: as they are (WordPiece; SentencePiece and byte-level BPE that mark every word).
+    ``"spaced"``: with the space that precedes them in the text (byte-level BPE whose pre-tokenizer
+    adds no prefix space, e.g. SmolLM2/Llama-3 style: ``["The", "cat"]`` would read as "Thecat").
+    Decided by comparing both against the running text ``"The cat sat"``.
+    """
+    words = ["The", "cat", "sat"]
+    try:
+        running = tokenizer("The cat sat", add_special_tokens=False)["input_ids"]
+        plain = _call(tokenizer, [words], specials=False)["input_ids"][0]
+        spaced = _call(tokenizer, [[words[0]] + [" " + w for w in words[1:]]], specials=False)["input_ids"][0]
+    except (ModelError, TypeError, ValueError, KeyError):
+        return "plain"
+    if list(plain) != list(running) and list(spaced) == list(running):
+        return "spaced"
+    return "plain"
+
+
+def text_words(sentence: Sentence, convention: str) -> list[str]:
+    """The words as handed to the tokenizer: with their preceding space under the ``spaced`` convention."""
+    if convention != "spaced":
+        return list(sentence.words)
+    spaces = sentence.space_after or (True,) * len(sentence.words)
+    return [w if i == 0 or not spaces[i - 1] else " " + w for i, w in enumerate(sentence.words)]
+
+
+def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None,
+                     chunk: int = 2048) -> list[EncodedSentence]:
     """Tokenize pre-split words with the fast tokenizer; alignment comes from ``word_ids()``.
 
+    Words are given as running text would present them (see ``space_convention``; UD
+    ``SpaceAfter=No`` is honoured). ``bos_id``: a token put first when the tokenizer does not
+    already start with it (a decoder's BOS / attention sink); it is a special token, never a word.
     Words that yield no piece at all (e.g. a lone control character) are re-encoded as the
     tokenizer's unknown token so that every word has a column; how many is recorded.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"word alignment needs a fast tokenizer (word_ids), got {type(tokenizer).__name__}")
-    closing = {t for t in (tokenizer.sep_token_id, tokenizer.eos_token_id) if t is not None}
+    closing = {t for t in (tokenizer.sep_token_id, tokenizer.eos_token_id) if t is not None and t != bos_id}
+    convention = space_convention(tokenizer)
     out: list[EncodedSentence] = []
     for start in range(0, len(sentences), chunk):
         part = sentences[start:start + chunk]
-        words = [list(s.words) for s in part]
+        words = [text_words(s, convention) for s in part]
         enc = _call(tokenizer, words)
         for k, sent in enumerate(part):
             ids = list(enc["input_ids"][k])
@@ -59,13 +92,15 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, chunk: in
             replaced = 0
             present = set(wids)
             if len(present - {-1}) < len(sent.words):
-                fixed = [w if i in present else (tokenizer.unk_token or "?") for i, w in enumerate(sent.words)]
+                fixed = [w if i in present else (tokenizer.unk_token or "?") for i, w in enumerate(words[k])]
                 replaced = len(sent.words) - len(present - {-1})
                 enc1 = _call(tokenizer, [fixed])
                 ids, wids = list(enc1["input_ids"][0]), _word_ids(enc1, 0)
                 if len(set(wids) - {-1}) < len(sent.words):
                     raise ModelError(f"{sent.source or sent.sent_id}: the tokenizer gives no piece for some words "
                                      f"even after replacing them by its unknown token")
+            if bos_id is not None and (not ids or ids[0] != bos_id or wids[0] != -1):
+                ids, wids = [bos_id] + ids, [-1] + wids
             seps = tuple(w == -1 and t in closing for t, w in zip(ids, wids))
             out.append(EncodedSentence(start + k, tuple(ids), tuple(wids), seps, len(sent.words), replaced))
     return out
@@ -85,18 +120,18 @@ class _Encoded:
         return self._encodings[i].word_ids
 
 
-def _call(tokenizer: Any, words: list[list[str]]):
+def _call(tokenizer: Any, words: list[list[str]], *, specials: bool = True):
     # The Rust backend is what the fast tokenizer calls anyway; going to it directly skips a
     # per-sentence Python conversion. Only when it neither truncates nor pads, so results match.
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and backend.truncation is None and backend.padding is None and len(words) > 1:
-        _call(tokenizer, words[:1])  # the wrapper's own checks (e.g. add_prefix_space for byte-level BPE)
+        _call(tokenizer, words[:1], specials=specials)  # the wrapper's own checks (e.g. add_prefix_space)
         try:
-            return _Encoded(backend.encode_batch(words, is_pretokenized=True, add_special_tokens=True))
+            return _Encoded(backend.encode_batch(words, is_pretokenized=True, add_special_tokens=specials))
         except Exception:  # noqa: BLE001 - fall back to the documented path below
             pass
     try:
-        return tokenizer(words, is_split_into_words=True, add_special_tokens=True, truncation=False,
+        return tokenizer(words, is_split_into_words=True, add_special_tokens=specials, truncation=False,
                          return_attention_mask=False, verbose=False)
     except (ValueError, TypeError) as exc:
         raise ModelError(f"tokenizer {type(tokenizer).__name__} cannot encode pre-split words: "

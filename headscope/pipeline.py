@@ -144,7 +144,27 @@ class Job:
     encoded: list | None = None    # model inputs given as token ids (generated data); else tokenized
 
 
-def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int) -> Job:
+def leading_token(loaded: Any, prepend_bos: bool | None) -> int | None:
+    """The token every input starts with when the tokenizer does not add it: a decoder's BOS.
+
+    ``prepend_bos=None`` means yes for decoders (their first position is the attention sink, and
+    without a BOS the first word would take that role) and no for encoders (they have [CLS]).
+    """
+    if prepend_bos is None:
+        prepend_bos = loaded.info.is_decoder
+    return loaded.tokenizer.bos_token_id if prepend_bos else None
+
+
+def _bos_meta(loaded: Any, bos_id: int | None, encoded: list) -> dict:
+    tok = loaded.tokenizer
+    first = encoded[0] if encoded else None
+    lead = first.input_ids[0] if first is not None and first.word_ids and first.word_ids[0] == -1 else None
+    return {"first_token": tok.convert_ids_to_tokens(int(lead)) if lead is not None else None,
+            "bos_prepended": bos_id is not None}
+
+
+def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int,
+              bos_id: int | None = None, lead: bool = False) -> Job:
     from .alignment import encode_sentences
     from .analysis.base import make_scorers
 
@@ -165,7 +185,7 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
 
         docs = list(source.documents[:max_sentences] if max_sentences else source.documents)
         flat = [s for d in docs for s in d.sentences]
-        enc = encode_sentences(loaded.tokenizer, flat)
+        enc = encode_sentences(loaded.tokenizer, flat, bos_id=bos_id)
         specials = sum(1 for w in enc[0].word_ids if w < 0) if enc else 0
         lengths, k = [], 0
         for d in docs:
@@ -191,8 +211,10 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
 
     if isinstance(source, RepeatedTokens):
         # Decoders read [BOS] r r; encoders the same tokens without BOS (METRICS §5).
+        embeddings = loaded.model.get_input_embeddings() if hasattr(loaded.model, "get_input_embeddings") else None
         seqs = make_sequences(loaded.tokenizer, count=source.count, length=source.length, seed=source.seed,
-                              bos=info.is_decoder)
+                              bos=lead,
+                              vocab_size=getattr(embeddings, "num_embeddings", None))
         sentences, encoded = encode_sequences(seqs)
         meta.update(kind="generated", sequences=len(seqs), length=source.length, seed=source.seed,
                     bos=bool(seqs[0].bos))
@@ -204,7 +226,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             tokenizer: Any = None, batch_size: int = 32, device: str | None = None,
             max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
             fmt: str | None = None, window: int = 3, seed: int = 0,
-            induction_count: int = 64, induction_length: int = 32,
+            induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
@@ -215,7 +237,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     (``pairs`` and the treebank tasks fall back to the bundled samples). ``tasks=None``: without data
     ``syntax, positional, pairs`` on the bundled samples; with data, every task (but ``tree``) that
     the data supports. ``max_sentences`` caps
-    sentences, documents, GAP rows or pairs per dataset. Returns an :class:`AnalysisResult`.
+    sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
+    first when it does not add one (default: for decoders). Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -245,7 +268,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                  repeats=repeats)
     loaded = load_model(model, tokenizer=tokenizer, device=device)
     info = loaded.info
-    jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window) for s, ts in plan]
+    lead = info.is_decoder if prepend_bos is None else prepend_bos
+    bos_id = leading_token(loaded, prepend_bos)
+    jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead)
+            for s, ts in plan]
     total = sum(len(j.sentences) for j in jobs)
     done = 0
     complete = True
@@ -254,7 +280,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     for job in jobs:
         if not job.sentences:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
-        encoded_all = job.encoded if job.encoded is not None else encode_sentences(loaded.tokenizer, job.sentences)
+        encoded_all = job.encoded
+        if encoded_all is None:
+            encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(encoded_all) - len(encoded)
         if not encoded:
@@ -291,6 +319,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                 raise
             complete = False
             log.warning("interrupted after %d inputs; results are partial", done)
+        if complete and job.meta.get("kind") == "generated":
+            from .analysis.induction import in_context_loss
+
+            job.meta["in_context_loss"] = in_context_loss(loaded.model, job.scorers[0].sequences)
         for s in scorers:
             df = s.result()
             if len(df):
@@ -301,7 +333,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
                 extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
                     if key in extra else table.assign(dataset=job.name)
-        datasets.append({**job.meta, "sentences": len(job.sentences), "scored": scored["n"],
+        datasets.append({**job.meta, **_bos_meta(loaded, bos_id, encoded),
+                         "sentences": len(job.sentences), "scored": scored["n"],
                          "skipped_too_long": too_long,
                          "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
         if not complete:
@@ -315,6 +348,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         "tasks": task_list,
         "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
                    "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
+                   "prepend_bos": prepend_bos,
                    "max_length": info.max_length, **({"induction_count": induction_count,
                                                       "induction_length": induction_length}
                                                      if "induction" in task_list else {})},

@@ -11,6 +11,8 @@ class Sentence:
 
     ``heads`` are 0-based word indices, ``-1`` for the root; ``None`` when the data has no tree.
     ``source`` is ``path:line`` of the sentence's first line, for error messages.
+    ``space_after[i]`` says whether running text has a space after word i (UD ``SpaceAfter=No``,
+    words inside a multiword token); ``None`` when unknown, read as a space after every word.
     """
 
     words: tuple[str, ...]
@@ -19,10 +21,11 @@ class Sentence:
     upos: tuple[str, ...] | None = None
     sent_id: str = ""
     source: str = ""
+    space_after: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.words)
-        for name in ("heads", "relations", "upos"):
+        for name in ("heads", "relations", "upos", "space_after"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"Sentence {self.sent_id!r}: {name} has {len(value)} items for {n} words")

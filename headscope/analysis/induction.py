@@ -32,18 +32,21 @@ class RepeatedSequence:
     length: int
 
 
-def make_sequences(tokenizer: Any, *, count: int, length: int, seed: int, bos: bool) -> list[RepeatedSequence]:
+def make_sequences(tokenizer: Any, *, count: int, length: int, seed: int, bos: bool,
+                   vocab_size: int | None = None) -> list[RepeatedSequence]:
     """``count`` sequences of ``length`` distinct random non-special tokens, each repeated once.
 
     Tokens are distinct within a sequence so that every token of the second copy has exactly one
     earlier occurrence. ``bos`` puts the tokenizer's BOS token (or, lacking one, its CLS token) first.
+    ``vocab_size`` (the model's embedding rows) caps the ids drawn when the tokenizer knows more.
     """
     import numpy as np
 
     if length < 2 or count < 1:
         raise ValueError(f"need length >= 2 and count >= 1, got length={length}, count={count}")
     special = set(tokenizer.all_special_ids)
-    vocab = np.array([i for i in range(len(tokenizer)) if i not in special])
+    size = min(len(tokenizer), vocab_size) if vocab_size else len(tokenizer)
+    vocab = np.array([i for i in range(size) if i not in special])
     if len(vocab) < length:
         raise ValueError(f"the vocabulary has only {len(vocab)} ordinary tokens for sequences of {length}")
     first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
@@ -66,6 +69,37 @@ def encode_sequences(sequences: list[RepeatedSequence]) -> tuple[list[Sentence],
         word_ids = (-1,) * seq.bos + tuple(range(n))
         encoded.append(EncodedSentence(i, seq.input_ids, word_ids, (False,) * len(seq.input_ids), n))
     return sentences, encoded
+
+
+def in_context_loss(model: Any, sequences: list[RepeatedSequence], *, batch_size: int = 8) -> dict:
+    """The in-context-learning check (METRICS §5): mean next-token loss on the second copy vs the first.
+
+    Both copies are scored on the same positions (each copy's tokens 2..T, predicted from what
+    precedes them); only the second copy can be predicted by looking back, so a model with
+    induction heads has a much lower second-copy loss. Needs a language-model head; otherwise
+    returns ``{"skipped": reason}``.
+    """
+    import torch
+
+    get_head = getattr(model, "get_output_embeddings", None)
+    if not callable(get_head) or get_head() is None:
+        return {"skipped": "the model has no language-model head (loaded without one, e.g. an encoder)"}
+    device = next(model.parameters()).device
+    first, second = [], []
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start:start + batch_size]
+            ids = torch.tensor([s.input_ids for s in chunk], device=device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            # nll[:, p - 1] is the loss of the token at position p.
+            o, t = chunk[0].bos, chunk[0].length
+            first.append(nll[:, o:o + t - 1].mean(1).cpu())           # positions o+1 .. o+t-1
+            second.append(nll[:, o + t:o + 2 * t - 1].mean(1).cpu())  # positions o+t+1 .. o+2t-1
+    f, s = torch.cat(first).double(), torch.cat(second).double()
+    return {"loss_first_copy": round(float(f.mean()), 4), "loss_second_copy": round(float(s.mean()), 4),
+            "difference": round(float((s - f).mean()), 4), "sequences": len(f),
+            "tokens_per_copy": sequences[0].length - 1}
 
 
 @dataclass

@@ -64,7 +64,8 @@ def _command_line(ctx: typer.Context) -> str:
         flag = max(param.opts, key=len)
         value = ctx.params[param.name]
         if getattr(param, "is_flag", False):
-            parts.append(flag)
+            negative = getattr(param, "secondary_opts", None)
+            parts.append(max(negative, key=len) if value is False and negative else flag)
             continue
         for v in value if isinstance(value, (list, tuple)) else [value]:
             parts += [flag, shlex.quote(str(v.value if isinstance(v, enum.Enum) else v))]
@@ -122,6 +123,9 @@ def run(
     induction_length: Annotated[int, typer.Option("--induction-length", min=2, help="Induction task: random tokens "
                                                                                     "per copy.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed for generated data (recorded in run.json).")] = 0,
+    prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="Start every input "
+                           "with the tokenizer's BOS token when it does not add one itself. Default: yes for "
+                           "decoders (their attention sink), no for encoders.")] = None,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -151,7 +155,8 @@ def run(
             result = analyze(model, data or None, tasks=tasks, batch_size=batch_size, device=device,
                              max_sentences=max_sentences, keep_subtypes=keep_subtypes, on_error=on_error.value,
                              fmt=fmt.value if fmt else None, window=window, seed=seed,
-                             induction_count=induction_count, induction_length=induction_length, progress=on_progress,
+                             induction_count=induction_count, induction_length=induction_length,
+                             prepend_bos=prepend_bos, progress=on_progress,
                              partial_on_interrupt=True)
         write_report(result, out, figures=not no_figures, command=command)
     except HeadscopeError as exc:

@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import conllu
 from conllu.exceptions import ParseException
@@ -183,6 +183,7 @@ def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, k
         raise DataError(f"{exc}", path=path, line=lines[0][0], sent_id=sent_id) from None
     tokens = [t for t in parsed[0] if isinstance(t["id"], int)]
     return Sentence(
+        space_after=_spaces_after(parsed[0]),
         words=tuple(t["form"].replace(_SPACE, " ") for t in tokens),
         heads=tuple(int(t["head"]) - 1 for t in tokens),
         relations=tuple(fold_relation(t["deprel"], keep_subtypes) for t in tokens),
@@ -190,6 +191,30 @@ def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, k
         sent_id=sent_id or f"{Path(path).name}:{lines[0][0]}",
         source=f"{path}:{lines[0][0]}",
     )
+
+
+def _no_space(token: Any) -> bool:
+    misc = token.get("misc") or {}
+    return isinstance(misc, dict) and misc.get("SpaceAfter") == "No"
+
+
+def _spaces_after(tokens: Any) -> tuple[bool, ...]:
+    """Per syntactic word: is there a space after it in the running text? Words inside a multiword
+    token have none; its last word takes the range line's ``SpaceAfter``."""
+    out: list[bool] = []
+    range_end, range_space = -1, True
+    for t in tokens:
+        tid = t["id"]
+        if isinstance(tid, tuple) and len(tid) == 3 and tid[1] == "-":
+            range_end, range_space = int(tid[2]), not _no_space(t)
+        elif isinstance(tid, int):
+            if tid < range_end:
+                out.append(False)
+            elif tid == range_end:
+                out.append(range_space)
+            else:
+                out.append(not _no_space(t))
+    return tuple(out)
 
 
 def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bool = False, on_error: str = "fail",
