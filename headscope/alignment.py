@@ -30,6 +30,7 @@ class EncodedSentence:
     sep_tokens: tuple[bool, ...]  # [SEP]/EOS positions (special tokens that close a sequence)
     n_words: int
     replaced_words: int = 0      # words that tokenized to nothing and were replaced by the unknown token
+    bos_added: bool = False      # headscope put the BOS first (the tokenizer did not)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -99,10 +100,11 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: i
                 if len(set(wids) - {-1}) < len(sent.words):
                     raise ModelError(f"{sent.source or sent.sent_id}: the tokenizer gives no piece for some words "
                                      f"even after replacing them by its unknown token")
-            if bos_id is not None and (not ids or ids[0] != bos_id or wids[0] != -1):
+            added = bos_id is not None and (not ids or ids[0] != bos_id or wids[0] != -1)
+            if added:
                 ids, wids = [bos_id] + ids, [-1] + wids
             seps = tuple(w == -1 and t in closing for t, w in zip(ids, wids))
-            out.append(EncodedSentence(start + k, tuple(ids), tuple(wids), seps, len(sent.words), replaced))
+            out.append(EncodedSentence(start + k, tuple(ids), tuple(wids), seps, len(sent.words), replaced, added))
     return out
 
 

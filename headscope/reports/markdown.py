@@ -11,13 +11,37 @@ def _fmt(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _syntax_section(df, dataset: str) -> list[str]:
+def _kv_groups(info: Any) -> str | None:
+    """One line naming each key/value head's query heads (GQA/MQA); None when every head has its own."""
+    if info.num_kv_heads >= info.num_heads:
+        return None
+    size = info.kv_group_size
+    groups = ", ".join(f"H{k * size}–H{k * size + size - 1} → KV {k}" if size > 1 else f"H{k} → KV {k}"
+                       for k in range(info.num_kv_heads))
+    return (f"- Key/value groups ({'MQA' if info.num_kv_heads == 1 else 'GQA'}): {groups}; query heads are what is "
+            f"scored, and `kv_head` in scores.csv names each one's group.")
+
+
+def _head_kv(layer: int, head: int, info: Any) -> str:
+    """``L7.H4``, with ``[KV 1]`` appended when heads share key/value heads."""
+    label = head_label(layer, head)
+    if info is not None and info.num_kv_heads < info.num_heads:
+        label += f" [KV {info.kv_head(int(head))}]"
+    return label
+
+
+def _syntax_section(df, dataset: str, causal: bool = False) -> list[str]:
     sub = df[(df["task"] == "syntax") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
     lines = ["", f"### Syntax — {dataset}", "",
              "Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline "
-             "(chosen on the same data: an optimistic, Clark-et-al.-style number).", "",
+             "(chosen on the same data: an optimistic, Clark-et-al.-style number)."]
+    if causal:
+        lines[-1] += (" Causal model: `reachable` counts the instances the mask lets any head get right "
+                      "(dep_to_head: the head word is to the left; head_to_dep: to the right); accuracy is over "
+                      "all n, so reachable / n is the ceiling, and the offset baselines obey the same mask.")
+    lines += ["",
              "| relation | direction | n | reachable | best head | score | best baseline | baseline score | margin |",
              "|---|---|---:|---:|---|---:|---|---:|---:|"]
     heads = sub[sub["baseline"].isna()]
@@ -32,6 +56,9 @@ def _syntax_section(df, dataset: str) -> list[str]:
             if h.empty:
                 continue
             top = h.loc[h["score"].idxmax()]
+            if int(top["n_reachable"]) == 0:
+                lines.append(f"| {rel} | {direction} | {int(top['n'])} | 0 | — | — | — | — | — |")
+                continue
             b = bases[(bases["relation"] == rel) & (bases["direction"] == direction)]
             if len(b):
                 bt = b.loc[b["score"].idxmax()]
@@ -68,7 +95,7 @@ def _tree_section(df, dataset: str) -> list[str]:
 POSITIONAL_SHOWN = ("self", "prev", "next", "first", "last", "sep", "punct", "local")
 
 
-def _positional_section(df, dataset: str) -> list[str]:
+def _positional_section(df, dataset: str, causal: bool = False) -> list[str]:
     from ..analysis.positional import POSITIONAL_SHARE
 
     sub = df[(df["task"] == "positional") & (df["dataset"] == dataset)]
@@ -83,6 +110,9 @@ def _positional_section(df, dataset: str) -> list[str]:
         if s.empty:
             continue
         top = s.loc[s["score"].idxmax()]
+        if causal and name == "next":
+            lines.append("| next | — | — | — | not visible under the causal mask |")
+            continue
         by_layer = s.groupby("layer")["score"].mean()
         lines.append(f"| {name} | {head_label(top['layer'], top['head'])} | {top['score']:.3f} | "
                      f"{int((s['score'] > 0.5).sum())} | {' '.join(f'{v:.2f}' for v in by_layer)} |")
@@ -128,6 +158,10 @@ def _data_line(d: dict, max_length: int) -> str:
                  f"mention heads by rule: {d.get('mention_head_rule', {})}")
     text += (f"; skipped: {d.get('skipped_bad_data', 0)} malformed, {d.get('skipped_too_long', 0)} longer than "
              f"{max_length} tokens")
+    if d.get("first_token") and kind != "generated":
+        text += f"; inputs start with `{d['first_token']}`"
+        if d.get("bos_added"):
+            text += f" (put first by headscope in {d['bos_added']}: the tokenizer adds no BOS)"
     if d.get("words_replaced_by_unk"):
         text += f"; {d['words_replaced_by_unk']} words had no piece and were read as the unknown token"
     return text + "."
@@ -194,7 +228,7 @@ def _pairs_section(df, dataset: str) -> list[str]:
     return lines
 
 
-def _induction_section(df, dataset: str, d: dict) -> list[str]:
+def _induction_section(df, dataset: str, d: dict, info: Any = None) -> list[str]:
     sub = df[(df["task"] == "induction") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
@@ -204,8 +238,16 @@ def _induction_section(df, dataset: str, d: dict) -> list[str]:
              "", "| pattern | top heads (score) |", "|---|---|"]
     for pattern in ("induction", "duplicate", "previous"):
         top = sub[sub["relation"] == pattern].nlargest(3, "score")
-        lines.append(f"| {pattern} | " + ", ".join(f"{head_label(r['layer'], r['head'])} ({r['score']:.3f})"
+        lines.append(f"| {pattern} | " + ", ".join(f"{_head_kv(r['layer'], r['head'], info)} ({r['score']:.3f})"
                                                  for _, r in top.iterrows()) + " |")
+    icl = d.get("in_context_loss") or {}
+    if "skipped" in icl:
+        lines += ["", f"- In-context-learning check not run: {icl['skipped']}."]
+    elif icl:
+        lines += ["", f"- In-context-learning check: mean next-token loss {icl['loss_second_copy']:.2f} nats on the "
+                      f"second copy vs {icl['loss_first_copy']:.2f} on the first (difference "
+                      f"{icl['difference']:+.2f}, {icl['sequences']} sequences × {icl['tokens_per_copy']} tokens "
+                      f"per copy). A much lower second-copy loss means the model copies from context."]
     return lines
 
 
@@ -217,6 +259,9 @@ def render_markdown(result: Any, figure_files: list[str]) -> str:
              f"- Model: {info.describe()}",
              f"- Tasks: {', '.join(meta.get('tasks', []))}",
              "- Heads are named `L<layer>.H<head>`, both 0-based (Clark et al. print 1-based `layer-head`)."]
+    kv = _kv_groups(info)
+    if kv:
+        lines.append(kv)
     if not meta.get("complete", True):
         lines.append("- **Run interrupted: these results cover only the sentences scored before the stop.**")
     for d in meta.get("datasets", []):
@@ -224,13 +269,13 @@ def render_markdown(result: Any, figure_files: list[str]) -> str:
                      + _data_line(d, meta["config"]["max_length"]))
     for d in meta.get("datasets", []):
         name = d["name"]
-        lines += _syntax_section(df, name)
+        lines += _syntax_section(df, name, info.is_decoder)
         lines += _tree_section(df, name)
-        lines += _positional_section(df, name)
+        lines += _positional_section(df, name, info.is_decoder)
         lines += _coref_section(df, name, d)
         lines += _gap_section(df, name)
         lines += _pairs_section(df, name)
-        lines += _induction_section(df, name, d)
+        lines += _induction_section(df, name, d, info)
     if figure_files:
         lines += ["", "## Figures", ""]
         lines += [f"![{f}](figures/{f})" for f in figure_files]
