@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnalysisResult", "Corpus", "DataError", "HeadscopeError", "ModelError", "CaptureError", "ModelInfo",
     "Sentence", "analyze", "load_conllu", "load_data", "load_model", "load_sample", "load_text", "SCORE_COLUMNS",
+    "probe", "ProbeResult",
 ]
 
 _LAZY = {
@@ -23,6 +24,8 @@ _LAZY = {
     "load_sample": ("datasets", "load_sample"),
     "load_text": ("datasets", "load_text"),
     "SCORE_COLUMNS": ("schema", "SCORE_COLUMNS"),
+    "probe": ("probes.experiment", "probe"),
+    "ProbeResult": ("probes.experiment", "ProbeResult"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
@@ -32,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .datasets import load_conllu, load_data, load_sample, load_text
     from .models import load_model
     from .pipeline import analyze
+    from .probes.experiment import ProbeResult, probe
     from .result import AnalysisResult
     from .schema import SCORE_COLUMNS
 

@@ -361,3 +361,22 @@ def describe(model: Any, tokenizer: Any, name: str, source: str, spec: ArchSpec)
         max_length=max_len, special_tokens=specials,
         revision=str(getattr(config, "_commit_hash", "") or ""), tokenizer=type(tokenizer).__name__,
     )
+
+
+def random_init(loaded: LoadedModel, *, seed: int = 0) -> LoadedModel:
+    """The same architecture with freshly initialised weights (seeded): the random-init control.
+
+    Scores of this model show what architecture, position and tokenisation give without training.
+    """
+    import copy
+
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(loaded.model)(copy.deepcopy(loaded.model.config))
+    _force_eager(fresh)
+    fresh.to(loaded.device).eval()
+    modules, spec = find_attention_modules(fresh)
+    info = dataclasses.replace(loaded.info, name=f"{loaded.info.name} (random-init)")
+    return LoadedModel(fresh, loaded.tokenizer, info, modules)
