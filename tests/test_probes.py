@@ -300,3 +300,32 @@ def test_probe_on_real_ewt_beats_the_control_and_the_baselines(minilm):
     assert t[("attention", "task", "uas")] > t[("distance", "task", "uas")] + 0.1
     assert t[("attention", "task", "uas")] > t[("left_branching", "task", "uas")] + 0.1
     assert t[("attention", "task", "selectivity")] > 0
+
+
+def test_interrupt_keeps_the_finished_model(tiny_bert_loaded, monkeypatch, tmp_path):
+    import headscope.probes.experiment as exp
+
+    real = exp._run_probes
+    calls = []
+
+    def stop_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exp, "_run_probes", stop_on_second)
+    r = headscope.probe(tiny_bert_loaded, SAMPLE, SAMPLE, max_train_sentences=20, features="attention",
+                        probes="parent", control="random-init", partial_on_interrupt=True)
+    assert r.meta["complete"] is False and set(r.table["model"]) == {"tiny-bert"}
+    r.save(tmp_path)
+    assert "Interrupted" in (tmp_path / "report.md").read_text()
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        headscope.probe(tiny_bert_loaded, SAMPLE, SAMPLE, max_train_sentences=20, features="attention",
+                        probes="parent", control="random-init")
+
+
+def test_same_file_for_train_and_test_warns(tiny_bert_loaded, caplog):
+    headscope.probe(tiny_bert_loaded, SAMPLE, SAMPLE, max_train_sentences=10, features="distance", probes="parent")
+    assert "not held out" in caplog.text

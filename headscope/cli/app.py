@@ -223,7 +223,8 @@ def probe(
         result = run_probe(model, train, test, probes=probe_, features=features,
                            max_train_sentences=max_train_sentences, max_test_sentences=max_test_sentences,
                            control=control.value if control else None, seed=seed, batch_size=batch_size,
-                           drop_heads=drop_heads, on_error=on_error.value, device=device)
+                           drop_heads=drop_heads, on_error=on_error.value, device=device,
+                           partial_on_interrupt=True)
         result.save(out, figures=not no_figures, command=command)
     except HeadscopeError as exc:
         _fail(str(exc))
@@ -236,6 +237,9 @@ def probe(
         typer.echo(f"{r['model']:<24} {r['probe']:<9} {r['features']:<18} {r['metric']:<9} "
                    f"{100 * r['task']:6.1f} {100 * r['control']:8.1f} {100 * r['selectivity']:+8.1f}")
     typer.echo(f"took {result.meta['seconds']} s; wrote {out}/probes.csv, probe_heads.csv, report.md, run.json")
+    if not result.meta.get("complete", True):
+        typer.echo("interrupted: the files hold the models finished before the stop", err=True)
+        raise typer.Exit(130)
 
 
 @app.command()

@@ -135,7 +135,7 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
           max_test_sentences: int | None = None, control: str | None = None, seed: int = 0,
           batch_size: int = 32, alpha: float = 1e-3, pca_dim: int = 32, drop_heads: bool = False,
           on_error: str = "fail", tokenizer: Any = None, device: str | None = None,
-          prepend_bos: bool | None = None) -> ProbeResult:
+          prepend_bos: bool | None = None, partial_on_interrupt: bool = False) -> ProbeResult:
     """Train attention probes on ``train`` and report them on ``test`` (both dependency treebanks).
 
     ``probes``: ``parent`` (which word is each word's head: UAS without punctuation) and/or
@@ -145,12 +145,12 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
     buckets). Every probe is also trained on control targets fixed per word type (Hewitt & Liang),
     and ``selectivity = task - control`` is reported. ``control="random-init"`` repeats everything
     with the same architecture re-initialised (seeded). Splits are the two files: never by word.
+    ``partial_on_interrupt``: Ctrl-C returns the models finished so far (``meta["complete"]`` False).
     """
-    import numpy as np
     import pandas as pd
 
     from ..models import load_model, random_init
-    from ..pipeline import _versions, leading_token
+    from ..pipeline import _versions
 
     probe_list = parse_probes(probes)
     feature_list = parse_features(features)
@@ -161,16 +161,45 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
     t0 = time.perf_counter()
     train_c = _load_treebank(train, "training data", max_train_sentences, on_error)
     test_c = _load_treebank(test, "test data", max_test_sentences, on_error)
+    if train_c.checksum and train_c.checksum == test_c.checksum:
+        log.warning("the training and test data are the same file: the probe scores are not held out")
     loaded = load_model(model, tokenizer=tokenizer, device=device)
     models = [loaded] + ([random_init(loaded, seed=seed)] if control == "random-init" else [])
     rows, heads, meta_models = [], [], []
+    complete = True
+    try:
+        _probe_models(models, train_c, test_c, probe_list, feature_list, rows, heads, meta_models, seed=seed,
+                      alpha=alpha, pca_dim=pca_dim, drop_heads=drop_heads, batch_size=batch_size,
+                      prepend_bos=prepend_bos)
+    except KeyboardInterrupt:
+        if not partial_on_interrupt or not meta_models:
+            raise
+        complete = False
+        log.warning("interrupted: results cover %s only", ", ".join(m["name"] for m in meta_models))
+    table = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    head_table = pd.DataFrame(heads, columns=HEAD_COLUMNS)
+    meta = {"complete": complete, "probes": probe_list, "features": feature_list, "control": control, "seed": seed,
+            "alpha": alpha, "pca_dim": pca_dim, "drop_heads": drop_heads, "batch_size": batch_size,
+            "prepend_bos": prepend_bos,
+            "train": {"name": train_c.name, "path": train_c.path, "sha256": train_c.checksum},
+            "test": {"name": test_c.name, "path": test_c.path, "sha256": test_c.checksum},
+            "models": meta_models, "model": dataclasses.asdict(loaded.info), "versions": _versions(),
+            "seconds": round(time.perf_counter() - t0, 1)}
+    return ProbeResult(table=table, heads=head_table, meta=meta)
+
+
+def _probe_models(models: list, train_c: Corpus, test_c: Corpus, probe_list: list[str], feature_list: list[str],
+                  rows: list, heads: list, meta_models: list, *, seed: int, alpha: float, pca_dim: int,
+                  drop_heads: bool, batch_size: int, prepend_bos: bool | None) -> None:
+    """Features, probes and controls for each model in turn; each model's rows are added when it is done."""
+    from ..pipeline import leading_token
+    from .features import collect_features
+
     for lm in models:
         bos_id = leading_token(lm, prepend_bos)
         train_s, train_counts = _usable(lm, train_c, bos_id)
         test_s, test_counts = _usable(lm, test_c, bos_id)
         t1 = time.perf_counter()
-        from .features import collect_features
-
         need_vectors = any("words" in f for f in feature_list)
         tr = collect_features(lm, train_s, batch_size=batch_size, vectors=need_vectors, bos_id=bos_id)
         te = collect_features(lm, test_s, batch_size=batch_size, vectors=need_vectors, bos_id=bos_id)
@@ -189,15 +218,6 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
                                                                     "test": int(len(te.candidate))},
                             "seconds_features": round(t_features, 1),
                             "seconds_total": round(time.perf_counter() - t1, 1)})
-    table = pd.DataFrame(rows, columns=PROBE_COLUMNS)
-    head_table = pd.DataFrame(heads, columns=HEAD_COLUMNS)
-    meta = {"probes": probe_list, "features": feature_list, "control": control, "seed": seed, "alpha": alpha,
-            "pca_dim": pca_dim, "drop_heads": drop_heads, "batch_size": batch_size, "prepend_bos": prepend_bos,
-            "train": {"name": train_c.name, "path": train_c.path, "sha256": train_c.checksum},
-            "test": {"name": test_c.name, "path": test_c.path, "sha256": test_c.checksum},
-            "models": meta_models, "model": dataclasses.asdict(loaded.info), "versions": _versions(),
-            "seconds": round(time.perf_counter() - t0, 1)}
-    return ProbeResult(table=table, heads=head_table, meta=meta)
 
 
 def _run_probes(loaded: Any, tr: Any, te: Any, probe_list: list[str], feature_list: list[str], *, seed: int,

@@ -57,6 +57,8 @@ def render_probe_markdown(result: Any, figure_files: list[str]) -> str:
     lines = [f"# headscope probe report: {meta['model']['name']}", "",
              f"- Probes: {', '.join(meta['probes'])}; feature sets: {', '.join(meta['features'])}; "
              f"control model: {meta.get('control') or 'none'}; seed {meta['seed']}."]
+    if not meta.get("complete", True):
+        lines.append("- **Interrupted: only the models listed below were finished.**")
     lines += probe_table_lines(result)
     if figure_files:
         lines += ["", "## Figures", ""] + [f"![{f}](figures/{f})" for f in figure_files]
