@@ -329,3 +329,18 @@ def test_interrupt_keeps_the_finished_model(tiny_bert_loaded, monkeypatch, tmp_p
 def test_same_file_for_train_and_test_warns(tiny_bert_loaded, caplog):
     headscope.probe(tiny_bert_loaded, SAMPLE, SAMPLE, max_train_sentences=10, features="distance", probes="parent")
     assert "not held out" in caplog.text
+
+
+def test_dropping_the_planted_head_costs_the_most():
+    from headscope.probes.experiment import _drop_one_head
+
+    train, _ = planted_data(6, 80)
+    test, _ = planted_data(7, 40)
+    est = ParentProbe().fit(design(train, "attention"), train.gold_rows(), groups=train.group)
+    full = est.score(design(test, "attention"), test.gold_rows(), groups=test.group)
+    rows = _head_weights(est, SimpleNamespace(info=SimpleNamespace(num_layers=2, num_heads=3)), "attention", "task")
+    _drop_one_head(rows, train, test, train.head, test.head, 1e-3, 0, full)
+    worst = max(rows, key=lambda r: r["drop_uas"])
+    assert (worst["layer"], worst["head"]) == (1, 2) and worst["drop_uas"] > 0.3
+    others = [r["drop_uas"] for r in rows if (r["layer"], r["head"]) != (1, 2)]
+    assert max(others) < 0.05
