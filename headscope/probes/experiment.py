@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..errors import HeadscopeError
 from ..types import Corpus
 
@@ -99,8 +101,6 @@ def _usable(loaded: Any, corpus: Corpus, bos_id: int | None) -> tuple[list, dict
 
 def design(data: Any, features: str, pca: Any = None) -> Any:
     """The feature matrix of a feature set (rows = candidates); ROOT is always marked by one column."""
-    import numpy as np
-
     parts = features.split("+")
     cols = []
     if "attention" in parts:
@@ -123,7 +123,6 @@ def design(data: Any, features: str, pca: Any = None) -> Any:
 
 
 def _uas(data: Any, picked_candidate: Any, heads: Any) -> tuple[float, int]:
-    import numpy as np
 
     mask = ~data.punct
     n = int(mask.sum())
@@ -204,8 +203,9 @@ def _probe_models(models: list, train_c: Corpus, test_c: Corpus, probe_list: lis
         tr = collect_features(lm, train_s, batch_size=batch_size, vectors=need_vectors, bos_id=bos_id)
         te = collect_features(lm, test_s, batch_size=batch_size, vectors=need_vectors, bos_id=bos_id)
         t_features = time.perf_counter() - t1
+        fits: list[dict] = []
         r, h = _run_probes(lm, tr, te, probe_list, feature_list, seed=seed, alpha=alpha, pca_dim=pca_dim,
-                           drop_heads=drop_heads)
+                           drop_heads=drop_heads, fits=fits)
         name = lm.info.name
         for x in r:
             x.update(model=name, train=train_c.name, test=test_c.name)
@@ -216,13 +216,33 @@ def _probe_models(models: list, train_c: Corpus, test_c: Corpus, probe_list: lis
         meta_models.append({"name": name, "description": lm.info.describe(), "train": train_counts,
                             "test": test_counts, "candidate_rows": {"train": int(len(tr.candidate)),
                                                                     "test": int(len(te.candidate))},
-                            "seconds_features": round(t_features, 1),
+                            "seconds_features": round(t_features, 1), "fits": fits,
                             "seconds_total": round(time.perf_counter() - t1, 1)})
 
 
+def _fit(est: Any, fits: list | None, what: dict, *args: Any, **kwargs: Any) -> Any:
+    """Fit quietly; record iterations and convergence (a control task may not converge: that is data)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est.fit(*args, **kwargs)
+    converged = getattr(est, "converged_", None)
+    if converged is None:
+        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    n_iter = np.max(getattr(est, "n_iter_", 0))
+    if fits is not None:
+        fits.append({**what, "iterations": int(n_iter), "converged": bool(converged)})
+    if not converged:
+        log.info("%s did not converge in %d iterations", what, n_iter)
+    return est
+
+
 def _run_probes(loaded: Any, tr: Any, te: Any, probe_list: list[str], feature_list: list[str], *, seed: int,
-                alpha: float, pca_dim: int, drop_heads: bool) -> tuple[list[dict], list[dict]]:
-    import numpy as np
+                alpha: float, pca_dim: int, drop_heads: bool, fits: list | None = None
+                ) -> tuple[list[dict], list[dict]]:
     from sklearn.decomposition import PCA
     from sklearn.metrics import f1_score
 
@@ -252,7 +272,9 @@ def _run_probes(loaded: Any, tr: Any, te: Any, probe_list: list[str], feature_li
         for feats in feature_list:
             X_tr, X_te = design(tr, feats, pca), design(te, feats, pca)
             for labels, (h_tr, h_te) in targets.items():
-                est = ParentProbe(alpha=alpha, random_state=seed).fit(X_tr, tr.gold_rows(h_tr), groups=tr.group)
+                est = _fit(ParentProbe(alpha=alpha, random_state=seed), fits,
+                           {"probe": "parent", "features": feats, "labels": labels},
+                           X_tr, tr.gold_rows(h_tr), groups=tr.group)
                 picked = te.candidate[est.pick(X_te, te.group)]
                 uas, n = _uas(te, picked, h_te)
                 add("parent", feats, labels, "uas", uas, n)
@@ -281,7 +303,8 @@ def _run_probes(loaded: Any, tr: Any, te: Any, probe_list: list[str], feature_li
             X_tr, X_te = design(tr, feats, pca)[gold_tr], design(te, feats, pca)[gold_te]
             result = {}
             for labels, (y_tr, y_te) in rel_targets.items():
-                est = relation_probe(random_state=seed).fit(X_tr, y_tr.astype(str))
+                est = _fit(relation_probe(random_state=seed), fits,
+                           {"probe": "relation", "features": feats, "labels": labels}, X_tr, y_tr.astype(str))
                 pred = est.predict(X_te)
                 acc = float(np.mean(pred == y_te.astype(str)))
                 f1 = float(f1_score(y_te.astype(str), pred, average="macro", zero_division=0))
@@ -294,8 +317,6 @@ def _run_probes(loaded: Any, tr: Any, te: Any, probe_list: list[str], feature_li
 
 def _head_weights(est: Any, loaded: Any, feats: str, labels: str) -> list[dict]:
     """Each head's two weights (standardised features) and its share of the total absolute weight."""
-    import numpy as np
-
     L, H = loaded.info.num_layers, loaded.info.num_heads
     w = est.coef_[:2 * L * H]
     fwd, bwd = w[:L * H], w[L * H:]
@@ -310,8 +331,6 @@ def _head_weights(est: Any, loaded: Any, feats: str, labels: str) -> list[dict]:
 def _drop_one_head(head_rows: list[dict], tr: Any, te: Any, h_tr: Any, h_te: Any, alpha: float, seed: int,
                    full_uas: float) -> None:
     """UAS lost when one head's two features are left out and the attention probe is refitted."""
-    import numpy as np
-
     from .estimators import ParentProbe
 
     LH = tr.attention.shape[1] // 2
