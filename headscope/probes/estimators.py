@@ -24,6 +24,19 @@ def _segments(groups: Any, n: int) -> np.ndarray:
     return starts
 
 
+def _column_stats(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations in float64, a chunk of rows at a time (no full-size temporary)."""
+    n = len(X)
+    total = np.zeros(X.shape[1])
+    for i in range(0, n, chunk):
+        total += X[i:i + chunk].sum(0, dtype=np.float64)
+    mean = total / max(n, 1)
+    sq = np.zeros(X.shape[1])
+    for i in range(0, n, chunk):
+        sq += ((X[i:i + chunk] - mean) ** 2).sum(0)
+    return mean, np.sqrt(sq / max(n, 1))
+
+
 def _group_softmax(scores: np.ndarray, starts: np.ndarray) -> np.ndarray:
     top = np.maximum.reduceat(scores, starts[:-1])
     sizes = np.diff(starts)
@@ -74,11 +87,23 @@ class ParentProbe(ClassifierMixin, BaseEstimator):
                              f"{len(self.classes_)} class")
         target = (y == self.classes_[1]).astype(np.float64)
         X = np.asarray(X, dtype=np.float32)
-        self.mean_ = X.mean(0) if self.standardize else np.zeros(X.shape[1], dtype=np.float32)
-        scale = X.std(0) if self.standardize else np.ones(X.shape[1], dtype=np.float32)
+        n, d = X.shape
+        if self.standardize:
+            mean, scale = _column_stats(X)
+        else:
+            mean, scale = np.zeros(d), np.ones(d)
+        self.mean_ = mean.astype(np.float32)
         self.scale_ = np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
-        Z = (X - self.mean_) / self.scale_
-        n, d = Z.shape
+        # Standardisation is folded into the weights (s = X·(w/σ) − μ·(w/σ)), so X is never copied.
+        inv, mu = 1.0 / self.scale_.astype(np.float64), self.mean_.astype(np.float64)
+
+        def scores(w):
+            v = w * inv
+            return (X @ v.astype(np.float32)).astype(np.float64) - mu @ v
+
+        def backward(r):
+            return ((X.T @ r.astype(np.float32)).astype(np.float64) - mu * r.sum()) * inv
+
         grouped = groups is not None
         rng = check_random_state(self.random_state)
         w0 = rng.normal(scale=1e-3, size=d + (0 if grouped else 1))
@@ -94,23 +119,22 @@ class ParentProbe(ClassifierMixin, BaseEstimator):
             gold = np.flatnonzero(target == 1)
 
             def objective(w):
-                s = Z @ w.astype(np.float32)
+                s = scores(w)
                 top = np.maximum.reduceat(s, seg)
                 e = np.exp(s - np.repeat(top, sizes))
-                total = np.add.reduceat(e, seg, dtype=np.float64)
-                nll = float(np.sum(top + np.log(total)) - np.sum(s[gold], dtype=np.float64)) / m
-                p = e / np.repeat(total, sizes).astype(np.float32)
+                total = np.add.reduceat(e, seg)
+                nll = float(np.sum(top + np.log(total)) - np.sum(s[gold])) / m
+                p = e / np.repeat(total, sizes)
                 p[gold] -= 1.0
-                grad = (Z.T @ p).astype(np.float64) / m
-                return nll + 0.5 * self.alpha * w @ w, grad + self.alpha * w
+                return nll + 0.5 * self.alpha * w @ w, backward(p) / m + self.alpha * w
         else:
             def objective(w):
-                s = (Z @ w[:-1].astype(np.float32)).astype(np.float64) + w[-1]
+                s = scores(w[:-1]) + w[-1]
                 p = 1.0 / (1.0 + np.exp(-s))
                 eps = 1e-12
                 nll = -np.mean(target * np.log(p + eps) + (1 - target) * np.log(1 - p + eps))
                 g = p - target
-                grad = np.concatenate([(Z.T @ g.astype(np.float32)).astype(np.float64) / n, [g.mean()]])
+                grad = np.concatenate([backward(g) / n, [g.mean()]])
                 reg = np.concatenate([w[:-1], [0.0]])
                 return nll + 0.5 * self.alpha * w[:-1] @ w[:-1], grad + self.alpha * reg
 

@@ -85,6 +85,25 @@ def _load_treebank(data: Any, what: str, limit: int | None, on_error: str) -> Co
     return corpus
 
 
+def _memory_check(loaded: Any, train: list, test: list, features: list[str], pca_dim: int) -> None:
+    """Refuse, in one line, a run whose candidate rows would not fit in memory (rows = words² per sentence)."""
+    import os
+
+    rows = sum(len(s) ** 2 for s in train) + sum(len(s) ** 2 for s in test)
+    widest = max(2 * loaded.info.num_layers * loaded.info.num_heads * ("attention" in f) + 13
+                 + 3 * pca_dim * ("words" in f) for f in features)
+    stored = 2 * loaded.info.num_layers * loaded.info.num_heads + 8
+    need = rows * 4 * (stored + widest)            # the features, plus one design matrix at a time
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * total:
+        raise HeadscopeError(f"the probe features need about {need / 2**30:.1f} GiB ({rows:,} candidate rows of "
+                             f"{len(train)} + {len(test)} sentences) but this machine has {total / 2**30:.1f} GiB; "
+                             f"use fewer sentences (--max-train-sentences, --max-test-sentences)")
+
+
 def _usable(loaded: Any, corpus: Corpus, bos_id: int | None) -> tuple[list, dict]:
     from ..alignment import encode_sentences
 
@@ -99,26 +118,32 @@ def _usable(loaded: Any, corpus: Corpus, bos_id: int | None) -> tuple[list, dict
     return keep, counts
 
 
-def design(data: Any, features: str, pca: Any = None) -> Any:
-    """The feature matrix of a feature set (rows = candidates); ROOT is always marked by one column."""
+def design(data: Any, features: str, pca: Any = None, rows: Any = None) -> Any:
+    """The feature matrix of a feature set (candidate rows, or only ``rows``); ROOT is always marked by one column.
+
+    ``words`` adds the candidate's vector, the dependent's vector and their product (PCA of the
+    model's input embeddings; ROOT has a zero vector).
+    """
     parts = features.split("+")
+    sel = slice(None) if rows is None else rows
+    candidate = data.candidate[sel]
     cols = []
     if "attention" in parts:
-        cols.append(data.attention)
+        cols.append(data.attention[sel])
     if "distance" in parts:
-        cols.append(data.distance())                     # its column 0 marks ROOT
+        cols.append(data.distance()[sel])                # its column 0 marks ROOT
     else:
-        cols.append((data.candidate < 0).astype(np.float32)[:, None])
+        cols.append((candidate < 0).astype(np.float32)[:, None])
     if "words" in parts:
         if data.vectors is None or pca is None:
             raise HeadscopeError("word-vector features need the model's input embeddings")
         v = pca.transform(data.vectors).astype(np.float32)
         v = np.vstack([v, np.zeros((1, v.shape[1]), dtype=np.float32)])   # row -1: ROOT has no vector
-        word_of_candidate = np.where(data.candidate < 0, -1, data.sentence_first_word[data.sentence[data.group]]
-                                     + data.candidate)
+        group = data.group[sel]
+        word_of_candidate = np.where(candidate < 0, -1, data.sentence_first_word[data.sentence[group]] + candidate)
         vc = v[word_of_candidate]
-        vd = v[data.group]
-        cols += [vc, vd * vc]
+        vd = v[group]
+        cols += [vc, vd, vd * vc]
     return np.hstack(cols).astype(np.float32)
 
 
@@ -198,6 +223,7 @@ def _probe_models(models: list, train_c: Corpus, test_c: Corpus, probe_list: lis
         bos_id = leading_token(lm, prepend_bos)
         train_s, train_counts = _usable(lm, train_c, bos_id)
         test_s, test_counts = _usable(lm, test_c, bos_id)
+        _memory_check(lm, train_s, test_s, feature_list, pca_dim)
         t1 = time.perf_counter()
         need_vectors = any("words" in f for f in feature_list)
         tr = collect_features(lm, train_s, batch_size=batch_size, vectors=need_vectors, bos_id=bos_id)
@@ -228,7 +254,11 @@ def _fit(est: Any, fits: list | None, what: dict, *args: Any, **kwargs: Any) -> 
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        est.fit(*args, **kwargs)
+        try:
+            est.fit(*args, **kwargs)
+        except ValueError as exc:
+            raise HeadscopeError(f"cannot fit the {what['probe']} probe ({what['features']}, {what['labels']} "
+                                 f"labels): {str(exc).splitlines()[0]}; use more training sentences") from None
     converged = getattr(est, "converged_", None)
     if converged is None:
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
@@ -300,7 +330,7 @@ def _run_probes(loaded: Any, tr: Any, te: Any, probe_list: list[str], feature_li
         gold_tr = np.flatnonzero(tr.gold_rows())
         gold_te = np.flatnonzero(te.gold_rows())
         for feats in feature_list:
-            X_tr, X_te = design(tr, feats, pca)[gold_tr], design(te, feats, pca)[gold_te]
+            X_tr, X_te = design(tr, feats, pca, gold_tr), design(te, feats, pca, gold_te)
             result = {}
             for labels, (y_tr, y_te) in rel_targets.items():
                 est = _fit(relation_probe(random_state=seed), fits,
