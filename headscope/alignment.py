@@ -40,32 +40,92 @@ def _word_ids(enc: Any, i: int) -> list[int]:
     return [-1 if w is None else int(w) for w in enc.word_ids(i)]
 
 
-def space_convention(tokenizer: Any) -> str:
-    """How pre-split words must be given so their pieces match running text.
+def _without_prefix(backend: Any) -> Any:
+    """A copy of a Rust tokenizer whose pre-tokenizer no longer puts a space marker before every
+    pre-split word (ByteLevel add_prefix_space, Metaspace prepend_scheme); None when it has no such step."""
+    import json
 
-    ``"plain"``: as they are (WordPiece; SentencePiece and byte-level BPE that mark every word).
-    ``"spaced"``: with the space that precedes them in the text (byte-level BPE whose pre-tokenizer
-    adds no prefix space, e.g. SmolLM2/Llama-3 style: ``["The", "cat"]`` would read as "Thecat").
-    Decided by comparing both against the running text ``"The cat sat"``.
-    """
-    words = ["The", "cat", "sat"]
+    from tokenizers import Tokenizer
+
+    spec = json.loads(backend.to_str())
+    changed = False
+
+    def fix(node: Any) -> Any:
+        nonlocal changed
+        if isinstance(node, list):
+            return [fix(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind == "ByteLevel" and node.get("add_prefix_space"):
+            node["add_prefix_space"], changed = False, True
+        if kind == "Metaspace" and (node.get("prepend_scheme", "never") != "never" or node.get("add_prefix_space")):
+            node["prepend_scheme"], changed = "never", True
+            if "add_prefix_space" in node:
+                node["add_prefix_space"] = False
+        if "pretokenizers" in node:
+            node["pretokenizers"] = fix(node["pretokenizers"])
+        return node
+
+    if spec.get("pre_tokenizer") is not None:
+        spec["pre_tokenizer"] = fix(spec["pre_tokenizer"])
+    if not changed:
+        return None
+    copy = Tokenizer.from_str(json.dumps(spec))
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+@dataclass
+class Convention:
+    """How words reach the tokenizer. ``spaced``: each word carries the space running text puts before it;
+    ``encoder``: a tokenizer copy without per-word space markers (for tokenizers that mark every word),
+    whose first word also gets the space the original adds at the start of a text."""
+
+    name: str                 # "plain", "spaced" or "respaced"
+    encoder: Any = None       # the Rust tokenizer copy for "respaced"
+
+
+def space_convention(tokenizer: Any) -> str:
+    """How pre-split words are given so their pieces match running text: ``plain`` (as they are:
+    WordPiece), ``spaced`` (with the space before them: byte-level BPE without prefix space, e.g.
+    SmolLM2), or ``respaced`` (tokenizers that mark every pre-split word, e.g. SentencePiece or
+    GPT-2 with add_prefix_space: a copy without the marker, then spaced). Decided by comparing
+    with the running text "The cat sat."."""
+    return _convention(tokenizer).name
+
+
+def _convention(tokenizer: Any) -> Convention:
+    words = ["The", "cat", "sat", "."]
+    spaced_words = ["The", " cat", " sat", "."]
     try:
-        running = tokenizer("The cat sat", add_special_tokens=False)["input_ids"]
-        plain = _call(tokenizer, [words], specials=False)["input_ids"][0]
-        spaced = _call(tokenizer, [[words[0]] + [" " + w for w in words[1:]]], specials=False)["input_ids"][0]
+        running = list(tokenizer("The cat sat.", add_special_tokens=False)["input_ids"])
+        plain = list(_call(tokenizer, [words], specials=False)["input_ids"][0])
+        if plain == running:
+            return Convention("plain")
+        spaced = list(_call(tokenizer, [spaced_words], specials=False)["input_ids"][0])
+        if spaced == running:
+            return Convention("spaced")
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        copy = _without_prefix(backend) if backend is not None else None
+        if copy is not None:
+            ids = copy.encode([" " + spaced_words[0]] + spaced_words[1:], is_pretokenized=True,
+                              add_special_tokens=False).ids
+            if list(ids) == running:
+                return Convention("respaced", copy)
     except (ModelError, TypeError, ValueError, KeyError):
-        return "plain"
-    if list(plain) != list(running) and list(spaced) == list(running):
-        return "spaced"
-    return "plain"
+        pass
+    return Convention("plain")
 
 
 def text_words(sentence: Sentence, convention: str) -> list[str]:
-    """The words as handed to the tokenizer: with their preceding space under the ``spaced`` convention."""
-    if convention != "spaced":
+    """The words as handed to the tokenizer: with the space running text puts before them (not for ``plain``)."""
+    if convention == "plain":
         return list(sentence.words)
     spaces = sentence.space_after or (True,) * len(sentence.words)
-    return [w if i == 0 or not spaces[i - 1] else " " + w for i, w in enumerate(sentence.words)]
+    first = " " if convention == "respaced" else ""
+    return [first + w if i == 0 else (" " + w if spaces[i - 1] else w) for i, w in enumerate(sentence.words)]
 
 
 def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None,
@@ -81,12 +141,18 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: i
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"word alignment needs a fast tokenizer (word_ids), got {type(tokenizer).__name__}")
     closing = {t for t in (tokenizer.sep_token_id, tokenizer.eos_token_id) if t is not None and t != bos_id}
-    convention = space_convention(tokenizer)
+    convention = _convention(tokenizer)
+
+    def call(words: list[list[str]]):
+        if convention.encoder is not None:
+            return _Encoded(convention.encoder.encode_batch(words, is_pretokenized=True, add_special_tokens=True))
+        return _call(tokenizer, words)
+
     out: list[EncodedSentence] = []
     for start in range(0, len(sentences), chunk):
         part = sentences[start:start + chunk]
-        words = [text_words(s, convention) for s in part]
-        enc = _call(tokenizer, words)
+        words = [text_words(s, convention.name) for s in part]
+        enc = call(words)
         for k, sent in enumerate(part):
             ids = list(enc["input_ids"][k])
             wids = _word_ids(enc, k)
@@ -95,7 +161,7 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: i
             if len(present - {-1}) < len(sent.words):
                 fixed = [w if i in present else (tokenizer.unk_token or "?") for i, w in enumerate(words[k])]
                 replaced = len(sent.words) - len(present - {-1})
-                enc1 = _call(tokenizer, [fixed])
+                enc1 = call([fixed])
                 ids, wids = list(enc1["input_ids"][0]), _word_ids(enc1, 0)
                 if len(set(wids) - {-1}) < len(sent.words):
                     raise ModelError(f"{sent.source or sent.sent_id}: the tokenizer gives no piece for some words "

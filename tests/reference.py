@@ -35,11 +35,22 @@ def argmax_excluding(values: list[float], exclude: int, allowed=None) -> int:
     return best_j
 
 
-def full_attentions(model, tokenizer, words):
-    enc = tokenizer([list(words)], is_split_into_words=True, return_tensors="pt")
+def full_attentions(model, tokenizer, sentence):
+    """Every layer's full map for one sentence, and its word_ids (None for special tokens).
+
+    Token ids come from headscope's own encoder (words as running text; tested on its own in
+    test_alignment / test_decoders), so the reference checks the scoring, not the tokenisation.
+    """
+    from headscope.alignment import encode_sentences
+    from headscope.types import Sentence
+
+    if not isinstance(sentence, Sentence):
+        sentence = Sentence(words=tuple(sentence))
+    (enc,) = encode_sentences(tokenizer, [sentence])
+    ids = torch.tensor([enc.input_ids])
     with torch.no_grad():
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True)
-    return [a[0].float().numpy() for a in out.attentions], enc.word_ids(0)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+    return [a[0].float().numpy() for a in out.attentions], [None if w < 0 else w for w in enc.word_ids]
 
 
 def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
@@ -47,7 +58,7 @@ def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
     correct: dict = {}
     total: dict = {}
     for s in sentences:
-        atts, word_ids = full_attentions(model, tokenizer, s.words)
+        atts, word_ids = full_attentions(model, tokenizer, s)
         for d, (h, rel) in enumerate(zip(s.heads, s.relations)):
             if h < 0:
                 continue
@@ -84,9 +95,10 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
         counts[key] = counts.get(key, 0) + 1
 
     for s in sentences:
-        atts, word_ids = full_attentions(model, tokenizer, s.words)
-        enc = tokenizer([list(s.words)], is_split_into_words=True)
-        ids = enc["input_ids"][0]
+        atts, word_ids = full_attentions(model, tokenizer, s)
+        from headscope.alignment import encode_sentences
+
+        ids = list(encode_sentences(tokenizer, [s])[0].input_ids)
         t = len(ids)
         sep = [w is None and ids[j] in closing for j, w in enumerate(word_ids)]
         punct = [w is not None and s.upos is not None and s.upos[w] == "PUNCT" for w in word_ids]
@@ -126,7 +138,7 @@ def reference_coref(model, tokenizer, sentences, windows):
     for sent, win in zip(sentences, windows):
         if not win.queries:
             continue
-        atts, word_ids = full_attentions(model, tokenizer, sent.words)
+        atts, word_ids = full_attentions(model, tokenizer, sent)
         for q in win.queries:
             for g in ("all", q.type):
                 total[g] = total.get(g, 0) + 1

@@ -81,7 +81,7 @@ def test_features_equal_a_full_map_reference_on_tiny_models(tiny, sample):
     assert data.n_words == sum(len(s) for s in sents)
     L, H = loaded.info.num_layers, loaded.info.num_heads
     for si, s in enumerate(sents):
-        atts, word_ids = full_attentions(loaded.model, loaded.tokenizer, s.words)
+        atts, word_ids = full_attentions(loaded.model, loaded.tokenizer, s)
         specials = [t for t, w in enumerate(word_ids) if w is None]
         n = len(s.words)
         pieces = [[t for t, w in enumerate(word_ids) if w == i] for i in range(n)]
@@ -113,9 +113,11 @@ def test_word_vectors_are_mean_input_embeddings(tiny_bert_loaded, sample):
     loaded = tiny_bert_loaded
     s = sample.sentences[0]
     data = collect_features(loaded, [s], vectors=True)
-    enc = loaded.tokenizer([list(s.words)], is_split_into_words=True, return_tensors="pt")
-    emb = loaded.model.get_input_embeddings()(enc["input_ids"])[0]
-    wids = enc.word_ids(0)
+    from headscope.alignment import encode_sentences
+
+    (enc,) = encode_sentences(loaded.tokenizer, [s])
+    emb = loaded.model.get_input_embeddings()(torch.tensor([enc.input_ids]))[0]
+    wids = enc.word_ids
     for i in range(len(s.words)):
         expected = torch.stack([emb[t] for t, w in enumerate(wids) if w == i]).mean(0).detach().numpy()
         np.testing.assert_allclose(data.vectors[i], expected, atol=1e-5)
