@@ -1,0 +1,79 @@
+"""Statistics for head scores: bootstrap intervals of ratio-of-sums scores over units, paired tests, BH."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def bootstrap_weights(n_units: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n_units]`` float32 resampling counts: row b says how often each unit is drawn in replicate b."""
+    if n_units < 1 or n_boot < 1:
+        raise ValueError(f"need at least one unit and one replicate, got {n_units} units, {n_boot} replicates")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float32)
+
+
+def ratio_intervals(num: Any, den: Any, *, weights: np.ndarray | None = None, n_boot: int = 1000,
+                    level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate and percentile bootstrap interval of ``sum(num) / sum(den)`` for every column.
+
+    ``num``: ``[units, K]`` per-unit numerators (e.g. correct predictions per sentence);
+    ``den``: ``[units, K]`` or ``[units]`` per-unit denominators (e.g. scored words per sentence).
+    Units (sentences, documents) are resampled with replacement, so the interval reflects the
+    variation between units that a per-word interval would hide. Columns with no denominator
+    get NaN.
+    """
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    if num.ndim == 1:
+        num = num[:, None]
+    if den.ndim == 1:
+        den = den[:, None]
+    if len(num) != len(den):
+        raise ValueError(f"num has {len(num)} units but den has {len(den)}")
+    w = bootstrap_weights(len(num), n_boot, seed) if weights is None else weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = num.sum(0) / den.sum(0)
+        boot = (w @ num.astype(np.float32)) / (w @ den.astype(np.float32))      # [B, K]
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.full(num.shape[1], np.nan), np.full(num.shape[1], np.nan)
+    has = np.isfinite(boot).any(0)
+    if has.any():
+        lo[has], hi[has] = np.nanquantile(boot[:, has], [tail, 1.0 - tail], axis=0)
+    bad = ~np.isfinite(estimate)
+    lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+    return estimate, lo, hi
+
+
+def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, weights: np.ndarray | None = None, n_boot: int = 1000,
+                  seed: int = 0) -> np.ndarray:
+    """One-sided bootstrap p-value that score A (``sum(num_a)/sum(den)``) is not above score B, per column.
+
+    A and B are measured on the same units, so the units are resampled together (paired). The
+    p-value is ``(1 + #{replicates with A - B <= 0}) / (1 + replicates)``.
+    """
+    a = np.asarray(num_a, dtype=np.float64)
+    b = np.asarray(num_b, dtype=np.float64)
+    d = np.asarray(den, dtype=np.float64)
+    if a.ndim == 1:
+        a, b = a[:, None], b[:, None]
+    if d.ndim == 1:
+        d = d[:, None]
+    w = bootstrap_weights(len(a), n_boot, seed) if weights is None else weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = (w @ (a - b).astype(np.float32)) / (w @ d.astype(np.float32))
+    return (1.0 + np.sum(~(diff > 0), axis=0)) / (1.0 + len(w))
+
+
+def bh_adjust(pvalues: Any) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (scipy's ``false_discovery_control``); NaN stays NaN."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return out

@@ -1,0 +1,73 @@
+"""Bootstrap intervals, paired p-values and Benjamini–Hochberg on data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headscope.analysis.stats import bh_adjust, bootstrap_weights, paired_pvalue, ratio_intervals
+
+
+def test_weights_resample_every_unit_count():
+    w = bootstrap_weights(50, 200, seed=1)
+    assert w.shape == (200, 50) and (w.sum(1) == 50).all()
+    np.testing.assert_array_equal(w, bootstrap_weights(50, 200, seed=1))
+    with pytest.raises(ValueError):
+        bootstrap_weights(0, 10)
+
+
+def test_estimate_is_the_ratio_of_sums_and_lies_in_its_interval():
+    rng = np.random.default_rng(0)
+    den = rng.integers(1, 30, size=400)
+    num = rng.binomial(den, 0.4)
+    est, lo, hi = ratio_intervals(num, den, n_boot=500)
+    assert est[0] == pytest.approx(num.sum() / den.sum())
+    assert lo[0] < est[0] < hi[0]
+
+
+def test_interval_width_matches_the_binomial_standard_error():
+    rng = np.random.default_rng(1)
+    hits = rng.binomial(1, 0.3, size=4000)                  # one word per sentence: a plain proportion
+    _, lo, hi = ratio_intervals(hits, np.ones(4000), n_boot=2000)
+    expected = 2 * 1.96 * np.sqrt(0.3 * 0.7 / 4000)
+    assert (hi[0] - lo[0]) == pytest.approx(expected, rel=0.12)
+
+
+def test_intervals_cover_the_truth_about_95_percent_of_the_time():
+    rng = np.random.default_rng(2)
+    covered = 0
+    trials = 300
+    for t in range(trials):
+        den = rng.integers(5, 25, size=150)
+        num = rng.binomial(den, 0.6)
+        _, lo, hi = ratio_intervals(num, den, n_boot=400, seed=t)
+        covered += lo[0] <= 0.6 <= hi[0]
+    assert 0.90 <= covered / trials <= 0.985
+
+
+def test_columns_are_independent_and_empty_columns_are_nan():
+    num = np.array([[1, 0, 0], [1, 2, 0], [0, 1, 0]])
+    den = np.array([[1, 2, 0], [1, 2, 0], [1, 2, 0]])
+    est, lo, hi = ratio_intervals(num, den, n_boot=200)
+    np.testing.assert_allclose(est[:2], [2 / 3, 0.5])
+    assert np.isnan(est[2]) and np.isnan(lo[2]) and np.isnan(hi[2])
+
+
+def test_paired_pvalue_small_when_a_is_clearly_better_and_large_otherwise():
+    rng = np.random.default_rng(3)
+    den = rng.integers(5, 20, size=300)
+    a = rng.binomial(den, 0.7)
+    b = rng.binomial(den, 0.5)
+    p = paired_pvalue(np.stack([a, b], 1), np.stack([b, a], 1), np.stack([den, den], 1), n_boot=500)
+    assert p[0] < 0.01 and p[1] > 0.99
+    same = paired_pvalue(a, a, den, n_boot=100)
+    assert same[0] == 1.0                                    # ties never count as A above B
+
+
+def test_bh_adjust_on_a_worked_example():
+    # Sorted p: .005 .01 .03 .04 (m = 4) -> .005*4/1 = .02, .01*4/2 = .02, .03*4/3 = .04, .04*4/4 = .04.
+    np.testing.assert_allclose(bh_adjust([0.01, 0.04, 0.03, 0.005]), [0.02, 0.04, 0.04, 0.02])
+    # Monotone step-up: a later, smaller ratio pulls earlier ones down.
+    np.testing.assert_allclose(bh_adjust([0.02, 0.021]), [0.021, 0.021])
+    out = bh_adjust([0.01, np.nan])
+    assert out[0] == pytest.approx(0.01) and np.isnan(out[1])
