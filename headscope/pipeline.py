@@ -227,6 +227,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
             fmt: str | None = None, window: int = 3, seed: int = 0,
             induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
+            bootstrap: int = 1000,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
@@ -238,7 +239,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     ``syntax, positional, pairs`` on the bundled samples; with data, every task (but ``tree``) that
     the data supports. ``max_sentences`` caps
     sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
-    first when it does not add one (default: for decoders). Returns an :class:`AnalysisResult`.
+    first when it does not add one (default: for decoders). ``bootstrap``: replicates for the 95%
+    intervals over sentences (``ci_low``/``ci_high``; 0 turns them off; tasks without per-sentence
+    counts yet leave them empty). Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -326,6 +329,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                                            else {"skipped": "not a causal language model (next-token loss is "
                                                             "undefined)"})
         for s in scorers:
+            if bootstrap and callable(getattr(s, "intervals", None)):
+                s.intervals(n_boot=bootstrap, seed=seed)
             df = s.result()
             if len(df):
                 tables.append(df.assign(dataset=job.name))
@@ -350,7 +355,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         "tasks": task_list,
         "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
                    "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
-                   "prepend_bos": prepend_bos,
+                   "prepend_bos": prepend_bos, "bootstrap": bootstrap,
                    "max_length": info.max_length, **({"induction_count": induction_count,
                                                       "induction_length": induction_length}
                                                      if "induction" in task_list else {})},

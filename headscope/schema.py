@@ -8,7 +8,7 @@ from typing import Any, Iterable
 # empty baseline; baseline rows have empty layer/head and name the baseline (e.g. "offset:-1").
 SCORE_COLUMNS = [
     "model", "dataset", "task", "relation", "direction", "metric", "baseline",
-    "layer", "head", "kv_head", "score", "n", "n_reachable",
+    "layer", "head", "kv_head", "score", "ci_low", "ci_high", "n", "n_reachable",
 ]
 INT_COLUMNS = ("layer", "head", "kv_head", "n", "n_reachable")
 STR_COLUMNS = ("model", "dataset", "task", "relation", "direction", "metric", "baseline")
@@ -27,7 +27,8 @@ def frame(rows: Iterable[dict[str, Any]]):
         df[col] = pd.array(df[col], dtype="Int64")
     for col in STR_COLUMNS:
         df[col] = df[col].astype("string")
-    df["score"] = df["score"].astype("float64")
+    for col in ("score", "ci_low", "ci_high"):
+        df[col] = df[col].astype("float64")
     return df
 
 

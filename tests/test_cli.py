@@ -181,7 +181,7 @@ def test_default_run_scores_csv(default_run, tiny_bert_dir):
     n_layers, n_heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     assert list(df.columns) == SCORE_COLUMNS == [
         "model", "dataset", "task", "relation", "direction", "metric", "baseline", "layer", "head", "kv_head",
-        "score", "n", "n_reachable"]
+        "score", "ci_low", "ci_high", "n", "n_reachable"]
     assert set(df["model"]) == {tiny_bert_dir.name}
     assert set(df["dataset"]) == {"sample_en", "pairs_en"}
     assert set(df["task"]) == {"syntax", "positional", "pairs"}
@@ -220,7 +220,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert run["complete"] is True
     assert run["tasks"] == ["syntax", "positional", "pairs"]
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
-                             "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None,
+                             "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None, "bootstrap": 1000,
                              "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
         assert run["versions"][pkg] and run["versions"][pkg] != "not installed", pkg

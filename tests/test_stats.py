@@ -71,3 +71,38 @@ def test_bh_adjust_on_a_worked_example():
     np.testing.assert_allclose(bh_adjust([0.02, 0.021]), [0.021, 0.021])
     out = bh_adjust([0.01, np.nan])
     assert out[0] == pytest.approx(0.01) and np.isnan(out[1])
+
+
+def test_syntax_intervals_equal_a_bootstrap_of_reference_per_sentence_counts(tiny_bert_loaded, sample):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference import reference_syntax
+
+    import headscope
+    from headscope.analysis.stats import bootstrap_weights
+
+    loaded = tiny_bert_loaded
+    sents = list(sample.sentences[:25])
+    result = headscope.analyze(loaded, sents, tasks="syntax", bootstrap=300, seed=4, batch_size=8)
+    per = [reference_syntax(loaded.model, loaded.tokenizer, [s]) for s in sents]     # one sentence at a time
+    w = bootstrap_weights(len(sents), 300, seed=4)
+    heads = result.scores[result.scores["baseline"].isna()]
+    checked = 0
+    for row in heads.itertuples():
+        key = (row.layer, row.head, row.relation, row.direction)
+        num = np.array([c.get(key, 0) for c, _ in per], dtype=float)
+        den = np.array([t.get(row.relation, 0) for _, t in per], dtype=float)
+        est, lo, hi = ratio_intervals(num, den, weights=w)
+        assert row.score == pytest.approx(est[0])
+        assert (row.ci_low, row.ci_high) == (pytest.approx(lo[0], abs=1e-6), pytest.approx(hi[0], abs=1e-6)), key
+        checked += 1
+    assert checked == len(heads) > 0
+
+
+def test_bootstrap_zero_leaves_intervals_empty(tiny_bert_loaded, sample):
+    import headscope
+
+    r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:5]), tasks="syntax", bootstrap=0)
+    assert r.scores["ci_low"].isna().all() and r.scores["ci_high"].isna().all()

@@ -51,6 +51,9 @@ class SyntaxScorer:
     total: Any = field(default=None, repr=False)      # [rel+all]
     reachable: Any = field(default=None, repr=False)  # [dir, rel+all]
     offset_correct: Any = field(default=None, repr=False)  # [dir, offset, rel+all]
+    keep_units: bool = True      # per-sentence counts, for bootstrap intervals over sentences
+    _units: dict = field(default_factory=dict, repr=False)   # sentence index -> (correct, total, offsets)
+    _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +116,9 @@ class SyntaxScorer:
                 offsets < 0 if k == 0 else offsets > 0)
             offset_correct[k] = by_offset * allowed.unsqueeze(-1)
         self._batch["pending"] = (onehot.sum((0, 1)).double(), reachable, offset_correct)
+        if self.keep_units:
+            self._batch["unit"] = ([e.index for e in batch.encoded], onehot.sum(1),
+                                   torch.einsum("bwk,bwr->bkr", hit.float(), onehot))
 
     def update(self, view: LayerView) -> None:
         # Keep only the small word block; all layers of the batch are scored at once in end_batch,
@@ -143,8 +149,17 @@ class SyntaxScorer:
             pred = (scores - g["masks"][k]).argmax(-1)                # [b, layer*h, w]
             hits.append((pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1))
         both = torch.cat(hits, 1).float()                             # [b, 2*layer*h, w]
-        counts = torch.einsum("bhw,bwr->hr", both, g["onehot"]).double().view(2, n_layers, h, -1)
+        per = torch.einsum("bhw,bwr->bhr", both, g["onehot"])        # [b, 2*layer*h, rel+all]
+        counts = per.sum(0).double().view(2, n_layers, h, -1)
         self.correct[layers] += counts.transpose(0, 1)
+        unit = g.pop("unit", None)
+        if unit is not None and n_layers == self.num_layers and layers == list(range(self.num_layers)):
+            index, totals, offs = unit
+            per = per.view(b, 2, n_layers, h, -1).transpose(1, 2).to(torch.int16).cpu().numpy()
+            totals, offs = totals.to(torch.int16).cpu().numpy(), offs.to(torch.int16).cpu().numpy()
+            for i, k in enumerate(index):
+                self._units[k] = (per[i], totals[i], offs[i])
+            self._ci = None
 
     def merge(self, other: "SyntaxScorer") -> "SyntaxScorer":
         names = list(dict.fromkeys(self.relations + other.relations))
@@ -155,7 +170,30 @@ class SyntaxScorer:
             out.total[idx] += src.total.cpu()
             out.reachable[:, idx] += src.reachable.cpu()
             out.offset_correct[..., idx] += src.offset_correct.cpu()
+        out.keep_units = False   # per-sentence counts are per relation list; intervals need one scorer's units
         return out
+
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over sentences for every head and baseline score (kept for ``result``)."""
+        import numpy as np
+
+        from .stats import bootstrap_weights, ratio_intervals
+
+        if not self._units:
+            return
+        keys = sorted(self._units)
+        correct = np.stack([self._units[k][0] for k in keys])         # [U, layer, dir, head, rel+all]
+        totals = np.stack([self._units[k][1] for k in keys])          # [U, rel+all]
+        offs = np.stack([self._units[k][2] for k in keys])            # [U, offset, rel+all]
+        U, L, D, H, R = correct.shape
+        w = bootstrap_weights(U, n_boot, seed)
+        den = np.broadcast_to(totals[:, None, None, None, :], correct.shape).reshape(U, -1)
+        _, lo, hi = ratio_intervals(correct.reshape(U, -1), den, weights=w, level=level)
+        # Offset baselines: the same per-sentence hits for both directions (the mask only removes offsets).
+        oden = np.broadcast_to(totals[:, None, :], offs.shape).reshape(U, -1)
+        _, olo, ohi = ratio_intervals(offs.reshape(U, -1), oden, weights=w, level=level)
+        self._ci = {"heads": (lo.reshape(L, D, H, R), hi.reshape(L, D, H, R)),
+                    "offsets": (olo.reshape(offs.shape[1], R), ohi.reshape(offs.shape[1], R)), "units": U}
 
     def result(self):
         correct = self.correct.cpu().numpy()
@@ -163,6 +201,8 @@ class SyntaxScorer:
         reach = self.reachable.cpu().numpy()
         offs = self.offset_correct.cpu().numpy()
         names = self.relations + [ALL]
+        ci = self._ci
+        nan = float("nan")
         rows = []
         for r, rel in enumerate(names):
             n = int(total[r])
@@ -174,8 +214,13 @@ class SyntaxScorer:
                 for j, off in enumerate(OFFSETS):
                     if self.causal and not (off < 0 if k == 0 else off > 0):
                         continue
-                    rows.append({**base, "baseline": f"offset:{off:+d}", "score": offs[k, j, r] / n})
+                    lo, hi = (ci["offsets"][0][j, r], ci["offsets"][1][j, r]) if ci else (nan, nan)
+                    rows.append({**base, "baseline": f"offset:{off:+d}", "score": offs[k, j, r] / n,
+                                 "ci_low": lo, "ci_high": hi})
                 for layer in range(self.num_layers):
                     for head in range(self.num_heads):
-                        rows.append({**base, "layer": layer, "head": head, "score": correct[layer, k, head, r] / n})
+                        lo, hi = ((ci["heads"][0][layer, k, head, r], ci["heads"][1][layer, k, head, r]) if ci
+                                  else (nan, nan))
+                        rows.append({**base, "layer": layer, "head": head, "score": correct[layer, k, head, r] / n,
+                                     "ci_low": lo, "ci_high": hi})
         return frame(rows)

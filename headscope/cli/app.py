@@ -123,6 +123,8 @@ def run(
     induction_length: Annotated[int, typer.Option("--induction-length", min=2, help="Induction task: random tokens "
                                                                                     "per copy.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed for generated data (recorded in run.json).")] = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap replicates for 95% intervals over "
+                                                                       "sentences (0: none).")] = 1000,
     prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="Start every input "
                            "with the tokenizer's BOS token when it does not add one itself. Default: yes for "
                            "decoders (their attention sink), no for encoders.")] = None,
@@ -156,7 +158,7 @@ def run(
                              max_sentences=max_sentences, keep_subtypes=keep_subtypes, on_error=on_error.value,
                              fmt=fmt.value if fmt else None, window=window, seed=seed,
                              induction_count=induction_count, induction_length=induction_length,
-                             prepend_bos=prepend_bos, progress=on_progress,
+                             prepend_bos=prepend_bos, bootstrap=bootstrap, progress=on_progress,
                              partial_on_interrupt=True)
         write_report(result, out, figures=not no_figures, command=command)
     except HeadscopeError as exc:

@@ -11,6 +11,14 @@ def _fmt(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _ci(row: Any) -> str:
+    """`` [lo, hi]`` in percent when the row has a bootstrap interval."""
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return ""
+    return f" [{_fmt(lo)}, {_fmt(hi)}]"
+
+
 def _kv_groups(info: Any) -> str | None:
     """One line naming each key/value head's query heads (GQA/MQA); None when every head has its own."""
     if info.num_kv_heads >= info.num_heads:
@@ -36,7 +44,8 @@ def _syntax_section(df, dataset: str, causal: bool = False) -> list[str]:
         return []
     lines = ["", f"### Syntax — {dataset}", "",
              "Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline "
-             "(chosen on the same data: an optimistic, Clark-et-al.-style number)."]
+             "(chosen on the same data: an optimistic, Clark-et-al.-style number); [95% bootstrap interval over "
+             "sentences]."]
     if causal:
         lines[-1] += (" Causal model: `reachable` counts the instances the mask lets any head get right "
                       "(dep_to_head: the head word is to the left; head_to_dep: to the right); accuracy is over "
@@ -67,8 +76,8 @@ def _syntax_section(df, dataset: str, causal: bool = False) -> list[str]:
                 bname, bscore = "—", float("nan")
             margin = float(top["score"]) - bscore
             lines.append(f"| {rel} | {direction} | {int(top['n'])} | {int(top['n_reachable'])} | "
-                         f"{head_label(top['layer'], top['head'])} | {_fmt(top['score'])} | {bname} | "
-                         f"{_fmt(bscore) if bscore == bscore else '—'} | "
+                         f"{head_label(top['layer'], top['head'])} | {_fmt(top['score'])}{_ci(top)} | {bname} | "
+                         f"{_fmt(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''} | "
                          f"{_fmt(margin) if margin == margin else '—'} |")
     return lines
 
