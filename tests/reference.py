@@ -83,8 +83,9 @@ def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
     return correct, total
 
 
-def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal: bool = False):
-    """{(layer, head, metric): mean over rows} for the positional metrics, plus argmax-offset counts."""
+def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal: bool = False, raw: bool = False):
+    """{(layer, head, metric): mean over rows} for the positional metrics, plus argmax-offset counts;
+    with ``raw``, the sums and row counts behind the means instead of the means."""
     closing = {t for t in (tokenizer.sep_token_id, tokenizer.eos_token_id) if t is not None}
     sums: dict = {}
     counts: dict = {}
@@ -128,6 +129,8 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
                     if len(keys) >= 2:  # a row with one visible key says nothing about position
                         off = offsets.setdefault(k, {})
                         off[best - i] = off.get(best - i, 0) + 1
+    if raw:
+        return sums, counts
     return {k: sums[k] / counts[k] for k in sums}, offsets
 
 

@@ -106,3 +106,29 @@ def test_bootstrap_zero_leaves_intervals_empty(tiny_bert_loaded, sample):
 
     r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:5]), tasks="syntax", bootstrap=0)
     assert r.scores["ci_low"].isna().all() and r.scores["ci_high"].isna().all()
+
+
+def test_positional_intervals_equal_a_bootstrap_of_reference_per_sentence_sums(tiny, sample):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference import reference_positional
+
+    import headscope
+
+    name, loaded = tiny
+    sents = list(sample.sentences[:12])
+    result = headscope.analyze(loaded, sents, tasks="positional", bootstrap=200, seed=2, batch_size=5)
+    per = [reference_positional(loaded.model, loaded.tokenizer, [s], causal=loaded.info.is_decoder, raw=True)
+           for s in sents]
+    w = bootstrap_weights(len(sents), 200, seed=2)
+    rows = result.scores[result.scores["ci_low"].notna()]
+    assert set(rows["relation"]) >= {"self", "prev", "first", "local", "entropy", "confidence"}
+    for row in rows.itertuples():
+        key = (row.layer, row.head, row.relation)
+        num = np.array([s.get(key, 0.0) for s, _ in per])
+        den = np.array([c.get(key, 0) for _, c in per], dtype=float)
+        est, lo, hi = ratio_intervals(num, den, weights=w)
+        assert row.score == pytest.approx(est[0], abs=1e-5)
+        assert row.ci_low == pytest.approx(lo[0], abs=1e-4) and row.ci_high == pytest.approx(hi[0], abs=1e-4), key

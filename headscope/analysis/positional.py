@@ -46,6 +46,9 @@ class PositionalScorer:
     sums: Any = field(default=None, repr=False)    # [layer, head, metric]
     counts: Any = field(default=None, repr=False)  # [metric] rows counted (same for every head)
     offsets: Any = field(default=None, repr=False)  # [layer, head, 2*max_offset+2]; last bucket = further away
+    keep_units: bool = True      # per-sentence sums, for bootstrap intervals over sentences
+    _units: dict = field(default_factory=dict, repr=False)   # sentence index -> (sums [L, H, metric], counts)
+    _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,7 +75,8 @@ class PositionalScorer:
         masks[NAMES.index("prev")] = real * (pos >= 1)
         masks[NAMES.index("next")] = real * (pos.unsqueeze(0) < lengths - 1)
         masks[NAMES.index("entropy_norm")] = real * (visible >= 2)
-        counts = torch.stack(masks, -1).sum((0, 1)).double()   # committed in end_batch
+        unit_counts = torch.stack(masks, -1).sum(1)                 # [b, metric]
+        counts = unit_counts.sum(0).double()                         # committed in end_batch
         # Every linear statistic is sum_ij rowmask[i] A[i, j] W[i, j]: one weight plane per metric,
         # so that a single batched matmul over the flattened map computes them all.
         dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs().float()  # [t, t]
@@ -102,6 +106,7 @@ class PositionalScorer:
             "informative": masks[NAMES.index("entropy_norm")],
             "pos": pos,
             "counts": counts,
+            "unit": ([e.index for e in batch.encoded], unit_counts) if self.keep_units else None,
         }
 
     def update(self, view: LayerView) -> None:
@@ -114,7 +119,7 @@ class PositionalScorer:
         # reduced for all layers at once, and a batch cut short leaves the totals consistent.
         conf, argmax = a.max(-1)                                     # [b, h, t]
         g.setdefault("layers", []).append(view.layer)
-        g.setdefault("linear_sums", []).append(torch.bmm(a.reshape(b, h, t * t), g["linear"]).sum(0))
+        g.setdefault("linear_sums", []).append(torch.bmm(a.reshape(b, h, t * t), g["linear"]))   # [b, h, linear]
         g.setdefault("plogp", []).append(torch.log(a.clamp_min(1e-30)).mul_(a).sum(-1))
         g.setdefault("conf", []).append(conf)
         g.setdefault("argmax", []).append(argmax)
@@ -127,15 +132,22 @@ class PositionalScorer:
             return
         layers = g.pop("layers")
         self.counts += g["counts"]
-        self.sums[layers, :, :9] += torch.stack(g.pop("linear_sums")).double()
+        linear = torch.stack(g.pop("linear_sums"), 1)               # [b, layer, h, linear]
         plogp = torch.stack(g.pop("plogp"), 1)                       # [b, layer, h, t]
         conf = torch.stack(g.pop("conf"), 1)
         argmax = torch.stack(g.pop("argmax"), 1)
         b, n_layers, h, t = argmax.shape
-        entropy = -torch.einsum("blht,btk->lhk", plogp, g["entropy"])  # [layer, h, 2]
-        confidence = torch.einsum("blht,bt->lh", conf, g["real"])
-        self.sums[layers, :, 9:11] += entropy.double()
-        self.sums[layers, :, 11] += confidence.double()
+        entropy = -torch.einsum("blht,btk->blhk", plogp, g["entropy"])  # [b, layer, h, 2]
+        confidence = torch.einsum("blht,bt->blh", conf, g["real"])
+        per = torch.cat([linear, entropy, confidence.unsqueeze(-1)], -1)   # [b, layer, h, metric]
+        self.sums[layers] += per.sum(0).double()
+        unit = g.get("unit")
+        if unit is not None and layers == list(range(self.num_layers)):
+            index, unit_counts = unit
+            per_np, counts_np = per.float().cpu().numpy(), unit_counts.float().cpu().numpy()
+            for i, k in enumerate(index):
+                self._units[k] = (per_np[i], counts_np[i])
+            self._ci = None
         m = self.max_offset
         off = argmax - g["pos"]                                      # [b, layer, h, t]
         bucket = torch.where(off.abs() <= m, off + m, torch.full_like(off, 2 * m + 1))
@@ -151,7 +163,24 @@ class PositionalScorer:
         out.sums = self.sums.cpu() + other.sums.cpu()
         out.counts = self.counts.cpu() + other.counts.cpu()
         out.offsets = self.offsets.cpu() + other.offsets.cpu()
+        out.keep_units = False
         return out
+
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over sentences for every row-averaged metric (kept for ``result``)."""
+        import numpy as np
+
+        from .stats import ratio_intervals
+
+        if not self._units:
+            return
+        keys = sorted(self._units)
+        sums = np.stack([self._units[k][0] for k in keys])             # [U, layer, head, metric]
+        counts = np.stack([self._units[k][1] for k in keys])           # [U, metric]
+        U = len(keys)
+        den = np.broadcast_to(counts[:, None, None, :], sums.shape).reshape(U, -1)
+        _, lo, hi = ratio_intervals(sums.reshape(U, -1), den, n_boot=n_boot, level=level, seed=seed)
+        self._ci = (lo.reshape(sums.shape[1:]), hi.reshape(sums.shape[1:]))
 
     def result(self):
         sums = self.sums.cpu().numpy()
@@ -164,8 +193,10 @@ class PositionalScorer:
                 base = {"task": self.task, "layer": layer, "head": head}
                 for k, (name, unit, _) in enumerate(METRICS):
                     if counts[k] > 0:
+                        ci = ({"ci_low": self._ci[0][layer, head, k], "ci_high": self._ci[1][layer, head, k]}
+                              if self._ci is not None else {})
                         rows.append({**base, "relation": name, "metric": unit, "score": sums[layer, head, k] / counts[k],
-                                     "n": int(counts[k])})
+                                     "n": int(counts[k]), **ci})
                 hist = offsets[layer, head]
                 total = hist.sum()
                 if total > 0:
