@@ -123,7 +123,9 @@ def _positional_section(df, dataset: str, causal: bool = False) -> list[str]:
             lines.append("| next | — | — | — | not visible under the causal mask |")
             continue
         by_layer = s.groupby("layer")["score"].mean()
-        lines.append(f"| {name} | {head_label(top['layer'], top['head'])} | {top['score']:.3f} | "
+        lo, hi = top.get("ci_low"), top.get("ci_high")
+        interval = f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi and lo is not None else ""
+        lines.append(f"| {name} | {head_label(top['layer'], top['head'])} | {top['score']:.3f}{interval} | "
                      f"{int((s['score'] > 0.5).sum())} | {' '.join(f'{v:.2f}' for v in by_layer)} |")
     ent = sub[sub["relation"] == "entropy_norm"]
     conf = sub[sub["relation"] == "confidence"]
