@@ -128,18 +128,23 @@ def main() -> None:
     print(f"corpus: {len(corpus)} sentences, {sum(len(s) for s in corpus.sentences)} words; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bare_forward(loaded, corpus, args.batch_size)  # warm-up
-    bare, pipe = [], []
-    for _ in range(args.repeats):  # interleaved, so that machine noise hits both alike
+    bare, pipe, with_ci = [], [], []
+    for _ in range(args.repeats):  # interleaved, so that machine noise hits all alike
         bare.append(bare_forward(loaded, corpus, args.batch_size))
         start = time.perf_counter()
-        headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size)
+        headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size, bootstrap=0)
         pipe.append(time.perf_counter() - start)
-    b, p = statistics.median(bare), statistics.median(pipe)
+        start = time.perf_counter()
+        headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size)
+        with_ci.append(time.perf_counter() - start)
+    b, p, c = statistics.median(bare), statistics.median(pipe), statistics.median(with_ci)
     ratios = [y / x for x, y in zip(bare, pipe)]
     print(f"bare eager forward:            median {b:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in bare)})")
     print(f"pipeline (syntax+positional):  median {p:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pipe)})")
     print(f"pipeline / bare forward:       {p / b:.2f} (ratio of medians); median of paired ratios "
-          f"{statistics.median(ratios):.2f}  (target <= 1.30)")
+          f"{statistics.median(ratios):.2f}  (target <= 1.30; capture + scoring, no intervals)")
+    print(f"  + 95% intervals (default):   median {c:7.2f} s, {c / b:.2f} x bare (their cost: "
+          f"benchmarks/bench_bootstrap.py)")
 
     if args.reference_sentences < 0:
         print("reference: skipped (--reference-sentences -1)")

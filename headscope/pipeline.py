@@ -164,7 +164,7 @@ def _bos_meta(loaded: Any, encoded: list) -> dict:
 
 
 def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int,
-              bos_id: int | None = None, lead: bool = False) -> Job:
+              bos_id: int | None = None, lead: bool = False, keep_units: bool = True) -> Job:
     from .alignment import encode_sentences
     from .analysis.base import make_scorers
 
@@ -178,7 +178,7 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
         relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
         meta.update(kind="sentences", words=sum(len(s) for s in sentences), relations=relations)
         scorers = make_scorers(tasks, num_layers=L, num_heads=H, relations=relations, causal=info.is_decoder,
-                               window=window)
+                               window=window, keep_units=keep_units)
         return Job(source.name, source, sentences, scorers, meta)
     if isinstance(source, DocumentCorpus):
         from .analysis.coref import CorefScorer, make_windows
@@ -198,7 +198,8 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
         from .analysis.gap import GapScorer
 
         examples = list(source.examples[:max_sentences] if max_sentences else source.examples)
-        sentences = [Sentence(words=ex.words, sent_id=ex.example_id, source=ex.source) for ex in examples]
+        sentences = [Sentence(words=ex.words, sent_id=ex.example_id, source=ex.source, space_after=ex.space_after)
+                     for ex in examples]
         meta.update(kind="gap", rows=len(examples))
         return Job(source.name, source, sentences, [GapScorer(L, H, examples)], meta)
     if isinstance(source, PairCorpus):
@@ -258,6 +259,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         raise HeadscopeError(f"batch size must be at least 1, got {batch_size}")
     if max_sentences is not None and max_sentences < 1:
         raise HeadscopeError(f"max sentences must be at least 1, got {max_sentences}")
+    if bootstrap < 0:
+        raise HeadscopeError(f"bootstrap replicates must be 0 (no intervals) or more, got {bootstrap}")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     sources = _as_sources(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
@@ -273,8 +276,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
     bos_id = leading_token(loaded, prepend_bos)
-    jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead)
-            for s, ts in plan]
+    jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead,
+                      keep_units=bootstrap > 0) for s, ts in plan]
     total = sum(len(j.sentences) for j in jobs)
     done = 0
     complete = True

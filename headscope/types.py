@@ -167,6 +167,7 @@ class GapExample:
     """One GAP row: a text, the pronoun and the two names as word spans, which name is the referent.
 
     Spans are inclusive 0-based word offsets into ``words``; ``gender`` is ``masculine`` or ``feminine``.
+    ``space_after`` says which words the text follows with whitespace (None: unknown).
     """
 
     example_id: str
@@ -178,6 +179,7 @@ class GapExample:
     b_coref: bool
     gender: str
     source: str = ""
+    space_after: tuple[bool, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -328,3 +328,19 @@ def test_cli_prepend_bos_option_is_recorded(tiny_bert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["prepend_bos"] is False and "--no-prepend-bos" in run["command"]
+
+
+def test_gap_rows_keep_the_spacing_of_their_text(tmp_path):
+    from headscope.datasets.gap import load_gap
+
+    header = "ID\tText\tPronoun\tPronoun-offset\tA\tA-offset\tA-coref\tB\tB-offset\tB-coref\tURL\n"
+    text = "Anna met Mary (a friend), and she smiled."
+    row = f"r1\t{text}\tshe\t{text.index('she')}\tAnna\t0\tTRUE\tMary\t{text.index('Mary')}\tFALSE\thttp://x\n"
+    path = tmp_path / "gap.tsv"
+    path.write_text(header + row, encoding="utf-8")
+    (ex,) = load_gap(path).examples
+    s = Sentence(words=ex.words, space_after=ex.space_after)
+    assert running_text(s) == text
+    tok = no_prefix_bpe()
+    (e,) = encode_sentences(tok, [s])
+    assert tok.decode(list(e.input_ids)) == text

@@ -81,11 +81,56 @@ def make_scorers(tasks: list[str], *, num_layers: int, num_heads: int, relations
 
     out: list[Scorer] = []
     for name in tasks:
+        keep = options.get("keep_units", True)
         if name == "syntax":
-            out.append(SyntaxScorer(num_layers, num_heads, relations, causal=causal))
+            out.append(SyntaxScorer(num_layers, num_heads, relations, causal=causal, keep_units=keep))
         elif name == "positional":
-            out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal))
+            out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal,
+                                        keep_units=keep))
         elif name == "tree":
             out.append(TreeScorer(num_layers, num_heads))
         # coref, gap and pairs scorers are built by the pipeline, which knows their documents
     return out
+
+
+class UnitStore:
+    """Per-unit (sentence, document) rows for bootstrap intervals: one array per field, indexed by unit.
+
+    Arrays grow by doubling, so a long run makes a few large allocations instead of one small one
+    per batch (small long-lived blocks between large transient ones fragment the heap).
+    """
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.arrays: dict = {}
+        self.seen = np.zeros(0, dtype=bool)
+
+    def put(self, index: Any, **fields: Any) -> None:
+        import numpy as np
+
+        index = np.asarray(index, dtype=np.int64)
+        need = int(index.max()) + 1 if len(index) else 0
+        cap = len(self.seen)
+        if need > cap:
+            new = max(need, 2 * cap, 64)
+            seen = np.zeros(new, dtype=bool)
+            seen[:cap] = self.seen
+            self.seen = seen
+            for name, arr in self.arrays.items():
+                grown = np.zeros((new,) + arr.shape[1:], dtype=arr.dtype)
+                grown[:cap] = arr
+                self.arrays[name] = grown
+        for name, values in fields.items():
+            values = np.asarray(values)
+            if name not in self.arrays:
+                self.arrays[name] = np.zeros((len(self.seen),) + values.shape[1:], dtype=values.dtype)
+            self.arrays[name][index] = values
+        self.seen[index] = True
+
+    def get(self, name: str) -> Any:
+        """The field's rows of every unit seen, in unit order."""
+        return self.arrays[name][self.seen]
+
+    def __len__(self) -> int:
+        return int(self.seen.sum())

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView
+from .base import LayerView, UnitStore
 
 # (relation name, metric unit, description)
 METRICS = (
@@ -47,13 +47,15 @@ class PositionalScorer:
     counts: Any = field(default=None, repr=False)  # [metric] rows counted (same for every head)
     offsets: Any = field(default=None, repr=False)  # [layer, head, 2*max_offset+2]; last bucket = further away
     keep_units: bool = True      # per-sentence sums, for bootstrap intervals over sentences
-    _units: dict = field(default_factory=dict, repr=False)   # sentence index -> (sums [L, H, metric], counts)
+    _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence sums [L, H, metric] and counts
     _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         import torch
 
+        if self._units is None:
+            self._units = UnitStore()
         if self.sums is None:
             self.sums = torch.zeros((self.num_layers, self.num_heads, len(NAMES)), dtype=torch.float64)
             self.counts = torch.zeros(len(NAMES), dtype=torch.float64)
@@ -145,8 +147,7 @@ class PositionalScorer:
         if unit is not None and layers == list(range(self.num_layers)):
             index, unit_counts = unit
             per_np, counts_np = per.float().cpu().numpy(), unit_counts.float().cpu().numpy()
-            for i, k in enumerate(index):
-                self._units[k] = (per_np[i], counts_np[i])
+            self._units.put(index, sums=per_np, counts=counts_np)
             self._ci = None
         m = self.max_offset
         off = argmax - g["pos"]                                      # [b, layer, h, t]
@@ -172,14 +173,14 @@ class PositionalScorer:
 
         from .stats import ratio_intervals
 
-        if not self._units:
+        if not len(self._units):
             return
-        keys = sorted(self._units)
-        sums = np.stack([self._units[k][0] for k in keys])             # [U, layer, head, metric]
-        counts = np.stack([self._units[k][1] for k in keys])           # [U, metric]
-        U = len(keys)
-        den = np.broadcast_to(counts[:, None, None, :], sums.shape).reshape(U, -1)
-        _, lo, hi = ratio_intervals(sums.reshape(U, -1), den, n_boot=n_boot, level=level, seed=seed)
+        sums = self._units.get("sums")                                 # [U, layer, head, metric]
+        counts = self._units.get("counts")                             # [U, metric]
+        U = len(sums)
+        metric_of = np.broadcast_to(np.arange(sums.shape[-1]), sums.shape[1:]).reshape(-1)
+        _, lo, hi = ratio_intervals(sums.reshape(U, -1), counts, den_index=metric_of, n_boot=n_boot, level=level,
+                                    seed=seed)
         self._ci = (lo.reshape(sums.shape[1:]), hi.reshape(sums.shape[1:]))
 
     def result(self):

@@ -15,28 +15,34 @@ def bootstrap_weights(n_units: int, n_boot: int = 1000, seed: int = 0) -> np.nda
     return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float32)
 
 
-def ratio_intervals(num: Any, den: Any, *, weights: np.ndarray | None = None, n_boot: int = 1000,
-                    level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.ndarray | None = None,
+                    n_boot: int = 1000, level: float = 0.95, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Estimate and percentile bootstrap interval of ``sum(num) / sum(den)`` for every column.
 
     ``num``: ``[units, K]`` per-unit numerators (e.g. correct predictions per sentence);
-    ``den``: ``[units, K]`` or ``[units]`` per-unit denominators (e.g. scored words per sentence).
-    Units (sentences, documents) are resampled with replacement, so the interval reflects the
-    variation between units that a per-word interval would hide. Columns with no denominator
-    get NaN.
+    ``den``: ``[units, K]``, ``[units]``, or ``[units, R]`` with ``den_index`` (``[K]``, the
+    denominator column of each numerator column: e.g. the relation of each head x relation score),
+    which keeps one small denominator table instead of a full-width copy. Units (sentences,
+    documents) are resampled with replacement, so the interval reflects the variation between
+    units that a per-word interval would hide. Columns with no denominator get NaN.
     """
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
+    num = np.asarray(num)
     if num.ndim == 1:
         num = num[:, None]
+    den = np.asarray(den)
     if den.ndim == 1:
         den = den[:, None]
+    if den_index is None:
+        den_index = np.arange(num.shape[1]) if den.shape[1] == num.shape[1] else np.zeros(num.shape[1], dtype=int)
+    den_index = np.asarray(den_index)
     if len(num) != len(den):
         raise ValueError(f"num has {len(num)} units but den has {len(den)}")
     w = bootstrap_weights(len(num), n_boot, seed) if weights is None else weights
     with np.errstate(invalid="ignore", divide="ignore"):
-        estimate = num.sum(0) / den.sum(0)
-        boot = (w @ num.astype(np.float32)) / (w @ den.astype(np.float32))      # [B, K]
+        estimate = num.sum(0, dtype=np.float64) / den.sum(0, dtype=np.float64)[den_index]
+        boot = w @ np.asarray(num, dtype=np.float32)                          # [B, K]
+        boot /= (w @ np.asarray(den, dtype=np.float32))[:, den_index]
     tail = (1.0 - level) / 2.0
     lo, hi = np.full(num.shape[1], np.nan), np.full(num.shape[1], np.nan)
     has = np.isfinite(boot).any(0)

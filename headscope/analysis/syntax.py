@@ -7,7 +7,7 @@ from typing import Any
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView
+from .base import LayerView, UnitStore
 
 DIRECTIONS = ("dep_to_head", "head_to_dep")
 OFFSETS = (-3, -2, -1, 1, 2, 3)
@@ -52,7 +52,7 @@ class SyntaxScorer:
     reachable: Any = field(default=None, repr=False)  # [dir, rel+all]
     offset_correct: Any = field(default=None, repr=False)  # [dir, offset, rel+all]
     keep_units: bool = True      # per-sentence counts, for bootstrap intervals over sentences
-    _units: dict = field(default_factory=dict, repr=False)   # sentence index -> (correct, total, offsets)
+    _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence correct, total, offsets
     _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
@@ -60,6 +60,8 @@ class SyntaxScorer:
         import torch
 
         self.relations = list(self.relations)
+        if self._units is None:
+            self._units = UnitStore()
         self._index = {r: i for i, r in enumerate(self.relations)}
         r = len(self.relations) + 1
         if self.correct is None:
@@ -157,8 +159,7 @@ class SyntaxScorer:
             index, totals, offs = unit
             per = per.view(b, 2, n_layers, h, -1).transpose(1, 2).to(torch.int16).cpu().numpy()
             totals, offs = totals.to(torch.int16).cpu().numpy(), offs.to(torch.int16).cpu().numpy()
-            for i, k in enumerate(index):
-                self._units[k] = (per[i], totals[i], offs[i])
+            self._units.put(index, correct=per, total=totals, offsets=offs)
             self._ci = None
 
     def merge(self, other: "SyntaxScorer") -> "SyntaxScorer":
@@ -179,19 +180,18 @@ class SyntaxScorer:
 
         from .stats import bootstrap_weights, ratio_intervals
 
-        if not self._units:
+        if not len(self._units):
             return
-        keys = sorted(self._units)
-        correct = np.stack([self._units[k][0] for k in keys])         # [U, layer, dir, head, rel+all]
-        totals = np.stack([self._units[k][1] for k in keys])          # [U, rel+all]
-        offs = np.stack([self._units[k][2] for k in keys])            # [U, offset, rel+all]
+        correct = self._units.get("correct")                           # [U, layer, dir, head, rel+all]
+        totals = self._units.get("total")                              # [U, rel+all]
+        offs = self._units.get("offsets")                              # [U, offset, rel+all]
         U, L, D, H, R = correct.shape
         w = bootstrap_weights(U, n_boot, seed)
-        den = np.broadcast_to(totals[:, None, None, None, :], correct.shape).reshape(U, -1)
-        _, lo, hi = ratio_intervals(correct.reshape(U, -1), den, weights=w, level=level)
+        rel_of = np.broadcast_to(np.arange(R), (L, D, H, R)).reshape(-1)       # each column's relation
+        _, lo, hi = ratio_intervals(correct.reshape(U, -1), totals, den_index=rel_of, weights=w, level=level)
         # Offset baselines: the same per-sentence hits for both directions (the mask only removes offsets).
-        oden = np.broadcast_to(totals[:, None, :], offs.shape).reshape(U, -1)
-        _, olo, ohi = ratio_intervals(offs.reshape(U, -1), oden, weights=w, level=level)
+        orel = np.broadcast_to(np.arange(R), offs.shape[1:]).reshape(-1)
+        _, olo, ohi = ratio_intervals(offs.reshape(U, -1), totals, den_index=orel, weights=w, level=level)
         self._ci = {"heads": (lo.reshape(L, D, H, R), hi.reshape(L, D, H, R)),
                     "offsets": (olo.reshape(offs.shape[1], R), ohi.reshape(offs.shape[1], R)), "units": U}
 

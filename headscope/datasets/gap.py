@@ -81,7 +81,8 @@ def _row(cols: list[str], path: str, number: int) -> GapExample:
                                 f"separate", **where)
     return GapExample(example_id=example_id, words=tuple(w for w, _, _ in tokens), pronoun=spans["Pronoun"],
                       a=spans["A"], b=spans["B"], a_coref=corefs["A-coref"], b_coref=corefs["B-coref"],
-                      gender=gender, source=f"{path}:{number}")
+                      gender=gender, source=f"{path}:{number}",
+                      space_after=tuple(end < nxt for (_, _, end), (_, nxt, _) in zip(tokens, tokens[1:])) + (False,))
 
 
 def load_gap(path: str | Path, *, on_error: str = "fail", limit: int | None = None) -> GapCorpus:
