@@ -132,3 +132,32 @@ def test_positional_intervals_equal_a_bootstrap_of_reference_per_sentence_sums(t
         est, lo, hi = ratio_intervals(num, den, weights=w)
         assert row.score == pytest.approx(est[0], abs=1e-5)
         assert row.ci_low == pytest.approx(lo[0], abs=1e-4) and row.ci_high == pytest.approx(hi[0], abs=1e-4), key
+
+
+def test_induction_intervals_equal_a_bootstrap_of_reference_per_sequence_scores(tiny):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference import reference_induction
+
+    import headscope
+    from headscope.analysis.induction import make_sequences
+
+    _, loaded = tiny
+    r = headscope.analyze(loaded, None, tasks="induction", induction_count=10, induction_length=6, bootstrap=200,
+                          seed=1, batch_size=3)
+    seqs = make_sequences(loaded.tokenizer, count=10, length=6, seed=1, bos=loaded.info.is_decoder,
+                          vocab_size=loaded.model.get_input_embeddings().num_embeddings)
+    per = [reference_induction(loaded.model, [s]) for s in seqs]        # per-sequence means
+    o, t = seqs[0].bos, seqs[0].length
+    n_rows = {"induction": t, "duplicate": t, "previous": o + 2 * t - 1}
+    w = bootstrap_weights(len(seqs), 200, seed=1)
+    assert r.scores["ci_low"].notna().all()
+    for row in r.scores.itertuples():
+        key = (row.layer, row.head, row.relation)
+        num = np.array([p[key] * n_rows[row.relation] for p in per])
+        den = np.full(len(seqs), float(n_rows[row.relation]))
+        est, lo, hi = ratio_intervals(num, den, weights=w)
+        assert row.score == pytest.approx(est[0], abs=1e-6)
+        assert row.ci_low == pytest.approx(lo[0], abs=1e-5) and row.ci_high == pytest.approx(hi[0], abs=1e-5), key

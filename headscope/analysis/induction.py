@@ -8,7 +8,7 @@ from typing import Any
 from ..alignment import Batch, EncodedSentence
 from ..schema import frame
 from ..types import Sentence
-from .base import LayerView
+from .base import LayerView, UnitStore
 
 PATTERNS = ("induction", "duplicate", "previous")
 
@@ -114,6 +114,8 @@ class InductionScorer:
     task: str = "induction"
     sums: Any = field(default=None, repr=False)     # [layer, head, pattern]
     rows: Any = field(default=None, repr=False)     # [pattern]
+    _units: Any = field(default=None, repr=False)   # UnitStore: per-sequence sums [layer, head, pattern], rows
+    _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +124,8 @@ class InductionScorer:
         if self.sums is None:
             self.sums = np.zeros((self.num_layers, self.num_heads, len(PATTERNS)))
             self.rows = np.zeros(len(PATTERNS))
+        if self._units is None:
+            self._units = UnitStore()
 
     def start_batch(self, batch: Batch) -> None:
         import torch
@@ -138,9 +142,12 @@ class InductionScorer:
                 b_idx.append(b), q_idx.append(i), k_idx.append(i - 1), pattern.append(2)
         dev = batch.token_mask.device
         onehot = torch.nn.functional.one_hot(torch.tensor(pattern), len(PATTERNS)).float().to(dev)
-        self._batch = {"idx": (torch.tensor(b_idx, device=dev), torch.tensor(q_idx, device=dev),
-                               torch.tensor(k_idx, device=dev)),
-                       "onehot": onehot, "pending": onehot.sum(0).double().cpu().numpy(), "layers": [], "vals": []}
+        b_of = torch.tensor(b_idx, device=dev)
+        unit_onehot = torch.zeros((batch.size, len(b_idx)), device=dev)
+        unit_onehot[b_of, torch.arange(len(b_idx), device=dev)] = 1.0                     # [b, rows]
+        self._batch = {"idx": (b_of, torch.tensor(q_idx, device=dev), torch.tensor(k_idx, device=dev)),
+                       "onehot": onehot, "pending": onehot.sum(0).double().cpu().numpy(), "layers": [], "vals": [],
+                       "unit": ([e.index for e in batch.encoded], unit_onehot)}
 
     def update(self, view: LayerView) -> None:
         b, q, k = self._batch["idx"]
@@ -157,12 +164,32 @@ class InductionScorer:
         if g["vals"]:
             vals = torch.stack(g.pop("vals")).float()                  # [layer, rows, head]
             self.sums[g["layers"]] += torch.einsum("lrh,rp->lhp", vals, g["onehot"]).double().cpu().numpy()
+            if g["layers"] == list(range(self.num_layers)):
+                index, unit_onehot = g["unit"]
+                per = torch.einsum("lrh,rp,br->blhp", vals, g["onehot"], unit_onehot).cpu().numpy()
+                counts = (unit_onehot @ g["onehot"]).cpu().numpy()         # [b, pattern]
+                self._units.put(index, sums=per, rows=counts)
+                self._ci = None
 
     def merge(self, other: "InductionScorer") -> "InductionScorer":
         out = InductionScorer(self.num_layers, self.num_heads, self.sequences + other.sequences)
         out.sums = self.sums + other.sums
         out.rows = self.rows + other.rows
         return out
+
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over sequences for every head and pattern (kept for ``result``)."""
+        import numpy as np
+
+        from .stats import ratio_intervals
+
+        if not len(self._units):
+            return
+        sums, rows = self._units.get("sums"), self._units.get("rows")   # [U, layer, head, pattern], [U, pattern]
+        pattern_of = np.broadcast_to(np.arange(sums.shape[-1]), sums.shape[1:]).reshape(-1)
+        _, lo, hi = ratio_intervals(sums.reshape(len(sums), -1), rows, den_index=pattern_of, n_boot=n_boot,
+                                    level=level, seed=seed)
+        self._ci = (lo.reshape(sums.shape[1:]), hi.reshape(sums.shape[1:]))
 
     def result(self):
         rows = []
@@ -171,6 +198,8 @@ class InductionScorer:
                 continue
             for layer in range(self.num_layers):
                 for head in range(self.num_heads):
+                    ci = ({"ci_low": self._ci[0][layer, head, p], "ci_high": self._ci[1][layer, head, p]}
+                          if self._ci is not None else {})
                     rows.append({"task": self.task, "relation": name, "metric": "mass", "layer": layer, "head": head,
-                                 "score": self.sums[layer, head, p] / self.rows[p], "n": int(self.rows[p])})
+                                 "score": self.sums[layer, head, p] / self.rows[p], "n": int(self.rows[p]), **ci})
         return frame(rows)
