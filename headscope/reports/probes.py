@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import HeadscopeError
 from ..schema import head_label
-from .writer import _write_text
+from .writer import _write_text, prepare_out_dir, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +83,9 @@ def _head_figures(result: Any, folder: Path) -> list[str]:
 
 
 def write_probe_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None) -> Path:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HeadscopeError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise HeadscopeError(f"output folder {out_dir} is not writable; choose another with --out")
-    for name, table in (("probes.csv", result.table), ("probe_heads.csv", result.heads)):
-        tmp = out_dir / f"{name}.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out_dir / name)
+    prepare_out_dir(out_dir)
+    write_csv(result.table, out_dir / "probes.csv")
+    write_csv(result.heads, out_dir / "probe_heads.csv")
     figure_files: list[str] = []
     if figures and len(result.heads):
         try:

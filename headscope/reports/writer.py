@@ -20,29 +20,36 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None) -> Path:
-    from .figures import heatmaps
-    from .markdown import render_markdown
-
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be used."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HeadscopeError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
     if not os.access(out_dir, os.W_OK):
         raise HeadscopeError(f"output folder {out_dir} is not writable; choose another with --out")
-    scores_csv = out_dir / "scores.csv"
-    tmp = scores_csv.with_name("scores.csv.tmp")
-    result.scores.to_csv(tmp, index=False)
-    os.replace(tmp, scores_csv)
+
+
+def write_csv(table: Any, path: Path) -> None:
+    """A table as CSV, written under a temporary name first (never a half file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None) -> Path:
+    from .figures import heatmaps
+    from .markdown import render_markdown
+
+    prepare_out_dir(out_dir)
+    write_csv(result.scores, out_dir / "scores.csv")
     run = dict(result.meta)
     if command is not None:
         run["command"] = command
     run.setdefault("command", "headscope (library call)")
     run["files"] = ["scores.csv", "report.md", "run.json"]
     for name, table in getattr(result, "tables", {}).items():
-        tmp = out_dir / f"{name}.csv.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out_dir / f"{name}.csv")
+        write_csv(table, out_dir / f"{name}.csv")
         run["files"].append(f"{name}.csv")
     figure_files: list[str] = []
     if figures and len(result.scores):
