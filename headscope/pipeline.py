@@ -193,7 +193,7 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
             k += len(d.sentences)
         sentences, windows, stats = make_windows(docs, lengths, info.max_length, specials)
         meta.update(kind="documents", format=source.format, documents=len(docs))
-        return Job(source.name, source, sentences, [CorefScorer(L, H, windows, stats)], meta)
+        return Job(source.name, source, sentences, [CorefScorer(L, H, windows, stats, keep_units=keep_units)], meta)
     if isinstance(source, GapCorpus):
         from .analysis.gap import GapScorer
 
@@ -201,13 +201,13 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
         sentences = [Sentence(words=ex.words, sent_id=ex.example_id, source=ex.source, space_after=ex.space_after)
                      for ex in examples]
         meta.update(kind="gap", rows=len(examples))
-        return Job(source.name, source, sentences, [GapScorer(L, H, examples)], meta)
+        return Job(source.name, source, sentences, [GapScorer(L, H, examples, keep_units=keep_units)], meta)
     if isinstance(source, PairCorpus):
         from .analysis.pairs import PairScorer, pair_sentences
 
         pairs = list(source.pairs[:max_sentences] if max_sentences else source.pairs)
         meta.update(kind="pairs", pairs=len(pairs))
-        return Job(source.name, source, pair_sentences(pairs), [PairScorer(L, H, pairs)], meta)
+        return Job(source.name, source, pair_sentences(pairs), [PairScorer(L, H, pairs, keep_units=keep_units)], meta)
     from .analysis.induction import InductionScorer, RepeatedTokens, encode_sequences, make_sequences
 
     if isinstance(source, RepeatedTokens):

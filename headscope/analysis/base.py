@@ -88,7 +88,7 @@ def make_scorers(tasks: list[str], *, num_layers: int, num_heads: int, relations
             out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal,
                                         keep_units=keep))
         elif name == "tree":
-            out.append(TreeScorer(num_layers, num_heads))
+            out.append(TreeScorer(num_layers, num_heads, keep_units=keep))
         # coref, gap and pairs scorers are built by the pipeline, which knows their documents
     return out
 
@@ -107,9 +107,45 @@ class UnitStore:
         self.seen = np.zeros(0, dtype=bool)
 
     def put(self, index: Any, **fields: Any) -> None:
+        """Set the rows of units ``index`` (one row per index) to ``fields``."""
         import numpy as np
 
         index = np.asarray(index, dtype=np.int64)
+        self._grow(index)
+        for name, values in fields.items():
+            values = np.asarray(values)
+            self._field(name, values)[index] = values
+        self.seen[index] = True
+
+    def add(self, index: Any, **fields: Any) -> None:
+        """Add ``fields`` to the rows of units ``index``; an index may repeat (e.g. a document's windows).
+
+        A field keeps the dtype of its first values, widened when later values need more.
+        """
+        import numpy as np
+
+        index = np.asarray(index, dtype=np.int64)
+        self._grow(index)
+        for name, values in fields.items():
+            values = np.asarray(values)
+            arr = self._field(name, values)
+            np.add.at(arr, index, values.astype(arr.dtype, copy=False))
+        self.seen[index] = True
+
+    def _field(self, name: str, values: Any) -> Any:
+        """The field's array, made on first use and widened when ``values`` need a wider dtype."""
+        import numpy as np
+
+        arr = self.arrays.get(name)
+        if arr is None:
+            arr = self.arrays[name] = np.zeros((len(self.seen),) + values.shape[1:], dtype=values.dtype)
+        elif not np.can_cast(values.dtype, arr.dtype):
+            arr = self.arrays[name] = arr.astype(np.promote_types(arr.dtype, values.dtype))
+        return arr
+
+    def _grow(self, index: Any) -> None:
+        import numpy as np
+
         need = int(index.max()) + 1 if len(index) else 0
         cap = len(self.seen)
         if need > cap:
@@ -121,12 +157,6 @@ class UnitStore:
                 grown = np.zeros((new,) + arr.shape[1:], dtype=arr.dtype)
                 grown[:cap] = arr
                 self.arrays[name] = grown
-        for name, values in fields.items():
-            values = np.asarray(values)
-            if name not in self.arrays:
-                self.arrays[name] = np.zeros((len(self.seen),) + values.shape[1:], dtype=values.dtype)
-            self.arrays[name][index] = values
-        self.seen[index] = True
 
     def get(self, name: str) -> Any:
         """The field's rows of every unit seen, in unit order."""

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import Document, Sentence
-from .base import LayerView
+from .base import LayerView, UnitStore
 from .mentions import TYPES, MentionInfo, agree, mention_infos
 
 BASELINES = ("nearest", "head_match", "rules")
@@ -34,6 +34,7 @@ class CorefWindow:
     doc_id: str
     offset: int
     queries: tuple[Query, ...]
+    document: int = -1               # the document's position in the input of make_windows (-1: unknown)
 
 
 @dataclass
@@ -79,7 +80,7 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
     stats = WindowStats(documents=len(documents))
     sentences: list[Sentence] = []
     windows: list[CorefWindow] = []
-    for doc, lengths in zip(documents, token_lengths):
+    for d, (doc, lengths) in enumerate(zip(documents, token_lengths)):
         starts = doc.sentence_starts()
         groups: list[list[int]] = []
         current: list[int] = []
@@ -146,7 +147,7 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
             lo = starts[ks[0]]
             words = tuple(w for k in ks for w in doc.sentences[k].words)
             sentences.append(Sentence(words=words, sent_id=f"{doc.doc_id}#w{g}", source=doc.source))
-            windows.append(CorefWindow(doc.doc_id, lo, tuple(per_window[g])))
+            windows.append(CorefWindow(doc.doc_id, lo, tuple(per_window[g]), d))
     stats.windows = len(windows)
     return sentences, windows, stats
 
@@ -164,11 +165,23 @@ class CorefScorer:
     correct: Any = field(default=None, repr=False)    # [layer, head, group]
     total: Any = field(default=None, repr=False)      # [group]
     baseline_correct: Any = field(default=None, repr=False)  # [baseline, group]
+    keep_units: bool = True      # per-document counts, for bootstrap intervals over documents
+    _units: Any = field(default=None, repr=False)   # UnitStore: per-document correct [L, H, group], total, baselines
+    _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         import numpy as np
 
+        if self._units is None:
+            self._units = UnitStore()
+        # Window -> document (the unit of the intervals, METRICS §7): consecutive windows of one document.
+        doc_of, prev = [], None
+        for w in self.windows:
+            key = (w.document, w.doc_id)
+            doc_of.append(doc_of[-1] + (key != prev) if doc_of else 0)
+            prev = key
+        self._doc_of = doc_of
         if self.correct is None:
             self.correct = np.zeros((self.num_layers, self.num_heads, len(GROUPS)))
             self.total = np.zeros(len(GROUPS))
@@ -178,13 +191,14 @@ class CorefScorer:
         import numpy as np
         import torch
 
-        rows, heads, limits, gold, groups = [], [], [], [], []
+        rows, heads, limits, gold, groups, docs = [], [], [], [], [], []
         w = batch.max_words
         total = np.zeros(len(GROUPS))
         base = np.zeros((len(BASELINES), len(GROUPS)))
         for i, enc in enumerate(batch.encoded):
             for q in self.windows[enc.index].queries:
                 rows.append(i)
+                docs.append(self._doc_of[enc.index])
                 heads.append(q.head)
                 limits.append(q.start)
                 mask = np.zeros(w, dtype=bool)
@@ -202,6 +216,15 @@ class CorefScorer:
         onehot = np.zeros((len(rows), len(GROUPS)), dtype=np.float32)
         onehot[:, 0] = 1.0
         onehot[np.arange(len(rows)), groups] = 1.0
+        if self.keep_units:
+            # Per document of the batch: queries -> documents, and the documents' totals and baseline hits.
+            unit_ids, of_query = np.unique(np.asarray(docs), return_inverse=True)
+            to_unit = np.zeros((len(rows), len(unit_ids)), dtype=np.float32)
+            to_unit[np.arange(len(rows)), of_query] = 1.0
+            base_q = np.array([q.baselines for i, enc in enumerate(batch.encoded)
+                               for q in self.windows[enc.index].queries], dtype=np.float32)   # [m, baseline]
+            self._batch["unit"] = (unit_ids, torch.from_numpy(to_unit).to(dev), to_unit.T @ onehot,
+                                   np.einsum("mu,mb,mg->ubg", to_unit, base_q, onehot))
         self._batch.update({
             "rows": torch.tensor(rows, device=dev), "heads": torch.tensor(heads, device=dev),
             "excluded": 2.0 * (torch.arange(w, device=dev).unsqueeze(0)
@@ -235,6 +258,16 @@ class CorefScorer:
                            pred.unsqueeze(-1)).squeeze(-1)
         counts = torch.einsum("lmh,mg->lhg", hit.float(), g["onehot"]).double().cpu().numpy()
         self.correct[g["layers"]] += counts
+        unit = g.pop("unit", None)
+        if unit is not None and sorted(g["layers"]) == list(range(self.num_layers)):
+            import numpy as np
+
+            unit_ids, to_unit, unit_total, unit_base = unit
+            order = torch.as_tensor(np.argsort(g["layers"]), device=hit.device)
+            per = torch.einsum("lmh,mg,mu->ulhg", hit.float(), g["onehot"], to_unit)[:, order]  # [u, layer, head, g]
+            self._units.add(unit_ids, correct=per.round().to(torch.int32).cpu().numpy(),
+                            total=unit_total.round().astype(np.int32), baselines=unit_base.round().astype(np.int32))
+            self._ci = None
 
     def merge(self, other: "CorefScorer") -> "CorefScorer":
         stats = None
@@ -253,7 +286,35 @@ class CorefScorer:
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.baseline_correct = self.baseline_correct + other.baseline_correct
+        out.keep_units = False   # unit indices are per window list; intervals need one scorer's units
         return out
+
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over documents for every head and baseline by mention group (kept for
+        ``result``), and each head's paired p-value against the best baseline of its group."""
+        import numpy as np
+
+        from .stats import bootstrap_weights, paired_pvalue, ratio_intervals
+
+        if not self.keep_units or not len(self._units):
+            return
+        correct = self._units.get("correct")                          # [U, layer, head, group]
+        total = self._units.get("total")                              # [U, group]
+        base = self._units.get("baselines")                           # [U, baseline, group]
+        U, L, H, G = correct.shape
+        w = bootstrap_weights(U, n_boot, seed)
+        group_of = np.broadcast_to(np.arange(G), (L, H, G)).reshape(-1)
+        num = correct.reshape(U, -1)
+        _, lo, hi = ratio_intervals(num, total, den_index=group_of, weights=w, level=level)
+        _, blo, bhi = ratio_intervals(base.reshape(U, -1), total, den_index=np.tile(np.arange(G), len(BASELINES)),
+                                      weights=w, level=level)
+        best = base.sum(0).argmax(0)                                  # [group]: best baseline by point estimate
+        ref = np.broadcast_to(base[:, best, np.arange(G)][:, None, None, :], correct.shape).reshape(U, -1)
+        p = np.full(num.shape[1], np.nan)
+        has = total.sum(0)[group_of] > 0                              # groups with no mention have no test
+        p[has] = paired_pvalue(num[:, has], ref[:, has], total, den_index=group_of[has], weights=w)
+        self._ci = {"heads": (lo.reshape(L, H, G), hi.reshape(L, H, G)), "p": p.reshape(L, H, G),
+                    "baselines": (blo.reshape(len(BASELINES), G), bhi.reshape(len(BASELINES), G)), "units": U}
 
     def summary(self) -> dict:
         if self.stats is None:
@@ -273,6 +334,8 @@ class CorefScorer:
         return {"mentions": pd.DataFrame(self.stats.table)} if self.stats is not None and self.stats.table else {}
 
     def result(self):
+        ci = self._ci
+        nan = float("nan")
         rows = []
         for k, group in enumerate(GROUPS):
             n = int(self.total[k])
@@ -280,8 +343,13 @@ class CorefScorer:
                 continue
             base = {"task": self.task, "relation": group, "direction": DIRECTION, "metric": "accuracy", "n": n}
             for j, name in enumerate(BASELINES):
-                rows.append({**base, "baseline": name, "score": self.baseline_correct[j, k] / n})
+                rows.append({**base, "baseline": name, "score": self.baseline_correct[j, k] / n,
+                             "ci_low": ci["baselines"][0][j, k] if ci else nan,
+                             "ci_high": ci["baselines"][1][j, k] if ci else nan})
             for layer in range(self.num_layers):
                 for head in range(self.num_heads):
-                    rows.append({**base, "layer": layer, "head": head, "score": self.correct[layer, head, k] / n})
+                    at = (layer, head, k)
+                    rows.append({**base, "layer": layer, "head": head, "score": self.correct[at] / n,
+                                 "ci_low": ci["heads"][0][at] if ci else nan,
+                                 "ci_high": ci["heads"][1][at] if ci else nan, "p_value": ci["p"][at] if ci else nan})
         return frame(rows)

@@ -11,6 +11,9 @@ from ..types import MinimalPair, Sentence
 from .base import LayerView
 
 DIRECTION = "pronoun_to_candidate"
+# Baselines that always prefer one candidate: the first (index 0) or the nearer one (index 1).
+BASELINE_NAMES = ("first_candidate", "nearest_candidate")
+BASELINE_PICKS = (0, 1)
 
 
 def pair_sentences(pairs: Sequence[MinimalPair]) -> list[Sentence]:
@@ -31,6 +34,8 @@ class PairScorer:
     task: str = "pairs"
     right: Any = field(default=None, repr=False)    # [sentence item, layer, head] bool
     seen: Any = field(default=None, repr=False)     # [sentence item] bool
+    keep_units: bool = True      # bootstrap intervals over pairs (``right`` already holds every pair's hits)
+    _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -79,35 +84,77 @@ class PairScorer:
         items = g["items"]
         self.right[np.ix_(items, g["layers"], np.arange(self.num_heads))] = right.cpu().numpy()
         self.seen[items] = True
+        self._ci = None
 
     def merge(self, other: "PairScorer") -> "PairScorer":
         out = PairScorer(self.num_layers, self.num_heads, self.pairs)
         out.right = self.right | other.right
         out.seen = self.seen | other.seen
+        out.keep_units = False
         return out
 
-    def result(self):
+    def _per_pair(self) -> tuple[Any, Any, Any]:
+        """Complete pairs' hits: right ``[pair, 2, layer, head]``, answers ``[pair, 2]``, and the mask."""
         import numpy as np
 
         complete = self.seen.reshape(-1, 2).all(1)                             # [pair]
+        right = self.right.reshape(len(self.pairs), 2, self.num_layers, self.num_heads)[complete]
+        answers = np.array([p.answers for p in self.pairs]).reshape(-1, 2)[complete]
+        return right, answers, complete
+
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over pairs for every head and baseline (kept for ``result``), and each
+        head's paired p-value against the better baseline (by point estimate) of its relation."""
+        import numpy as np
+
+        from .stats import bootstrap_weights, paired_pvalue, ratio_intervals
+
+        right, answers, _ = self._per_pair()
+        U = len(right)
+        if not self.keep_units or U == 0:
+            return
+        L, H = self.num_layers, self.num_heads
+        heads = np.stack([right.all(1), right.sum(1)], 1).reshape(U, 2, L * H)     # [U, relation, L*H]
+        picks = np.stack([np.stack([(answers == pick).all(1), (answers == pick).sum(1)], 1)
+                          for pick in BASELINE_PICKS], -1)                          # [U, relation, baseline]
+        den = np.broadcast_to(np.array([1, 2], dtype=np.int8), (U, 2))            # pair, sentence
+        w = bootstrap_weights(U, n_boot, seed)
+        rel_heads = np.repeat(np.arange(2), L * H)
+        _, lo, hi = ratio_intervals(heads.reshape(U, -1), den, den_index=rel_heads, weights=w, level=level)
+        _, blo, bhi = ratio_intervals(picks.reshape(U, -1), den, den_index=np.repeat(np.arange(2), len(BASELINE_PICKS)),
+                                      weights=w, level=level)
+        best = picks.sum(0).argmax(1)                                              # [relation]
+        ref = picks[:, np.arange(2), best]                                        # [U, relation]
+        p = paired_pvalue(heads.reshape(U, -1), np.repeat(ref, L * H, axis=1), den, den_index=rel_heads, weights=w)
+        self._ci = {"heads": (lo.reshape(2, L, H), hi.reshape(2, L, H)), "p": p.reshape(2, L, H),
+                    "baselines": (blo.reshape(2, -1), bhi.reshape(2, -1))}
+
+    def result(self):
+        right, answers, complete = self._per_pair()
         n = int(complete.sum())
         if n == 0:
             return frame([])
-        right = self.right.reshape(len(self.pairs), 2, self.num_layers, self.num_heads)[complete]
         both = right.all(1).mean(0)                                            # [layer, head]
         either = right.mean((0, 1))
-        answers = np.array([p.answers for p in self.pairs])[complete]          # [pair, 2]
+        ci = self._ci
+        nan = float("nan")
+
+        def interval(kind: str, *at: int) -> dict:
+            return {"ci_low": ci[kind][0][at] if ci else nan, "ci_high": ci[kind][1][at] if ci else nan}
+
         rows = []
         base = {"task": self.task, "direction": DIRECTION, "n": n}
-        for name, pick in (("first_candidate", 0), ("nearest_candidate", 1)):
+        for j, (name, pick) in enumerate(zip(BASELINE_NAMES, BASELINE_PICKS)):
             rows.append({**base, "relation": "pair", "metric": "accuracy", "baseline": name,
-                         "score": float((answers == pick).all(1).mean())})
+                         "score": float((answers == pick).all(1).mean()), **interval("baselines", 0, j)})
             rows.append({**base, "relation": "sentence", "metric": "accuracy", "baseline": name,
-                         "score": float((answers == pick).mean()), "n": 2 * n})
+                         "score": float((answers == pick).mean()), "n": 2 * n, **interval("baselines", 1, j)})
         for layer in range(self.num_layers):
             for head in range(self.num_heads):
                 rows.append({**base, "relation": "pair", "metric": "accuracy", "layer": layer, "head": head,
-                             "score": float(both[layer, head])})
+                             "score": float(both[layer, head]), **interval("heads", 0, layer, head),
+                             "p_value": ci["p"][0, layer, head] if ci else nan})
                 rows.append({**base, "relation": "sentence", "metric": "accuracy", "layer": layer, "head": head,
-                             "score": float(either[layer, head]), "n": 2 * n})
+                             "score": float(either[layer, head]), "n": 2 * n, **interval("heads", 1, layer, head),
+                             "p_value": ci["p"][1, layer, head] if ci else nan})
         return frame(rows)

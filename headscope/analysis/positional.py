@@ -47,7 +47,8 @@ class PositionalScorer:
     counts: Any = field(default=None, repr=False)  # [metric] rows counted (same for every head)
     offsets: Any = field(default=None, repr=False)  # [layer, head, 2*max_offset+2]; last bucket = further away
     keep_units: bool = True      # per-sentence sums, for bootstrap intervals over sentences
-    _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence sums [L, H, metric] and counts
+    _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence sums [L, H, metric] and counts,
+    #                                                 argmax-offset counts [L, H, 2*max_offset+1] and rows
     _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
 
@@ -143,21 +144,29 @@ class PositionalScorer:
         confidence = torch.einsum("blht,bt->blh", conf, g["real"])
         per = torch.cat([linear, entropy, confidence.unsqueeze(-1)], -1)   # [b, layer, h, metric]
         self.sums[layers] += per.sum(0).double()
+        m = self.max_offset
+        off = argmax - g["pos"]                                      # [b, layer, h, t]
+        bucket = torch.where(off.abs() <= m, off + m, torch.full_like(off, 2 * m + 1))
+        # One histogram per sentence, layer and head (the per-sentence counts serve the intervals).
+        bucket = bucket + (2 * m + 2) * torch.arange(b * n_layers * h, device=off.device).view(b, n_layers, h, 1)
+        # Rows with a single visible key (a decoder's first token) say nothing about position.
+        weights = g["informative"].view(b, 1, 1, t).expand_as(bucket)
+        hist = torch.zeros(b * n_layers * h * (2 * m + 2), device=off.device)
+        hist.scatter_add_(0, bucket.reshape(-1), weights.reshape(-1))
+        hist = hist.view(b, n_layers, h, 2 * m + 2)
+        self.offsets[layers] += hist.sum(0).double()
         unit = g.get("unit")
         if unit is not None and layers == list(range(self.num_layers)):
             index, unit_counts = unit
             per_np, counts_np = per.float().cpu().numpy(), unit_counts.float().cpu().numpy()
-            self._units.put(index, sums=per_np, counts=counts_np)
+            # Offset counts without the "further away" bucket, which is never a head's modal offset. A
+            # sentence has at most t rows at one offset: the narrowest dtype that holds t (the store
+            # widens the field if a later batch needs more).
+            small = torch.uint8 if t < 2 ** 8 else torch.int16 if t < 2 ** 15 else torch.int32
+            self._units.put(index, sums=per_np, counts=counts_np,
+                            offsets=hist[..., :-1].round().to(small).cpu().numpy(),
+                            offset_rows=g["informative"].sum(1).round().to(torch.int32).cpu().numpy())
             self._ci = None
-        m = self.max_offset
-        off = argmax - g["pos"]                                      # [b, layer, h, t]
-        bucket = torch.where(off.abs() <= m, off + m, torch.full_like(off, 2 * m + 1))
-        bucket = bucket + (2 * m + 2) * torch.arange(n_layers * h, device=off.device).view(1, n_layers, h, 1)
-        # Rows with a single visible key (a decoder's first token) say nothing about position.
-        weights = g["informative"].view(b, 1, 1, t).expand_as(bucket)
-        hist = torch.zeros(n_layers * h * (2 * m + 2), device=off.device)
-        hist.scatter_add_(0, bucket.reshape(-1), weights.reshape(-1))
-        self.offsets[layers] += hist.view(n_layers, h, 2 * m + 2).double()
 
     def merge(self, other: "PositionalScorer") -> "PositionalScorer":
         out = PositionalScorer(self.num_layers, self.num_heads, self.window, self.causal, self.max_offset)
@@ -171,7 +180,7 @@ class PositionalScorer:
         """Bootstrap intervals over sentences for every row-averaged metric (kept for ``result``)."""
         import numpy as np
 
-        from .stats import ratio_intervals
+        from .stats import bootstrap_weights, ratio_intervals
 
         if not len(self._units):
             return
@@ -179,9 +188,15 @@ class PositionalScorer:
         counts = self._units.get("counts")                             # [U, metric]
         U = len(sums)
         metric_of = np.broadcast_to(np.arange(sums.shape[-1]), sums.shape[1:]).reshape(-1)
-        _, lo, hi = ratio_intervals(sums.reshape(U, -1), counts, den_index=metric_of, n_boot=n_boot, level=level,
-                                    seed=seed)
-        self._ci = (lo.reshape(sums.shape[1:]), hi.reshape(sums.shape[1:]))
+        w = bootstrap_weights(U, n_boot, seed)
+        _, lo, hi = ratio_intervals(sums.reshape(U, -1), counts, den_index=metric_of, weights=w, level=level)
+        # argmax_offset share: rows at the head's modal offset (known only now, from the totals).
+        best = self.offsets.cpu().numpy()[..., :-1].argmax(-1)               # [layer, head]
+        offs = self._units.get("offsets")                               # [U, layer, head, offset]
+        at = np.take_along_axis(offs, np.broadcast_to(best[None, ..., None], (U,) + best.shape + (1,)), -1)[..., 0]
+        _, slo, shi = ratio_intervals(at.reshape(U, -1), self._units.get("offset_rows"), weights=w, level=level)
+        self._ci = (lo.reshape(sums.shape[1:]), hi.reshape(sums.shape[1:]),
+                    slo.reshape(best.shape), shi.reshape(best.shape))
 
     def result(self):
         sums = self.sums.cpu().numpy()
@@ -202,8 +217,10 @@ class PositionalScorer:
                 total = hist.sum()
                 if total > 0:
                     best = int(hist[:-1].argmax())
+                    ci = ({"ci_low": self._ci[2][layer, head], "ci_high": self._ci[3][layer, head]}
+                          if self._ci is not None else {})
                     rows.append({**base, "relation": "argmax_offset", "metric": "share",
-                                 "score": hist[best] / total, "n": int(total)})
+                                 "score": hist[best] / total, "n": int(total), **ci})
                     rows.append({**base, "relation": "argmax_offset", "metric": "offset",
                                  "score": float(best - m), "n": int(total)})
         return frame(rows)

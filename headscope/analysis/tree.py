@@ -9,7 +9,7 @@ import numpy as np
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView
+from .base import LayerView, UnitStore
 
 DIRECTIONS = ("dep_to_head", "head_to_dep")
 BASELINES = ("right_branching", "left_branching")
@@ -112,29 +112,38 @@ class TreeScorer:
     correct: Any = field(default=None, repr=False)   # [layer, dir, head]
     total: float = 0.0
     baseline_correct: Any = field(default=None, repr=False)  # [baseline]
+    keep_units: bool = True      # per-sentence counts, for bootstrap intervals over sentences
+    _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence correct [L, D, H], total, baselines
+    _ci: Any = field(default=None, repr=False)
     _pending: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self._units is None:
+            self._units = UnitStore()
         if self.correct is None:
             self.correct = np.zeros((self.num_layers, 2, self.num_heads))
             self.baseline_correct = np.zeros(len(BASELINES))
 
     def start_batch(self, batch: Batch) -> None:
         # Batch counts are committed in end_batch, so a batch cut short leaves the totals consistent.
-        total, right, left = 0, 0, 0
-        for s in batch.sentences:
+        # Counts are kept per sentence of the batch ([b, ...]) and summed there.
+        b = len(batch.sentences)
+        total = np.zeros(b, dtype=np.int64)
+        base = np.zeros((b, len(BASELINES)), dtype=np.int64)
+        for i, s in enumerate(batch.sentences):
             if not s.has_tree:
                 continue
             heads = np.asarray(s.heads)
             pos = np.arange(len(heads))
             scored = heads >= 0
-            total += scored.sum()
-            right += (heads[scored] == pos[scored] - 1).sum()
-            left += (heads[scored] == pos[scored] + 1).sum()
-        self._pending = (total, np.array([right, left]), np.zeros_like(self.correct))
+            total[i] = scored.sum()
+            base[i] = (heads[scored] == pos[scored] - 1).sum(), (heads[scored] == pos[scored] + 1).sum()
+        self._pending = {"total": total, "baselines": base, "correct": np.zeros((b,) + self.correct.shape, np.int64),
+                         "layers": [], "index": [e.index for e in batch.encoded]}
 
     def update(self, view: LayerView) -> None:
-        correct = self._pending[2]
+        correct = self._pending["correct"]                           # [b, layer, dir, head]
+        self._pending["layers"].append(view.layer)
         words = view.words.double().cpu().numpy()                    # [b, h, col, col]
         for i, s in enumerate(view.batch.sentences):
             if not s.has_tree:
@@ -147,36 +156,71 @@ class TreeScorer:
                 block = words[i, head, :n, :n]
                 for k, scores in enumerate((block, block.T)):
                     pred = np.asarray(decode_tree(scores, root, self.method))
-                    correct[view.layer, k, head] += (pred[scored] == gold[scored]).sum()
+                    correct[i, view.layer, k, head] += (pred[scored] == gold[scored]).sum()
 
     def end_batch(self) -> None:
         if self._pending is None:
             return
-        total, baselines, correct = self._pending
-        self.total += total
-        self.baseline_correct += baselines
-        self.correct += correct
-        self._pending = None
+        g, self._pending = self._pending, None
+        self.total += float(g["total"].sum())
+        self.baseline_correct += g["baselines"].sum(0)
+        self.correct += g["correct"].sum(0)
+        if self.keep_units and sorted(g["layers"]) == list(range(self.num_layers)):
+            # int32: a sentence has far fewer than 2**31 words; int16 would cap it at 32767.
+            self._units.put(g["index"], correct=g["correct"].astype(np.int32), total=g["total"].astype(np.int32),
+                            baselines=g["baselines"].astype(np.int32))
+            self._ci = None
 
     def merge(self, other: "TreeScorer") -> "TreeScorer":
         out = TreeScorer(self.num_layers, self.num_heads, self.method)
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.baseline_correct = self.baseline_correct + other.baseline_correct
+        out.keep_units = False   # unit indices are per input list; intervals need one scorer's units
         return out
+
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over sentences for every head and branching baseline (kept for ``result``),
+        and each head's paired p-value against the better branching baseline."""
+        from .stats import bootstrap_weights, paired_pvalue, ratio_intervals
+
+        if not self.keep_units or not len(self._units):
+            return
+        correct = self._units.get("correct")                          # [U, layer, dir, head]
+        total = self._units.get("total")                              # [U]
+        base = self._units.get("baselines")                           # [U, baseline]
+        U = len(correct)
+        w = bootstrap_weights(U, n_boot, seed)
+        _, lo, hi = ratio_intervals(correct.reshape(U, -1), total, weights=w, level=level)
+        _, blo, bhi = ratio_intervals(base, total, weights=w, level=level)
+        # Both directions score the same gold arcs, so the better baseline is the same for both.
+        best = int(base.sum(0).argmax())
+        num = correct.reshape(U, -1)
+        p = paired_pvalue(num, np.broadcast_to(base[:, best:best + 1], num.shape), total, weights=w)
+        shape = correct.shape[1:]
+        self._ci = {"heads": (lo.reshape(shape), hi.reshape(shape)), "p": p.reshape(shape),
+                    "baselines": (blo, bhi)}
 
     def result(self):
         if self.total == 0:
             return frame([])
         n = int(self.total)
+        ci = self._ci
+        nan = float("nan")
         rows = []
         for k, name in enumerate(BASELINES):
             for direction in DIRECTIONS:
                 rows.append({"task": self.task, "relation": "all", "direction": direction, "metric": "uas",
-                             "baseline": name, "score": self.baseline_correct[k] / n, "n": n})
+                             "baseline": name, "score": self.baseline_correct[k] / n, "n": n,
+                             "ci_low": ci["baselines"][0][k] if ci else nan,
+                             "ci_high": ci["baselines"][1][k] if ci else nan})
         for layer in range(self.num_layers):
             for k, direction in enumerate(DIRECTIONS):
                 for head in range(self.num_heads):
+                    at = (layer, k, head)
                     rows.append({"task": self.task, "relation": "all", "direction": direction, "metric": "uas",
-                                 "layer": layer, "head": head, "score": self.correct[layer, k, head] / n, "n": n})
+                                 "layer": layer, "head": head, "score": self.correct[at] / n, "n": n,
+                                 "ci_low": ci["heads"][0][at] if ci else nan,
+                                 "ci_high": ci["heads"][1][at] if ci else nan,
+                                 "p_value": ci["p"][at] if ci else nan})
         return frame(rows)
