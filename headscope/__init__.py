@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnalysisResult", "Corpus", "DataError", "HeadscopeError", "ModelError", "CaptureError", "ModelInfo",
     "Sentence", "analyze", "load_conllu", "load_data", "load_model", "load_sample", "load_text", "SCORE_COLUMNS",
-    "probe", "ProbeResult",
+    "probe", "ProbeResult", "compare", "Comparison", "explain", "Explanation", "assign_roles",
 ]
 
 _LAZY = {
@@ -26,13 +26,21 @@ _LAZY = {
     "SCORE_COLUMNS": ("schema", "SCORE_COLUMNS"),
     "probe": ("probes.experiment", "probe"),
     "ProbeResult": ("probes.experiment", "ProbeResult"),
+    "compare": ("comparison", "compare"),
+    "Comparison": ("comparison", "Comparison"),
+    "explain": ("explainer", "explain"),
+    "Explanation": ("explainer", "Explanation"),
+    "assign_roles": ("analysis.roles", "assign_roles"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
 from .types import Corpus, ModelInfo, Sentence  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .analysis.roles import assign_roles
+    from .comparison import Comparison, compare
     from .datasets import load_conllu, load_data, load_sample, load_text
+    from .explainer import Explanation, explain
     from .models import load_model
     from .pipeline import analyze
     from .probes.experiment import ProbeResult, probe

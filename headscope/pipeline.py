@@ -132,6 +132,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def add_q_values(scores: Any) -> None:
+    """Fill ``q_value``: Benjamini–Hochberg over the head rows with a p-value of each model, dataset and task."""
+    from .analysis.stats import bh_adjust
+
+    if not len(scores) or scores["p_value"].isna().all():
+        return
+    has = scores["p_value"].notna()
+    for _, idx in scores[has].groupby(["model", "dataset", "task"], dropna=False).groups.items():
+        scores.loc[idx, "q_value"] = bh_adjust(scores.loc[idx, "p_value"].to_numpy(dtype=float))
+
+
 @dataclass
 class Job:
     """One dataset's model inputs and the scorers that read them."""
@@ -223,12 +234,104 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
     raise HeadscopeError(f"unsupported data object {type(source).__name__}")
 
 
+def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> list[dict]:
+    """Word-level attention maps of the first ``count`` sentences of the first sentence dataset (for reports)."""
+    from .explainer import word_maps
+
+    for source, _ in plan:
+        if isinstance(source, Corpus) and source.sentences:
+            picked = [s for s in source.sentences if 3 <= len(s) <= 16][:count] or list(source.sentences[:count])
+            return [dict(m, dataset=source.name) for m in word_maps(loaded, picked, bos_id=bos_id)]
+    return []
+
+
+def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, progress: Any, progress_state: dict,
+                partial_on_interrupt: bool, bos_id: int | None, batch_size: int) -> tuple[list, list, dict, bool]:
+    """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance)."""
+    import pandas as pd
+
+    from .alignment import encode_sentences
+    from .analysis.base import LayerView
+    from .capture import capture
+
+    info = loaded.info
+    complete = True
+    tables, datasets = [], []
+    extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
+    for job in jobs:
+        if not job.sentences:
+            raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
+        encoded_all = job.encoded
+        if encoded_all is None:
+            encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id)
+        encoded = [e for e in encoded_all if len(e) <= info.max_length]
+        too_long = len(encoded_all) - len(encoded)
+        if not encoded:
+            raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
+                                 f"{info.max_length} tokens")
+        if too_long:
+            log.warning("%s: %d inputs longer than %d tokens were skipped", job.name, too_long, info.max_length)
+        scorers = job.scorers
+        scored = {"n": 0}
+
+        def on_batch_start(batch):
+            for s in scorers:
+                s.start_batch(batch)
+
+        def on_layer(layer, weights, batch):
+            view = LayerView(layer, weights, batch)
+            for s in scorers:
+                s.update(view)
+
+        def on_batch_end(batch):
+            for s in scorers:
+                s.end_batch()
+            scored["n"] += batch.size
+            progress_state["done"] += batch.size
+            if progress is not None:
+                progress(progress_state["done"], progress_state["total"])
+
+        try:
+            capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
+                    on_batch_end=on_batch_end)
+        except KeyboardInterrupt:
+            if not partial_on_interrupt:
+                raise
+            complete = False
+            log.warning("interrupted after %d inputs; results are partial", progress_state["done"])
+        if complete and job.meta.get("kind") == "generated":
+            from .analysis.induction import in_context_loss
+
+            job.meta["in_context_loss"] = (in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
+                                           else {"skipped": "not a causal language model (next-token loss is "
+                                                            "undefined)"})
+        for s in scorers:
+            if bootstrap and callable(getattr(s, "intervals", None)):
+                s.intervals(n_boot=bootstrap, seed=seed)
+            df = s.result()
+            if len(df):
+                tables.append(df.assign(dataset=job.name))
+            summary = getattr(s, "summary", None)
+            if callable(summary):
+                job.meta.update(summary())
+            for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
+                extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
+                    if key in extra else table.assign(dataset=job.name)
+        datasets.append({**job.meta, **_bos_meta(loaded, encoded),
+                         "sentences": len(job.sentences), "scored": scored["n"],
+                         "skipped_too_long": too_long,
+                         "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
+        if not complete:
+            break
+    return tables, datasets, extra, complete
+
+
 def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[str] | None = None,
             tokenizer: Any = None, batch_size: int = 32, device: str | None = None,
             max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
             fmt: str | None = None, window: int = 3, seed: int = 0,
             induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
-            bootstrap: int = 1000,
+            bootstrap: int = 1000, control: str | None = None, select_on: Any = None, n_examples: int = 3,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
@@ -241,8 +344,14 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     the data supports. ``max_sentences`` caps
     sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
     first when it does not add one (default: for decoders). ``bootstrap``: replicates for the 95%
-    intervals over sentences (``ci_low``/``ci_high``; 0 turns them off; tasks without per-sentence
-    counts yet leave them empty). Returns an :class:`AnalysisResult`.
+    intervals over units (``ci_low``/``ci_high``; sentences, documents for coreference, rows for GAP,
+    pairs, generated sequences; 0 turns them off); head rows of tasks with baselines also get ``p_value`` (paired
+    bootstrap test that the head beats the best baseline) and ``q_value`` (Benjamini–Hochberg).
+    ``control="random-init"``: also score the same architecture with re-initialised weights (seeded
+    by ``seed``); its rows carry its own ``model`` name. ``select_on``: data (as ``data``) scored as
+    well, so that reports choose each relation's best head there and report it on ``data``
+    (held-out selection). ``n_examples``: sentences whose word-level attention maps are kept for
+    the report (``result.examples``). Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -276,95 +385,79 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
     bos_id = leading_token(loaded, prepend_bos)
-    jobs = [_make_job(s, ts, loaded, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead,
-                      keep_units=bootstrap > 0) for s, ts in plan]
-    total = sum(len(j.sentences) for j in jobs)
-    done = 0
-    complete = True
-    tables, datasets = [], []
-    extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
-    for job in jobs:
-        if not job.sentences:
-            raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
-        encoded_all = job.encoded
-        if encoded_all is None:
-            encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id)
-        encoded = [e for e in encoded_all if len(e) <= info.max_length]
-        too_long = len(encoded_all) - len(encoded)
-        if not encoded:
-            raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
-                                 f"{info.max_length} tokens")
-        if too_long:
-            log.warning("%s: %d inputs longer than %d tokens were skipped", job.name, too_long, info.max_length)
-        scorers = job.scorers
-        scored = {"n": 0}
+    if control not in (None, "random-init"):
+        raise HeadscopeError(f"unknown control '{control}'; the only one is random-init")
+    models = [loaded]
+    if control == "random-init":
+        from .models import random_init
 
-        def on_batch_start(batch):
-            for s in scorers:
-                s.start_batch(batch)
-
-        def on_layer(layer, weights, batch):
-            view = LayerView(layer, weights, batch)
-            for s in scorers:
-                s.update(view)
-
-        def on_batch_end(batch):
-            nonlocal done
-            for s in scorers:
-                s.end_batch()
-            scored["n"] += batch.size
-            done += batch.size
-            if progress is not None:
-                progress(done, total)
-
-        try:
-            capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
-                    on_batch_end=on_batch_end)
-        except KeyboardInterrupt:
-            if not partial_on_interrupt:
-                raise
-            complete = False
-            log.warning("interrupted after %d inputs; results are partial", done)
-        if complete and job.meta.get("kind") == "generated":
-            from .analysis.induction import in_context_loss
-
-            job.meta["in_context_loss"] = (in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
-                                           else {"skipped": "not a causal language model (next-token loss is "
-                                                            "undefined)"})
-        for s in scorers:
-            if bootstrap and callable(getattr(s, "intervals", None)):
-                s.intervals(n_boot=bootstrap, seed=seed)
-            df = s.result()
-            if len(df):
-                tables.append(df.assign(dataset=job.name))
-            summary = getattr(s, "summary", None)
-            if callable(summary):
-                job.meta.update(summary())
-            for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
-                extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
-                    if key in extra else table.assign(dataset=job.name)
-        datasets.append({**job.meta, **_bos_meta(loaded, encoded),
-                         "sentences": len(job.sentences), "scored": scored["n"],
-                         "skipped_too_long": too_long,
-                         "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
+        models.append(random_init(loaded, seed=seed))
+    selection = []
+    if select_on is not None:
+        picked = _as_sources(select_on, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences,
+                             fmt=fmt)
+        plan_names = {s.name for s, _ in plan}
+        for src in picked:
+            name = src.name if src.name not in plan_names else f"{src.name} (selection)"
+            src = src if name == src.name else dataclasses.replace(src, name=name)
+            ts = [t for t in task_list if TASK_DATA[t] in _kinds(src)]
+            if not ts:
+                raise HeadscopeError(f"--select-on {getattr(src, 'path', '') or src.name}: none of the tasks "
+                                     f"{', '.join(task_list)} can run on it")
+            selection.append((src, ts))
+    plan = plan + selection
+    progress_state = {"done": 0, "total": 0}
+    all_tables, all_extra, complete = [], {}, True
+    datasets: list = []
+    control_datasets: list = []
+    for m in models:
+        jobs = [_make_job(s, ts, m, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead,
+                          keep_units=bootstrap > 0) for s, ts in plan]
+        if m is loaded:
+            progress_state["total"] = sum(len(j.sentences) for j in jobs) * len(models)
+        tables, model_datasets, extra, complete = _score_jobs(
+            m, jobs, bootstrap=bootstrap, seed=seed, progress=progress, progress_state=progress_state,
+            partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size)
+        frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
+        frame_["model"] = pd.array([m.info.name] * len(frame_), dtype="string")
+        all_tables.append(frame_)
+        for key, table in extra.items():
+            table = table.assign(model=m.info.name)
+            all_extra[key] = pd.concat([all_extra[key], table], ignore_index=True) if key in all_extra else table
+        if m is loaded:
+            datasets = model_datasets
+        else:
+            control_datasets = model_datasets
         if not complete:
             break
-    scores = pd.concat(tables, ignore_index=True) if tables else frame([])
-    scores["model"] = pd.array([info.name] * len(scores), dtype="string")
+    scores = pd.concat(all_tables, ignore_index=True) if all_tables else frame([])
     scores["dataset"] = scores["dataset"].astype("string")
+    scores["model"] = scores["model"].astype("string")
     scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
+    add_q_values(scores)
+    examples = []
+    if complete and n_examples:
+        examples = _examples(loaded, plan, n_examples, bos_id=bos_id)
     meta = {
         "complete": complete,
         "tasks": task_list,
         "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
                    "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
-                   "prepend_bos": prepend_bos, "bootstrap": bootstrap,
+                   "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
                    "max_length": info.max_length, **({"induction_count": induction_count,
                                                       "induction_length": induction_length}
                                                      if "induction" in task_list else {})},
         "model": asdict(info),
+        "models": [m.info.name for m in models],
+        "control": ({"kind": control, "model": models[1].info.name, "seed": seed,
+                     "description": "the same architecture and tokenizer with freshly initialised weights "
+                                    "(torch seed = --seed), scored on the same data in the same run",
+                     "datasets": control_datasets}
+                    if control else None),
+        "selection": ({"select_on": [s.name for s, _ in selection],
+                       "report_on": [s.name for s, _ in plan if s.name not in {x.name for x, _ in selection}]} if selection else None),
         "datasets": datasets,
         "versions": _versions(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return AnalysisResult(scores=scores, model=info, meta=meta, tables=extra)
+    return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples)

@@ -18,11 +18,12 @@ class AnalysisResult:
     model: ModelInfo
     meta: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)   # further tidy tables by name, e.g. "mentions"
+    examples: list = field(default_factory=list)  # word-level attention maps of a few sentences (explain.word_maps)
 
     def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
                 dataset: str | None, baselines: bool):
         df = self.scores
-        mask = df["task"] == task
+        mask = (df["task"] == task) & (df["model"] == self.model.name)
         if relation is not None:
             mask &= df["relation"] == relation
         if direction is not None:

@@ -6,9 +6,13 @@ from typing import Any, Iterable
 
 # Every score table has these columns, in this order. Head rows have integer layer/head and an
 # empty baseline; baseline rows have empty layer/head and name the baseline (e.g. "offset:-1").
+# ci_low/ci_high: 95% bootstrap interval over sentences (documents for coreference). p_value: on
+# head rows of tasks with baselines, the one-sided paired bootstrap test that the head beats the
+# best baseline of its relation/direction; q_value: that p after Benjamini–Hochberg over every
+# head row of the same model, dataset and task.
 SCORE_COLUMNS = [
     "model", "dataset", "task", "relation", "direction", "metric", "baseline",
-    "layer", "head", "kv_head", "score", "ci_low", "ci_high", "n", "n_reachable",
+    "layer", "head", "kv_head", "score", "ci_low", "ci_high", "p_value", "q_value", "n", "n_reachable",
 ]
 INT_COLUMNS = ("layer", "head", "kv_head", "n", "n_reachable")
 STR_COLUMNS = ("model", "dataset", "task", "relation", "direction", "metric", "baseline")
@@ -27,7 +31,7 @@ def frame(rows: Iterable[dict[str, Any]]):
         df[col] = pd.array(df[col], dtype="Int64")
     for col in STR_COLUMNS:
         df[col] = df[col].astype("string")
-    for col in ("score", "ci_low", "ci_high"):
+    for col in ("score", "ci_low", "ci_high", "p_value", "q_value"):
         df[col] = df[col].astype("float64")
     return df
 

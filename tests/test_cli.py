@@ -148,11 +148,13 @@ def default_run(tiny_bert_dir, tmp_path_factory):
 def test_default_run_writes_all_files(default_run, tiny_bert_dir):
     result, out, _ = default_run
     assert_ok(result)
-    assert {p.name for p in out.iterdir()} == {"scores.csv", "report.md", "run.json", "figures"}
+    assert {p.name for p in out.iterdir()} == {"scores.csv", "roles.csv", "report.md", "report.html", "report.json",
+                                               "run.json", "figures"}
     sample, pairs = read_run(out)["datasets"]
     assert result.stdout.strip().splitlines()[-1] == (
         f"{tiny_bert_dir.name}: scored {sample['scored'] + pairs['scored']} sentences "
-        f"(sample_en {sample['scored']}, pairs_en {pairs['scored']}); wrote {out}/report.md, scores.csv, run.json")
+        f"(sample_en {sample['scored']}, pairs_en {pairs['scored']}); wrote {out}/report.html, report.md, report.json, "
+        f"scores.csv, roles.csv, run.json")
     assert not list(out.glob("*.tmp"))
 
 
@@ -181,7 +183,7 @@ def test_default_run_scores_csv(default_run, tiny_bert_dir):
     n_layers, n_heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     assert list(df.columns) == SCORE_COLUMNS == [
         "model", "dataset", "task", "relation", "direction", "metric", "baseline", "layer", "head", "kv_head",
-        "score", "ci_low", "ci_high", "n", "n_reachable"]
+        "score", "ci_low", "ci_high", "p_value", "q_value", "n", "n_reachable"]
     assert set(df["model"]) == {tiny_bert_dir.name}
     assert set(df["dataset"]) == {"sample_en", "pairs_en"}
     assert set(df["task"]) == {"syntax", "positional", "pairs"}
@@ -221,6 +223,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert run["tasks"] == ["syntax", "positional", "pairs"]
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
                              "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None, "bootstrap": 1000,
+                             "control": None,
                              "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
         assert run["versions"][pkg] and run["versions"][pkg] != "not installed", pkg
@@ -243,7 +246,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert d["sentences"] == d["scored"] == len(sample)
     assert d["words"] == sum(len(s) for s in sample.sentences)
     assert d["skipped_bad_data"] == 0 and d["skipped_too_long"] == 0 and d["skipped_examples"] == []
-    assert run["files"][:3] == ["scores.csv", "report.md", "run.json"]
+    assert run["files"][:6] == ["scores.csv", "roles.csv", "report.md", "report.html", "report.json", "run.json"]
 
 
 def test_default_run_report(default_run, tiny_bert_dir, sample):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -53,13 +54,24 @@ def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.nd
     return estimate, lo, hi
 
 
-def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, weights: np.ndarray | None = None, n_boot: int = 1000,
-                  seed: int = 0) -> np.ndarray:
+def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, weights: np.ndarray | None = None,
+                  n_boot: int = 1000, seed: int = 0, method: str = "normal") -> np.ndarray:
     """One-sided bootstrap p-value that score A (``sum(num_a)/sum(den)``) is not above score B, per column.
 
-    A and B are measured on the same units, so the units are resampled together (paired). The
-    p-value is ``(1 + #{replicates with A - B <= 0}) / (1 + replicates)``.
+    A and B are measured on the same units, so the units are resampled together (paired), and the
+    statistic is the difference ``(sum(num_a) - sum(num_b)) / sum(den)``. ``den`` may be narrow with
+    ``den_index`` as in :func:`ratio_intervals`.
+
+    ``method="normal"`` (default): ``P(Z > d / se)`` with ``se`` the bootstrap standard deviation of
+    the difference. It resolves p-values far below ``1 / replicates``, which a Benjamini–Hochberg
+    correction over thousands of heads needs. ``method="percentile"``: the share of replicates with
+    a difference <= 0, ``(1 + #) / (1 + replicates)``. A difference with no spread gets 0 when A is
+    above B on every unit and 1 otherwise; columns without a denominator get NaN.
     """
+    from scipy.stats import norm
+
+    if method not in ("normal", "percentile"):
+        raise ValueError(f"method must be 'normal' or 'percentile', got {method!r}")
     a = np.asarray(num_a, dtype=np.float64)
     b = np.asarray(num_b, dtype=np.float64)
     d = np.asarray(den, dtype=np.float64)
@@ -67,10 +79,22 @@ def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, weights: np.ndarray | Non
         a, b = a[:, None], b[:, None]
     if d.ndim == 1:
         d = d[:, None]
+    if den_index is None:
+        den_index = np.arange(a.shape[1]) if d.shape[1] == a.shape[1] else np.zeros(a.shape[1], dtype=int)
+    den_index = np.asarray(den_index)
     w = bootstrap_weights(len(a), n_boot, seed) if weights is None else weights
+    delta = (a - b).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        diff = (w @ (a - b).astype(np.float32)) / (w @ d.astype(np.float32))
-    return (1.0 + np.sum(~(diff > 0), axis=0)) / (1.0 + len(w))
+        diff = (w @ delta) / (w @ d.astype(np.float32))[:, den_index]                  # [B, K]
+        estimate = (a - b).sum(0) / d.sum(0)[den_index]
+        if method == "percentile":
+            p = (1.0 + np.sum(~(diff > 0), axis=0)) / (1.0 + len(w))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN columns (no denominator)
+                se = np.nanstd(diff, axis=0)
+            p = np.where(se > 0, norm.sf(estimate / np.where(se > 0, se, 1.0)), np.where(estimate > 0, 0.0, 1.0))
+    return np.where(np.isfinite(estimate), p, np.nan)
 
 
 def bh_adjust(pvalues: Any) -> np.ndarray:

@@ -178,7 +178,7 @@ class SyntaxScorer:
         """Bootstrap intervals over sentences for every head and baseline score (kept for ``result``)."""
         import numpy as np
 
-        from .stats import bootstrap_weights, ratio_intervals
+        from .stats import bootstrap_weights, paired_pvalue, ratio_intervals
 
         if not len(self._units):
             return
@@ -192,7 +192,17 @@ class SyntaxScorer:
         # Offset baselines: the same per-sentence hits for both directions (the mask only removes offsets).
         orel = np.broadcast_to(np.arange(R), offs.shape[1:]).reshape(-1)
         _, olo, ohi = ratio_intervals(offs.reshape(U, -1), totals, den_index=orel, weights=w, level=level)
-        self._ci = {"heads": (lo.reshape(L, D, H, R), hi.reshape(L, D, H, R)),
+        # Each head against the best offset baseline (point estimate) of its relation and direction,
+        # paired over sentences; offsets the causal mask hides are not candidates.
+        sums = offs.sum(0).astype(np.float64)                              # [offset, rel]
+        best = np.empty((D, R), dtype=np.int64)
+        for k in range(D):
+            allowed = np.array([not self.causal or (off < 0 if k == 0 else off > 0) for off in OFFSETS])
+            best[k] = np.where(allowed[:, None], sums, -np.inf).argmax(0)
+        base = offs[:, best, np.arange(R)[None, :]]                         # [U, D, R]
+        base = np.broadcast_to(base[:, None, :, None, :], correct.shape).reshape(U, -1)
+        p = paired_pvalue(correct.reshape(U, -1), base, totals, den_index=rel_of, weights=w)
+        self._ci = {"heads": (lo.reshape(L, D, H, R), hi.reshape(L, D, H, R)), "p": p.reshape(L, D, H, R),
                     "offsets": (olo.reshape(offs.shape[1], R), ohi.reshape(offs.shape[1], R)), "units": U}
 
     def result(self):
@@ -222,5 +232,6 @@ class SyntaxScorer:
                         lo, hi = ((ci["heads"][0][layer, k, head, r], ci["heads"][1][layer, k, head, r]) if ci
                                   else (nan, nan))
                         rows.append({**base, "layer": layer, "head": head, "score": correct[layer, k, head, r] / n,
-                                     "ci_low": lo, "ci_high": hi})
+                                     "ci_low": lo, "ci_high": hi,
+                                     "p_value": ci["p"][layer, k, head, r] if ci else nan})
         return frame(rows)

@@ -1,4 +1,4 @@
-"""The ``headscope`` command: ``run``, ``probe``, ``models``, ``tasks``; errors become one line and a non-zero exit."""
+"""The ``headscope`` command: ``run``, ``probe``, ``compare``, ``explain``, ``models``, ``tasks``; one-line errors."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ class Format(str, enum.Enum):
     jsonlines = "jsonlines"
     gap = "gap"
     pairs = "pairs"
+
+
+class Control(str, enum.Enum):
+    random_init = "random-init"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -128,6 +132,12 @@ def run(
     prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="Start every input "
                            "with the tokenizer's BOS token when it does not add one itself. Default: yes for "
                            "decoders (their attention sink), no for encoders.")] = None,
+    control: Annotated[Optional[Control], typer.Option("--control", help="Also score the same architecture with "
+                       "re-initialised weights (seeded by --seed); the report sets its scores beside the model's "
+                       "and roles must beat it.")] = None,
+    select_on: Annotated[Optional[list[Path]], typer.Option("--select-on", help="Data on which to choose each "
+                         "measure's best head (held-out selection); the report gives that head's score on --data. "
+                         "Repeatable; same formats as --data.")] = None,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -158,8 +168,9 @@ def run(
                              max_sentences=max_sentences, keep_subtypes=keep_subtypes, on_error=on_error.value,
                              fmt=fmt.value if fmt else None, window=window, seed=seed,
                              induction_count=induction_count, induction_length=induction_length,
-                             prepend_bos=prepend_bos, bootstrap=bootstrap, progress=on_progress,
-                             partial_on_interrupt=True)
+                             prepend_bos=prepend_bos, bootstrap=bootstrap,
+                             control=control.value if control else None, select_on=select_on or None,
+                             progress=on_progress, partial_on_interrupt=True)
         write_report(result, out, figures=not no_figures, command=command)
     except HeadscopeError as exc:
         _fail(str(exc))
@@ -172,14 +183,10 @@ def run(
     parts = f" ({per_dataset})" if len(datasets) > 1 else ""
     typer.echo(f"{result.model.name}: scored {scored} sentences{parts}"
                + (f", skipped {skipped} (see run.json)" if skipped else "")
-               + f"; wrote {out}/report.md, scores.csv, run.json")
+               + f"; wrote {out}/report.html, report.md, report.json, scores.csv, roles.csv, run.json")
     if not result.meta.get("complete", True):
         typer.echo("run was interrupted: the files hold partial results", err=True)
         raise typer.Exit(130)
-
-
-class Control(str, enum.Enum):
-    random_init = "random-init"
 
 
 @app.command()
@@ -242,6 +249,83 @@ def probe(
     if not result.meta.get("complete", True):
         typer.echo("interrupted: the files hold the models finished before the stop", err=True)
         raise typer.Exit(130)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A run's output folder (or its scores.csv).")],
+    run_b: Annotated[Optional[Path], typer.Argument(help="Another run's folder. Omit it to compare RUN_A's model "
+                                                         "with the random-init control it was run with.")] = None,
+    model_a: Annotated[Optional[str], typer.Option("--model-a", help="Model inside RUN_A (default: its main "
+                                                                     "model).")] = None,
+    model_b: Annotated[Optional[str], typer.Option("--model-b", help="Model inside RUN_B.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for compare.csv, compare_summary.csv, "
+                                                           "compare.md, figures/.")] = Path("headscope-compare"),
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the difference heatmaps.")] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows of largest per-head changes to print.")] = 10,
+) -> None:
+    """Per-head score differences RUN_A − RUN_B (another model, a fine-tuned one, or the control), with intervals."""
+    from ..comparison import compare as run_compare
+    from ..errors import HeadscopeError
+
+    _setup_logging()
+    problem = _output_problem(out)
+    if problem:
+        _fail(f"{problem}; choose another with --out")
+    try:
+        result = run_compare(run_a, run_b, model_a=model_a, model_b=model_b)
+        result.save(out, figures=not no_figures)
+    except HeadscopeError as exc:
+        _fail(str(exc))
+    typer.echo(f"A = {result.label_a}, B = {result.label_b}: {len(result.table)} head x measure pairs; "
+               f"largest changes (A − B, 95% interval):")
+    for r in result.top(top).itertuples():
+        measure = f"{r.relation}{' ' + r.direction if isinstance(r.direction, str) else ''}"
+        ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+        typer.echo(f"  {r.dataset} {r.task:<10} {measure:<26} L{int(r.layer)}.H{int(r.head):<3} "
+                   f"{r.score_a:.3f} vs {r.score_b:.3f}: {r.diff:+.3f}{ci}")
+    typer.echo(f"wrote {out}/compare.md, compare.csv, compare_summary.csv")
+
+
+@app.command()
+def explain(
+    sentence: Annotated[str, typer.Argument(help="The sentence, as running text.")],
+    word: Annotated[Optional[str], typer.Option("--word", "-w", help="The word to explain (first match) or its "
+                                                                    "0-based index. Default: the first pronoun.")]
+    = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Alias, Hugging Face id, local folder or .gguf.")]
+    = "minilm",
+    run_dir: Annotated[Optional[Path], typer.Option("--run", help="A previous run's output folder: its roles.csv "
+                                                                  "labels each head.")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Heads to print.")] = 10,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write explain.csv, explain.md and "
+                                                                     "explain.png here.")] = None,
+    prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="As for run.")]
+    = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda.")] = None,
+) -> None:
+    """Which heads link a word of one sentence to which other words (with roles from a previous run)."""
+    from ..errors import HeadscopeError
+    from ..explainer import explain as run_explain
+
+    _setup_logging()
+    if out is not None:
+        problem = _output_problem(out)
+        if problem:
+            _fail(f"{problem}; choose another with --out")
+    try:
+        result = run_explain(sentence, word, model=model, run=run_dir, prepend_bos=prepend_bos, device=device)
+        if out is not None:
+            result.save(out)
+    except HeadscopeError as exc:
+        _fail(str(exc))
+    typer.echo(f"{result.model}: heads linking {result.word!r} (word {result.word_index}) to other words")
+    typer.echo(f"{'head':<8} {'links to':<14} {'weight':>6}  {'2nd':<14} {'weight':>6}  {'specials':>8}  role")
+    for r in result.top(top).itertuples():
+        typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {r.weight:6.3f}  {r.second[:14]:<14} "
+                   f"{r.second_weight:6.3f}  {r.specials:8.3f}  {r.role}")
+    if out is not None:
+        typer.echo(f"wrote {out}/explain.md, explain.csv, explain.png")
 
 
 @app.command()

@@ -7,6 +7,15 @@ from typing import Any
 from ..schema import head_label
 
 
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]",
+               "\\": "\\\\", "\n": " ", "\r": " "}
+
+
+def md_text(value: Any) -> str:
+    """Text from data (words, names, paths) made inert in Markdown: no HTML, no table breaks, no links or code."""
+    return "".join(_MD_ESCAPES.get(c, c) for c in str(value))
+
+
 def _fmt(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -17,6 +26,12 @@ def _ci(row: Any) -> str:
     if lo is None or hi is None or lo != lo or hi != hi:
         return ""
     return f" [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _q(q: Any) -> str:
+    if q is None or q != q or str(q) == "<NA>":
+        return "—"
+    return "<1e-4" if q < 1e-4 else f"{q:.2g}"
 
 
 def _kv_groups(info: Any) -> str | None:
@@ -38,21 +53,24 @@ def _head_kv(layer: int, head: int, info: Any) -> str:
     return label
 
 
-def _syntax_section(df, dataset: str, causal: bool = False) -> list[str]:
+def _syntax_section(df, dataset: str, causal: bool = False, select_on: str | None = None) -> list[str]:
     sub = df[(df["task"] == "syntax") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    lines = ["", f"### Syntax — {dataset}", "",
-             "Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline "
-             "(chosen on the same data: an optimistic, Clark-et-al.-style number); [95% bootstrap interval over "
-             "sentences]."]
+    chosen = ("chosen on the same data: an optimistic, Clark-et-al.-style number" if not select_on else
+              f"chosen on {md_text(select_on)}, reported here: held-out selection")
+    lines = ["", f"### Syntax — {md_text(dataset)}", "",
+             f"Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline "
+             f"({chosen}); [95% bootstrap interval over sentences]; q: Benjamini–Hochberg-corrected p-value that the "
+             f"head beats that baseline."]
+    sel = df[(df["task"] == "syntax") & (df["dataset"] == select_on) & df["baseline"].isna()] if select_on else None
     if causal:
         lines[-1] += (" Causal model: `reachable` counts the instances the mask lets any head get right "
                       "(dep_to_head: the head word is to the left; head_to_dep: to the right); accuracy is over "
                       "all n, so reachable / n is the ceiling, and the offset baselines obey the same mask.")
     lines += ["",
-             "| relation | direction | n | reachable | best head | score | best baseline | baseline score | margin |",
-             "|---|---|---:|---:|---|---:|---|---:|---:|"]
+             "| relation | direction | n | reachable | best head | score | best baseline | baseline score | margin | q |",
+             "|---|---|---:|---:|---|---:|---|---:|---:|---:|"]
     heads = sub[sub["baseline"].isna()]
     bases = sub[sub["baseline"].notna()]
     order = (heads.groupby("relation")["n"].max().sort_values(ascending=False).index.tolist())
@@ -65,8 +83,14 @@ def _syntax_section(df, dataset: str, causal: bool = False) -> list[str]:
             if h.empty:
                 continue
             top = h.loc[h["score"].idxmax()]
+            if sel is not None:
+                s_ = sel[(sel["relation"] == rel) & (sel["direction"] == direction)]
+                if len(s_):
+                    pick = s_.loc[s_["score"].idxmax()]
+                    match = h[(h["layer"] == pick["layer"]) & (h["head"] == pick["head"])]
+                    top = match.iloc[0] if len(match) else top
             if int(top["n_reachable"]) == 0:
-                lines.append(f"| {rel} | {direction} | {int(top['n'])} | 0 | — | — | — | — | — |")
+                lines.append(f"| {md_text(rel)} | {direction} | {int(top['n'])} | 0 | — | — | — | — | — | — |")
                 continue
             b = bases[(bases["relation"] == rel) & (bases["direction"] == direction)]
             if len(b):
@@ -75,10 +99,10 @@ def _syntax_section(df, dataset: str, causal: bool = False) -> list[str]:
             else:
                 bname, bscore = "—", float("nan")
             margin = float(top["score"]) - bscore
-            lines.append(f"| {rel} | {direction} | {int(top['n'])} | {int(top['n_reachable'])} | "
+            lines.append(f"| {md_text(rel)} | {direction} | {int(top['n'])} | {int(top['n_reachable'])} | "
                          f"{head_label(top['layer'], top['head'])} | {_fmt(top['score'])}{_ci(top)} | {bname} | "
                          f"{_fmt(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''} | "
-                         f"{_fmt(margin) if margin == margin else '—'} |")
+                         f"{_fmt(margin) if margin == margin else '—'} | {_q(top.get('q_value'))} |")
     return lines
 
 
@@ -86,7 +110,7 @@ def _tree_section(df, dataset: str) -> list[str]:
     sub = df[(df["task"] == "tree") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    lines = ["", f"### Whole-tree UAS — {dataset}", "",
+    lines = ["", f"### Whole-tree UAS — {md_text(dataset)}", "",
              "| direction | best head | UAS | right-branching | left-branching |", "|---|---|---:|---:|---:|"]
     for direction in ("dep_to_head", "head_to_dep"):
         s = sub[sub["direction"] == direction]
@@ -110,7 +134,7 @@ def _positional_section(df, dataset: str, causal: bool = False) -> list[str]:
     sub = df[(df["task"] == "positional") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    lines = ["", f"### Positional patterns — {dataset}", "",
+    lines = ["", f"### Positional patterns — {md_text(dataset)}", "",
              "Mean attention mass per query token; the head with the most of each, and how many heads put "
              "over half their attention there.", "",
              "| pattern | top head | mass | heads > 0.5 | layer means (0..L-1) |", "|---|---|---:|---:|---|"]
@@ -194,7 +218,7 @@ def _coref_section(df, dataset: str, d: dict) -> list[str]:
     sub = df[(df["task"] == "coref") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    lines = ["", f"### Coreference — {dataset}", "",
+    lines = ["", f"### Coreference — {md_text(dataset)}", "",
              "Antecedent selection accuracy (%): the mention's head word attends most, among earlier words, to the "
              "head of an antecedent (best head chosen on the same data), against rule baselines.", "",
              "| mention type | n | best head | score | " + " | ".join(BASELINES) + " |",
@@ -216,7 +240,7 @@ def _gap_section(df, dataset: str) -> list[str]:
     pick = sub[(sub["layer"] == top["layer"]) & (sub["head"] == top["head"])]
     val = {r["relation"]: float(r["score"]) for _, r in pick.iterrows()}
     near = {r["relation"]: float(r["score"]) for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
-    lines = ["", f"### GAP — {dataset}", "",
+    lines = ["", f"### GAP — {md_text(dataset)}", "",
              "Accuracy (%) on rows with exactly one referent: the name whose words get more attention from the "
              "pronoun. Bias = feminine / masculine accuracy (1.0 is unbiased).", "",
              "| | overall | masculine | feminine | bias F/M |", "|---|---:|---:|---:|---:|"]
@@ -232,7 +256,7 @@ def _pairs_section(df, dataset: str) -> list[str]:
         return []
     heads = sub[(sub["relation"] == "pair") & sub["baseline"].isna()].nlargest(5, "score")
     n = int(heads["n"].iloc[0])
-    lines = ["", f"### Minimal pairs — {dataset}", "",
+    lines = ["", f"### Minimal pairs — {md_text(dataset)}", "",
              f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
              f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads:", ""]
     lines += [f"- {head_label(r['layer'], r['head'])}: {_fmt(r['score'])}% of pairs" for _, r in heads.iterrows()]
@@ -243,7 +267,7 @@ def _induction_section(df, dataset: str, d: dict, info: Any = None) -> list[str]
     sub = df[(df["task"] == "induction") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    lines = ["", f"### Induction, duplicate-token and previous-token heads — {dataset}", "",
+    lines = ["", f"### Induction, duplicate-token and previous-token heads — {md_text(dataset)}", "",
              f"Mean attention to each row's target on {d.get('sequences', '?')} sequences "
              f"{'BOS ' if d.get('bos') else ''}r r of {d.get('length', '?')} random tokens (rows with a target only).",
              "", "| pattern | top heads (score) |", "|---|---|"]
@@ -262,10 +286,103 @@ def _induction_section(df, dataset: str, d: dict, info: Any = None) -> list[str]
     return lines
 
 
-def render_markdown(result: Any, figure_files: list[str]) -> str:
+def _pct_or_mass(value: Any, metric: Any) -> str:
+    if value is None or value != value:
+        return "—"
+    return _fmt(value) if metric in ("accuracy", "uas") else f"{value:.3f}"
+
+
+def _interval(lo: Any, hi: Any, metric: Any) -> str:
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return " [no interval]"
+    return f" [{_pct_or_mass(lo, metric)}, {_pct_or_mass(hi, metric)}]"
+
+
+def _roles_section(content: dict) -> list[str]:
+    from ..analysis.roles import ALPHA
+
+    roles = content["roles"]
+    grid = roles["grid"]
+    lines = ["", "## Roles", "",
+             f"{roles['heads_with_a_role']} heads have at least one role and {roles['heads_without_a_role']} have "
+             f"none; {roles['tested_roles_beating_baseline']} role assignments are heads that beat their best "
+             f"baseline after Benjamini–Hochberg correction (q < {ALPHA}).", "", "Criteria:", ""]
+    lines += [f"- `{r['role']}`: {r['criterion']}." for r in roles["criteria"]]
+    lines += ["", "Role map (each head's main role; `+`: it has more; `>h`: dependent attends to head, `>d`: head "
+                  "to dependent):", "",
+              "| layer | " + " | ".join(f"H{h}" for h in range(len(grid[0]) if grid else 0)) + " |",
+              "|---|" + "---|" * (len(grid[0]) if grid else 0)]
+    for layer, row in enumerate(grid):
+        lines.append(f"| L{layer} | " + " | ".join(md_text(c["label"]) + ("+" if len(c["roles"]) > 1 else "")
+                                                   for c in row) + " |")
+    control = any(r.get("beats_control") is not None for r in roles["table"])
+    lines += ["", "| head | role | data | score [95% CI] | best baseline [score] | q | beats baseline |"
+              + (" control best | beats control |" if control else ""),
+              "|---|---|---|---:|---|---:|---|" + ("---:|---|" if control else "")]
+    for r in roles["table"]:
+        base = f"{md_text(r['baseline'])} [{_pct_or_mass(r['baseline_score'], r['metric'])}]" if r["baseline"] else "—"
+        beats = "—" if r["q_value"] is None else ("yes" if r["q_value"] < ALPHA else "no")
+        line = (f"| L{r['layer']}.H{r['head']} | {md_text(r['role'])} | {md_text(r['dataset'])} | "
+                f"{_pct_or_mass(r['score'], r['metric'])}{_interval(r['ci_low'], r['ci_high'], r['metric'])} | "
+                f"{base} | {_q(r['q_value'])} | {beats} |")
+        if control:
+            bc = r.get("beats_control")
+            line += f" {_pct_or_mass(r.get('control_best'), r['metric'])} | {'—' if bc is None else 'yes' if bc else 'no'} |"
+        lines.append(line)
+    none = [f"L{layer}.H{head}" for layer, row in enumerate(grid) for head, c in enumerate(row) if not c["roles"]]
+    if none:
+        lines += ["", f"Heads without a role: {', '.join(none)}."]
+    return lines
+
+
+def _top_section(content: dict) -> list[str]:
+    lines = []
+    control = bool(content.get("control"))
+    for name, rows in content["top_heads"].items():
+        lines += ["", f"## Top heads — {md_text(name)}", "",
+                  "Accuracies in %, masses and entropies as fractions; [95% bootstrap interval]; q: BH-corrected "
+                  "p-value that the head beats the best baseline.", "",
+                  "| task | measure | n | best head | chosen on | score | best baseline | baseline score | q |"
+                  + (" control best |" if control else ""),
+                  "|---|---|---:|---|---|---:|---|---:|---:|" + ("---:|" if control else "")]
+        for r in rows:
+            m = r["metric"]
+            measure = md_text(r["relation"]) + (f" {r['direction']}" if r["direction"] else "")
+            base = (f"{_pct_or_mass(r['baseline_score'], m)}{_interval(r['baseline_ci_low'], r['baseline_ci_high'], m)}"
+                    if r["baseline"] else "—")
+            line = (f"| {r['task']} | {measure} | {r['n'] if r['n'] is not None else ''} | {r['head']} | "
+                    f"{md_text(r['selected_on'])} | {_pct_or_mass(r['score'], m)}{_interval(r['ci_low'], r['ci_high'], m)}"
+                    f" | {md_text(r['baseline'] or '—')} | {base} | {_q(r['q_value'])} |")
+            if control:
+                line += (f" {r['control_head']} {_pct_or_mass(r['control_score'], m)}"
+                         f"{_interval(r['control_ci_low'], r['control_ci_high'], m)} |" if "control_score" in r
+                         else " — |")
+            lines.append(line)
+    return lines
+
+
+def _control_section(content: dict) -> list[str]:
+    rows = content.get("control") or []
+    if not rows:
+        return []
+    lines = ["", "## Control: trained vs re-initialised", "",
+             "The best head of each model on each measure; what training added is the gap.", "",
+             "| data | task | measure | trained best | score | control best | score |", "|---|---|---|---|---:|---|---:|"]
+    for r in rows:
+        m = r["metric"]
+        lines.append(f"| {md_text(r['dataset'])} | {r['task']} | {md_text(r['relation'])}"
+                     f"{' ' + r['direction'] if r['direction'] else ''} | {r['head']} | "
+                     f"{_pct_or_mass(r['score'], m)}{_interval(r['ci_low'], r['ci_high'], m)} | {r['control_head']} | "
+                     f"{_pct_or_mass(r['control_score'], m)}{_interval(r['control_ci_low'], r['control_ci_high'], m)} |")
+    return lines
+
+
+def render_markdown(result: Any, figure_files: list[str], content: dict | None = None) -> str:
     meta = result.meta
     info = result.model
-    df = result.scores
+    df = result.scores[result.scores["model"] == info.name]
+    selection = meta.get("selection") or {}
+    select_on = (selection.get("select_on") or [None])[0]
     lines = [f"# headscope report: {info.name}", "",
              f"- Model: {info.describe()}",
              f"- Tasks: {', '.join(meta.get('tasks', []))}",
@@ -276,17 +393,34 @@ def render_markdown(result: Any, figure_files: list[str]) -> str:
     if not meta.get("complete", True):
         lines.append("- **Run interrupted: these results cover only the sentences scored before the stop.**")
     for d in meta.get("datasets", []):
-        lines.append(f"- Data `{d['name']}` ({d.get('kind', '?')}; tasks {', '.join(d.get('tasks', []))}): "
+        lines.append(f"- Data {md_text(d['name'])} ({d.get('kind', '?')}; tasks {', '.join(d.get('tasks', []))}): "
                      + _data_line(d, meta["config"]["max_length"]))
+    if meta.get("control"):
+        lines.append(f"- Control: {md_text(meta['control']['model'])}, {meta['control']['description']}.")
+    if selection:
+        lines.append(f"- Held-out selection: best heads chosen on {md_text(', '.join(selection['select_on']))}, "
+                     f"reported on {md_text(', '.join(selection['report_on']))}.")
+    if content is not None:
+        lines += _roles_section(content)
+        lines += _top_section(content)
+        lines += _control_section(content)
+    lines += ["", "## Details by dataset"]
     for d in meta.get("datasets", []):
         name = d["name"]
-        lines += _syntax_section(df, name, info.is_decoder)
+        if name in (selection.get("select_on") or []):
+            continue
+        lines += _syntax_section(df, name, info.is_decoder, select_on if select_on != name else None)
         lines += _tree_section(df, name)
         lines += _positional_section(df, name, info.is_decoder)
         lines += _coref_section(df, name, d)
         lines += _gap_section(df, name)
         lines += _pairs_section(df, name)
         lines += _induction_section(df, name, d, info)
+    if content is not None and content.get("examples"):
+        lines += ["", "## Example sentences", "",
+                  "Word-level attention maps of " + ", ".join(content.get("example_heads", [])) +
+                  " for these sentences are in `figures/example_*.png` and in report.html:", ""]
+        lines += [f"{i + 1}. {md_text(' '.join(e['words']))}" for i, e in enumerate(content["examples"])]
     if figure_files:
         lines += ["", "## Figures", ""]
         lines += [f"![{f}](figures/{f})" for f in figure_files]

@@ -1,0 +1,222 @@
+"""Head roles: explicit criteria over scores, intervals, baselines and the random-init control -> a tidy roles table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ALPHA = 0.05            # Benjamini–Hochberg false discovery rate for "beats the best baseline"
+MIN_N = 30              # a relation / mention type needs this many instances before it can name a role
+MARGIN = 0.05           # ... and the head must beat the best baseline by this much (5 points of accuracy)
+MASS = 0.5              # positional roles: lower 95% bound of the mean attention mass on the target
+LOCAL = 0.8             # local window: lower bound of the mass within +-window tokens
+BROAD = 0.85            # broad: lower bound of the normalised entropy
+PATTERN = 0.4           # induction / duplicate-token: lower bound of the mean attention to the target
+
+ROLE_COLUMNS = ["model", "dataset", "layer", "head", "role", "family", "task", "relation", "direction", "metric",
+                "score", "ci_low", "ci_high", "baseline", "baseline_score", "q_value", "control_best",
+                "beats_control", "criterion"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A threshold role: a head has it when the lower bound of its interval (or its score) clears ``threshold``."""
+
+    role: str
+    family: str
+    task: str
+    relation: str
+    metric: str
+    threshold: float
+    text: str
+
+
+def _rules(is_decoder: bool) -> list[Rule]:
+    first = "BOS sink" if is_decoder else "[CLS] sink"
+    rules = [
+        Rule("previous-token", "positional", "positional", "prev", "mass", MASS,
+             f"mean attention mass on the previous token, 95% lower bound >= {MASS}"),
+        Rule("self", "positional", "positional", "self", "mass", MASS,
+             f"mean attention mass on the token itself, 95% lower bound >= {MASS}"),
+        Rule(first, "sink", "positional", "first", "mass", MASS,
+             f"mean attention mass on the first token ({'BOS' if is_decoder else '[CLS]'}), 95% lower bound "
+             f">= {MASS}"),
+        Rule("punctuation", "positional", "positional", "punct", "mass", MASS,
+             f"mean attention mass on punctuation, 95% lower bound >= {MASS}"),
+        Rule("local window", "positional", "positional", "local", "mass", LOCAL,
+             f"mean attention mass within the local window, 95% lower bound >= {LOCAL}, and no previous / next / "
+             f"self role (it spreads over the window)"),
+        Rule("broad", "broad", "positional", "entropy_norm", "ratio", BROAD,
+             f"normalised attention entropy, 95% lower bound >= {BROAD} (close to uniform)"),
+        Rule("induction", "induction", "induction", "induction", "mass", PATTERN,
+             f"mean attention from the second copy to the token after the earlier copy, 95% lower bound "
+             f">= {PATTERN}"),
+        Rule("duplicate-token", "induction", "induction", "duplicate", "mass", PATTERN,
+             f"mean attention from the second copy to the same token's earlier copy, 95% lower bound >= {PATTERN}"),
+    ]
+    if not is_decoder:
+        rules.insert(1, Rule("next-token", "positional", "positional", "next", "mass", MASS,
+                             f"mean attention mass on the next token, 95% lower bound >= {MASS}"))
+        rules.insert(4, Rule("[SEP] sink", "sink", "positional", "sep", "mass", MASS,
+                             f"mean attention mass on [SEP], 95% lower bound >= {MASS}"))
+    return rules
+
+
+# Tasks with baselines: a head has the role when it beats the best baseline after BH (q < ALPHA).
+TESTED = {
+    "syntax": ("syntax", "best fixed-offset baseline"),
+    "coref": ("coreference", "best rule baseline (nearest, same head word, ...)"),
+    "gap": ("coreference", "best GAP baseline (nearest name, ...)"),
+    "tree": ("syntax", "right/left-branching tree"),
+}
+
+
+def criteria(is_decoder: bool) -> list[tuple[str, str]]:
+    """``(role, criterion)`` for every role, in words, as the reports print them."""
+    out = [(f"syntax:<relation> <direction>",
+            f"accuracy beats the best fixed-offset baseline of that relation and direction: one-sided paired "
+            f"bootstrap test over sentences, Benjamini–Hochberg q < {ALPHA} over every head x relation x "
+            f"direction of the dataset, by at least {100 * MARGIN:.0f} points; relation with >= {MIN_N} "
+            f"instances; 'all' is a summary, not a role"),
+           ("coreference", f"antecedent accuracy (coreference documents, resampled by document) or GAP accuracy beats "
+                           f"the best rule baseline, BH q < {ALPHA}, by at least {100 * MARGIN:.0f} points; >= {MIN_N} "
+                           f"instances")]
+    out += [(r.role, r.text) for r in _rules(is_decoder)]
+    out.append(("control", "with --control random-init, a role also needs its 95% lower bound above the best score "
+                           "any head of the re-initialised model reaches on the same measure (otherwise architecture, "
+                           "position or tokenisation alone explain it); beats_control says how each role fared"))
+    out.append(("none", "a head that meets no criterion is listed with role 'none'"))
+    return out
+
+
+def _control_table(scores: Any, control: str | None) -> dict:
+    """``(dataset, task, relation, direction, metric) -> best score of any control head``."""
+    if control is None:
+        return {}
+    c = scores[(scores["model"] == control) & scores["baseline"].isna() & scores["layer"].notna()]
+    keys = ["dataset", "task", "relation", "direction", "metric"]
+    best = c.fillna({"direction": ""}).groupby(keys, dropna=False)["score"].max()
+    return {tuple(k): float(v) for k, v in best.items()}
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None or x != x or str(x) == "<NA>" else float(x)
+
+
+def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: str | None = None,
+                 datasets: list[str] | None = None, num_layers: int | None = None, num_heads: int | None = None):
+    """Every head of ``model`` with zero or more roles per dataset, by the criteria in :func:`criteria`.
+
+    Returns a tidy DataFrame (``ROLE_COLUMNS``): one row per (dataset, head, role), plus a row with
+    role ``none`` for each head that has no role on any dataset.
+    """
+    import pandas as pd
+
+    own = scores[(scores["model"] == model) & scores["layer"].notna()]
+    if datasets is None:
+        datasets = [d for d in own["dataset"].dropna().unique()]
+    rows: list[dict] = []
+    control_best = _control_table(scores, control)
+
+    def add(r: Any, role: str, family: str, criterion: str, baseline: str | None = None,
+            baseline_score: float = float("nan")) -> None:
+        direction = "" if pd.isna(r["direction"]) else r["direction"]
+        cbest = control_best.get((r["dataset"], r["task"], r["relation"], direction, r["metric"]), float("nan"))
+        bound = r["score"] if pd.isna(r["ci_low"]) else r["ci_low"]
+        beats = None if control is None or cbest != cbest else bool(bound > cbest)
+        if beats is False:
+            return
+        rows.append({"model": model, "dataset": r["dataset"], "layer": int(r["layer"]), "head": int(r["head"]),
+                     "role": role, "family": family, "task": r["task"], "relation": r["relation"],
+                     "direction": direction or None, "metric": r["metric"], "score": float(r["score"]),
+                     "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]), "baseline": baseline,
+                     "baseline_score": baseline_score, "q_value": _num(r["q_value"]), "control_best": cbest,
+                     "beats_control": beats, "criterion": criterion})
+
+    for dataset in datasets:
+        d = own[own["dataset"] == dataset]
+        allrows = scores[(scores["dataset"] == dataset) & (scores["model"] == model)]
+        # Tested roles: heads that beat the best baseline after Benjamini–Hochberg.
+        for task, (family, against) in TESTED.items():
+            t = d[(d["task"] == task) & d["q_value"].notna() & (d["q_value"] < ALPHA) & (d["n"] >= MIN_N)
+                  & (d["relation"] != "all" if task == "syntax" else d["relation"].notna())]
+            if t.empty:
+                continue
+            if task in ("coref", "gap"):
+                t = t[t["metric"] == "accuracy"]
+                t = t.sort_values("score", ascending=False).drop_duplicates(["layer", "head"])
+            bases = allrows[(allrows["task"] == task) & allrows["baseline"].notna()]
+            best_base = (bases.sort_values("score").groupby(["relation", "direction", "metric"], dropna=False)
+                         .tail(1).set_index(["relation", "direction", "metric"]))
+            for _, r in t.iterrows():
+                key = (r["relation"], r["direction"], r["metric"])
+                try:
+                    b = best_base.loc[key]
+                    bname, bscore = str(b["baseline"]), float(b["score"])
+                except KeyError:
+                    bname, bscore = None, float("nan")
+                if bscore == bscore and float(r["score"]) - bscore < MARGIN:
+                    continue
+                role = f"syntax:{r['relation']} {r['direction']}" if family == "syntax" and task == "syntax" else (
+                    "syntax:tree" if task == "tree" else "coreference")
+                add(r, role, family, f"beats {against} (BH q = {r['q_value']:.2g} < {ALPHA})", bname, bscore)
+        # Threshold roles on positional and induction measures.
+        have: dict[tuple[int, int], set] = {}
+        for rule in _rules(is_decoder):
+            t = d[(d["task"] == rule.task) & (d["relation"] == rule.relation) & (d["metric"] == rule.metric)]
+            if t.empty:
+                continue
+            bound = t["ci_low"].where(t["ci_low"].notna(), t["score"])
+            for _, r in t[bound >= rule.threshold].iterrows():
+                key = (int(r["layer"]), int(r["head"]))
+                if rule.role == "local window" and have.get(key, set()) & {"previous-token", "next-token", "self"}:
+                    continue
+                before = len(rows)
+                add(r, rule.role, rule.family, rule.text)
+                if len(rows) > before:
+                    have.setdefault(key, set()).add(rule.role)
+    roles = pd.DataFrame(rows, columns=ROLE_COLUMNS)
+    if num_layers is None:
+        num_layers = int(own["layer"].max()) + 1 if len(own) else 0
+    if num_heads is None:
+        num_heads = int(own["head"].max()) + 1 if len(own) else 0
+    named = set(zip(roles["layer"], roles["head"]))
+    none = [{"model": model, "dataset": None, "layer": layer, "head": head, "role": "none", "family": "none",
+             "criterion": "meets no role criterion"}
+            for layer in range(num_layers) for head in range(num_heads) if (layer, head) not in named]
+    if none:
+        roles = pd.concat([roles, pd.DataFrame(none, columns=ROLE_COLUMNS)], ignore_index=True)
+    roles["layer"] = roles["layer"].astype("int64")
+    roles["head"] = roles["head"].astype("int64")
+    roles["beats_control"] = roles["beats_control"].astype("boolean")
+    roles = roles.sort_values(["layer", "head", "family", "role"], ignore_index=True)
+    return roles
+
+
+def primary_roles(roles: Any) -> dict[tuple[int, int], tuple[str, str]]:
+    """``(layer, head) -> (short label, family)``: each head's most telling role, for the role map.
+
+    Order of preference: coreference, syntax (largest margin over its baseline), induction, positional,
+    sink, broad; then 'none'.
+    """
+    rank = {"coreference": 0, "syntax": 1, "induction": 2, "positional": 3, "sink": 4, "broad": 5, "none": 9}
+    out: dict[tuple[int, int], tuple[str, str]] = {}
+    if roles is None or not len(roles):
+        return out
+    r = roles.copy()
+    r["margin"] = (r["score"].astype(float) - r["baseline_score"].astype(float)).fillna(0.0)
+    r["rank"] = r["family"].map(rank).fillna(8)
+    for (layer, head), grp in r.sort_values(["rank", "margin"], ascending=[True, False]).groupby(["layer", "head"]):
+        top = grp.iloc[0]
+        out[(int(layer), int(head))] = (short_label(str(top["role"])), str(top["family"]))
+    return out
+
+
+def short_label(role: str) -> str:
+    """A few characters for a cell of the role map: ``obj>h`` for ``syntax:obj dep_to_head`` (``>d``: head_to_dep)."""
+    if role.startswith("syntax:"):
+        rel, _, direction = role[len("syntax:"):].partition(" ")
+        return rel + (">d" if direction == "head_to_dep" else ">h" if direction == "dep_to_head" else "")
+    return {"previous-token": "prev", "next-token": "next", "coreference": "coref", "duplicate-token": "dup",
+            "induction": "induct", "local window": "local", "punctuation": "punct", "BOS sink": "BOS",
+            "[CLS] sink": "CLS", "[SEP] sink": "SEP", "none": ""}.get(role, role)

@@ -1,0 +1,238 @@
+"""``compare``: per-head score differences between two runs (or a run and its control), with intervals and heatmaps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import HeadscopeError
+
+# Metrics that are fractions in [0, 1] (the others, nats and tokens, have their own scale; offsets are labels).
+FRACTIONS = ("accuracy", "uas", "mass", "ratio", "share", "max_weight", "feminine/masculine")
+MIN_N = 30   # "largest changes" skip measures with fewer instances (a one-sentence relation swings by 100 points)
+KEYS = ["dataset", "task", "relation", "direction", "metric", "layer", "head"]
+# Measures drawn as difference heatmaps when present: (task, relation, direction, metric, file stem).
+DIFF_MAPS = (
+    ("syntax", "all", "dep_to_head", "accuracy", "syntax_all_dep_to_head"),
+    ("syntax", "all", "head_to_dep", "accuracy", "syntax_all_head_to_dep"),
+    ("positional", "prev", None, "mass", "positional_prev"),
+    ("positional", "first", None, "mass", "positional_first"),
+    ("positional", "entropy_norm", None, "ratio", "positional_entropy_norm"),
+    ("coref", "all", None, "accuracy", "coref_all"),
+    ("gap", "all", None, "accuracy", "gap_all"),
+    ("pairs", "pair", None, "accuracy", "pairs"),
+    ("induction", "induction", None, "mass", "induction"),
+)
+
+
+def _read_run(path: Path) -> tuple[Any, dict]:
+    import pandas as pd
+
+    from .schema import frame
+
+    path = Path(path)
+    if not path.exists():
+        raise HeadscopeError(f"{path}: run folder not found; pass the --out folder of a `headscope run`")
+    folder = path.parent if path.is_file() else path
+    scores_path = path if path.is_file() else folder / "scores.csv"
+    if not scores_path.is_file():
+        raise HeadscopeError(f"{scores_path}: no scores.csv there; pass the --out folder of a `headscope run`")
+    try:
+        df = pd.read_csv(scores_path, dtype={"direction": "string", "baseline": "string"})
+    except Exception as exc:
+        raise HeadscopeError(f"{scores_path}: not a readable scores table ({exc}); pass a run's scores.csv") from None
+    missing = [c for c in ("model", "dataset", "task", "relation", "metric", "layer", "head", "score")
+               if c not in df.columns]
+    if missing:
+        raise HeadscopeError(f"{scores_path}:1: scores table lacks columns {', '.join(missing)}; pass a run's "
+                             f"scores.csv")
+    meta: dict = {}
+    run_json = folder / "run.json"
+    if run_json.is_file():
+        try:
+            meta = json.loads(run_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HeadscopeError(f"{run_json}:{getattr(exc, 'lineno', 1)}: not valid JSON; re-run or remove "
+                                 f"it") from None
+    return frame(df.to_dict("records")), meta
+
+
+def _as_run(run: Any) -> tuple[Any, dict, str]:
+    """(scores, meta, label) from an AnalysisResult or a run folder."""
+    if hasattr(run, "scores") and hasattr(run, "meta"):
+        return run.scores, run.meta, str(run.model.name)
+    scores, meta = _read_run(Path(run))
+    main = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
+    return scores, meta, main or (str(scores["model"].iloc[0]) if len(scores) else str(run))
+
+
+@dataclass
+class Comparison:
+    """Per-head differences A − B: positive means run A's head scores higher."""
+
+    label_a: str
+    label_b: str
+    table: Any                     # tidy: KEYS + score_a, score_b, diff, ci_low, ci_high, clear
+    meta: dict = field(default_factory=dict)
+
+    def summary(self):
+        """Per measure: heads compared, mean difference, heads whose interval excludes 0, the largest change."""
+        t = self.table
+        rows = []
+        for key, g in t.groupby(["dataset", "task", "relation", "direction", "metric"], dropna=False, sort=False):
+            top = g.loc[g["diff"].abs().idxmax()]
+            rows.append(dict(zip(["dataset", "task", "relation", "direction", "metric"], key),
+                             heads=len(g), mean_a=float(g["score_a"].mean()), mean_b=float(g["score_b"].mean()),
+                             mean_diff=float(g["diff"].mean()), higher_in_a=int((g["ci_low"] > 0).sum()),
+                             higher_in_b=int((g["ci_high"] < 0).sum()),
+                             largest=f"L{int(top['layer'])}.H{int(top['head'])}", largest_diff=float(top["diff"])))
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+
+    def top(self, k: int = 10):
+        """The ``k`` head x measure rows with the largest absolute difference (fraction-valued measures,
+        measured on at least ``MIN_N`` instances in both runs when any are)."""
+        t = self.table[self.table["metric"].isin(FRACTIONS)]
+        enough = t[(t["n_a"].fillna(0) >= MIN_N) & (t["n_b"].fillna(0) >= MIN_N)]
+        t = enough if len(enough) else t
+        return t.loc[t["diff"].abs().sort_values(ascending=False).index[:k]]
+
+    def figures(self, out_dir: str | Path) -> list[str]:
+        """Difference heatmaps (A - B, diverging colours) for the headline measures present."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+
+        from .reports.figures import _file_part, _plain
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        t = self.table
+        for dataset in t["dataset"].dropna().unique():
+            for task, rel, direction, metric, stem in DIFF_MAPS:
+                s = t[(t["dataset"] == dataset) & (t["task"] == task) & (t["relation"] == rel)
+                      & (t["metric"] == metric)]
+                s = s[s["direction"] == direction] if direction else s[s["direction"].isna()]
+                if s.empty:
+                    continue
+                grid = s.pivot_table(index="layer", columns="head", values="diff", aggfunc="mean")
+                lim = max(float(abs(grid.to_numpy()).max()), 1e-6)
+                n_layers, n_heads = grid.shape
+                fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_heads + 1.5), max(3.0, 0.35 * n_layers + 1.2)))
+                sns.heatmap(grid, ax=ax, cmap="RdBu_r", center=0.0, vmin=-lim, vmax=lim,
+                            annot=n_heads * n_layers <= 200, fmt=".2f", annot_kws={"size": 6},
+                            cbar_kws={"shrink": 0.8, "label": "A − B"})
+                ax.set_xlabel("head (0-based)")
+                ax.set_ylabel("layer (0-based)")
+                ax.set_title(_plain(f"{rel} {direction or ''} {metric}: {self.label_a} − {self.label_b}"
+                                    f" ({dataset})"), fontsize=9)
+                fig.tight_layout()
+                name = f"diff_{_file_part(dataset)}_{stem}.png"
+                fig.savefig(out / name, dpi=110, bbox_inches="tight")
+                plt.close(fig)
+                written.append(name)
+        return written
+
+    def markdown(self, figure_files: list[str] = ()) -> str:
+        from .reports.markdown import md_text
+
+        lines = [f"# headscope compare: {md_text(self.label_a)} vs {md_text(self.label_b)}", "",
+                 f"Differences are A − B (A = {md_text(self.label_a)}, B = {md_text(self.label_b)}), per head and "
+                 f"measure, over {len(self.table)} head × measure pairs present in both runs. "
+                 f"{self.meta.get('interval', '')}", "",
+                 "| data | task | measure | heads | mean A | mean B | mean A − B | higher in A | higher in B | "
+                 "largest change |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in self.summary().itertuples():
+            measure = md_text(r.relation) + (f" {r.direction}" if isinstance(r.direction, str) else "")
+            lines.append(f"| {md_text(r.dataset)} | {r.task} | {measure} {r.metric} | {r.heads} | {r.mean_a:.3f} | "
+                         f"{r.mean_b:.3f} | {r.mean_diff:+.3f} | {r.higher_in_a} | {r.higher_in_b} | "
+                         f"{r.largest} ({r.largest_diff:+.3f}) |")
+        lines += ["", "Largest per-head changes:", "", "| data | task | measure | head | A | B | A − B [95% CI] |",
+                  "|---|---|---|---|---:|---:|---:|"]
+        for r in self.top(15).itertuples():
+            measure = md_text(r.relation) + (f" {r.direction}" if isinstance(r.direction, str) else "")
+            ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            lines.append(f"| {md_text(r.dataset)} | {r.task} | {measure} | L{int(r.layer)}.H{int(r.head)} | "
+                         f"{r.score_a:.3f} | {r.score_b:.3f} | {r.diff:+.3f}{ci} |")
+        if figure_files:
+            lines += ["", "## Difference heatmaps", ""] + [f"![{f}](figures/{f})" for f in figure_files]
+        return "\n".join(lines) + "\n"
+
+    def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
+        """compare.csv (every pair), compare_summary.csv, compare.md and difference heatmaps into ``out_dir``."""
+        from .reports.writer import _write_text, prepare_out_dir, write_csv
+
+        out = Path(out_dir)
+        prepare_out_dir(out)
+        write_csv(self.table, out / "compare.csv")
+        write_csv(self.summary(), out / "compare_summary.csv")
+        files = self.figures(out / "figures") if figures else []
+        _write_text(out / "compare.md", self.markdown(files))
+        return out
+
+
+def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str | None = None) -> Comparison:
+    """Per-head differences of run ``a`` minus run ``b`` on every measure both scored.
+
+    ``a`` / ``b``: an :class:`AnalysisResult` or a run's output folder (its scores.csv). Without
+    ``b``, ``a`` must hold a random-init control (``--control random-init``), and the trained model
+    is compared with it. ``model_a`` / ``model_b`` pick a model inside a run with several.
+    Intervals: when both runs hold per-head intervals, the difference's 95% interval combines them
+    as independent (``d ± sqrt(ea² + eb²)`` per side); on the same sentences this is conservative,
+    since the two scores are positively correlated. ``clear`` marks intervals that exclude 0.
+    """
+    import numpy as np
+
+    scores_a, meta_a, label_a = _as_run(a)
+    if b is None:
+        control = (meta_a.get("control") or {}).get("model")
+        if control is None:
+            models = [m for m in scores_a["model"].dropna().unique() if m != label_a]
+            if not models:
+                raise HeadscopeError("compare needs two runs, or one run made with --control random-init")
+            control = models[0]
+        scores_b, label_b = scores_a, control
+    else:
+        scores_b, _, label_b = _as_run(b)
+    label_a = model_a or label_a
+    label_b = model_b or label_b
+    ha = scores_a[(scores_a["model"] == label_a) & scores_a["baseline"].isna() & scores_a["layer"].notna()
+                  & (scores_a["metric"] != "offset")]
+    hb = scores_b[(scores_b["model"] == label_b) & scores_b["baseline"].isna() & scores_b["layer"].notna()
+                  & (scores_b["metric"] != "offset")]
+    for h, label, which in ((ha, label_a, "A"), (hb, label_b, "B")):
+        if h.empty:
+            have = sorted(set((scores_a if which == "A" else scores_b)["model"].dropna()))
+            raise HeadscopeError(f"run {which} has no head scores for model {label!r}; it has {', '.join(have)}")
+    cols = KEYS + ["score", "ci_low", "ci_high", "n"]
+    left = ha[cols].astype({"direction": "string"}).fillna({"direction": ""})
+    right = hb[cols].astype({"direction": "string"}).fillna({"direction": ""})
+    table = left.merge(right, on=KEYS, suffixes=("_a", "_b"))
+    if table.empty:
+        da, db = sorted(set(ha["dataset"].dropna())), sorted(set(hb["dataset"].dropna()))
+        raise HeadscopeError(f"the runs share no dataset and measure (A: {', '.join(da)}; B: {', '.join(db)}); "
+                             f"score both on the same data")
+    table["direction"] = table["direction"].replace("", None)
+    table["diff"] = table["score_a"] - table["score_b"]
+    ea_lo = (table["score_a"] - table["ci_low_a"]).to_numpy(dtype=float)
+    ea_hi = (table["ci_high_a"] - table["score_a"]).to_numpy(dtype=float)
+    eb_lo = (table["score_b"] - table["ci_low_b"]).to_numpy(dtype=float)
+    eb_hi = (table["ci_high_b"] - table["score_b"]).to_numpy(dtype=float)
+    d = table["diff"].to_numpy(dtype=float)
+    table["ci_low"] = d - np.sqrt(ea_lo ** 2 + eb_hi ** 2)
+    table["ci_high"] = d + np.sqrt(ea_hi ** 2 + eb_lo ** 2)
+    table["clear"] = (table["ci_low"] > 0) | (table["ci_high"] < 0)
+    table.insert(0, "model_b", label_b)
+    table.insert(0, "model_a", label_a)
+    with_ci = int(np.isfinite(table["ci_low"]).sum())
+    meta = {"interval": ("95% intervals of A − B combine each run's bootstrap interval as independent (conservative "
+                         "when both runs read the same sentences)." if with_ci else
+                         "The runs carry no intervals (--bootstrap 0), so the differences have none."),
+            "pairs": len(table), "with_interval": with_ci}
+    return Comparison(label_a=label_a, label_b=label_b, table=table, meta=meta)

@@ -1,0 +1,232 @@
+"""One sentence at a time: word-level attention maps of every head, and which heads link a word to which words."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import HeadscopeError
+from .types import Sentence
+
+PRONOUNS = ("it", "he", "she", "they", "him", "her", "them", "its", "his", "their", "hers", "theirs", "itself",
+            "himself", "herself", "themselves", "this", "that")
+# Words, with English clitics split off as UD does ("didn't" -> "did" "n't", "it's" -> "it" "'s").
+_WORD = re.compile(r"[A-Za-z]+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.]\w+)*|[^\w\s]")
+
+
+def split_words(text: str) -> Sentence:
+    """A sentence from running text: words and punctuation apart, clitics split, spaces remembered."""
+    matches = list(_WORD.finditer(text))
+    if not matches:
+        raise HeadscopeError(f"no words in {text!r}; give a sentence such as \"The cat sat.\"")
+    words = tuple(m.group() for m in matches)
+    space_after = tuple(m.end() < len(text) and text[m.end()].isspace() for m in matches)
+    return Sentence(words=words, sent_id="explain", space_after=space_after)
+
+
+def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None) -> list[dict]:
+    """Every head's word-level attention for each sentence, one sentence per forward.
+
+    Returns dicts with ``sent_id``, ``words``, ``labels`` (the words, then the special tokens in
+    input order, as the columns of the maps) and ``attention`` (float32 ``[layer, head, col, col]``:
+    rows averaged over a word's pieces, columns summed, as every scorer sees them).
+    """
+    import numpy as np
+
+    from .alignment import encode_sentences
+    from .capture import capture
+
+    info = loaded.info
+    sentences = list(sentences)
+    encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=bos_id)
+    for sent, enc in zip(sentences, encoded):
+        if len(enc) > info.max_length:
+            raise HeadscopeError(f"sentence {sent.sent_id or ''} has {len(enc)} tokens; the model reads at most "
+                                 f"{info.max_length}")
+    maps: dict[int, dict[int, Any]] = {}
+
+    def on_layer(layer, weights, batch):
+        from .analysis.base import LayerView
+
+        maps.setdefault(batch.encoded[0].index, {})[layer] = LayerView(layer, weights, batch).words[0].float().cpu().numpy()
+
+    capture(loaded, sentences, encoded, on_layer, batch_size=1)
+    out = []
+    for i, (sent, enc) in enumerate(zip(sentences, encoded)):
+        specials = [loaded.tokenizer.convert_ids_to_tokens(int(t)) for t, w in zip(enc.input_ids, enc.word_ids)
+                    if w < 0]
+        attention = np.stack([maps[i][k] for k in range(info.num_layers)]).astype(np.float32)
+        out.append({"sent_id": sent.sent_id, "words": list(sent.words), "labels": list(sent.words) + specials,
+                    "attention": attention})
+    return out
+
+
+def _pick_word(words: Sequence[str], word: str | int | None) -> int:
+    if isinstance(word, int):
+        if not 0 <= word < len(words):
+            raise HeadscopeError(f"word index {word} is outside the sentence's {len(words)} words (0-based)")
+        return word
+    lower = [w.lower() for w in words]
+    if word is None:
+        for i, w in enumerate(lower):
+            if w in PRONOUNS:
+                return i
+        return max(i for i, w in enumerate(words) if any(c.isalnum() for c in w)) if any(
+            any(c.isalnum() for c in w) for w in words) else len(words) - 1
+    if word.isdigit() and word not in words:
+        return _pick_word(words, int(word))
+    if word.lower() not in lower:
+        raise HeadscopeError(f"word {word!r} is not in the sentence; its words are: {' '.join(words)} "
+                             f"(give --word as one of them, or a 0-based index)")
+    return lower.index(word.lower())
+
+
+def read_roles(run_dir: str | Path) -> dict[tuple[int, int], str]:
+    """``(layer, head) -> "role; role"`` from a previous run's roles.csv (heads without a role are left out)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "roles.csv"
+    if Path(run_dir).is_file():
+        path = Path(run_dir)
+    if not path.is_file():
+        raise HeadscopeError(f"{path}: no roles.csv there; pass the --out folder of a `headscope run`")
+    try:
+        roles = pd.read_csv(path)
+    except Exception as exc:
+        raise HeadscopeError(f"{path}: not a readable roles table ({exc}); pass a run's roles.csv") from None
+    need = {"layer", "head", "role"}
+    if not need <= set(roles.columns):
+        raise HeadscopeError(f"{path}:1: roles table lacks columns {', '.join(sorted(need - set(roles.columns)))}; "
+                             f"pass a run's roles.csv")
+    if "model" in roles.columns and roles["model"].nunique() > 1:
+        roles = roles[roles["model"] == roles["model"].iloc[0]]
+    roles = roles[roles["role"].notna() & (roles["role"] != "none")]
+    out: dict[tuple[int, int], str] = {}
+    for (layer, head), grp in roles.groupby(["layer", "head"]):
+        out[(int(layer), int(head))] = "; ".join(dict.fromkeys(grp["role"].astype(str)))
+    return out
+
+
+@dataclass
+class Explanation:
+    """Which heads link one word of one sentence to which other words."""
+
+    model: str
+    words: list
+    labels: list
+    word_index: int
+    attention: Any               # [layer, head, col]: attention from the word to every column
+    table: Any                   # tidy: one row per head, strongest link first
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def word(self) -> str:
+        return self.words[self.word_index]
+
+    def top(self, k: int = 10):
+        return self.table.head(k)
+
+    def figure(self, path: str | Path, *, k: int = 12) -> Path:
+        """Heatmap of the ``k`` strongest heads' attention from the word to every word (PNG)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+
+        top = self.table.head(k)
+        grid = self.attention[top["layer"].to_numpy(), top["head"].to_numpy()]
+        names = [f"L{r.layer}.H{r.head}" + (f"  {r.role}" if isinstance(r.role, str) and r.role else "")
+                 for r in top.itertuples()]
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(self.labels) + 3.0), max(3.0, 0.35 * len(top) + 1.5)))
+        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=self.labels, yticklabels=names,
+                    cbar_kws={"shrink": 0.8, "label": "attention"})
+        ax.set_title(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first", fontsize=10)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def save(self, out_dir: str | Path, *, figure: bool = True) -> Path:
+        """explain.csv (every head), explain.md (the strongest) and explain.png into ``out_dir``."""
+        from .reports.writer import _write_text, prepare_out_dir, write_csv
+
+        out = Path(out_dir)
+        prepare_out_dir(out)
+        write_csv(self.table, out / "explain.csv")
+        if figure:
+            self.figure(out / "explain.png")
+        _write_text(out / "explain.md", self.markdown())
+        return out
+
+    def markdown(self, k: int = 15) -> str:
+        from .reports.markdown import md_text
+
+        lines = [f"# headscope explain: {md_text(self.model)}", "",
+                 f"Sentence: {md_text(self.meta.get('text') or ' '.join(self.words))}", "",
+                 f"Word: **{md_text(self.word)}** (0-based index {self.word_index}). Each head's strongest link from "
+                 f"this word to another word (attention averaged over the word's pieces, summed over the target's), "
+                 f"and the share it puts on special tokens.", "",
+                 "| head | links to | weight | 2nd | weight | on specials | role (previous run) |",
+                 "|---|---|---:|---|---:|---:|---|"]
+        for r in self.table.head(k).itertuples():
+            lines.append(f"| L{r.layer}.H{r.head} | {md_text(r.target)} | {r.weight:.3f} | {md_text(r.second)} | "
+                         f"{r.second_weight:.3f} | {r.specials:.3f} | {md_text(r.role or '')} |")
+        return "\n".join(lines) + "\n"
+
+
+def explain(sentence: str | Sequence[str], word: str | int | None = None, *, model: Any = "minilm",
+            run: str | Path | None = None, prepend_bos: bool | None = None, device: str | None = None) -> Explanation:
+    """For one sentence, which heads link ``word`` to which other words.
+
+    ``sentence``: running text (split into words and punctuation, clitics apart) or a list of
+    words. ``word``: the word (first match, case-insensitive) or its 0-based index; default the first
+    pronoun, else the last word. ``run``: a previous run's output folder, whose roles.csv names each
+    head's role. Returns an :class:`Explanation` (``table`` has one row per head, strongest first).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .models import load_model
+    from .pipeline import leading_token
+
+    sent = split_words(sentence) if isinstance(sentence, str) else Sentence(words=tuple(sentence), sent_id="explain")
+    if not sent.words:
+        raise HeadscopeError("the sentence has no words")
+    if len(sent.words) < 2:
+        raise HeadscopeError("the sentence needs at least two words to link one to another")
+    index = _pick_word(sent.words, word)
+    roles = read_roles(run) if run is not None else {}
+    loaded = load_model(model, device=device)
+    bos_id = leading_token(loaded, prepend_bos)
+    (m,) = word_maps(loaded, [sent], bos_id=bos_id)
+    att = m["attention"][:, :, index, :]                         # [L, H, col]
+    n = len(sent.words)
+    L, H = att.shape[:2]
+    words_only = att[:, :, :n].copy()
+    words_only[:, :, index] = -1.0                                # links to other words
+    order = np.argsort(-words_only, axis=2)
+    rows = []
+    for layer in range(L):
+        for head in range(H):
+            first = order[layer, head, 0]
+            second = order[layer, head, 1] if n > 2 else first
+            rows.append({"layer": layer, "head": head, "word": sent.words[index], "word_index": index,
+                         "target": sent.words[first], "target_index": int(first),
+                         "weight": float(att[layer, head, first]),
+                         "second": sent.words[second], "second_weight": float(att[layer, head, second]) if n > 2
+                         else float("nan"),
+                         "self": float(att[layer, head, index]), "specials": float(att[layer, head, n:].sum()),
+                         "role": roles.get((layer, head), "")})
+    table = pd.DataFrame(rows).sort_values(["weight", "layer", "head"], ascending=[False, True, True],
+                                           ignore_index=True)
+    return Explanation(model=loaded.info.name, words=list(sent.words), labels=m["labels"], word_index=index,
+                       attention=att, table=table,
+                       meta={"run": str(run) if run else None, "text": sentence if isinstance(sentence, str) else
+                             " ".join(sent.words)})

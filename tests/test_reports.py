@@ -1,0 +1,302 @@
+"""Reports (HTML / Markdown / JSON), escaping, held-out selection, the control, compare and explain."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import headscope
+from headscope.cli.app import app
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference import full_attentions, word_attention  # noqa: E402
+
+runner = CliRunner()
+EVIL = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
+
+
+def _conllu(path: Path, sentences: list[list[tuple[str, int, str]]]) -> Path:
+    lines = []
+    for k, sent in enumerate(sentences):
+        lines.append(f"# sent_id = s{k}")
+        for i, (word, head, rel) in enumerate(sent, start=1):
+            lines.append(f"{i}\t{word}\t_\t_\t_\t_\t{head}\t{rel}\t_\t_")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _evil_file(tmp_path: Path) -> Path:
+    sents = []
+    for k in range(6):
+        sents.append([("The", 2, "det"), ("cat", 4, "nsubj"), (EVIL[k % 2], 2, "appos"), ("sat", 0, "root"),
+                      ("on", 7, "case"), ("the", 7, "det"), ("mat", 4, "obl"), (".", 4, "punct")])
+    return _conllu(tmp_path / "evil.conllu", sents)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def evil_run(tmp_path_factory, tiny_bert_dir):
+    tmp = tmp_path_factory.mktemp("evil")
+    data = _evil_file(tmp)
+    out = tmp / "out"
+    res = runner.invoke(app, ["run", "--model", str(tiny_bert_dir), "--data", str(data), "--control", "random-init",
+                              "--bootstrap", "200", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_dataset_text_is_only_ever_text_in_the_html(evil_run):
+    html = (evil_run / "report.html").read_text(encoding="utf-8")
+    parser = _Tags()
+    parser.feed(html)
+    tags = {t for t, _ in parser.tags}
+    assert "script" not in tags and "iframe" not in tags
+    assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "nav", "a", "table",
+                    "tr", "th", "td", "span", "img", "details", "summary", "code", "div", "figure", "figcaption", "b"}
+    for tag, attrs in parser.tags:
+        if tag == "img":
+            assert attrs["src"].startswith("data:image/png;base64,")      # self-contained: no file, no URL
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+    text = "".join(parser.text)
+    assert EVIL[0] in text and EVIL[1] in text                             # shown, as text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+
+
+def test_dataset_text_is_inert_in_markdown_and_data_in_json(evil_run):
+    md = (evil_run / "report.md").read_text(encoding="utf-8")
+    assert "<script" not in md and "<img" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
+    words = [w for e in report["examples"] for w in e["words"]]
+    assert EVIL[0] in words and EVIL[1] in words                           # JSON keeps the data as it is
+
+
+def test_report_files_carry_the_same_roles_and_intervals(evil_run):
+    report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
+    md = (evil_run / "report.md").read_text(encoding="utf-8")
+    html = (evil_run / "report.html").read_text(encoding="utf-8")
+    import pandas as pd
+
+    roles = pd.read_csv(evil_run / "roles.csv")
+    assert len(report["roles"]["table"]) == int((roles["role"] != "none").sum())
+    for r in report["roles"]["table"]:
+        assert f"| L{r['layer']}.H{r['head']} | {r['role']} |" in md
+    grid = report["roles"]["grid"]
+    assert len(grid) == report["summary"]["layers"] and len(grid[0]) == report["summary"]["heads"]
+    assert report["roles"]["heads_without_a_role"] == int((roles["role"] == "none").sum())
+    tops = report["top_heads"]["evil"]
+    assert tops and all(t["ci_low"] is not None and t["ci_low"] <= t["score"] <= t["ci_high"] for t in tops)
+    assert "[no interval]" not in html.split('id="provenance"')[0]
+    for section in ("Summary", "Roles", "Top heads", "Heatmaps", "Example attention maps", "Control", "Provenance"):
+        assert f">{section}" in html
+    assert report["summary"]["control"]["model"].endswith("(random-init)")
+    assert report["control"] and all(r["control_score"] is not None for r in report["control"])
+
+
+def test_html_renders_in_headless_chromium(evil_run, tmp_path):
+    from headscope.reports.screenshot import find_chromium, screenshot
+
+    if find_chromium() is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    png, console = screenshot(evil_run / "report.html", tmp_path / "shot.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert not [line for line in console if "Uncaught" in line or "Refused" in line], console
+
+
+def test_control_scores_sit_next_to_the_model(tiny_bert_loaded, sample):
+    # The tiny test model is itself built with torch seed 0, so the control takes another seed.
+    r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:20]), tasks="syntax,positional",
+                          control="random-init", bootstrap=100, seed=5)
+    models = r.scores["model"].value_counts()
+    control = r.meta["control"]["model"]
+    assert set(models.index) == {r.model.name, control} and models.iloc[0] == models.iloc[1]
+    a = r.scores[r.scores["model"] == r.model.name].reset_index(drop=True)
+    b = r.scores[r.scores["model"] == control].reset_index(drop=True)
+    cols = ["task", "relation", "direction", "metric", "baseline", "layer", "head"]
+    def keys(df):
+        return df[cols].astype(object).where(df[cols].notna(), "NA").to_numpy()
+
+    assert (keys(a) == keys(b)).all()
+    assert not np.allclose(a["score"].to_numpy(float), b["score"].to_numpy(float))
+    # result queries answer for the trained model
+    assert r.best("syntax", "all", "dep_to_head")["model"] == r.model.name
+    with pytest.raises(headscope.HeadscopeError, match="only one is random-init"):
+        headscope.analyze(tiny_bert_loaded, list(sample.sentences[:2]), control="shuffled")
+
+
+def test_held_out_selection_picks_on_one_set_and_reports_on_the_other(tiny_bert_loaded, sample, tmp_path):
+    from headscope.reports.content import top_heads
+
+    sents = list(sample.sentences)
+    pick = headscope.Corpus(name="pick", sentences=tuple(sents[:32]))
+    report = headscope.Corpus(name="report", sentences=tuple(sents[32:]))
+    r = headscope.analyze(tiny_bert_loaded, report, select_on=pick, tasks="syntax", bootstrap=50)
+    assert r.meta["selection"] == {"select_on": ["pick"], "report_on": ["report"]}
+    df = r.scores[r.scores["baseline"].isna()]
+    key = (df["relation"] == "all") & (df["direction"] == "dep_to_head")
+    on_pick = df[key & (df["dataset"] == "pick")]
+    on_report = df[key & (df["dataset"] == "report")]
+    best = on_pick.loc[on_pick["score"].idxmax()]
+    rows = top_heads(r.scores, model=r.model.name, dataset="report", select_on="pick")
+    row = next(x for x in rows if x["relation"] == "all" and x["direction"] == "dep_to_head")
+    assert (row["layer"], row["head_index"]) == (int(best["layer"]), int(best["head"]))
+    same = on_report[(on_report["layer"] == best["layer"]) & (on_report["head"] == best["head"])].iloc[0]
+    assert row["score"] == pytest.approx(float(same["score"])) and row["selected_on"] == "pick"
+    r.save(tmp_path / "out", figures=False)
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "chosen on pick, reported here: held-out selection" in md
+    assert "### Syntax — pick" not in md                      # the selection set is not reported on
+
+
+def test_select_on_from_the_cli(tiny_bert_dir, tmp_path, sample):
+    from headscope.datasets.loading import sample_path
+
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", "--model", str(tiny_bert_dir), "--data", str(sample_path()), "--select-on",
+                              str(_evil_file(tmp_path)), "--tasks", "syntax", "--out", str(out), "--no-figures",
+                              "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["selection"]["select_on"] == ["evil"]
+    bad = runner.invoke(app, ["run", "--model", str(tiny_bert_dir), "--select-on", str(tmp_path / "nope.conllu"),
+                              "--out", str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "nope.conllu: file not found" in bad.output
+
+
+def test_compare_with_the_control_and_between_runs(evil_run, tmp_path):
+    c = headscope.compare(evil_run)
+    assert c.label_b.endswith("(random-init)")
+    t = c.table
+    np.testing.assert_allclose(t["diff"], t["score_a"] - t["score_b"])
+    ok = t["ci_low"].notna()
+    assert ok.any() and (t.loc[ok, "ci_low"] <= t.loc[ok, "diff"] + 1e-12).all()
+    assert (t.loc[ok, "diff"] <= t.loc[ok, "ci_high"] + 1e-12).all()
+    assert set(t["metric"]) >= {"accuracy", "mass"} and "offset" not in set(t["metric"])
+    # comparing a run with itself: every difference 0
+    same = headscope.compare(evil_run, evil_run)
+    assert (same.table["diff"] == 0).all() and not same.table["clear"].any()
+    out = tmp_path / "cmp"
+    res = runner.invoke(app, ["compare", str(evil_run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "largest changes" in res.output
+    assert {p.name for p in out.iterdir()} >= {"compare.csv", "compare_summary.csv", "compare.md", "figures"}
+    assert any(p.name.startswith("diff_") for p in (out / "figures").iterdir())
+
+
+def test_compare_bad_input_is_one_line(tmp_path, evil_run):
+    cases = [(["compare", str(tmp_path / "missing")], "run folder not found"),
+             (["compare", str(tmp_path)], "no scores.csv there")]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "scores.csv").write_text("a,b\n1,2\n")
+    cases.append((["compare", str(broken)], "scores.csv:1: scores table lacks columns"))
+    other = tmp_path / "other"
+    shutil.copytree(evil_run, other)
+    import pandas as pd
+
+    s = pd.read_csv(other / "scores.csv")
+    s["dataset"] = "elsewhere"
+    s.to_csv(other / "scores.csv", index=False)
+    cases.append((["compare", str(evil_run), str(other)], "the runs share no dataset"))
+    for argv, message in cases:
+        res = runner.invoke(app, argv + ["--out", str(tmp_path / "o")])
+        assert res.exit_code == 2, (argv, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("headscope: error: ") and message in lines[0], res.output
+
+
+SENTENCE = "The animal didn't cross the street because it was too tired."
+
+
+def test_explain_reads_the_word_row_of_every_head(tiny_bert_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    e = headscope.explain(SENTENCE, model=str(tiny_bert_dir))
+    assert e.word == "it" and e.words[2:4] == ["did", "n't"]
+    model = AutoModel.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    maps, word_ids = full_attentions(model, tok, headscope.Sentence(words=tuple(e.words),
+                                                                      space_after=tuple(
+                                                                          headscope.explainer.split_words(
+                                                                              SENTENCE).space_after)))
+    for r in e.table.head(5).itertuples():
+        row = word_attention(maps[r.layer][r.head], word_ids)[e.word_index]
+        masked = row.copy()
+        masked[e.word_index] = -1
+        assert r.target_index == int(masked.argmax())
+        assert r.weight == pytest.approx(float(row[r.target_index]), abs=1e-5)
+    assert (e.table["weight"].diff().dropna() <= 1e-12).all()             # strongest first
+    assert len(e.table) == e.attention.shape[0] * e.attention.shape[1]
+
+
+def test_explain_word_choice_and_errors(tiny_bert_dir):
+    e = headscope.explain(["A", "dog", "barked", "."], word=1, model=str(tiny_bert_dir))
+    assert e.word == "dog"
+    assert headscope.explain("Dogs bark loudly.", model=str(tiny_bert_dir)).word == "loudly"   # no pronoun
+    with pytest.raises(headscope.HeadscopeError, match="word 'cat' is not in the sentence"):
+        headscope.explain("Dogs bark.", word="cat", model=str(tiny_bert_dir))
+    with pytest.raises(headscope.HeadscopeError, match="no words"):
+        headscope.explain("   ", model=str(tiny_bert_dir))
+
+
+def test_explain_cli_with_roles_from_a_run(evil_run, tiny_bert_dir, tmp_path):
+    out = tmp_path / "ex"
+    res = runner.invoke(app, ["explain", SENTENCE, "--word", "it", "--model", str(tiny_bert_dir), "--run",
+                              str(evil_run), "--out", str(out), "--top", "5"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].endswith("heads linking 'it' (word 8) to other words") and len(lines) == 2 + 5 + 1
+    assert {p.name for p in out.iterdir()} == {"explain.csv", "explain.md", "explain.png"}
+    import pandas as pd
+
+    roles = pd.read_csv(evil_run / "roles.csv")
+    table = pd.read_csv(out / "explain.csv", keep_default_na=False)
+    named = roles[roles["role"] != "none"]
+    for r in table.itertuples():
+        expect = "; ".join(dict.fromkeys(named[(named["layer"] == r.layer) & (named["head"] == r.head)]["role"]))
+        assert r.role == expect
+    bad = tmp_path / "badrun"
+    bad.mkdir()
+    (bad / "roles.csv").write_text("x,y\n1,2\n")
+    res = runner.invoke(app, ["explain", SENTENCE, "--model", str(tiny_bert_dir), "--run", str(bad)])
+    assert res.exit_code == 2 and "roles.csv:1: roles table lacks columns" in res.output
+    res = runner.invoke(app, ["explain", SENTENCE, "--model", str(tiny_bert_dir), "--run", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "no roles.csv there" in res.output
+
+
+def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
+    from headscope.explainer import word_maps
+
+    sents = list(sample.sentences[:2])
+    maps = word_maps(tiny_bert_loaded, sents)
+    for sent, m in zip(sents, maps):
+        full, word_ids = full_attentions(tiny_bert_loaded.model, tiny_bert_loaded.tokenizer, sent)
+        n = len(sent)
+        for layer in range(len(full)):
+            for head in range(full[layer].shape[0]):
+                ref = word_attention(full[layer][head], word_ids)
+                np.testing.assert_allclose(m["attention"][layer, head, :n, :n], ref, atol=1e-5)
+        assert m["labels"][:n] == list(sent.words) and m["labels"][n:] == ["[CLS]", "[SEP]"]
+        assert re.fullmatch(r"\d+", str(m["attention"].shape[0]))

@@ -1,0 +1,89 @@
+"""Role criteria on score tables with known answers: BH-tested syntax roles, threshold roles, the control."""
+
+from __future__ import annotations
+
+import pytest
+
+from headscope.analysis.roles import ALPHA, MARGIN, MIN_N, assign_roles, criteria, primary_roles, short_label
+from headscope.schema import frame
+
+M, C = "m", "m (random-init)"
+
+
+def _head(model, task, relation, layer, head, score, *, direction=None, metric="accuracy", lo=None, hi=None,
+          q=None, n=100):
+    return {"model": model, "dataset": "d", "task": task, "relation": relation, "direction": direction,
+            "metric": metric, "layer": layer, "head": head, "score": score,
+            "ci_low": score - 0.02 if lo is None else lo, "ci_high": score + 0.02 if hi is None else hi,
+            "p_value": q, "q_value": q, "n": n}
+
+
+def _base(model, task, relation, name, score, direction=None, metric="accuracy"):
+    return {"model": model, "dataset": "d", "task": task, "relation": relation, "direction": direction,
+            "metric": metric, "baseline": name, "score": score, "ci_low": score - 0.02, "ci_high": score + 0.02,
+            "n": 100}
+
+
+def _table(control_first_mass: float = 0.8):
+    rows = [
+        # syntax: (0,0) beats its baseline after BH; (0,1) does not; "all" and a rare relation never name roles.
+        _head(M, "syntax", "obj", 0, 0, 0.9, direction="dep_to_head", q=0.001),
+        _head(M, "syntax", "obj", 0, 1, 0.5, direction="dep_to_head", q=0.3),
+        _head(M, "syntax", "all", 0, 1, 0.6, direction="dep_to_head", q=0.001),
+        _head(M, "syntax", "iobj", 0, 1, 0.9, direction="dep_to_head", q=0.001, n=MIN_N - 1),
+        _base(M, "syntax", "obj", "offset:-1", 0.4, "dep_to_head"),
+        _base(M, "syntax", "obj", "offset:+1", 0.2, "dep_to_head"),
+        # significant, but only 2 points above its baseline: below the margin, no role
+        _head(M, "syntax", "nsubj", 0, 1, 0.42, direction="dep_to_head", q=1e-6),
+        _base(M, "syntax", "nsubj", "offset:+1", 0.40, "dep_to_head"),
+        # positional: (1,0) previous-token with a tight interval; (1,1) a high mean but a low bound: no role.
+        _head(M, "positional", "prev", 1, 0, 0.95, metric="mass", lo=0.93, hi=0.97),
+        _head(M, "positional", "prev", 1, 1, 0.6, metric="mass", lo=0.45, hi=0.75),
+        # (1,1) puts most attention on [CLS], but so does a head of the random model: no role.
+        _head(M, "positional", "first", 1, 1, 0.75, metric="mass", lo=0.7, hi=0.8),
+        _head(C, "syntax", "obj", 0, 0, 0.3, direction="dep_to_head", q=0.9),
+        _head(C, "positional", "prev", 0, 0, 0.1, metric="mass"),
+        _head(C, "positional", "first", 0, 0, control_first_mass, metric="mass"),
+    ]
+    return frame(rows)
+
+
+def test_roles_follow_the_documented_criteria():
+    roles = assign_roles(_table(), model=M, control=C, num_layers=2, num_heads=2)
+    got = {key: set(g["role"]) for key, g in roles.groupby(["layer", "head"])}
+    assert got[(0, 0)] == {"syntax:obj dep_to_head"}
+    assert got[(0, 1)] == {"none"}      # q too high; 'all' is a summary; iobj has too few instances; nsubj margin
+    assert got[(1, 0)] == {"previous-token"}
+    assert got[(1, 1)] == {"none"}                  # bound 0.45 < 0.5; the sink is matched by the control
+    assert 0.42 - 0.40 < MARGIN
+    syn = roles[roles.role == "syntax:obj dep_to_head"].iloc[0]
+    assert syn.baseline == "offset:-1" and syn.baseline_score == pytest.approx(0.4)
+    assert syn.q_value < ALPHA and bool(syn.beats_control) and syn.control_best == pytest.approx(0.3)
+    assert set(roles.columns) >= {"criterion", "family", "beats_control"}
+
+
+def test_control_decides_only_when_it_matches():
+    # A weaker control sink: the trained head's lower bound clears it, so the role stands.
+    roles = assign_roles(_table(control_first_mass=0.2), model=M, control=C, num_layers=2, num_heads=2)
+    assert "[CLS] sink" in set(roles[(roles["layer"] == 1) & (roles["head"] == 1)]["role"])
+    # Without a control the role stands too, with beats_control unknown.
+    roles = assign_roles(_table(), model=M, num_layers=2, num_heads=2)
+    sink = roles[roles.role == "[CLS] sink"]
+    assert len(sink) == 1 and sink.beats_control.isna().all()
+
+
+def test_decoders_have_bos_sinks_and_no_next_token_role():
+    rows = [_head(M, "positional", "first", 0, 0, 0.9, metric="mass"),
+            _head(M, "positional", "next", 0, 1, 0.9, metric="mass")]
+    roles = assign_roles(frame(rows), model=M, is_decoder=True, num_layers=1, num_heads=2)
+    assert set(roles.role) == {"BOS sink", "none"}
+    assert all("next-token" != r for r, _ in criteria(True)) and any(r == "next-token" for r, _ in criteria(False))
+
+
+def test_primary_role_and_labels():
+    roles = assign_roles(_table(control_first_mass=0.2), model=M, control=C, num_layers=2, num_heads=2)
+    primary = primary_roles(roles)
+    assert primary[(0, 0)] == ("obj>h", "syntax")
+    assert primary[(1, 0)] == ("prev", "positional")
+    assert primary[(0, 1)] == ("", "none")
+    assert short_label("syntax:det head_to_dep") == "det>d"
