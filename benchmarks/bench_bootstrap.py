@@ -1,8 +1,9 @@
-"""What the 95% bootstrap intervals cost (issue #6): the same run with and without them.
+"""What the 95% bootstrap intervals and p-values cost (issue #6): the same run with and without them.
 
 On EWT dev with minilm (syntax + positional), alternating runs with ``bootstrap=0`` and
 ``bootstrap=1000``; prints the medians, their difference (target: a few seconds) and the time of
-the interval computation alone.
+the interval computation alone (intervals of every head and baseline, the paired p-values against
+the best baseline, Benjamini–Hochberg), and of assigning roles from the finished table.
 
     python benchmarks/bench_bootstrap.py [--data PATH] [--repeats 3] [--replicates 1000]
 """
@@ -40,8 +41,14 @@ def main() -> None:
             headscope.analyze(loaded, corpus, tasks="syntax,positional", bootstrap=b)
             times[b].append(time.perf_counter() - start)
     off, on = statistics.median(times[0]), statistics.median(times[args.replicates])
+    result = headscope.analyze(loaded, corpus, tasks="syntax,positional", bootstrap=args.replicates)
+    start = time.perf_counter()
+    roles = headscope.assign_roles(result.scores, model=result.model.name, num_layers=loaded.info.num_layers,
+                                   num_heads=loaded.info.num_heads)
+    roles_s = time.perf_counter() - start
     print(f"{len(corpus)} sentences, minilm, syntax + positional: without intervals median {off:.2f} s, "
           f"with {args.replicates} replicates median {on:.2f} s -> +{on - off:.2f} s ({on / off:.2f}x)")
+    print(f"  assign_roles on the finished table: {roles_s:.2f} s ({int((roles['role'] != 'none').sum())} roles)")
 
     # The interval computation alone, on scorers that already hold the per-sentence counts.
     from headscope.alignment import encode_sentences

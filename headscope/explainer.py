@@ -138,18 +138,26 @@ class Explanation:
 
         top = self.table.head(k)
         grid = self.attention[top["layer"].to_numpy(), top["head"].to_numpy()]
-        names = [f"L{r.layer}.H{r.head}" + (f"  {r.role}" if isinstance(r.role, str) and r.role else "")
-                 for r in top.itertuples()]
+        def name(r) -> str:
+            role = r.role if isinstance(r.role, str) else ""
+            role = role if len(role) <= 40 else role[:39] + "…"
+            return f"L{r.layer}.H{r.head}" + (f"  {role}" if role else "")
+
+        names = [name(r) for r in top.itertuples()]
         fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(self.labels) + 3.0), max(3.0, 0.35 * len(top) + 1.5)))
-        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=self.labels, yticklabels=names,
+        from .reports.figures import _plain
+
+        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=[_plain(x) for x in self.labels],
+                    yticklabels=[_plain(x) for x in names],
                     cbar_kws={"shrink": 0.8, "label": "attention"})
-        ax.set_title(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first", fontsize=10)
+        ax.set_title(_plain(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first"),
+                     fontsize=10)
         ax.tick_params(axis="x", labelrotation=60, labelsize=8)
         ax.tick_params(axis="y", labelsize=8)
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         return path
 

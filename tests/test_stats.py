@@ -161,3 +161,33 @@ def test_induction_intervals_equal_a_bootstrap_of_reference_per_sequence_scores(
         est, lo, hi = ratio_intervals(num, den, weights=w)
         assert row.score == pytest.approx(est[0], abs=1e-6)
         assert row.ci_low == pytest.approx(lo[0], abs=1e-5) and row.ci_high == pytest.approx(hi[0], abs=1e-5), key
+
+
+def test_normal_pvalues_are_calibrated_under_the_null_and_resolve_tiny_values():
+    rng = np.random.default_rng(11)
+    rejections, trials = 0, 200
+    for t in range(trials):
+        den = rng.integers(5, 20, size=120)
+        a, b = rng.binomial(den, 0.5), rng.binomial(den, 0.5)          # no true difference
+        rejections += paired_pvalue(a, b, den, n_boot=300, seed=t)[0] < 0.05
+    assert 0.01 <= rejections / trials <= 0.10                          # about 5%
+    den = rng.integers(5, 20, size=400)
+    strong = paired_pvalue(rng.binomial(den, 0.8), rng.binomial(den, 0.4), den, n_boot=300)
+    assert strong[0] < 1e-10                                            # far below 1 / replicates
+    percentile = paired_pvalue(rng.binomial(den, 0.8), rng.binomial(den, 0.4), den, n_boot=300,
+                               method="percentile")
+    assert percentile[0] == pytest.approx(1 / 301)
+    with pytest.raises(ValueError):
+        paired_pvalue(den, den, den, method="exact")
+
+
+def test_paired_pvalue_with_a_narrow_denominator_table():
+    rng = np.random.default_rng(12)
+    den = rng.integers(5, 20, size=(200, 2))
+    a = np.stack([rng.binomial(den[:, 0], 0.7), rng.binomial(den[:, 1], 0.7), rng.binomial(den[:, 0], 0.3)], 1)
+    b = np.stack([rng.binomial(den[:, 0], 0.5), rng.binomial(den[:, 1], 0.5), rng.binomial(den[:, 0], 0.5)], 1)
+    w = bootstrap_weights(200, 300, seed=3)
+    narrow = paired_pvalue(a, b, den, den_index=[0, 1, 0], weights=w)
+    wide = paired_pvalue(a, b, den[:, [0, 1, 0]], weights=w)
+    np.testing.assert_allclose(narrow, wide)
+    assert narrow[0] < 0.01 and narrow[1] < 0.01 and narrow[2] > 0.99

@@ -24,14 +24,14 @@ MAX_SYNTAX_RELATIONS = 20
 
 
 def _f(x: Any) -> float | None:
-    """A JSON-safe float: None for missing / NaN."""
+    """A JSON-safe float: None for missing, NaN or infinite (a ratio over a zero denominator)."""
     if x is None:
         return None
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(v) else v
+    return v if math.isfinite(v) else None
 
 
 def _s(x: Any) -> str | None:

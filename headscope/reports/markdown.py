@@ -119,7 +119,7 @@ def _tree_section(df, dataset: str) -> list[str]:
             continue
         top = h.loc[h["score"].idxmax()]
         base = {str(r["baseline"]): float(r["score"]) for _, r in s[s["baseline"].notna()].iterrows()}
-        lines.append(f"| {direction} | {head_label(top['layer'], top['head'])} | {_fmt(top['score'])} | "
+        lines.append(f"| {direction} | {head_label(top['layer'], top['head'])} | {_fmt(top['score'])}{_ci(top)} | "
                      f"{_fmt(base.get('right_branching', float('nan')))} | "
                      f"{_fmt(base.get('left_branching', float('nan')))} |")
     return lines
@@ -227,7 +227,8 @@ def _coref_section(df, dataset: str, d: dict) -> list[str]:
         top, bases = _best_vs_baselines(sub, group)
         if top is None:
             continue
-        lines.append(f"| {group} | {int(top['n'])} | {head_label(top['layer'], top['head'])} | {_fmt(top['score'])} | "
+        lines.append(f"| {group} | {int(top['n'])} | {head_label(top['layer'], top['head'])} | "
+                     f"{_fmt(top['score'])}{_ci(top)} | "
                      + " | ".join(_fmt(bases[b]) if b in bases else "—" for b in BASELINES) + " |")
     return lines
 
@@ -238,15 +239,25 @@ def _gap_section(df, dataset: str) -> list[str]:
         return []
     top, bases = _best_vs_baselines(sub, "all")
     pick = sub[(sub["layer"] == top["layer"]) & (sub["head"] == top["head"])]
-    val = {r["relation"]: float(r["score"]) for _, r in pick.iterrows()}
-    near = {r["relation"]: float(r["score"]) for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
+    val = {r["relation"]: r for _, r in pick.iterrows()}
+    near = {r["relation"]: r for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
     lines = ["", f"### GAP — {md_text(dataset)}", "",
              "Accuracy (%) on rows with exactly one referent: the name whose words get more attention from the "
              "pronoun. Bias = feminine / masculine accuracy (1.0 is unbiased).", "",
              "| | overall | masculine | feminine | bias F/M |", "|---|---:|---:|---:|---:|"]
+    def cell(v: dict, key: str, pct: bool = True) -> str:
+        if key not in v:
+            return "—"
+        r = v[key]
+        if pct:
+            return f"{_fmt(r['score'])}{_ci(r)}"
+        lo, hi = r.get("ci_low"), r.get("ci_high")
+        interval = f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi and lo is not None else ""
+        return f"{r['score']:.3f}{interval}"
+
     for label, v in ((f"best head {head_label(top['layer'], top['head'])}", val), ("nearest name", near)):
-        lines.append(f"| {label} | {_fmt(v.get('all', float('nan')))} | {_fmt(v.get('masculine', float('nan')))} | "
-                     f"{_fmt(v.get('feminine', float('nan')))} | {v.get('bias', float('nan')):.3f} |")
+        lines.append(f"| {label} | {cell(v, 'all')} | {cell(v, 'masculine')} | {cell(v, 'feminine')} | "
+                     f"{cell(v, 'bias', pct=False)} |")
     return lines
 
 
@@ -259,7 +270,8 @@ def _pairs_section(df, dataset: str) -> list[str]:
     lines = ["", f"### Minimal pairs — {md_text(dataset)}", "",
              f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
              f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads:", ""]
-    lines += [f"- {head_label(r['layer'], r['head'])}: {_fmt(r['score'])}% of pairs" for _, r in heads.iterrows()]
+    lines += [f"- {head_label(r['layer'], r['head'])}: {_fmt(r['score'])}%{_ci(r)} of pairs"
+              for _, r in heads.iterrows()]
     return lines
 
 
