@@ -69,6 +69,9 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
     from .html import data_uri, render_html
     from .markdown import render_markdown
 
+    import time
+
+    started = time.perf_counter()
     prepare_out_dir(out_dir)
     info = result.model
     scores = result.scores
@@ -120,5 +123,6 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
     _write_text(out_dir / "report.md", render_markdown(result, figure_files, content=content))
     _write_text(out_dir / "report.json", json.dumps(content, indent=2, default=str, allow_nan=False) + "\n")
     _write_text(out_dir / "report.html", render_html(content, html_figures))
+    run["report_seconds"] = round(time.perf_counter() - started, 3)
     _write_text(out_dir / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     return out_dir
