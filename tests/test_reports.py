@@ -300,3 +300,18 @@ def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
                 np.testing.assert_allclose(m["attention"][layer, head, :n, :n], ref, atol=1e-5)
         assert m["labels"][:n] == list(sent.words) and m["labels"][n:] == ["[CLS]", "[SEP]"]
         assert re.fullmatch(r"\d+", str(m["attention"].shape[0]))
+
+
+def test_explain_on_a_decoder_only_looks_left():
+    from conftest import tiny_llama
+
+    from headscope.models import load_model
+
+    model, tok = tiny_llama()
+    loaded = load_model(model, tokenizer=tok, name="tiny-llama")
+    e = headscope.explain(SENTENCE, model=loaded)
+    assert e.word == "it"
+    assert np.allclose(e.attention[:, :, e.word_index + 1:len(e.words)], 0.0)   # later words are invisible
+    assert (e.table["target_index"] < e.word_index).all()
+    assert e.labels[len(e.words):] == [tok.convert_ids_to_tokens(tok.bos_token_id)]   # the BOS column
+    np.testing.assert_allclose(e.attention.sum(-1), 1.0, atol=1e-5)

@@ -182,7 +182,10 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
             "head_names": "L<layer>.H<head>, both 0-based (Clark et al. print 1-based layer-head)",
         },
         "roles": {
-            "criteria": [{"role": r, "criterion": c} for r, c in criteria(info.is_decoder)],
+            "criteria": [{"role": r, "criterion": c} for r, c in criteria(info.is_decoder)]
+            + ([{"role": "no intervals", "criterion": "this run has no intervals (--bootstrap 0): the threshold roles "
+                 "used the point estimates and no head was tested against its baseline"}]
+               if not meta.get("config", {}).get("bootstrap") else []),
             "heads_with_a_role": int(info.num_layers * info.num_heads - n_none),
             "heads_without_a_role": n_none,
             "tested_roles_beating_baseline": int(len(tested)),
