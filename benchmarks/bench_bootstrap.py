@@ -35,8 +35,8 @@ def main() -> None:
     corpus = headscope.load_conllu(args.data)
     headscope.analyze(loaded, corpus.sentences[:32], tasks="syntax,positional")        # warm-up
     times: dict[int, list[float]] = {0: [], args.replicates: []}
-    for _ in range(args.repeats):
-        for b in times:
+    for i in range(args.repeats):
+        for b in (list(times) if i % 2 == 0 else list(times)[::-1]):    # alternate which goes first
             start = time.perf_counter()
             headscope.analyze(loaded, corpus, tasks="syntax,positional", bootstrap=b)
             times[b].append(time.perf_counter() - start)

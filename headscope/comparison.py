@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import HeadscopeError
+
+log = logging.getLogger(__name__)
 
 # Metrics that are fractions in [0, 1] (the others, nats and tokens, have their own scale; offsets are labels).
 FRACTIONS = ("accuracy", "uas", "mass", "ratio", "share", "max_weight", "feminine/masculine")
@@ -48,6 +51,16 @@ def _read_run(path: Path) -> tuple[Any, dict]:
     if missing:
         raise HeadscopeError(f"{scores_path}:1: scores table lacks columns {', '.join(missing)}; pass a run's "
                              f"scores.csv")
+    for col in ("layer", "head", "score", "ci_low", "ci_high", "n"):
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2                  # header is line 1
+            raise HeadscopeError(f"{scores_path}:{line}: {col} {df[col].iloc[line - 2]!r} is not a number; pass a "
+                                 f"run's scores.csv")
+        df[col] = values
     meta: dict = {}
     run_json = folder / "run.json"
     if run_json.is_file():
@@ -56,6 +69,10 @@ def _read_run(path: Path) -> tuple[Any, dict]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise HeadscopeError(f"{run_json}:{getattr(exc, 'lineno', 1)}: not valid JSON; re-run or remove "
                                  f"it") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("control") or {}, dict) \
+                or not isinstance(meta.get("model") or {}, dict):
+            raise HeadscopeError(f"{run_json}:1: not a headscope run.json (expected an object with 'model' and "
+                                 f"'control' objects); re-run or remove it")
     return frame(df.to_dict("records")), meta
 
 
@@ -145,7 +162,9 @@ class Comparison:
         lines = [f"# headscope compare: {md_text(self.label_a)} vs {md_text(self.label_b)}", "",
                  f"Differences are A − B (A = {md_text(self.label_a)}, B = {md_text(self.label_b)}), per head and "
                  f"measure, over {len(self.table)} head × measure pairs present in both runs. "
-                 f"{self.meta.get('interval', '')}", "",
+                 f"{self.meta.get('interval', '')}"]
+        lines += [f"- Warning: {md_text(w)}." for w in self.meta.get("warnings", [])]
+        lines += ["",
                  "| data | task | measure | heads | mean A | mean B | mean A − B | higher in A | higher in B | "
                  "largest change |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in self.summary().itertuples():
@@ -161,7 +180,8 @@ class Comparison:
             lines.append(f"| {md_text(r.dataset)} | {r.task} | {measure} | L{int(r.layer)}.H{int(r.head)} | "
                          f"{r.score_a:.3f} | {r.score_b:.3f} | {r.diff:+.3f}{ci} |")
         if figure_files:
-            lines += ["", "## Difference heatmaps", ""] + [f"![{f}](figures/{f})" for f in figure_files]
+            lines += ["", "## Difference heatmaps", ""] + [f"![{md_text(f)}](figures/{md_text(f)})"
+                                                            for f in figure_files]
         return "\n".join(lines) + "\n"
 
     def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
@@ -184,12 +204,16 @@ def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str |
     ``b``, ``a`` must hold a random-init control (``--control random-init``), and the trained model
     is compared with it. ``model_a`` / ``model_b`` pick a model inside a run with several.
     Intervals: when both runs hold per-head intervals, the difference's 95% interval combines them
-    as independent (``d ± sqrt(ea² + eb²)`` per side); on the same sentences this is conservative,
-    since the two scores are positively correlated. ``clear`` marks intervals that exclude 0.
+    as independent (``d ± sqrt(ea² + eb²)`` per side): wider than a paired interval when the two
+    runs' per-sentence scores are positively correlated, narrower when negatively. Runs with
+    different layer x head grids are refused; a dataset that differs between the runs (another
+    file or another number of inputs under the same name) is warned about. ``clear`` marks
+    intervals that exclude 0.
     """
     import numpy as np
 
     scores_a, meta_a, label_a = _as_run(a)
+    meta_b = meta_a
     if b is None:
         control = (meta_a.get("control") or {}).get("model")
         if control is None:
@@ -199,7 +223,7 @@ def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str |
             control = models[0]
         scores_b, label_b = scores_a, control
     else:
-        scores_b, _, label_b = _as_run(b)
+        scores_b, meta_b, label_b = _as_run(b)
     label_a = model_a or label_a
     label_b = model_b or label_b
     ha = scores_a[(scores_a["model"] == label_a) & scores_a["baseline"].isna() & scores_a["layer"].notna()
@@ -210,6 +234,19 @@ def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str |
         if h.empty:
             have = sorted(set((scores_a if which == "A" else scores_b)["model"].dropna()))
             raise HeadscopeError(f"run {which} has no head scores for model {label!r}; it has {', '.join(have)}")
+    grid_a = (int(ha["layer"].max()) + 1, int(ha["head"].max()) + 1)
+    grid_b = (int(hb["layer"].max()) + 1, int(hb["head"].max()) + 1)
+    for meta, label, which in ((meta_a, label_a, "A"), (meta_b, label_b, "B")):
+        m = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+        if m.get("name") == label and m.get("num_layers") and m.get("num_heads"):
+            if which == "A":
+                grid_a = (int(m["num_layers"]), int(m["num_heads"]))
+            else:
+                grid_b = (int(m["num_layers"]), int(m["num_heads"]))
+    if grid_a != grid_b:
+        raise HeadscopeError(f"{label_a} has {grid_a[0]} layers x {grid_a[1]} heads and {label_b} has "
+                             f"{grid_b[0]} x {grid_b[1]}: a per-head comparison needs the same layer x head grid "
+                             f"(compare each run's report for the best heads instead)")
     cols = KEYS + ["score", "ci_low", "ci_high", "n"]
     left = ha[cols].astype({"direction": "string"}).fillna({"direction": ""})
     right = hb[cols].astype({"direction": "string"}).fillna({"direction": ""})
@@ -231,8 +268,21 @@ def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str |
     table.insert(0, "model_b", label_b)
     table.insert(0, "model_a", label_a)
     with_ci = int(np.isfinite(table["ci_low"]).sum())
-    meta = {"interval": ("95% intervals of A − B combine each run's bootstrap interval as independent (conservative "
-                         "when both runs read the same sentences)." if with_ci else
+    notes = []
+    if b is not None:
+        sets_a = {d.get("name"): d for d in meta_a.get("datasets", []) if isinstance(d, dict)}
+        sets_b = {d.get("name"): d for d in meta_b.get("datasets", []) if isinstance(d, dict)}
+        for name in sorted(set(table["dataset"].dropna()) & set(sets_a) & set(sets_b)):
+            da, db = sets_a[name], sets_b[name]
+            if da.get("sha256") and db.get("sha256") and da["sha256"] != db["sha256"]:
+                notes.append(f"dataset {name} is a different file in the two runs (sha256 differs)")
+            elif da.get("scored") != db.get("scored"):
+                notes.append(f"dataset {name}: {da.get('scored')} inputs scored in A, {db.get('scored')} in B")
+    for note in notes:
+        log.warning("compare: %s", note)
+    meta = {"interval": ("95% intervals of A − B combine each run's bootstrap interval as if the runs were "
+                         "independent (wider than a paired interval when the two runs' per-sentence scores are "
+                         "positively correlated, narrower when negatively)." if with_ci else
                          "The runs carry no intervals (--bootstrap 0), so the differences have none."),
-            "pairs": len(table), "with_interval": with_ci}
+            "pairs": len(table), "with_interval": with_ci, "warnings": notes}
     return Comparison(label_a=label_a, label_b=label_b, table=table, meta=meta)

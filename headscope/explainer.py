@@ -63,6 +63,11 @@ def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None 
     return out
 
 
+def weight_text(x: float) -> str:
+    """A weight with three decimals; "—" where there is no word to link to (a decoder's first word)."""
+    return "—" if x != x else f"{x:.3f}"
+
+
 def _pick_word(words: Sequence[str], word: str | int | None) -> int:
     if isinstance(word, int):
         if not 0 <= word < len(words):
@@ -83,8 +88,12 @@ def _pick_word(words: Sequence[str], word: str | int | None) -> int:
     return lower.index(word.lower())
 
 
-def read_roles(run_dir: str | Path) -> dict[tuple[int, int], str]:
-    """``(layer, head) -> "role; role"`` from a previous run's roles.csv (heads without a role are left out)."""
+def read_roles(run_dir: str | Path, *, model: Any = None) -> dict[tuple[int, int], str]:
+    """``(layer, head) -> "role; role"`` from a previous run's roles.csv (heads without a role are left out).
+
+    ``model``: the ModelInfo the roles will label; a run of another model, or of another layer x
+    head grid, is refused (roles are per head index, so they would label the wrong heads).
+    """
     import pandas as pd
 
     path = Path(run_dir) / "roles.csv"
@@ -100,8 +109,25 @@ def read_roles(run_dir: str | Path) -> dict[tuple[int, int], str]:
     if not need <= set(roles.columns):
         raise HeadscopeError(f"{path}:1: roles table lacks columns {', '.join(sorted(need - set(roles.columns)))}; "
                              f"pass a run's roles.csv")
+    for col in ("layer", "head"):
+        values = pd.to_numeric(roles[col], errors="coerce")
+        bad = values.isna() | (values != values.round()) | (values < 0)
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2          # header is line 1
+            raise HeadscopeError(f"{path}:{line}: {col} {roles[col].iloc[line - 2]!r} is not a head index "
+                                 f"(a whole number >= 0); pass a run's roles.csv")
+        roles[col] = values.astype(int)
     if "model" in roles.columns and roles["model"].nunique() > 1:
         roles = roles[roles["model"] == roles["model"].iloc[0]]
+    if model is not None:
+        run_model = str(roles["model"].iloc[0]) if "model" in roles.columns and len(roles) else None
+        grid = (int(roles["layer"].max()) + 1, int(roles["head"].max()) + 1) if len(roles) else (0, 0)
+        if run_model is not None and run_model != model.name:
+            raise HeadscopeError(f"{path}: roles are for model {run_model!r}, not {model.name!r}; pass --model "
+                                 f"{run_model} or the run of {model.name}")
+        if grid[0] > model.num_layers or grid[1] > model.num_heads:
+            raise HeadscopeError(f"{path}: roles cover {grid[0]} layers x {grid[1]} heads but {model.name} has "
+                                 f"{model.num_layers} x {model.num_heads}; pass a run of this model")
     roles = roles[roles["role"].notna() & (roles["role"] != "none")]
     out: dict[tuple[int, int], str] = {}
     for (layer, head), grp in roles.groupby(["layer", "head"]):
@@ -184,8 +210,9 @@ class Explanation:
                  "| head | links to | weight | 2nd | weight | on specials | role (previous run) |",
                  "|---|---|---:|---|---:|---:|---|"]
         for r in self.table.head(k).itertuples():
-            lines.append(f"| L{r.layer}.H{r.head} | {md_text(r.target)} | {r.weight:.3f} | {md_text(r.second)} | "
-                         f"{r.second_weight:.3f} | {r.specials:.3f} | {md_text(r.role or '')} |")
+            lines.append(f"| L{r.layer}.H{r.head} | {md_text(r.target)} | {weight_text(r.weight)} | "
+                         f"{md_text(r.second)} | {weight_text(r.second_weight)} | {r.specials:.3f} | "
+                         f"{md_text(r.role or '')} |")
         return "\n".join(lines) + "\n"
 
 
@@ -210,8 +237,10 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     if len(sent.words) < 2:
         raise HeadscopeError("the sentence needs at least two words to link one to another")
     index = _pick_word(sent.words, word)
-    roles = read_roles(run) if run is not None else {}
+    if run is not None:
+        read_roles(run)                               # a bad roles table fails before the model loads
     loaded = load_model(model, device=device)
+    roles = read_roles(run, model=loaded.info) if run is not None else {}
     bos_id = leading_token(loaded, prepend_bos)
     (m,) = word_maps(loaded, [sent], bos_id=bos_id)
     att = m["attention"][:, :, index, :]                         # [L, H, col]
@@ -219,21 +248,24 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     L, H = att.shape[:2]
     words_only = att[:, :, :n].copy()
     words_only[:, :, index] = -1.0                                # links to other words
-    order = np.argsort(-words_only, axis=2)
+    if loaded.info.is_decoder:
+        words_only[:, :, index + 1:] = -1.0                       # a causal model cannot see later words
+    visible = n - 1 - (n - 1 - index if loaded.info.is_decoder else 0)   # other words the word can see
+    order = np.argsort(-words_only, axis=2, kind="stable")
     rows = []
     for layer in range(L):
         for head in range(H):
-            first = order[layer, head, 0]
-            second = order[layer, head, 1] if n > 2 else first
+            first, second = order[layer, head, 0], order[layer, head, 1]
             rows.append({"layer": layer, "head": head, "word": sent.words[index], "word_index": index,
-                         "target": sent.words[first], "target_index": int(first),
-                         "weight": float(att[layer, head, first]),
-                         "second": sent.words[second], "second_weight": float(att[layer, head, second]) if n > 2
-                         else float("nan"),
+                         "target": sent.words[first] if visible >= 1 else "—",
+                         "target_index": int(first) if visible >= 1 else -1,
+                         "weight": float(att[layer, head, first]) if visible >= 1 else float("nan"),
+                         "second": sent.words[second] if visible >= 2 else "—",
+                         "second_weight": float(att[layer, head, second]) if visible >= 2 else float("nan"),
                          "self": float(att[layer, head, index]), "specials": float(att[layer, head, n:].sum()),
                          "role": roles.get((layer, head), "")})
     table = pd.DataFrame(rows).sort_values(["weight", "layer", "head"], ascending=[False, True, True],
-                                           ignore_index=True)
+                                           ignore_index=True, na_position="last")
     return Explanation(model=loaded.info.name, words=list(sent.words), labels=m["labels"], word_index=index,
                        attention=att, table=table,
                        meta={"run": str(run) if run else None, "text": sentence if isinstance(sentence, str) else

@@ -235,13 +235,24 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
 
 
 def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> list[dict]:
-    """Word-level attention maps of the first ``count`` sentences of the first sentence dataset (for reports)."""
+    """Word-level attention maps of up to ``count`` short sentences of the first sentence dataset (for reports).
+
+    Only sentences the model can read are drawn; anything that goes wrong here is a warning, never
+    the loss of a finished run.
+    """
+    from .alignment import encode_sentences
     from .explainer import word_maps
 
     for source, _ in plan:
         if isinstance(source, Corpus) and source.sentences:
-            picked = [s for s in source.sentences if 3 <= len(s) <= 16][:count] or list(source.sentences[:count])
-            return [dict(m, dataset=source.name) for m in word_maps(loaded, picked, bos_id=bos_id)]
+            try:
+                candidates = [s for s in source.sentences[:500] if 3 <= len(s) <= 16]
+                fits = [s for s, e in zip(candidates, encode_sentences(loaded.tokenizer, candidates, bos_id=bos_id))
+                        if len(e) <= loaded.info.max_length][:count]
+                return [dict(m, dataset=source.name) for m in word_maps(loaded, fits, bos_id=bos_id)] if fits else []
+            except Exception as exc:  # examples are illustrations: never lose the scores for them
+                log.warning("example attention maps were not made: %s", exc)
+                return []
     return []
 
 
@@ -396,6 +407,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     if select_on is not None:
         picked = _as_sources(select_on, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences,
                              fmt=fmt)
+        if len(picked) > 1:
+            raise HeadscopeError(f"--select-on takes one dataset, got {len(picked)}; join them into one file")
         plan_names = {s.name for s, _ in plan}
         for src in picked:
             name = src.name if src.name not in plan_names else f"{src.name} (selection)"

@@ -21,12 +21,13 @@ from reference import full_attentions, word_attention  # noqa: E402
 
 runner = CliRunner()
 EVIL = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
+EVIL_REL = "<img/src=x/onerror=alert(1)>"      # a relation name: reaches tables and figure file names
 
 
-def _conllu(path: Path, sentences: list[list[tuple[str, int, str]]]) -> Path:
+def _conllu(path: Path, sentences: list[list[tuple[str, int, str]]], ids: list[str] | None = None) -> Path:
     lines = []
     for k, sent in enumerate(sentences):
-        lines.append(f"# sent_id = s{k}")
+        lines.append(f"# sent_id = {ids[k] if ids else f's{k}'}")
         for i, (word, head, rel) in enumerate(sent, start=1):
             lines.append(f"{i}\t{word}\t_\t_\t_\t_\t{head}\t{rel}\t_\t_")
         lines.append("")
@@ -36,10 +37,10 @@ def _conllu(path: Path, sentences: list[list[tuple[str, int, str]]]) -> Path:
 
 def _evil_file(tmp_path: Path) -> Path:
     sents = []
-    for k in range(6):
-        sents.append([("The", 2, "det"), ("cat", 4, "nsubj"), (EVIL[k % 2], 2, "appos"), ("sat", 0, "root"),
+    for k in range(12):                     # at least MIN_UNITS sentences, so that intervals exist
+        sents.append([("The", 2, "det"), ("cat", 4, "nsubj"), (EVIL[k % 2], 2, EVIL_REL), ("sat", 0, "root"),
                       ("on", 7, "case"), ("the", 7, "det"), ("mat", 4, "obl"), (".", 4, "punct")])
-    return _conllu(tmp_path / "evil.conllu", sents)
+    return _conllu(tmp_path / "evil.conllu", sents, ids=[f"s{k}<script>x</script>" for k in range(len(sents))])
 
 
 class _Tags(HTMLParser):
@@ -87,6 +88,9 @@ def test_dataset_text_is_only_ever_text_in_the_html(evil_run):
 def test_dataset_text_is_inert_in_markdown_and_data_in_json(evil_run):
     md = (evil_run / "report.md").read_text(encoding="utf-8")
     assert "<script" not in md and "<img" not in md
+    for f in (evil_run / "figures").iterdir():
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", f.name), f.name           # file-safe names only
+    assert any("img-src-x-onerror" in f.name for f in (evil_run / "figures").iterdir())
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
     words = [w for e in report["examples"] for w in e["words"]]
@@ -101,8 +105,10 @@ def test_report_files_carry_the_same_roles_and_intervals(evil_run):
 
     roles = pd.read_csv(evil_run / "roles.csv")
     assert len(report["roles"]["table"]) == int((roles["role"] != "none").sum())
+    from headscope.reports.markdown import md_text
+
     for r in report["roles"]["table"]:
-        assert f"| L{r['layer']}.H{r['head']} | {r['role']} |" in md
+        assert f"| L{r['layer']}.H{r['head']} | {md_text(r['role'])} |" in md
     grid = report["roles"]["grid"]
     assert len(grid) == report["summary"]["layers"] and len(grid[0]) == report["summary"]["heads"]
     assert report["roles"]["heads_without_a_role"] == int((roles["role"] == "none").sum())
@@ -315,3 +321,73 @@ def test_explain_on_a_decoder_only_looks_left():
     assert (e.table["target_index"] < e.word_index).all()
     assert e.labels[len(e.words):] == [tok.convert_ids_to_tokens(tok.bos_token_id)]   # the BOS column
     np.testing.assert_allclose(e.attention.sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_run_whose_example_sentences_do_not_fit_still_writes_everything(tmp_path, tiny_bert_dir):
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(["word"] * 600) + "\n" + " ".join(["short"] * 20) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", "--model", str(tiny_bert_dir), "--data", str(long), "--tasks", "positional",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "scores.csv").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "report.json").read_text())["examples"] == []
+
+
+def test_too_few_units_give_no_interval_and_no_test(tiny_bert_loaded, sample):
+    from headscope.analysis.stats import MIN_UNITS
+
+    r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:MIN_UNITS - 1]), tasks="syntax,positional")
+    heads = r.scores[r.scores["baseline"].isna()]
+    assert heads[["ci_low", "ci_high", "p_value", "q_value"]].isna().all().all()
+    r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:MIN_UNITS]), tasks="syntax")
+    assert r.scores["ci_low"].notna().any()
+
+
+def test_compare_and_explain_refuse_runs_of_another_shape(evil_run, tmp_path, tiny_bert_dir):
+    import pandas as pd
+
+    other = tmp_path / "other"
+    shutil.copytree(evil_run, other)
+    run = json.loads((other / "run.json").read_text())
+    run["model"]["num_layers"] += 1
+    (other / "run.json").write_text(json.dumps(run))
+    res = runner.invoke(app, ["compare", str(evil_run), str(other), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "needs the same layer x head grid" in res.output
+    (other / "run.json").write_text(json.dumps({"control": 5}))
+    res = runner.invoke(app, ["compare", str(other), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "run.json:1: not a headscope run.json" in res.output
+    scores = pd.read_csv(evil_run / "scores.csv")
+    scores["score"] = scores["score"].astype(object)
+    scores.loc[3, "score"] = "high"
+    scores.to_csv(other / "scores.csv", index=False)
+    (other / "run.json").unlink()
+    res = runner.invoke(app, ["compare", str(other), str(evil_run), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "scores.csv:5: score 'high' is not a number" in res.output
+    roles = pd.read_csv(evil_run / "roles.csv")
+    roles["model"] = "some-other-model"
+    roles.to_csv(other / "roles.csv", index=False)
+    res = runner.invoke(app, ["explain", SENTENCE, "--model", str(tiny_bert_dir), "--run", str(other)])
+    assert res.exit_code == 2 and "roles are for model 'some-other-model'" in res.output
+    roles = pd.read_csv(evil_run / "roles.csv")
+    roles["layer"] = roles["layer"].astype(object)
+    roles.loc[2, "layer"] = "x"
+    roles.to_csv(other / "roles.csv", index=False)
+    res = runner.invoke(app, ["explain", SENTENCE, "--model", str(tiny_bert_dir), "--run", str(other)])
+    assert res.exit_code == 2 and "roles.csv:4: layer 'x' is not a head index" in res.output
+    for r in (res,):
+        assert len(r.output.strip().splitlines()) == 1
+
+
+def test_explain_on_a_decoder_first_word_has_nothing_to_link_to():
+    from conftest import tiny_llama
+
+    from headscope.models import load_model
+
+    model, tok = tiny_llama()
+    loaded = load_model(model, tokenizer=tok, name="tiny-llama")
+    e = headscope.explain("It was raining hard .", word=0, model=loaded)
+    assert (e.table["target"] == "—").all() and e.table["weight"].isna().all()
+    e = headscope.explain("It was raining hard .", word=1, model=loaded)
+    assert (e.table["target"] == "It").all() and (e.table["second"] == "—").all()
+    assert "| — |" in e.markdown()

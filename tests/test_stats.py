@@ -191,3 +191,14 @@ def test_paired_pvalue_with_a_narrow_denominator_table():
     wide = paired_pvalue(a, b, den[:, [0, 1, 0]], weights=w)
     np.testing.assert_allclose(narrow, wide)
     assert narrow[0] < 0.01 and narrow[1] < 0.01 and narrow[2] > 0.99
+
+
+def test_fewer_than_min_units_give_nan_intervals_and_pvalues():
+    from headscope.analysis.stats import MIN_UNITS
+
+    num, den = np.arange(MIN_UNITS - 1) % 2, np.ones(MIN_UNITS - 1)
+    est, lo, hi = ratio_intervals(num, den, n_boot=100)
+    assert est[0] == pytest.approx(num.mean()) and np.isnan(lo[0]) and np.isnan(hi[0])
+    assert np.isnan(paired_pvalue(num, 1 - num, den, n_boot=100)[0])
+    num, den = np.arange(MIN_UNITS) % 2, np.ones(MIN_UNITS)
+    assert np.isfinite(ratio_intervals(num, den, n_boot=100)[1][0])

@@ -30,6 +30,8 @@ def ratio_of_ratios_intervals(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *,
     """
     import numpy as np
 
+    from .stats import MIN_UNITS
+
     na, nb = np.asarray(num_a, dtype=np.float32), np.asarray(num_b, dtype=np.float32)
     da, db = np.asarray(den_a, dtype=np.float32), np.asarray(den_b, dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -46,6 +48,8 @@ def ratio_of_ratios_intervals(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *,
             q = np.nanquantile(boot[:, has].astype(np.float64), [tail, 1.0 - tail], axis=0)
         # Ratios are >= 0, so a NaN quantile here is inf - inf from interpolating between infinite replicates.
         lo[has], hi[has] = np.where(np.isnan(q), np.inf, q)
+    if len(na) < MIN_UNITS:
+        lo[:], hi[:] = np.nan, np.nan
     return estimate, lo, hi
 
 

@@ -14,6 +14,7 @@ DIRECTION = "pronoun_to_candidate"
 # Baselines that always prefer one candidate: the first (index 0) or the nearer one (index 1).
 BASELINE_NAMES = ("first_candidate", "nearest_candidate")
 BASELINE_PICKS = (0, 1)
+CHANCE = (0.25, 0.5)      # a head that picks a candidate at random: both sentences of a pair, one sentence
 
 
 def pair_sentences(pairs: Sequence[MinimalPair]) -> list[Sentence]:
@@ -123,8 +124,9 @@ class PairScorer:
         _, lo, hi = ratio_intervals(heads.reshape(U, -1), den, den_index=rel_heads, weights=w, level=level)
         _, blo, bhi = ratio_intervals(picks.reshape(U, -1), den, den_index=np.repeat(np.arange(2), len(BASELINE_PICKS)),
                                       weights=w, level=level)
-        best = picks.sum(0).argmax(1)                                              # [relation]
-        ref = picks[:, np.arange(2), best]                                        # [U, relation]
+        # The structural baselines are 0 (pair) and 1/2 (sentence) by construction, never above chance,
+        # so heads are tested against chance: 1/4 of a pair, 1 of a pair's 2 sentences.
+        ref = np.broadcast_to(np.array(CHANCE) * np.array([1, 2]), (U, 2)).astype(np.float32)    # [U, relation]
         p = paired_pvalue(heads.reshape(U, -1), np.repeat(ref, L * H, axis=1), den, den_index=rel_heads, weights=w)
         self._ci = {"heads": (lo.reshape(2, L, H), hi.reshape(2, L, H)), "p": p.reshape(2, L, H),
                     "baselines": (blo.reshape(2, -1), bhi.reshape(2, -1))}
@@ -144,6 +146,9 @@ class PairScorer:
 
         rows = []
         base = {"task": self.task, "direction": DIRECTION, "n": n}
+        for rel, chance, count in (("pair", CHANCE[0], n), ("sentence", CHANCE[1], 2 * n)):
+            rows.append({**base, "relation": rel, "metric": "accuracy", "baseline": "chance", "score": chance,
+                         "n": count, "ci_low": chance if ci else nan, "ci_high": chance if ci else nan})
         for j, (name, pick) in enumerate(zip(BASELINE_NAMES, BASELINE_PICKS)):
             rows.append({**base, "relation": "pair", "metric": "accuracy", "baseline": name,
                          "score": float((answers == pick).all(1).mean()), **interval("baselines", 0, j)})

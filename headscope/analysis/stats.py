@@ -8,6 +8,11 @@ from typing import Any
 import numpy as np
 
 
+# Fewer units than this give no interval and no p-value: a bootstrap over a handful of sentences or
+# documents has almost no spread, and its "95% interval" would be a point.
+MIN_UNITS = 10
+
+
 def bootstrap_weights(n_units: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """``[n_boot, n_units]`` float32 resampling counts: row b says how often each unit is drawn in replicate b."""
     if n_units < 1 or n_boot < 1:
@@ -26,7 +31,8 @@ def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.nd
     denominator column of each numerator column: e.g. the relation of each head x relation score),
     which keeps one small denominator table instead of a full-width copy. Units (sentences,
     documents) are resampled with replacement, so the interval reflects the variation between
-    units that a per-word interval would hide. Columns with no denominator get NaN.
+    units that a per-word interval would hide. Columns with no denominator get NaN, and so does
+    every interval when there are fewer than ``MIN_UNITS`` units.
     """
     num = np.asarray(num)
     if num.ndim == 1:
@@ -49,7 +55,7 @@ def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.nd
     has = np.isfinite(boot).any(0)
     if has.any():
         lo[has], hi[has] = np.nanquantile(boot[:, has], [tail, 1.0 - tail], axis=0)
-    bad = ~np.isfinite(estimate)
+    bad = ~np.isfinite(estimate) | (len(num) < MIN_UNITS)
     lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
     return estimate, lo, hi
 
@@ -66,7 +72,8 @@ def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, we
     the difference. It resolves p-values far below ``1 / replicates``, which a Benjamini–Hochberg
     correction over thousands of heads needs. ``method="percentile"``: the share of replicates with
     a difference <= 0, ``(1 + #) / (1 + replicates)``. A difference with no spread gets 0 when A is
-    above B on every unit and 1 otherwise; columns without a denominator get NaN.
+    above B on every unit and 1 otherwise; columns without a denominator get NaN, and so does every
+    column when there are fewer than ``MIN_UNITS`` units.
     """
     from scipy.stats import norm
 
@@ -94,6 +101,8 @@ def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, we
                 warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN columns (no denominator)
                 se = np.nanstd(diff, axis=0)
             p = np.where(se > 0, norm.sf(estimate / np.where(se > 0, se, 1.0)), np.where(estimate > 0, 0.0, 1.0))
+    if len(a) < MIN_UNITS:
+        return np.full(a.shape[1], np.nan)
     return np.where(np.isfinite(estimate), p, np.nan)
 
 

@@ -135,9 +135,9 @@ def run(
     control: Annotated[Optional[Control], typer.Option("--control", help="Also score the same architecture with "
                        "re-initialised weights (seeded by --seed); the report sets its scores beside the model's "
                        "and roles must beat it.")] = None,
-    select_on: Annotated[Optional[list[Path]], typer.Option("--select-on", help="Data on which to choose each "
+    select_on: Annotated[Optional[Path], typer.Option("--select-on", help="Data on which to choose each "
                          "measure's best head (held-out selection); the report gives that head's score on --data. "
-                         "Repeatable; same formats as --data.")] = None,
+                         "Same formats as --data.")] = None,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -169,7 +169,7 @@ def run(
                              fmt=fmt.value if fmt else None, window=window, seed=seed,
                              induction_count=induction_count, induction_length=induction_length,
                              prepend_bos=prepend_bos, bootstrap=bootstrap,
-                             control=control.value if control else None, select_on=select_on or None,
+                             control=control.value if control else None, select_on=select_on,
                              progress=on_progress, partial_on_interrupt=True)
         write_report(result, out, figures=not no_figures, command=command)
     except HeadscopeError as exc:
@@ -307,6 +307,7 @@ def explain(
     """Which heads link a word of one sentence to which other words (with roles from a previous run)."""
     from ..errors import HeadscopeError
     from ..explainer import explain as run_explain
+    from ..explainer import weight_text
 
     _setup_logging()
     if out is not None:
@@ -322,8 +323,8 @@ def explain(
     typer.echo(f"{result.model}: heads linking {result.word!r} (word {result.word_index}) to other words")
     typer.echo(f"{'head':<8} {'links to':<14} {'weight':>6}  {'2nd':<14} {'weight':>6}  {'specials':>8}  role")
     for r in result.top(top).itertuples():
-        typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {r.weight:6.3f}  {r.second[:14]:<14} "
-                   f"{r.second_weight:6.3f}  {r.specials:8.3f}  {r.role}")
+        typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {weight_text(r.weight):>6}  {r.second[:14]:<14} "
+                   f"{weight_text(r.second_weight):>6}  {r.specials:8.3f}  {r.role}")
     if out is not None:
         typer.echo(f"wrote {out}/explain.md, explain.csv, explain.png")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 HEATMAPS = (
     # (task, relation, direction, metric, file stem, title)
@@ -59,7 +62,10 @@ def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_r
     syn = heads[(heads["task"] == "syntax") & (heads["relation"] != "all")]
     for rel in syn.groupby("relation")["n"].max().sort_values(ascending=False).index[:TOP_RELATIONS if per_relation
                                                                                     else 0]:
-        specs.append(("syntax", rel, "dep_to_head", "accuracy", f"syntax_{rel.replace(':', '-')}_dep_to_head",
+        stem, k = f"syntax_{_file_part(rel)}_dep_to_head", 2
+        while any(spec[4] == stem for spec in specs):       # two relations with the same file-safe name
+            stem, k = f"syntax_{_file_part(rel)}-{k}_dep_to_head", k + 1
+        specs.append(("syntax", rel, "dep_to_head", "accuracy", stem,
                       f"Syntax accuracy, {rel}, dep→head"))
     todo = []
     for dataset in heads["dataset"].dropna().unique():
@@ -75,8 +81,12 @@ def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_r
         shared = stems.count(stem) > 1          # the same figure for several datasets: name them apart
         grid = s.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
         name = prefix + (f"{_file_part(dataset)}_" if shared else "") + stem + ".png"
-        _plot(grid, _plain(title + (f" — {dataset}" if shared else "") + suffix), out_dir / name,
-              vmax=None if metric == "tokens" else 1.0)
+        try:
+            _plot(grid, _plain(title + (f" — {dataset}" if shared else "") + suffix), out_dir / name,
+                  vmax=None if metric == "tokens" else 1.0)
+        except Exception as exc:  # one figure's failure costs only that figure
+            log.warning("figure %s was not written: %s", name, exc)
+            continue
         written.append(name)
     return written
 

@@ -328,18 +328,21 @@ def _roles_section(content: dict) -> list[str]:
         lines.append(f"| L{layer} | " + " | ".join(md_text(c["label"]) + ("+" if len(c["roles"]) > 1 else "")
                                                    for c in row) + " |")
     control = any(r.get("beats_control") is not None for r in roles["table"])
-    lines += ["", "| head | role | data | score [95% CI] | best baseline [score] | q | beats baseline |"
+    lines += ["", "| head | role | data | score [95% CI] | best baseline: score [95% CI] | q | beats baseline |"
               + (" control best | beats control |" if control else ""),
               "|---|---|---|---:|---|---:|---|" + ("---:|---|" if control else "")]
     for r in roles["table"]:
-        base = f"{md_text(r['baseline'])} [{_pct_or_mass(r['baseline_score'], r['metric'])}]" if r["baseline"] else "—"
+        base = (f"{md_text(r['baseline'])}: {_pct_or_mass(r['baseline_score'], r['metric'])}"
+                f"{_interval(r.get('baseline_ci_low'), r.get('baseline_ci_high'), r['metric'])}" if r["baseline"] else "—")
         beats = "—" if r["q_value"] is None else ("yes" if r["q_value"] < ALPHA else "no")
         line = (f"| L{r['layer']}.H{r['head']} | {md_text(r['role'])} | {md_text(r['dataset'])} | "
                 f"{_pct_or_mass(r['score'], r['metric'])}{_interval(r['ci_low'], r['ci_high'], r['metric'])} | "
                 f"{base} | {_q(r['q_value'])} | {beats} |")
         if control:
             bc = r.get("beats_control")
-            line += f" {_pct_or_mass(r.get('control_best'), r['metric'])} | {'—' if bc is None else 'yes' if bc else 'no'} |"
+            line += (f" {_pct_or_mass(r.get('control_best'), r['metric'])}"
+                     f"{_interval(r.get('control_ci_low'), r.get('control_ci_high'), r['metric'])} | "
+                     f"{'—' if bc is None else 'yes' if bc else 'no'} |")
         lines.append(line)
     none = [f"L{layer}.H{head}" for layer, row in enumerate(grid) for head, c in enumerate(row) if not c["roles"]]
     if none:
@@ -353,7 +356,7 @@ def _top_section(content: dict) -> list[str]:
     for name, rows in content["top_heads"].items():
         lines += ["", f"## Top heads — {md_text(name)}", "",
                   "Accuracies in %, masses and entropies as fractions; [95% bootstrap interval]; q: BH-corrected "
-                  "p-value that the head beats the best baseline.", "",
+                  "p-value that the head beats the best baseline (a role needs more: see the criteria).", "",
                   "| task | measure | n | best head | chosen on | score | best baseline | baseline score | q |"
                   + (" control best |" if control else ""),
                   "|---|---|---:|---|---|---:|---|---:|---:|" + ("---:|" if control else "")]
@@ -395,8 +398,8 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
     df = result.scores[result.scores["model"] == info.name]
     selection = meta.get("selection") or {}
     select_on = (selection.get("select_on") or [None])[0]
-    lines = [f"# headscope report: {info.name}", "",
-             f"- Model: {info.describe()}",
+    lines = [f"# headscope report: {md_text(info.name)}", "",
+             f"- Model: {md_text(info.describe())}",
              f"- Tasks: {', '.join(meta.get('tasks', []))}",
              "- Heads are named `L<layer>.H<head>`, both 0-based (Clark et al. print 1-based `layer-head`)."]
     kv = _kv_groups(info)
@@ -428,14 +431,14 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
         lines += _gap_section(df, name)
         lines += _pairs_section(df, name)
         lines += _induction_section(df, name, d, info)
-    if content is not None and content.get("examples"):
+    if content is not None and content.get("examples") and content.get("example_heads"):
         lines += ["", "## Example sentences", "",
                   "Word-level attention maps of " + ", ".join(content.get("example_heads", [])) +
                   " for these sentences are in `figures/example_*.png` and in report.html:", ""]
         lines += [f"{i + 1}. {md_text(' '.join(e['words']))}" for i, e in enumerate(content["examples"])]
     if figure_files:
         lines += ["", "## Figures", ""]
-        lines += [f"![{f}](figures/{f})" for f in figure_files]
+        lines += [f"![{md_text(f)}](figures/{md_text(f)})" for f in figure_files]
     v = meta.get("versions", {})
     lines += ["", "## Provenance", "",
               f"headscope {v.get('headscope', '?')}, torch {v.get('torch', '?')}, transformers "

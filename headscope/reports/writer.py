@@ -94,30 +94,39 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
     fig_dir = out_dir / "figures"
     figure_files: list[str] = []
     html_figures: dict = {"role_map": None, "heatmaps": [], "control": [], "examples": []}
+    examples_drawn: list = []
     if figures and len(scores):
-        try:
-            fig_dir.mkdir(parents=True, exist_ok=True)
-            own = scores[scores["model"] == info.name]
-            main = heatmaps(own, fig_dir)
-            ctrl = heatmaps(scores[scores["model"] == control], fig_dir, prefix="control_",
-                            suffix=" (random-init control)", per_relation=False) if control else []
-            role_map(content["roles"]["grid"], fig_dir / "role_map.png", f"Head roles — {info.name}")
-            examples = []
-            heads = _example_heads(roles, info.num_layers, info.num_heads)
-            for i, ex in enumerate(getattr(result, "examples", [])):
-                name = f"example_{i + 1}.png"
-                example_maps(ex, heads, fig_dir / name)
-                text = " ".join(ex["words"])
-                examples.append((name, ex, text))
-            figure_files = ["role_map.png"] + main + ctrl + [e[0] for e in examples]
-            html_figures = {"role_map": data_uri(fig_dir / "role_map.png"),
-                            "heatmaps": [{"name": f, "src": data_uri(fig_dir / f)} for f in main],
-                            "control": [{"name": f, "src": data_uri(fig_dir / f)} for f in ctrl],
-                            "examples": [{"dataset": ex.get("dataset"), "sent_id": ex.get("sent_id"), "text": text,
-                                          "src": data_uri(fig_dir / name)} for name, ex, text in examples]}
+        fig_dir.mkdir(parents=True, exist_ok=True)
+
+        def attempt(what: str, make: Any, default: Any) -> Any:
+            try:
+                return make()
+            except Exception as exc:  # a figure must never cost the tables, nor the other figures
+                log.warning("%s not written: %s", what, exc)
+                return default
+
+        own = scores[scores["model"] == info.name]
+        main = attempt("heatmaps", lambda: heatmaps(own, fig_dir), [])
+        ctrl = attempt("control heatmaps", lambda: heatmaps(scores[scores["model"] == control], fig_dir,
+                                                             prefix="control_", suffix=" (random-init control)",
+                                                             per_relation=False), []) if control else []
+        has_map = attempt("role map", lambda: role_map(content["roles"]["grid"], fig_dir / "role_map.png",
+                                                      f"Head roles — {info.name}") or True, False)
+        heads = _example_heads(roles, info.num_layers, info.num_heads)
+        for i, ex in enumerate(getattr(result, "examples", [])):
+            name = f"example_{i + 1}.png"
+            if attempt(f"example map {name}", lambda: example_maps(ex, heads, fig_dir / name) or True, False):
+                examples_drawn.append((name, ex, " ".join(ex["words"])))
+        figure_files = (["role_map.png"] if has_map else []) + main + ctrl + [e[0] for e in examples_drawn]
+        html_figures = {"role_map": data_uri(fig_dir / "role_map.png") if has_map else None,
+                        "heatmaps": [{"name": f, "src": data_uri(fig_dir / f)} for f in main],
+                        "control": [{"name": f, "src": data_uri(fig_dir / f)} for f in ctrl],
+                        "examples": [{"dataset": ex.get("dataset"), "sent_id": ex.get("sent_id"), "text": text,
+                                      "src": data_uri(fig_dir / name)} for name, ex, text in examples_drawn]}
+        if examples_drawn:
             content["example_heads"] = [f"L{layer}.H{head}" for layer, head, _ in heads]
-        except Exception as exc:  # a figure must never cost the tables
-            log.warning("figures were not written: %s", exc)
+    content["examples"] = [e for e in content["examples"]
+                           if any(e["words"] == ex["words"] for _, ex, _ in examples_drawn)]
     content["figures"] = [f"figures/{f}" for f in figure_files]
     run["files"] += content["figures"]
     _write_text(out_dir / "report.md", render_markdown(result, figure_files, content=content))
