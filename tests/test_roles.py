@@ -87,3 +87,54 @@ def test_primary_role_and_labels():
     assert primary[(1, 0)] == ("prev", "positional")
     assert primary[(0, 1)] == ("", "none")
     assert short_label("syntax:det head_to_dep") == "det>d"
+
+
+def test_coreference_gap_and_tree_roles_match_their_baselines():
+    rows = [
+        # coreference documents: no direction; the best rule baseline is 'rules' (0.5)
+        _head(M, "coref", "pronoun", 0, 0, 0.7, q=0.001),
+        _head(M, "coref", "pronoun", 0, 1, 0.53, q=0.01),          # significant, but under the margin
+        _base(M, "coref", "pronoun", "nearest", 0.3),
+        _base(M, "coref", "pronoun", "rules", 0.5),
+        # GAP rows: the nearest-name baseline
+        _head(M, "gap", "all", 1, 0, 0.75, q=0.001),
+        _base(M, "gap", "all", "nearest", 0.5),
+        # whole trees: better of the branching baselines, per direction
+        _head(M, "tree", "all", 1, 1, 0.4, direction="dep_to_head", metric="uas", q=0.001),
+        _base(M, "tree", "all", "right_branching", 0.1, "dep_to_head", "uas"),
+        _base(M, "tree", "all", "left_branching", 0.3, "dep_to_head", "uas"),
+    ]
+    roles = assign_roles(frame(rows), model=M, num_layers=2, num_heads=2)
+    got = {key: g for key, g in roles.groupby(["layer", "head"])}
+    coref = got[(0, 0)].iloc[0]
+    assert coref["role"] == "coreference" and coref["baseline"] == "rules"
+    assert coref["baseline_score"] == pytest.approx(0.5)
+    assert set(got[(0, 1)]["role"]) == {"none"}
+    gap = got[(1, 0)].iloc[0]
+    assert gap["role"] == "coreference" and gap["baseline"] == "nearest"
+    tree = got[(1, 1)].iloc[0]
+    assert tree["role"] == "syntax:tree" and tree["baseline"] == "left_branching"
+
+
+def test_roles_skip_the_selection_dataset(minilm, sample):
+    import headscope
+
+    sents = list(sample.sentences)
+    r = headscope.analyze(minilm, headscope.Corpus(name="report", sentences=tuple(sents[32:])),
+                          select_on=headscope.Corpus(name="pick", sentences=tuple(sents[:32])),
+                          tasks="positional", control="random-init", seed=3, bootstrap=100)
+    from headscope.reports.writer import write_report
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_report(r, Path(tmp), figures=False)
+        import pandas as pd
+
+        roles = pd.read_csv(Path(tmp) / "roles.csv")
+    assert set(roles["dataset"].dropna()) == {"report"}
+    assert set(r.scores["dataset"]) == {"report", "pick"}
+    # the same criteria on every dataset would name roles on the selection set too
+    everywhere = assign_roles(r.scores, model=r.model.name, control=r.meta["control"]["model"])
+    assert "pick" in set(everywhere["dataset"].dropna())

@@ -65,7 +65,8 @@ def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, we
     """One-sided bootstrap p-value that score A (``sum(num_a)/sum(den)``) is not above score B, per column.
 
     A and B are measured on the same units, so the units are resampled together (paired), and the
-    statistic is the difference ``(sum(num_a) - sum(num_b)) / sum(den)``. ``den`` may be narrow with
+    statistic is the difference ``(sum(num_a) - sum(num_b)) / sum(den)``; ``num_b=None`` means
+    ``num_a`` already holds the per-unit differences. ``den`` may be narrow with
     ``den_index`` as in :func:`ratio_intervals`.
 
     ``method="normal"`` (default): ``P(Z > d / se)`` with ``se`` the bootstrap standard deviation of
@@ -79,21 +80,27 @@ def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, we
 
     if method not in ("normal", "percentile"):
         raise ValueError(f"method must be 'normal' or 'percentile', got {method!r}")
-    a = np.asarray(num_a, dtype=np.float64)
-    b = np.asarray(num_b, dtype=np.float64)
+    # One float32 difference table, never float64 copies of A and B: with hundreds of heads x
+    # relations x thousands of sentences those would be the largest arrays of a run.
+    if num_b is None:
+        delta = np.asarray(num_a, dtype=np.float32)
+    else:
+        delta = np.subtract(np.asarray(num_a), np.asarray(num_b), dtype=np.float32)
     d = np.asarray(den, dtype=np.float64)
-    if a.ndim == 1:
-        a, b = a[:, None], b[:, None]
+    if delta.ndim == 1:
+        delta = delta[:, None]
     if d.ndim == 1:
         d = d[:, None]
+    a = delta
     if den_index is None:
         den_index = np.arange(a.shape[1]) if d.shape[1] == a.shape[1] else np.zeros(a.shape[1], dtype=int)
     den_index = np.asarray(den_index)
+    if len(a) < MIN_UNITS:
+        return np.full(a.shape[1], np.nan)
     w = bootstrap_weights(len(a), n_boot, seed) if weights is None else weights
-    delta = (a - b).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = (w @ delta) / (w @ d.astype(np.float32))[:, den_index]                  # [B, K]
-        estimate = (a - b).sum(0) / d.sum(0)[den_index]
+        estimate = delta.sum(0, dtype=np.float64) / d.sum(0)[den_index]
         if method == "percentile":
             p = (1.0 + np.sum(~(diff > 0), axis=0)) / (1.0 + len(w))
         else:
@@ -101,8 +108,6 @@ def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, we
                 warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN columns (no denominator)
                 se = np.nanstd(diff, axis=0)
             p = np.where(se > 0, norm.sf(estimate / np.where(se > 0, se, 1.0)), np.where(estimate > 0, 0.0, 1.0))
-    if len(a) < MIN_UNITS:
-        return np.full(a.shape[1], np.nan)
     return np.where(np.isfinite(estimate), p, np.nan)
 
 

@@ -200,8 +200,9 @@ class SyntaxScorer:
             allowed = np.array([not self.causal or (off < 0 if k == 0 else off > 0) for off in OFFSETS])
             best[k] = np.where(allowed[:, None], sums, -np.inf).argmax(0)
         base = offs[:, best, np.arange(R)[None, :]]                         # [U, D, R]
-        base = np.broadcast_to(base[:, None, :, None, :], correct.shape).reshape(U, -1)
-        p = paired_pvalue(correct.reshape(U, -1), base, totals, den_index=rel_of, weights=w)
+        delta = np.subtract(correct, base[:, None, :, None, :], dtype=np.float32).reshape(U, -1)
+        p = paired_pvalue(delta, None, totals, den_index=rel_of, weights=w)
+        del delta
         self._ci = {"heads": (lo.reshape(L, D, H, R), hi.reshape(L, D, H, R)), "p": p.reshape(L, D, H, R),
                     "offsets": (olo.reshape(offs.shape[1], R), ohi.reshape(offs.shape[1], R)), "units": U}
 
