@@ -94,11 +94,18 @@ def read_roles(run_dir: str | Path, *, model: Any = None) -> dict[tuple[int, int
     ``model``: the ModelInfo the roles will label; a run of another model, or of another layer x
     head grid, is refused (roles are per head index, so they would label the wrong heads).
     """
+    return roles_for(load_roles(run_dir), model, path=_roles_path(run_dir))
+
+
+def _roles_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / "roles.csv"
+
+
+def load_roles(run_dir: str | Path):
+    """A previous run's roles.csv as a table, checked: the columns are there, layer and head are indices."""
     import pandas as pd
 
-    path = Path(run_dir) / "roles.csv"
-    if Path(run_dir).is_file():
-        path = Path(run_dir)
+    path = _roles_path(run_dir)
     if not path.is_file():
         raise HeadscopeError(f"{path}: no roles.csv there; pass the --out folder of a `headscope run`")
     try:
@@ -117,6 +124,11 @@ def read_roles(run_dir: str | Path, *, model: Any = None) -> dict[tuple[int, int
             raise HeadscopeError(f"{path}:{line}: {col} {roles[col].iloc[line - 2]!r} is not a head index "
                                  f"(a whole number >= 0); pass a run's roles.csv")
         roles[col] = values.astype(int)
+    return roles
+
+
+def roles_for(roles: Any, model: Any, *, path: Path) -> dict[tuple[int, int], str]:
+    """The checked roles table as ``(layer, head) -> "role; role"``, refused if it is for another model."""
     if "model" in roles.columns and roles["model"].nunique() > 1:
         roles = roles[roles["model"] == roles["model"].iloc[0]]
     if model is not None:
@@ -237,10 +249,9 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     if len(sent.words) < 2:
         raise HeadscopeError("the sentence needs at least two words to link one to another")
     index = _pick_word(sent.words, word)
-    if run is not None:
-        read_roles(run)                               # a bad roles table fails before the model loads
+    table = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
     loaded = load_model(model, device=device)
-    roles = read_roles(run, model=loaded.info) if run is not None else {}
+    roles = roles_for(table, loaded.info, path=_roles_path(run)) if run is not None else {}
     bos_id = leading_token(loaded, prepend_bos)
     (m,) = word_maps(loaded, [sent], bos_id=bos_id)
     att = m["attention"][:, :, index, :]                         # [L, H, col]

@@ -46,6 +46,13 @@ def assert_pvalue(row, num, base, den, w, key):
     assert row.p_value == pytest.approx(p[0], rel=1e-3, abs=1e-9), key
 
 
+def scored(scorer, b, maps):
+    """Run a scorer on planted maps, add its intervals, and return its table."""
+    syn.run(scorer, b, syn.normalise(maps, b))
+    scorer.intervals(n_boot=500, seed=0)
+    return scorer.result()
+
+
 # ---------------------------------------------------------------- synthetic data
 
 NAMES = [("John", "he", "him", "masculine"), ("Mary", "she", "her", "feminine"), ("Peter", "he", "him", "masculine"),
@@ -352,9 +359,7 @@ def test_tree_planted_head_beats_branching_and_a_branching_head_does_not():
                 maps[i, 0, 1 + d, 1 + h] = 1.0          # head 0: the gold tree
                 maps[i, 1, 1 + d, d] = 1.0              # head 1: the previous word (right-branching)
     scorer = TreeScorer(1, 2)
-    syn.run(scorer, b, syn.normalise(maps, b))
-    scorer.intervals(n_boot=500, seed=0)
-    df = scorer.result()
+    df = scored(scorer, b, maps)
     heads = df[df["layer"].notna() & (df["direction"] == "dep_to_head")].set_index("head")
     right = df[(df["baseline"] == "right_branching") & (df["direction"] == "dep_to_head")].iloc[0]
     assert heads.loc[0, "score"] == 1.0 and heads.loc[0, "p_value"] < 1e-6
@@ -376,9 +381,7 @@ def test_coref_planted_head_beats_the_baselines_and_a_nearest_mention_head_does_
             nearest = max((a for a in infos if a.end < q.start), key=lambda a: (a.start, a.end))
             maps[i, 1, 1 + q.head, 1 + nearest.head] = 1.0                  # head 1: the nearest mention
     scorer = CorefScorer(1, 2, wins, stats)
-    syn.run(scorer, b, syn.normalise(maps, b))
-    scorer.intervals(n_boot=500, seed=0)
-    df = scorer.result()
+    df = scored(scorer, b, maps)
     all_ = df[df["relation"] == "all"]
     heads = all_[all_["layer"].notna()].set_index("head")
     bases = all_[all_["layer"].isna()].set_index("baseline")
@@ -400,9 +403,7 @@ def test_gap_planted_head_beats_nearest_name_and_a_nearest_name_head_does_not():
         da, db = (min(abs(ex.pronoun[0] - s[0]), abs(ex.pronoun[0] - s[1])) for s in (ex.a, ex.b))
         maps[i, 1, p, 1 + (ex.a if da < db else ex.b)[0]] = 1.0               # head 1: the nearer name
     scorer = GapScorer(1, 2, rows)
-    syn.run(scorer, b, syn.normalise(maps, b))
-    scorer.intervals(n_boot=500, seed=0)
-    df = scorer.result()
+    df = scored(scorer, b, maps)
     heads = df[df["layer"].notna() & (df["relation"] == "all")].set_index("head")
     near = df[(df["baseline"] == "nearest") & (df["relation"] == "all")].iloc[0]
     assert heads.loc[0, "score"] == 1.0 and heads.loc[0, "p_value"] < 1e-3
@@ -423,9 +424,7 @@ def test_pairs_planted_head_beats_the_baselines_and_a_nearest_candidate_head_doe
         maps[i, 0, 1 + p.pronoun, 1 + p.candidates[p.answers[i % 2]]] = 1.0   # head 0: always right
         maps[i, 1, 1 + p.pronoun, 1 + p.candidates[1]] = 1.0                 # head 1: always the nearer noun
     scorer = PairScorer(1, 2, pairs)
-    syn.run(scorer, b, syn.normalise(maps, b))
-    scorer.intervals(n_boot=500, seed=0)
-    df = scorer.result()
+    df = scored(scorer, b, maps)
     heads = df[df["layer"].notna() & (df["relation"] == "pair")].set_index("head")
     assert heads.loc[0, "score"] == 1.0 and heads.loc[0, "p_value"] < 1e-6
     assert heads.loc[1, "score"] == 0.0 and heads.loc[1, "p_value"] == 1.0

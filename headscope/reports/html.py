@@ -4,29 +4,6 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
-
-PERCENT_METRICS = ("accuracy", "uas")
-
-
-def _score(value: Any, metric: Any) -> str:
-    if value is None or value != value:
-        return "—"
-    if metric in PERCENT_METRICS:
-        return f"{100 * float(value):.1f}"
-    return f"{float(value):.3f}"
-
-
-def _ci(lo: Any, hi: Any, metric: Any) -> str:
-    if lo is None or hi is None or lo != lo or hi != hi:
-        return "[no interval]"
-    return f"[{_score(lo, metric)}, {_score(hi, metric)}]"
-
-
-def _q(q: Any) -> str:
-    if q is None or q != q:
-        return "—"
-    return "<1e-4" if q < 1e-4 else f"{q:.2g}"
 
 
 def data_uri(path: Path) -> str:
@@ -38,9 +15,11 @@ def render_html(content: dict, figures: dict) -> str:
     """The page. Every value from data or models goes through Jinja's autoescaping."""
     import jinja2
 
+    from .markdown import _interval, _pct_or_mass, _q
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                              autoescape=True)
-    env.globals.update(score=_score, ci=_ci, qfmt=_q)
+    env.globals.update(score=_pct_or_mass, ci=lambda lo, hi, metric: _interval(lo, hi, metric).strip(), qfmt=_q)
     template = env.get_template("report.html.j2")
     no_role = [f"L{layer}.H{head}" for layer, row in enumerate(content["roles"]["grid"])
                for head, cell in enumerate(row) if not cell["roles"]]
