@@ -129,7 +129,7 @@ def text_words(sentence: Sentence, convention: str) -> list[str]:
 
 
 def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None,
-                     chunk: int = 2048) -> list[EncodedSentence]:
+                     chunk: int = 2048, max_length: int | None = None) -> list[EncodedSentence]:
     """Tokenize pre-split words with the fast tokenizer; alignment comes from ``word_ids()``.
 
     Words are given as running text would present them (see ``space_convention``; UD
@@ -137,6 +137,8 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: i
     already start with it (a decoder's BOS / attention sink); it is a special token, never a word.
     Words that yield no piece at all (e.g. a lone control character) are re-encoded as the
     tokenizer's unknown token so that every word has a column; how many is recorded.
+    ``max_length``: sentences with more words than this many tokens are left out without being
+    tokenized (every word takes at least one token, so they cannot fit): a 50 MB line costs nothing.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"word alignment needs a fast tokenizer (word_ids), got {type(tokenizer).__name__}")
@@ -149,8 +151,10 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: i
         return _call(tokenizer, words)
 
     out: list[EncodedSentence] = []
-    for start in range(0, len(sentences), chunk):
-        part = sentences[start:start + chunk]
+    positions = [i for i, s in enumerate(sentences) if max_length is None or len(s.words) <= max_length]
+    for start in range(0, len(positions), chunk):
+        where = positions[start:start + chunk]
+        part = [sentences[i] for i in where]
         words = [text_words(s, convention.name) for s in part]
         enc = call(words)
         for k, sent in enumerate(part):
@@ -170,7 +174,7 @@ def encode_sentences(tokenizer: Any, sentences: Sequence[Sentence], *, bos_id: i
             if added:
                 ids, wids = [bos_id] + ids, [-1] + wids
             seps = tuple(w == -1 and t in closing for t, w in zip(ids, wids))
-            out.append(EncodedSentence(start + k, tuple(ids), tuple(wids), seps, len(sent.words), replaced, added))
+            out.append(EncodedSentence(where[k], tuple(ids), tuple(wids), seps, len(sent.words), replaced, added))
     return out
 
 

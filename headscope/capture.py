@@ -52,18 +52,28 @@ def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None
             handle.remove()
 
 
-def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tokens: int = 8192
+def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tokens: int = 8192, seed: int = 0
                  ) -> Iterator[list[EncodedSentence]]:
-    """Batches of similar length (sorted by token count), capped at ``max_tokens`` padded tokens."""
+    """Batches of similar length (sorted by token count), capped at ``max_tokens`` padded tokens, in a
+    seeded random order.
+
+    Sorting keeps padding low; shuffling the batches means that a run stopped part way has scored a
+    random sample of the batches, not the shortest inputs.
+    """
+    import random
+
     order = sorted(encoded, key=len)
+    batches: list[list[EncodedSentence]] = []
     batch: list[EncodedSentence] = []
     for enc in order:
         if batch and (len(batch) >= batch_size or (len(batch) + 1) * len(enc) > max_tokens):
-            yield batch
+            batches.append(batch)
             batch = []
         batch.append(enc)
     if batch:
-        yield batch
+        batches.append(batch)
+    random.Random(seed).shuffle(batches)
+    yield from batches
 
 
 def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_heads: int) -> None:

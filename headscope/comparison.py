@@ -184,17 +184,18 @@ class Comparison:
                                                             for f in figure_files]
         return "\n".join(lines) + "\n"
 
-    def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
-        """compare.csv (every pair), compare_summary.csv, compare.md and difference heatmaps into ``out_dir``."""
-        from .reports.writer import _write_text, prepare_out_dir, write_csv
+    def save(self, out_dir: str | Path, *, figures: bool = True, force: bool = False) -> Path:
+        """compare.csv (every pair), compare_summary.csv, compare.md and difference heatmaps into ``out_dir``,
+        written whole (see ``reports.folder.staged_output``)."""
+        from .reports.folder import staged_output
+        from .reports.writer import write_csv, write_text
 
-        out = Path(out_dir)
-        prepare_out_dir(out)
-        write_csv(self.table, out / "compare.csv")
-        write_csv(self.summary(), out / "compare_summary.csv")
-        files = self.figures(out / "figures") if figures else []
-        _write_text(out / "compare.md", self.markdown(files))
-        return out
+        with staged_output(Path(out_dir), "compare", force=force) as out:
+            write_csv(self.table, out / "compare.csv")
+            write_csv(self.summary(), out / "compare_summary.csv")
+            files = self.figures(out / "figures") if figures else []
+            write_text(out / "compare.md", self.markdown(files))
+        return Path(out_dir)
 
 
 def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str | None = None) -> Comparison:

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
+# Characters that a terminal acts on instead of showing: C0/C1 controls and DEL (a CR moves the cursor
+# back over the error line), line and paragraph separators, and the bidirectional overrides that
+# reorder what is shown. Messages quote data, so these are written as escapes.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\r``, ``\\x00``, ``\\u202e``)."""
+    def one(match: re.Match) -> str:
+        ch = match.group()
+        return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return _CONTROLS.sub(one, text)
+
 
 class HeadscopeError(Exception):
     """Base class for errors headscope reports to users as a single line."""
@@ -31,7 +47,7 @@ class DataError(HeadscopeError):
         text = f"{self.location()}: {self.message}"
         if self.hint:
             text += f"; {self.hint}"
-        return text
+        return escape_controls(text)
 
 
 class ModelError(HeadscopeError):

@@ -199,17 +199,18 @@ class Explanation:
         plt.close(fig)
         return path
 
-    def save(self, out_dir: str | Path, *, figure: bool = True) -> Path:
-        """explain.csv (every head), explain.md (the strongest) and explain.png into ``out_dir``."""
-        from .reports.writer import _write_text, prepare_out_dir, write_csv
+    def save(self, out_dir: str | Path, *, figure: bool = True, force: bool = False) -> Path:
+        """explain.csv (every head), explain.md (the strongest) and explain.png into ``out_dir``, written whole
+        (see ``reports.folder.staged_output``; ``force`` adds them to a folder of other files)."""
+        from .reports.folder import staged_output
+        from .reports.writer import write_csv, write_text
 
-        out = Path(out_dir)
-        prepare_out_dir(out)
-        write_csv(self.table, out / "explain.csv")
-        if figure:
-            self.figure(out / "explain.png")
-        _write_text(out / "explain.md", self.markdown())
-        return out
+        with staged_output(Path(out_dir), "explain", force=force) as out:
+            write_csv(self.table, out / "explain.csv")
+            if figure:
+                self.figure(out / "explain.png")
+            write_text(out / "explain.md", self.markdown())
+        return Path(out_dir)
 
     def markdown(self, k: int = 15) -> str:
         from .reports.markdown import md_text
@@ -229,7 +230,8 @@ class Explanation:
 
 
 def explain(sentence: str | Sequence[str], word: str | int | None = None, *, model: Any = "minilm",
-            run: str | Path | None = None, prepend_bos: bool | None = None, device: str | None = None) -> Explanation:
+            run: str | Path | None = None, prepend_bos: bool | None = None, device: str | None = None,
+            trust_remote_code: bool = False) -> Explanation:
     """For one sentence, which heads link ``word`` to which other words.
 
     ``sentence``: running text (split into words and punctuation, clitics apart) or a list of
@@ -250,7 +252,7 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
         raise HeadscopeError("the sentence needs at least two words to link one to another")
     index = _pick_word(sent.words, word)
     table = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
-    loaded = load_model(model, device=device)
+    loaded = load_model(model, device=device, trust_remote_code=trust_remote_code)
     roles = roles_for(table, loaded.info, path=_roles_path(run)) if run is not None else {}
     bos_id = leading_token(loaded, prepend_bos)
     (m,) = word_maps(loaded, [sent], bos_id=bos_id)

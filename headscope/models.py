@@ -143,10 +143,12 @@ def _quiet_transformers() -> None:
 
 
 def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | None = None,
-               name: str | None = None, dtype: Any = None) -> LoadedModel:
+               name: str | None = None, dtype: Any = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load ``model`` (alias, HF id, local folder, or an ``nn.Module`` given with its tokenizer).
 
-    Attention is always eager, so that the weights exist and hooks can see them.
+    Attention is always eager, so that the weights exist and hooks can see them. A model that
+    brings its own Python code (``auto_map`` in its config) loads only with ``trust_remote_code=True``;
+    weights are read as safetensors, or as pickles only as far as torch's ``weights_only`` allows.
     """
     if isinstance(model, LoadedModel):
         return model
@@ -186,7 +188,7 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
         if isinstance(folder, Path) and folder.suffix.lower() == ".gguf":
             hf_model, tokenizer = _from_gguf(folder, spec, tokenizer, dtype)
         else:
-            hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype)
+            hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype, trust_remote_code)
     else:
         raise ModelError(f"model must be an alias, a path, a Hugging Face id or an nn.Module, got {type(model).__name__}")
 
@@ -216,24 +218,36 @@ def _package_version(pip_name: str) -> str:
         return ""
 
 
-def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any):
+def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any, trust_remote_code: bool = False):
+    import pickle
+
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    trust = {"trust_remote_code": trust_remote_code}
     try:
-        config = AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder, **trust)
         arch = ARCHITECTURES.get(config.model_type)
         decoder = arch.is_decoder if arch else _looks_causal(config)
         cls = AutoModelForCausalLM if decoder else AutoModel
-        kwargs = {"attn_implementation": "eager"}
+        kwargs = {"attn_implementation": "eager", **trust}
         if dtype is not None:
             kwargs["dtype"] = dtype
         hf_model = cls.from_pretrained(folder, **kwargs)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder, **trust)
     except ModelError:
         raise
+    except pickle.UnpicklingError:
+        raise ModelError(f"cannot load model '{spec}': its weights are a pickle that torch refuses to load safely "
+                         f"(weights_only: it holds objects other than tensors, and unpickling them could run code); "
+                         f"convert the weights to safetensors where you trust the file, or use a model that has "
+                         f"model.safetensors") from None
     except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            raise ModelError(f"cannot load model '{spec}': it brings its own Python code (auto_map in its "
+                             f"config), which headscope runs only when asked; read that code, then pass "
+                             f"--trust-remote-code (trust_remote_code=True in the library)") from None
         local = isinstance(folder, Path)
         hint = "" if local else f" (offline? use an alias such as {', '.join(ALIASES)} or a local folder)"
         raise ModelError(f"cannot load model '{spec}': {first}{hint}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import platform
@@ -36,7 +37,9 @@ def _kinds(source: Any) -> set[str]:
     if isinstance(source, Corpus):
         return {"sentences"} | ({"treebank"} if any(s.has_tree for s in source.sentences) else set())
     if isinstance(source, DocumentCorpus):
-        return {"documents"}
+        # coreference documents are sentences too, and a CorefUD file's sentences have trees
+        trees = any(s.has_tree for d in source.documents for s in d.sentences)
+        return {"documents", "sentences"} | ({"treebank"} if trees else set())
     if isinstance(source, GapCorpus):
         return {"gap"}
     if isinstance(source, PairCorpus):
@@ -78,13 +81,23 @@ def _as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences:
     return out
 
 
+def _jobs_of(source: Any, tasks: list[str]) -> list[tuple[Any, list[str]]]:
+    """(dataset, tasks) pairs for one source: sentence tasks read a coreference corpus's sentences one by
+    one, coreference reads its whole documents."""
+    if not isinstance(source, DocumentCorpus):
+        return [(source, tasks)]
+    by_sentence = [t for t in tasks if TASK_DATA[t] in ("treebank", "sentences")]
+    rest = [t for t in tasks if t not in by_sentence]
+    return ([(source.as_corpus(), by_sentence)] if by_sentence else []) + [(source, rest)]
+
+
 def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None,
           repeats: Any = None) -> list[tuple[Any, list[str]]]:
     """Which tasks run on which dataset; bundled data fills in where it exists, otherwise a clear error."""
     from .datasets import load_sample
     from .datasets.pairs import load_bundled_pairs
 
-    jobs = [(s, [t for t in tasks if TASK_DATA[t] in _kinds(s)]) for s in sources]
+    jobs = [job for s in sources for job in _jobs_of(s, [t for t in tasks if TASK_DATA[t] in _kinds(s)])]
     covered = {t for _, ts in jobs for t in ts}
     missing = [t for t in tasks if t not in covered]
     if not sources and any(TASK_DATA[t] in ("treebank", "sentences") for t in missing):
@@ -257,16 +270,23 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
 
 
 def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, progress: Any, progress_state: dict,
-                partial_on_interrupt: bool, bos_id: int | None, batch_size: int) -> tuple[list, list, dict, bool]:
-    """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance)."""
+                partial_on_interrupt: bool, bos_id: int | None, batch_size: int
+                ) -> tuple[list, list, dict, str | None]:
+    """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance).
+
+    The last item says where Ctrl-C stopped the run (None: it ran to the end); with
+    ``partial_on_interrupt`` everything finished before that point is still returned.
+    """
     import pandas as pd
 
     from .alignment import encode_sentences
     from .analysis.base import LayerView
     from .capture import capture
 
+    from .interrupts import shielded
+
     info = loaded.info
-    complete = True
+    interrupted: str | None = None
     tables, datasets = [], []
     extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
     for job in jobs:
@@ -274,9 +294,9 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
         encoded_all = job.encoded
         if encoded_all is None:
-            encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id)
+            encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id, max_length=info.max_length)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
-        too_long = len(encoded_all) - len(encoded)
+        too_long = len(job.sentences) - len(encoded)
         if not encoded:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
                                  f"{info.max_length} tokens")
@@ -308,33 +328,46 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
         except KeyboardInterrupt:
             if not partial_on_interrupt:
                 raise
-            complete = False
+            interrupted = f"while scoring: {progress_state['done']} of {progress_state['total']} inputs were scored"
             log.warning("interrupted after %d inputs; results are partial", progress_state["done"])
-        if complete and job.meta.get("kind") == "generated":
+        if interrupted is None and job.meta.get("kind") == "generated":
             from .analysis.induction import in_context_loss
 
-            job.meta["in_context_loss"] = (in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
-                                           else {"skipped": "not a causal language model (next-token loss is "
-                                                            "undefined)"})
+            try:
+                job.meta["in_context_loss"] = (
+                    in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
+                    else {"skipped": "not a causal language model (next-token loss is undefined)"})
+            except KeyboardInterrupt:
+                if not partial_on_interrupt:
+                    raise
+                interrupted = "while checking the in-context loss (not recorded)"
         for s in scorers:
-            if bootstrap and callable(getattr(s, "intervals", None)):
-                s.intervals(n_boot=bootstrap, seed=seed)
-            df = s.result()
-            if len(df):
-                tables.append(df.assign(dataset=job.name))
-            summary = getattr(s, "summary", None)
-            if callable(summary):
-                job.meta.update(summary())
-            for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
-                extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
-                    if key in extra else table.assign(dataset=job.name)
+            if bootstrap and interrupted is None and callable(getattr(s, "intervals", None)):
+                try:
+                    s.intervals(n_boot=bootstrap, seed=seed)
+                except KeyboardInterrupt:
+                    if not partial_on_interrupt:
+                        raise
+                    interrupted = "while computing intervals: the scores have no intervals from that task on"
+            with shielded() as noted:
+                df = s.result()
+                if len(df):
+                    tables.append(df.assign(dataset=job.name))
+                summary = getattr(s, "summary", None)
+                if callable(summary):
+                    job.meta.update(summary())
+                for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
+                    extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
+                        if key in extra else table.assign(dataset=job.name)
+            if noted.hit and partial_on_interrupt and interrupted is None:
+                interrupted = "while collecting the scores: the tasks after it were not collected"
         datasets.append({**job.meta, **_bos_meta(loaded, encoded),
                          "sentences": len(job.sentences), "scored": scored["n"],
                          "skipped_too_long": too_long,
                          "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
-        if not complete:
+        if interrupted is not None:
             break
-    return tables, datasets, extra, complete
+    return tables, datasets, extra, interrupted
 
 
 def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[str] | None = None,
@@ -343,7 +376,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             fmt: str | None = None, window: int = 3, seed: int = 0,
             induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
             bootstrap: int = 1000, control: str | None = None, select_on: Any = None, n_examples: int = 3,
-            progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False):
+            progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False,
+            trust_remote_code: bool = False):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -362,7 +396,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     by ``seed``); its rows carry its own ``model`` name. ``select_on``: data (as ``data``) scored as
     well, so that reports choose each relation's best head there and report it on ``data``
     (held-out selection). ``n_examples``: sentences whose word-level attention maps are kept for
-    the report (``result.examples``). Returns an :class:`AnalysisResult`.
+    the report (``result.examples``). ``trust_remote_code``: let a model folder run its own Python code
+    (``auto_map``); off unless asked. Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -370,6 +405,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     from .alignment import encode_sentences
     from .analysis.base import LayerView, parse_tasks
     from .capture import capture
+    from .interrupts import Noted, interruptible, shielded
     from .models import load_model
     from .result import AnalysisResult
     from .schema import frame
@@ -392,7 +428,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     repeats = RepeatedTokens(count=induction_count, length=induction_length, seed=seed)
     plan = _plan(task_list, _unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences,
                  repeats=repeats)
-    loaded = load_model(model, tokenizer=tokenizer, device=device)
+    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code)
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
     bos_id = leading_token(loaded, prepend_bos)
@@ -417,10 +453,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             if not ts:
                 raise HeadscopeError(f"--select-on {getattr(src, 'path', '') or src.name}: none of the tasks "
                                      f"{', '.join(task_list)} can run on it")
-            selection.append((src, ts))
+            selection.extend(_jobs_of(src, ts))
     plan = plan + selection
     progress_state = {"done": 0, "total": 0}
-    all_tables, all_extra, complete = [], {}, True
+    all_tables, all_extra, interrupted = [], {}, None
     datasets: list = []
     control_datasets: list = []
     for m in models:
@@ -428,7 +464,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                           keep_units=bootstrap > 0) for s, ts in plan]
         if m is loaded:
             progress_state["total"] = sum(len(j.sentences) for j in jobs) * len(models)
-        tables, model_datasets, extra, complete = _score_jobs(
+        tables, model_datasets, extra, interrupted = _score_jobs(
             m, jobs, bootstrap=bootstrap, seed=seed, progress=progress, progress_state=progress_state,
             partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size)
         frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
@@ -441,36 +477,49 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             datasets = model_datasets
         else:
             control_datasets = model_datasets
-        if not complete:
+        if interrupted is not None:
             break
-    scores = pd.concat(all_tables, ignore_index=True) if all_tables else frame([])
-    scores["dataset"] = scores["dataset"].astype("string")
-    scores["model"] = scores["model"].astype("string")
-    scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
-    add_q_values(scores)
-    examples = []
-    if complete and n_examples:
-        examples = _examples(loaded, plan, n_examples, bos_id=bos_id)
-    meta = {
-        "complete": complete,
-        "tasks": task_list,
-        "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
-                   "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
-                   "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
-                   "max_length": info.max_length, **({"induction_count": induction_count,
-                                                      "induction_length": induction_length}
-                                                     if "induction" in task_list else {})},
-        "model": asdict(info),
-        "models": [m.info.name for m in models],
-        "control": ({"kind": control, "model": models[1].info.name, "seed": seed,
-                     "description": "the same architecture and tokenizer with freshly initialised weights "
-                                    "(torch seed = --seed), scored on the same data in the same run",
-                     "datasets": control_datasets}
-                    if control else None),
-        "selection": ({"select_on": [s.name for s, _ in selection],
-                       "report_on": [s.name for s, _ in plan if s.name not in {x.name for x, _ in selection}]} if selection else None),
-        "datasets": datasets,
-        "versions": _versions(),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    # Past this point a Ctrl-C is noted, not raised (when partial results are wanted): the scores are done.
+    with (shielded() if partial_on_interrupt else contextlib.nullcontext(Noted())) as noted:
+        scores = pd.concat(all_tables, ignore_index=True) if all_tables else frame([])
+        scores["dataset"] = scores["dataset"].astype("string")
+        scores["model"] = scores["model"].astype("string")
+        scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
+        add_q_values(scores)
+        examples = []
+        if interrupted is None and n_examples and not noted.hit:
+            try:
+                with interruptible() if partial_on_interrupt else contextlib.nullcontext():
+                    examples = _examples(loaded, plan, n_examples, bos_id=bos_id)
+            except KeyboardInterrupt:
+                if not partial_on_interrupt:
+                    raise
+                interrupted = "while making the example maps (the report has none)"
+        if noted.hit and interrupted is None:
+            interrupted = "after scoring, while collecting the results"
+        meta = {
+            "complete": interrupted is None,
+            **({"interrupted": interrupted} if interrupted else {}),
+            "tasks": task_list,
+            "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
+                       "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
+                       "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
+                       "trust_remote_code": trust_remote_code,
+                       "max_length": info.max_length, **({"induction_count": induction_count,
+                                                          "induction_length": induction_length}
+                                                         if "induction" in task_list else {})},
+            "model": asdict(info),
+            "models": [m.info.name for m in models],
+            "control": ({"kind": control, "model": models[1].info.name, "seed": seed,
+                         "description": "the same architecture and tokenizer with freshly initialised weights "
+                                        "(torch seed = --seed), scored on the same data in the same run",
+                         "datasets": control_datasets}
+                        if control else None),
+            "selection": ({"select_on": [s.name for s, _ in selection],
+                           "report_on": [s.name for s, _ in plan if s.name not in {x.name for x, _ in selection}]}
+                          if selection else None),
+            "datasets": datasets,
+            "versions": _versions(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples)

@@ -161,6 +161,13 @@ class DocumentCorpus:
     def __len__(self) -> int:
         return len(self.documents)
 
+    def as_corpus(self) -> Corpus:
+        """The documents' sentences, in order, as a Corpus of the same name and provenance (a CorefUD
+        file is a treebank too: its sentences keep their trees)."""
+        return Corpus(name=self.name, sentences=tuple(s for d in self.documents for s in d.sentences),
+                      checksum=self.checksum, path=self.path, skipped=self.skipped,
+                      skipped_reasons=self.skipped_reasons)
+
 
 @dataclass(frozen=True)
 class GapExample:
@@ -218,6 +225,8 @@ class PairCorpus:
     pairs: tuple[MinimalPair, ...]
     checksum: str = ""
     path: str = ""
+    skipped: int = 0
+    skipped_reasons: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.pairs)

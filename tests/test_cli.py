@@ -149,11 +149,11 @@ def test_default_run_writes_all_files(default_run, tiny_bert_dir):
     result, out, _ = default_run
     assert_ok(result)
     assert {p.name for p in out.iterdir()} == {"scores.csv", "roles.csv", "report.md", "report.html", "report.json",
-                                               "run.json", "figures"}
+                                               "run.json", "figures", ".headscope"}
     sample, pairs = read_run(out)["datasets"]
     assert result.stdout.strip().splitlines()[-1] == (
         f"{tiny_bert_dir.name}: scored {sample['scored'] + pairs['scored']} sentences "
-        f"(sample_en {sample['scored']}, pairs_en {pairs['scored']}); wrote {out}/report.html, report.md, report.json, "
+        f"(sample_en {sample['scored']} sentences, pairs_en {pairs['scored']} pair sentences); wrote {out}/report.html, report.md, report.json, "
         f"scores.csv, roles.csv, run.json")
     assert not list(out.glob("*.tmp"))
 
@@ -223,7 +223,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert run["tasks"] == ["syntax", "positional", "pairs"]
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
                              "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None, "bootstrap": 1000,
-                             "control": None,
+                             "control": None, "trust_remote_code": False,
                              "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
         assert run["versions"][pkg] and run["versions"][pkg] != "not installed", pkg
@@ -360,7 +360,7 @@ def test_model_alias_with_missing_package(monkeypatch, tmp_path):
     [
         ("missing.conllu", None, ["file not found"]),
         ("bad.conllu", TWO_ROOTS_CONLLU, [":8 (b):", "2 roots", "exactly one root"]),
-        ("data.csv", "a,b\n", ["cannot tell the format", "'.csv'", "--format"]),
+        ("data.csv", "a,b\n", ["cannot tell the format", "'data.csv'", "--format"]),
         ("empty.conllu", "", [":1:", "file is empty"]),
         ("bad.jsonl", '{"words": ["A", "b"]}\n{"words": [\n', [":2:", "not valid JSON"]),
         ("cols.conllu", "1\tThe\tthe\tDET\n", [":1:", "expected 10 tab-separated columns, got 4"]),
@@ -514,7 +514,7 @@ def test_interrupt_writes_partial_results(tiny_bert_dir, monkeypatch, tmp_path):
     result = invoke("run", "--model", tiny_bert_dir, "--batch-size", 4, "--no-figures", "-q", "--out", out)
     assert result.exit_code == 130 and isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
-    assert "run was interrupted: the files hold partial results" in result.stderr
+    assert "run was interrupted while scoring: the files hold partial results" in result.stderr
     run = read_run(out)
     assert run["complete"] is False
     assert run["datasets"][0]["scored"] == 4
@@ -617,7 +617,7 @@ def test_unwritable_out(tiny_bert_dir, text_file, tmp_path, under_file):
     out = blocker / "out" if under_file else blocker
     result = invoke("run", "--model", tiny_bert_dir, "--data", text_file, "--tasks", "positional",
                     "--no-figures", "-q", "--out", out)
-    assert_one_line_error(result, "cannot create output folder", str(out))
+    assert_one_line_error(result, "cannot create output folder" if under_file else "it is a file", str(out))
     assert blocker.read_text() == "not a folder\n"
 
 

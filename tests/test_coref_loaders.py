@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import SHARED_DATA  # noqa: E402
 
 from headscope.datasets import load_conll2012, load_coref, load_corefud, load_gap, load_jsonlines  # noqa: E402
-from headscope.datasets.coref import EMPTY_NODE_NOTE, FORMATS  # noqa: E402
+from headscope.datasets.coref import EMPTY_NODE_NOTE  # noqa: E402
+from headscope.datasets.formats import COREF_FORMATS, candidates  # noqa: E402
 from headscope.datasets.gap import HEADER, char_span_to_words, tokenize  # noqa: E402
 from headscope.errors import DataError  # noqa: E402
 from headscope.types import Document, DocumentCorpus, GapCorpus  # noqa: E402
@@ -501,7 +502,7 @@ def test_jsonlines_duplicate_key_and_skip_mode(tmp_path):
 @pytest.mark.parametrize("name", ["a.conll", "a.gold_conll", "a.english.v4_gold_conll", "a.conllu", "a.jsonlines",
                                   "a.JSONL"])
 def test_load_coref_dispatches_by_suffix(tmp_path, name):
-    fmt = next(f for f, suffixes in FORMATS.items() if Path(name).suffix.lower() in suffixes)
+    fmt = next(f for f in candidates(Path(name)) if f in COREF_FORMATS)
     writer = {"conll2012": lambda: conll_lines("a", 0, SENTS, MENTIONS),
               "corefud": lambda: corefud_lines("a", SENTS, MENTIONS),
               "jsonlines": lambda: [jsonlines_line("a", SENTS, MENTIONS)]}[fmt]
@@ -554,7 +555,7 @@ def test_load_coref_folder(tmp_path):
     with pytest.raises(DataError) as exc:
         load_coref(empty)
     msg = located(exc, empty, None)
-    assert "is a directory; give a data file or a folder that holds coreference files" in msg and "--format" in msg
+    assert "is a directory with no coreference file" in msg and "--format" in msg
 
 
 def test_load_coref_folder_skips_empty_file_in_skip_mode(tmp_path):

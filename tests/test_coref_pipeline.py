@@ -65,8 +65,9 @@ def test_cli_coref_report_compares_best_head_with_baselines(tmp_path, tiny_bert_
                                    "2", "--no-figures", "-q", "--out", str(out)])
     assert res.exit_code == 0, res.output
     run = json.loads((out / "run.json").read_text())
-    assert run["tasks"] == ["coref"]                 # chosen from the data
-    assert run["datasets"][0]["documents"] == 2
+    assert run["tasks"] == ["positional", "coref"]   # chosen from the data: documents are sentences too
+    (docs,) = [d for d in run["datasets"] if d["kind"] == "documents"]
+    assert docs["documents"] == 2
     report = (out / "report.md").read_text()
     assert "### Coreference — litbank_coref_sample" in report
     assert "| mention type | n | best head | score | nearest | head_match | rules |" in report
@@ -76,7 +77,7 @@ def test_cli_coref_report_compares_best_head_with_baselines(tmp_path, tiny_bert_
 
     mentions = pd.read_csv(out / "mentions.csv")         # every mention: head word, rule, type, status
     assert {"doc_id", "text", "head", "head_rule", "type", "status"} <= set(mentions.columns)
-    assert (mentions["status"] == "scored").sum() == run["datasets"][0]["mentions_scored"]
+    assert (mentions["status"] == "scored").sum() == docs["mentions_scored"]
     assert set(mentions["head_rule"]) == {"last"}       # LitBank has no trees
     assert "mentions.csv" in run["files"]
 
@@ -102,9 +103,10 @@ def test_gap_by_gender_with_bias_ratio(tiny_bert_loaded):
 def test_corefud_file_uses_tree_heads(tmp_path, tiny_bert_loaded):
     path = tmp_path / "tiny.conllu"
     path.write_text(COREFUD, encoding="utf-8")
-    result = headscope.analyze(tiny_bert_loaded, path)   # format and task detected: CorefUD -> coref
-    (d,) = result.meta["datasets"]
-    assert result.meta["tasks"] == ["coref"] and d["format"] == "corefud"
+    result = headscope.analyze(tiny_bert_loaded, path)   # format and tasks detected: a CorefUD file is a treebank too
+    sents, d = result.meta["datasets"]
+    assert result.meta["tasks"] == ["syntax", "positional", "coref"] and d["format"] == "corefud"
+    assert sents["kind"] == "sentences" and sents["tasks"] == ["syntax", "positional"]
     assert d["mention_head_rule"] == {"tree": 3}          # "The old king" -> king, not the last-word rule
     assert d["mentions_scored"] == 1 and d["mention_types"] == {"nominal": 2, "pronoun": 1}
 

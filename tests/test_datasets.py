@@ -337,7 +337,7 @@ def test_directory_given_as_file(tmp_path):
         with pytest.raises(DataError) as exc:
             loader(path)
         msg = located(exc, path, None)
-        assert "is a directory; give a" in msg
+        assert "is a directory" in msg and "give a" in msg
 
 
 def test_sent_id_in_error_only_when_present(tmp_path):
@@ -464,7 +464,7 @@ def test_load_data_rejects_unknown_suffix(tmp_path, name):
     with pytest.raises(DataError) as exc:
         load_data(path)
     msg = located(exc, path, None)
-    assert f"cannot tell the format from the suffix '{path.suffix}'" in msg
+    assert f"cannot tell the format from the file name '{path.name}'" in msg
     assert "--format" in msg
     assert ".conllu" in msg and ".txt" in msg and ".jsonl" in msg
 

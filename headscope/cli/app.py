@@ -21,15 +21,14 @@ class OnError(str, enum.Enum):
     skip = "skip"
 
 
-class Format(str, enum.Enum):
-    conllu = "conllu"
-    text = "text"
-    jsonl = "jsonl"
-    conll2012 = "conll2012"
-    corefud = "corefud"
-    jsonlines = "jsonlines"
-    gap = "gap"
-    pairs = "pairs"
+def _formats() -> list[str]:
+    from ..datasets.formats import FORMATS
+
+    return list(FORMATS)
+
+
+# --format choices come from the format registry
+Format = enum.Enum("Format", [(name, name) for name in _formats()], type=str)
 
 
 class Control(str, enum.Enum):
@@ -46,6 +45,14 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+FORCE_HELP = ("Write into --out even when it holds files headscope did not write (they are left as they are; "
+              "same-named files are replaced) or another kind of headscope output (replaced whole).")
+TRUST_HELP = ("Let a model folder run its own Python code (auto_map in its config). Off by default: read the code "
+              "first.")
+# what a dataset's 'scored' counts, by its kind (run.json)
+UNITS = {"documents": "document windows", "gap": "rows", "pairs": "pair sentences", "generated": "sequences"}
 
 
 def _setup_logging() -> None:
@@ -76,22 +83,21 @@ def _command_line(ctx: typer.Context) -> str:
     return " ".join(parts)
 
 
-def _output_problem(out: Path) -> str | None:
-    """Why ``out`` cannot become the output folder, without creating anything; None if it can."""
-    probe = out.resolve()
-    if probe.exists() and not probe.is_dir():
-        return f"cannot create output folder {out}: it is a file"
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"cannot create output folder {out}: {probe} is a file"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"output folder {out} is not writable"
-    return None
+def _check_out(out: Path, kind: str, force: bool) -> None:
+    """An unusable --out fails now, in one line, not after the analysis."""
+    from ..errors import HeadscopeError
+    from ..reports.folder import check_output
+
+    try:
+        check_output(out, kind, force=force)
+    except HeadscopeError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"headscope: error: {message}", err=True)
+    from ..errors import escape_controls
+
+    typer.echo(f"headscope: error: {escape_controls(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -140,6 +146,8 @@ def run(
                          "Same formats as --data.")] = None,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from rich.console import Console
@@ -151,9 +159,7 @@ def run(
 
     _setup_logging()
     command = _command_line(ctx)
-    problem = _output_problem(out)  # an unusable --out fails now, not after the analysis
-    if problem:
-        _fail(f"{problem}; choose another with --out")
+    _check_out(out, "run", force)
     # The bar goes to stderr and disappears when done, so stdout holds only the summary line.
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=quiet or not sys.stderr.isatty(), transient=True, console=Console(stderr=True))
@@ -170,22 +176,26 @@ def run(
                              induction_count=induction_count, induction_length=induction_length,
                              prepend_bos=prepend_bos, bootstrap=bootstrap,
                              control=control.value if control else None, select_on=select_on,
-                             progress=on_progress, partial_on_interrupt=True)
-        write_report(result, out, figures=not no_figures, command=command)
+                             progress=on_progress, partial_on_interrupt=True, trust_remote_code=trust_remote_code)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted", code=130)
+        _fail("interrupted before any input was scored; nothing was written", code=130)
+    try:
+        write_report(result, out, figures=not no_figures, command=command, force=force)
+    except HeadscopeError as exc:
+        _fail(str(exc))
     datasets = result.meta["datasets"]
     skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in datasets)
     scored = sum(d["scored"] for d in datasets)
-    per_dataset = ", ".join(f"{d['name']} {d['scored']}" for d in datasets)
+    per_dataset = ", ".join(f"{d['name']} {d['scored']} {UNITS.get(d.get('kind'), 'sentences')}" for d in datasets)
     parts = f" ({per_dataset})" if len(datasets) > 1 else ""
     typer.echo(f"{result.model.name}: scored {scored} sentences{parts}"
                + (f", skipped {skipped} (see run.json)" if skipped else "")
                + f"; wrote {out}/report.html, report.md, report.json, scores.csv, roles.csv, run.json")
     if not result.meta.get("complete", True):
-        typer.echo("run was interrupted: the files hold partial results", err=True)
+        where = result.meta.get("interrupted") or "while scoring"
+        typer.echo(f"run was interrupted {where}: the files hold partial results", err=True)
         raise typer.Exit(130)
 
 
@@ -218,27 +228,32 @@ def probe(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for probes.csv, probe_heads.csv, "
                                                            "report.md, run.json.")] = Path("headscope-probe-out"),
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the head-weight heatmap.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
 ) -> None:
     """Train attention probes (parent, relation) with control tasks; print and write the results."""
     from ..errors import HeadscopeError
+    from ..interrupts import shielded
     from ..probes.experiment import probe as run_probe
 
     _setup_logging()
     command = _command_line(ctx)
-    problem = _output_problem(out)
-    if problem:
-        _fail(f"{problem}; choose another with --out")
+    _check_out(out, "probe", force)
     try:
         result = run_probe(model, train, test, probes=probe_, features=features,
                            max_train_sentences=max_train_sentences, max_test_sentences=max_test_sentences,
                            control=control.value if control else None, seed=seed, batch_size=batch_size,
                            drop_heads=drop_heads, on_error=on_error.value, device=device,
-                           partial_on_interrupt=True)
-        result.save(out, figures=not no_figures, command=command)
+                           partial_on_interrupt=True, trust_remote_code=trust_remote_code)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted", code=130)
+        _fail("interrupted before any probe was finished; nothing was written", code=130)
+    try:
+        with shielded():
+            result.save(out, figures=not no_figures, command=command, force=force)
+    except HeadscopeError as exc:
+        _fail(str(exc))
     wide = result.summary()
     typer.echo(f"{'model':<24} {'probe':<9} {'features':<18} {'metric':<9} {'task':>6} {'control':>8} "
                f"{'select.':>8}")
@@ -263,18 +278,17 @@ def compare(
                                                            "compare.md, figures/.")] = Path("headscope-compare"),
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the difference heatmaps.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows of largest per-head changes to print.")] = 10,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Per-head score differences RUN_A − RUN_B (another model, a fine-tuned one, or the control), with intervals."""
     from ..comparison import compare as run_compare
     from ..errors import HeadscopeError
 
     _setup_logging()
-    problem = _output_problem(out)
-    if problem:
-        _fail(f"{problem}; choose another with --out")
+    _check_out(out, "compare", force)
     try:
         result = run_compare(run_a, run_b, model_a=model_a, model_b=model_b)
-        result.save(out, figures=not no_figures)
+        result.save(out, figures=not no_figures, force=force)
     except HeadscopeError as exc:
         _fail(str(exc))
     typer.echo(f"A = {result.label_a}, B = {result.label_b}: {len(result.table)} head x measure pairs; "
@@ -303,6 +317,8 @@ def explain(
     prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="As for run.")]
     = None,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda.")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
 ) -> None:
     """Which heads link a word of one sentence to which other words (with roles from a previous run)."""
     from ..errors import HeadscopeError
@@ -311,13 +327,12 @@ def explain(
 
     _setup_logging()
     if out is not None:
-        problem = _output_problem(out)
-        if problem:
-            _fail(f"{problem}; choose another with --out")
+        _check_out(out, "explain", force)
     try:
-        result = run_explain(sentence, word, model=model, run=run_dir, prepend_bos=prepend_bos, device=device)
+        result = run_explain(sentence, word, model=model, run=run_dir, prepend_bos=prepend_bos, device=device,
+                             trust_remote_code=trust_remote_code)
         if out is not None:
-            result.save(out)
+            result.save(out, force=force)
     except HeadscopeError as exc:
         _fail(str(exc))
     typer.echo(f"{result.model}: heads linking {result.word!r} (word {result.word_index}) to other words")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .coref import load_conll2012, load_coref, load_corefud, load_jsonlines
 from .gap import load_gap
-from .loading import FORMATS, load_data, load_sample
+from .formats import FORMATS
+from .loading import load_data, load_sample
 from .text import load_text
 from .ud import load_conllu, parse_conllu
 

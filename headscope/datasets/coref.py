@@ -32,17 +32,12 @@ from typing import Any
 
 from ..errors import DataError
 from ..types import Document, DocumentCorpus, Mention, Sentence
-from ._files import BOM, check_options, decode_lines, read_file
-from .ud import Block, TokenMisc, block_sent_id, iter_blocks, parse_block
+from .formats import COREF_FORMATS, FORMATS, candidates, detect_format
+from .reading import check_options, decode_lines, parse_int, parse_json, read_file, text_bytes
+from .ud import Block, RelationNotes, TokenMisc, block_sent_id, iter_blocks, parse_block
 
 log = logging.getLogger(__name__)
 
-# format name -> file suffixes that select it (lower case)
-FORMATS: dict[str, tuple[str, ...]] = {
-    "conll2012": (".conll", ".gold_conll", ".v4_gold_conll"),
-    "corefud": (".conllu",),
-    "jsonlines": (".jsonlines", ".jsonl"),
-}
 # what an empty file of each format should have held (for the error message)
 _EXPECTED = {
     "conll2012": "'#begin document (<id>); part 0', token lines and '#end document'",
@@ -63,7 +58,7 @@ _CLUSTER = r"[^\s()|]+"
 CONLL_SINGLE = re.compile(rf"\(({_CLUSTER})\)")
 CONLL_OPEN = re.compile(rf"\(({_CLUSTER})")
 CONLL_CLOSE = re.compile(rf"({_CLUSTER})\)")
-BEGIN = re.compile(r"#begin document\s*\((?P<id>.+)\)\s*(?:;\s*part\s+(?P<part>\d+))?\s*")
+BEGIN = re.compile(r"#begin document\s*\((?P<id>.+)\)\s*(?:;\s*part\s+(?P<part>[0-9]+))?\s*")
 BEGIN_HINT = "write it as '#begin document (<id>); part <N>'"
 # CorefUD Entity= values: chunks "(e1-person-1" opening, "e1)" closing, "(e2-thing-1)" single word.
 ENTITY_VALUE = re.compile(r"(?:\([^()]+\)?|[^()]+\))+")
@@ -79,6 +74,7 @@ class _Loaded:
     documents: list[Document] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     empty_node_mentions: int = 0
+    notes: RelationNotes = field(default_factory=RelationNotes)
 
 
 def _skip_or_raise(err: DataError, on_error: str, out: _Loaded) -> None:
@@ -97,11 +93,8 @@ def _finish(out: _Loaded, *, name: str, checksum: str, path: str, fmt: str) -> D
 
 
 def _prepare(data: bytes, path: str, expected: str) -> bytes:
-    """Strip the BOM; an empty file is a DataError at line 1."""
-    data = data.removeprefix(BOM)
-    if not data.strip():
-        raise DataError(f"file is empty; expected {expected}", path=path, line=1)
-    return data
+    """Strip the BOM; an empty file or another encoding's BOM is a DataError at line 1."""
+    return text_bytes(data, path, expected)
 
 
 def _document(doc_id: str, sentences: list[Sentence], mentions: list[Mention], source: str) -> Document:
@@ -150,7 +143,11 @@ def _conll_chunks(data: bytes, path: str) -> list[_Chunk]:
                 current.error = DataError(f"malformed document header '{stripped}'", path=path, line=number,
                                           hint=BEGIN_HINT)
             else:
-                current.doc = (match["id"], int(match["part"] or 0))
+                try:
+                    current.doc = (match["id"], parse_int(match["part"] or "0", "document part", path=path,
+                                                          line=number))
+                except DataError as err:
+                    current.doc, current.error = ("", 0), err
             continue
         if current is not None and current.doc is not None:  # inside a document
             if err is None and stripped.startswith("#end document"):
@@ -382,7 +379,7 @@ def _corefud_document(doc_id: str, blocks: list[Block], path: str, keep_subtypes
             raise DataError(decode_error[1], path=path, line=decode_error[0], sent_id=sent_id)
         if all(text.startswith("#") for _, text in lines):
             continue
-        sentence, miscs = parse_block(lines, path, sent_id=sent_id, keep_subtypes=keep_subtypes)
+        sentence, miscs = parse_block(lines, path, sent_id=sent_id, keep_subtypes=keep_subtypes, notes=out.notes)
         found, lost = _sentence_entities(miscs, offset, path, sent_id, lines[-1][0])
         _check_duplicates(found, sentence, offset, path, sent_id)
         sentences.append(sentence)
@@ -464,6 +461,7 @@ def _parse_corefud(data: bytes, path: str, *, on_error: str, limit: int | None, 
             continue
         if document is not None:
             out.documents.append(document)
+    out.notes.warn(path)
     return out
 
 
@@ -504,12 +502,7 @@ def _is_int(value: object) -> bool:
 
 def _jsonlines_document(line: str, path: str, number: int) -> Document:
     where: dict[str, Any] = {"path": path, "line": number}
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", **where) from None
-    except RecursionError:
-        raise DataError("JSON nested too deeply", **where) from None
+    obj = parse_json(line, path=path, number=number)
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object with doc_key, sentences and clusters, got {type(obj).__name__}",
                         **where)
@@ -600,56 +593,63 @@ def load_jsonlines(path: str | Path, *, on_error: str = "fail", limit: int | Non
 
 
 def coref_format(path: Path) -> str | None:
-    """The coreference format a file's suffix selects (see ``FORMATS``), or None."""
-    suffix = path.suffix.lower()
-    return next((fmt for fmt, suffixes in FORMATS.items() if suffix in suffixes), None)
+    """The coreference format of a file (by name, looking inside where a name is shared), or None."""
+    try:
+        fmt = detect_format(path)
+    except DataError:
+        return None
+    return fmt if fmt in COREF_FORMATS else None
 
 
 def _format_error(path: Path, what: str) -> DataError:
-    suffixes = ", ".join(s for v in FORMATS.values() for s in v)
-    return DataError(what, path=str(path), hint=f"use a suffix ({suffixes}) or pass --format ({', '.join(FORMATS)})")
+    endings = ", ".join(dict.fromkeys(e for f in COREF_FORMATS for e in FORMATS[f].endings))
+    return DataError(what, path=str(path), hint=f"use a name ending in {endings} or pass --format "
+                                                f"({', '.join(COREF_FORMATS)})")
 
 
-def _parse(fmt: str, data: bytes, path: str, on_error: str, limit: int | None) -> _Loaded:
+def _parse(fmt: str, data: bytes, path: str, on_error: str, limit: int | None, keep_subtypes: bool) -> _Loaded:
     """Parse one file's bytes in ``fmt`` (no corpus yet: the caller may merge several files)."""
     data = _prepare(data, path, _EXPECTED[fmt])
     if fmt == "conll2012":
         return _parse_conll2012(data, path, on_error=on_error, limit=limit)
     if fmt == "jsonlines":
         return _parse_jsonlines(data, path, on_error=on_error, limit=limit)
-    out = _parse_corefud(data, path, on_error=on_error, limit=limit, keep_subtypes=False)
+    out = _parse_corefud(data, path, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
     _log_empty_nodes(out, path)
     return out
 
 
 def load_coref(path: str | Path, *, fmt: str | None = None, on_error: str = "fail",
-               limit: int | None = None) -> DocumentCorpus:
-    """Load coreference data from a file or a folder, by ``fmt`` or by suffix (see ``FORMATS``).
+               limit: int | None = None, keep_subtypes: bool = False) -> DocumentCorpus:
+    """Load coreference data from a file or a folder, by ``fmt`` or by its name (see ``formats.FORMATS``).
 
-    A folder loads every file directly inside it whose suffix names a format (only ``fmt``'s
-    suffixes when given), in sorted name order, into one DocumentCorpus named after the folder;
-    its checksum is the sha256 of those files' bytes one after another, ``limit`` counts documents
-    over all files, and a document id seen in an earlier file is an error (skipped in skip mode).
+    A folder loads every file directly inside it that holds coreference (only ``fmt`` files when
+    given; a ``.jsonl`` of sentences or a ``.conllu`` without ``Entity`` is not coreference), in sorted
+    name order, into one DocumentCorpus named after the folder; its checksum is the sha256 of those
+    files' bytes one after another, ``limit`` counts documents over all files, and a document id seen
+    in an earlier file is an error (skipped in skip mode). ``keep_subtypes`` applies to CorefUD trees.
     """
     check_options(on_error, limit)
     p = Path(path)
-    if fmt is not None and fmt not in FORMATS:
+    if fmt is not None and fmt not in COREF_FORMATS:
         raise DataError(f"unknown coreference format '{fmt}'", path=str(p),
-                        hint=f"pass --format with one of {', '.join(FORMATS)}")
+                        hint=f"pass --format with one of {', '.join(COREF_FORMATS)}")
     if not p.exists():
         raise DataError("file not found; check the path", path=str(p))
     if not p.is_dir():
-        chosen = fmt or coref_format(p)
+        # asked for coreference by name: a .conllu is CorefUD, a .jsonl e2e jsonlines, even without mentions
+        chosen = fmt or coref_format(p) or next((c for c in candidates(p) if c in COREF_FORMATS), None)
         if chosen is None:
-            raise _format_error(p, f"cannot tell the coreference format from the suffix '{p.suffix}'")
+            raise _format_error(p, f"cannot tell the coreference format of '{p.name}'")
         raw = read_file(p, "a coreference file")
-        out = _parse(chosen, raw, str(p), on_error, limit)
+        out = _parse(chosen, raw, str(p), on_error, limit, keep_subtypes)
         return _finish(out, name=p.stem, checksum=hashlib.sha256(raw).hexdigest(), path=str(p), fmt=chosen)
 
-    files = sorted((f for f in p.iterdir() if f.is_file() and coref_format(f) is not None
-                    and (fmt is None or coref_format(f) == fmt)), key=lambda f: f.name)
+    found = {f: coref_format(f) for f in sorted(p.iterdir(), key=lambda f: f.name) if f.is_file()}
+    files = [f for f, found_fmt in found.items() if found_fmt is not None and (fmt is None or found_fmt == fmt)]
     if not files:
-        raise _format_error(p, "is a directory; give a data file or a folder that holds coreference files")
+        raise _format_error(p, "is a directory with no coreference file; give a data file or a folder of "
+                               "coreference files")
     hasher = hashlib.sha256()
     total = _Loaded()
     first_seen: dict[str, str] = {}
@@ -659,11 +659,12 @@ def load_coref(path: str | Path, *, fmt: str | None = None, on_error: str = "fai
         hasher.update(raw)  # the checksum covers every file, even past ``limit``
         if limit is not None and len(total.documents) >= limit:
             continue
-        chosen = coref_format(f)
+        chosen = found[f]
         assert chosen is not None
         formats.add(chosen)
         try:
-            out = _parse(chosen, raw, str(f), on_error, None if limit is None else limit - len(total.documents))
+            out = _parse(chosen, raw, str(f), on_error, None if limit is None else limit - len(total.documents),
+                         keep_subtypes)
         except DataError as err:  # a whole-file problem (empty file), or any error in fail mode
             _skip_or_raise(err, on_error, total)
             continue

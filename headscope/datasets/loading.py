@@ -1,84 +1,27 @@
-"""Dispatch a data path to its loader by format (given or detected), and the bundled samples."""
+"""Dispatch a data path to its loader by format (given or detected), folders of files, and the bundled samples."""
 
 from __future__ import annotations
 
-import json
+import hashlib
+import logging
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..types import Corpus
+from .formats import COREF_FORMATS, FORMATS, SENTENCE_FORMATS, detect_format, endings
+from .reading import check_options
 from .text import load_text
 from .ud import load_conllu, parse_conllu
 
-# format -> (what it holds, suffixes that select it without looking inside)
-FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "conllu": ("UD treebank (CoNLL-U)", (".conllu",)),
-    "text": ("plain text, one sentence per line", (".txt",)),
-    "jsonl": ("jsonl sentences ({'words': [...]} or {'text': ...})", (".jsonl", ".json")),
-    "conll2012": ("coreference, CoNLL-2012 brackets", (".conll", ".gold_conll", ".v4_gold_conll")),
-    "corefud": ("coreference, CorefUD (CoNLL-U with Entity=)", ()),
-    "jsonlines": ("coreference, e2e-coref jsonlines", (".jsonlines",)),
-    "gap": ("GAP coreference TSV", (".tsv",)),
-    "pairs": ("Winograd-style minimal pairs jsonl", ()),
-}
+log = logging.getLogger(__name__)
+
 SAMPLE = "sample_en.conllu"
 
 
-def _peek(path: Path, size: int = 1 << 20) -> bytes:
-    try:
-        with path.open("rb") as f:
-            return f.read(size)
-    except OSError:
-        return b""  # the loader reports a missing or unreadable file itself
-
-
-def detect_format(path: Path) -> str:
-    """Format of ``path`` from its suffix, looking inside where a suffix is shared."""
-    if path.is_dir():
-        return "coref-folder"
-    if path.name.lower().endswith("gold_conll"):
-        return "conll2012"
-    suffix = path.suffix.lower()
-    if suffix == ".conllu":
-        return "corefud" if b"Entity=" in _peek(path) else "conllu"
-    if suffix in (".jsonl", ".json"):
-        for raw in _peek(path, 1 << 16).split(b"\n"):
-            if raw.strip():
-                try:
-                    obj = json.loads(raw)
-                except (ValueError, RecursionError):
-                    break  # the loader reports the bad line itself
-                if isinstance(obj, dict) and "clusters" in obj:
-                    return "jsonlines"
-                if isinstance(obj, dict) and {"pronoun", "candidates"} <= set(obj):
-                    return "pairs"
-                break
-        return "jsonl"
-    for fmt, (_, suffixes) in FORMATS.items():
-        if suffix in suffixes:
-            return fmt
-    suffixes = ", ".join(x for _, sfx in FORMATS.values() for x in sfx)
-    raise DataError(f"cannot tell the format from the suffix '{path.suffix}'",
-                    hint=f"use one of {suffixes}, a coreference folder, or pass --format ({', '.join(FORMATS)})",
-                    path=str(path))
-
-
-def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool = False, on_error: str = "fail",
-              limit: int | None = None) -> Any:
-    """Load one data file or coreference folder in any supported format.
-
-    Returns a Corpus (treebank, text), DocumentCorpus (coreference), GapCorpus or PairCorpus.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DataError("file not found; check the path", path=str(path))
-    if fmt is not None and fmt not in FORMATS:
-        raise DataError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}", path=str(path))
-    fmt = fmt or detect_format(p)
-    if p.is_dir() and fmt not in ("coref-folder", "conll2012", "corefud", "jsonlines"):
-        raise DataError(f"is a directory; only coreference data ({', '.join(('conll2012', 'corefud', 'jsonlines'))}) "
-                        f"can be given as a folder", path=str(path))
+def _load_file(p: Path, fmt: str, *, keep_subtypes: bool, on_error: str, limit: int | None) -> Any:
     if fmt == "conllu":
         return load_conllu(p, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
     if fmt in ("text", "jsonl"):
@@ -86,14 +29,96 @@ def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool =
     if fmt == "pairs":
         from .pairs import load_pairs
 
-        return load_pairs(p, limit=limit)
+        return load_pairs(p, on_error=on_error, limit=limit)
     if fmt == "gap":
         from .gap import load_gap
 
         return load_gap(p, on_error=on_error, limit=limit)
     from .coref import load_coref
 
-    return load_coref(p, fmt=None if fmt == "coref-folder" else fmt, on_error=on_error, limit=limit)
+    return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
+
+
+# Files that come with corpora and are documentation, whatever their suffix (LICENSE.txt, README.md).
+_DOCUMENTATION = re.compile(r"(readme|license|licence|copying|notice|changelog|authors|citation)([._-].*)?",
+                            re.IGNORECASE)
+
+
+def folder_format(folder: Path, fmt: str | None = None) -> tuple[str, list[Path]]:
+    """What a folder holds: ``("coref", files)`` or ``("sentences", files)``, from its files' formats.
+
+    Files whose name names no format, hidden files and documentation (README, LICENSE.txt, ...) are
+    ignored. A folder with coreference files loads those (other data files beside them are ignored
+    with a warning); otherwise its sentence files (.conllu, .txt, .jsonl) load as one corpus. GAP
+    and pairs files are given one by one.
+    """
+    found: dict[Path, str] = {}
+    for f in sorted(folder.iterdir(), key=lambda f: f.name):
+        if f.is_file() and not f.name.startswith(".") and not _DOCUMENTATION.fullmatch(f.name):
+            try:
+                found[f] = fmt or detect_format(f)
+            except DataError:
+                continue  # not a data file
+    coref = [f for f, x in found.items() if x in COREF_FORMATS]
+    sentences = [f for f, x in found.items() if x in SENTENCE_FORMATS]
+    if coref:
+        others = [f.name for f in found if f not in coref]
+        if others:
+            log.warning("%s: reading its %d coreference files; ignoring %s", folder, len(coref),
+                        ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
+        return "coref", coref
+    if sentences:
+        return "sentences", sentences
+    if found:
+        first = next(iter(found))
+        raise DataError(f"is a directory; {found[first]} files such as {first.name} must be given one by one",
+                        path=str(folder), hint="pass each with its own --data")
+    raise DataError("is a directory with no data file", path=str(folder),
+                    hint=f"give a file, or a folder of files ending in {', '.join(endings())}")
+
+
+def _load_sentence_folder(folder: Path, files: list[Path], fmt: str | None, *, keep_subtypes: bool, on_error: str,
+                          limit: int | None) -> Corpus:
+    """Every sentence file of a folder, in name order, as one Corpus named after the folder."""
+    sentences: list = []
+    reasons: list[str] = []
+    skipped = 0
+    hasher = hashlib.sha256()
+    for f in files:
+        hasher.update(f.read_bytes())
+        if limit is not None and len(sentences) >= limit:
+            continue
+        corpus = _load_file(f, fmt or detect_format(f), keep_subtypes=keep_subtypes, on_error=on_error,
+                            limit=None if limit is None else limit - len(sentences))
+        sentences.extend(corpus.sentences)
+        reasons.extend(corpus.skipped_reasons)
+        skipped += corpus.skipped
+    return Corpus(name=folder.name, sentences=tuple(sentences), checksum=hasher.hexdigest(), path=str(folder),
+                  skipped=skipped, skipped_reasons=tuple(reasons))
+
+
+def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool = False, on_error: str = "fail",
+              limit: int | None = None) -> Any:
+    """Load one data file or folder in any supported format (``formats.FORMATS``).
+
+    Returns a Corpus (treebank, text, or a folder of such files), DocumentCorpus (coreference; CorefUD
+    documents keep their trees), GapCorpus or PairCorpus. A folder holds coreference files or sentence
+    files, not both.
+    """
+    check_options(on_error, limit)
+    p = Path(path)
+    if not p.exists():
+        raise DataError("file not found; check the path", path=str(path))
+    if fmt is not None and fmt not in FORMATS:
+        raise DataError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}", path=str(path))
+    if p.is_dir():
+        kind, files = folder_format(p, fmt)
+        if kind == "coref":
+            from .coref import load_coref
+
+            return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
+        return _load_sentence_folder(p, files, fmt, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
+    return _load_file(p, fmt or detect_format(p), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
 
 
 def sample_path() -> Path:

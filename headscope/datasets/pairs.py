@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
-from ._files import read_file
+from .reading import Skips, check_options, decode_lines, parse_json, read_file, text_bytes
 from ..types import MinimalPair, PairCorpus
 
 PAIRS = "pairs_en.jsonl"
@@ -53,39 +52,41 @@ def _pair(obj: object, path: str, line: int) -> MinimalPair:
     return MinimalPair(pid, (a, b), pron, (cand[0], cand[1]), (ans[0], ans[1]), source=f"{path}:{line}")
 
 
-def parse_pairs(data: bytes, path: str, *, name: str | None = None, limit: int | None = None) -> PairCorpus:
+def parse_pairs(data: bytes, path: str, *, name: str | None = None, on_error: str = "fail",
+                limit: int | None = None) -> PairCorpus:
+    """Minimal pairs from jsonl bytes, one pair per line; ``on_error="skip"`` drops bad lines and counts them."""
+    check_options(on_error, limit)
     checksum = hashlib.sha256(data).hexdigest()
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    pairs = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    data = text_bytes(data, path, "one JSON object per line with " + ", ".join(KEYS))
+    pairs: list[MinimalPair] = []
+    skips = Skips(on_error)
+    seen: dict[str, int] = {}
+    for number, line, err in decode_lines(data):
         if limit is not None and len(pairs) >= limit:
             break
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
-                            path=path, line=number) from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=path, line=number) from None
-        except RecursionError:
-            raise DataError("JSON nested too deeply", path=path, line=number) from None
-        pairs.append(_pair(obj, path, number))
+            if err is not None:
+                raise DataError(err, path=path, line=number)
+            assert line is not None
+            if not line.strip():
+                continue
+            pair = _pair(parse_json(line, path=path, number=number), path, number)
+            if pair.pair_id in seen:
+                raise DataError(f"pair id {pair.pair_id!r} is used twice (first at line {seen[pair.pair_id]})",
+                                path=path, line=number, hint="give each pair its own id")
+            seen[pair.pair_id] = number
+            pairs.append(pair)
+        except DataError as exc:
+            skips(exc)
     if not pairs:
-        raise DataError("no minimal pair found; expected one JSON object per line", path=path, line=1)
-    ids = [p.pair_id for p in pairs]
-    dup = next((i for i in ids if ids.count(i) > 1), None)
-    if dup is not None:
-        raise DataError(f"pair id {dup!r} is used twice", path=path)
-    return PairCorpus(name=name or Path(path).stem, pairs=tuple(pairs), checksum=checksum, path=path)
+        raise skips.nothing_left("minimal pair", path)
+    return PairCorpus(name=name or Path(path).stem, pairs=tuple(pairs), checksum=checksum, path=path,
+                      skipped=len(skips.reasons), skipped_reasons=tuple(skips.reasons))
 
 
-def load_pairs(path: str | Path, *, limit: int | None = None) -> PairCorpus:
+def load_pairs(path: str | Path, *, on_error: str = "fail", limit: int | None = None) -> PairCorpus:
     data = read_file(Path(path), "a .jsonl file of pairs")
-    return parse_pairs(data, str(path), limit=limit)
+    return parse_pairs(data, str(path), on_error=on_error, limit=limit)
 
 
 def pairs_path() -> Path:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ..errors import DataError
-from ._files import read_file
 from ..types import Corpus, Sentence
+from .reading import Skips, check_options, decode_lines, parse_json, read_file, text_bytes
 
 
 def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail", limit: int | None = None) -> Corpus:
@@ -18,26 +17,20 @@ def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail
     ``jsonl``: one JSON object per line with ``words`` (list of strings) or ``text`` (string),
     and an optional ``id``.
     """
+    check_options(on_error, limit)
     p = Path(path)
     fmt = fmt or ("jsonl" if p.suffix.lower() in (".jsonl", ".json") else "text")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
     raw_bytes = read_file(p, "a file")
-    data = raw_bytes.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not text
-    if not data.strip():
-        raise DataError(f"file is empty; expected {'one JSON object' if fmt == 'jsonl' else 'one sentence'} per line",
-                        path=str(p), line=1)
+    data = text_bytes(raw_bytes, str(p), "one JSON object per line" if fmt == "jsonl" else "one sentence per line")
     sentences: list[Sentence] = []
-    reasons: list[str] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    skips = Skips(on_error)
+    for number, line, err in decode_lines(data):
         if limit is not None and len(sentences) >= limit:
             break
         try:
-            try:
-                line = raw.rstrip(b"\r").decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                                f"re-save the file as UTF-8", path=str(p), line=number) from None
+            if err is not None:
+                raise DataError(err, path=str(p), line=number)
+            assert line is not None
             if not line.strip():
                 continue
             if fmt == "jsonl":
@@ -46,23 +39,16 @@ def load_text(path: str | Path, *, fmt: str | None = None, on_error: str = "fail
                 words, sent_id = line.split(), ""
             sentences.append(Sentence(words=tuple(words), sent_id=sent_id or f"{p.name}:{number}",
                                       source=f"{p}:{number}"))
-        except DataError as err:
-            if on_error == "fail":
-                raise
-            reasons.append(str(err))
+        except DataError as err_:
+            skips(err_)
     if not sentences:
-        raise DataError(f"no valid sentence found ({len(reasons)} skipped)", path=str(p), line=1)
+        raise skips.nothing_left("sentence", str(p))
     return Corpus(name=p.stem, sentences=tuple(sentences), checksum=hashlib.sha256(raw_bytes).hexdigest(), path=str(p),
-                  skipped=len(reasons), skipped_reasons=tuple(reasons))
+                  skipped=len(skips.reasons), skipped_reasons=tuple(skips.reasons))
 
 
 def _json_words(line: str, path: Path, number: int) -> tuple[list[str], str]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=number) from None
-    except RecursionError:
-        raise DataError("JSON nested too deeply", path=str(path), line=number) from None
+    obj = parse_json(line, path=str(path), number=number)
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object with 'words' or 'text', got {type(obj).__name__}",
                         path=str(path), line=number)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,24 +13,66 @@ import conllu
 from conllu.exceptions import ParseException
 
 from ..errors import DataError
-from ._files import decode_lines, read_file
+from .reading import Skips, check_options, decode_lines, parse_int, read_file, text_bytes
 from ..types import Corpus, Sentence
 
 log = logging.getLogger(__name__)
 
 N_COLUMNS = 10
-ON_ERROR = ("fail", "skip")
 WORD_ID = re.compile(r"[1-9][0-9]*")
 RANGE_ID = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)")
 EMPTY_ID = re.compile(r"(0|[1-9][0-9]*)\.[1-9][0-9]*")
-HEAD = re.compile(r"-?(0|[1-9][0-9]*)")
 # conllu also splits columns on runs of two spaces; such spaces inside a field are hidden from it.
 _SPACE = "\ue000"
+HEAD = re.compile(r"-?(0|[1-9][0-9]*)")
+# The 37 universal dependency relations of UD v2; a treebank's subtypes (nsubj:pass) extend them.
+UD_RELATIONS = frozenset(
+    "acl advcl advmod amod appos aux case cc ccomp clf compound conj cop csubj dep det discourse dislocated expl "
+    "fixed flat goeswith iobj list mark nmod nsubj nummod obj obl orphan parataxis punct reparandum root "
+    "vocative xcomp".split())
+
+
+def normalize_relation(rel: str) -> str:
+    """A DEPREL as UD writes it: surrounding whitespace removed, lower case (UD labels are lower case, so
+    ``Punct`` and `` punct`` are ``punct``, not relations of their own)."""
+    return rel.strip().lower()
 
 
 def fold_relation(rel: str, keep_subtypes: bool = False) -> str:
-    """``nsubj:pass`` -> ``nsubj`` unless subtypes are kept."""
+    """``nsubj:pass`` -> ``nsubj`` unless subtypes are kept (after ``normalize_relation``)."""
+    rel = normalize_relation(rel)
     return rel if keep_subtypes else rel.split(":", 1)[0]
+
+
+@dataclass
+class RelationNotes:
+    """Relation labels of one file that were rewritten or are not UD relations, for one warning each."""
+
+    rewritten: list[tuple[int, str, str]] = field(default_factory=list)   # (line, as written, as read)
+    unknown: dict[str, int] = field(default_factory=dict)                  # label -> first line
+
+    def note(self, raw: str, line: int) -> None:
+        rel = normalize_relation(raw)
+        if rel != raw:
+            self.rewritten.append((line, raw, rel))
+        if rel.split(":", 1)[0] not in UD_RELATIONS and rel not in self.unknown:
+            self.unknown[rel] = line
+
+    def warn(self, path: str) -> None:
+        from ..errors import escape_controls
+
+        if self.rewritten:
+            line, raw, rel = self.rewritten[0]
+            log.warning("%s", escape_controls(
+                f"{path}:{line}: relation {raw!r} read as {rel!r} (UD labels are lower case without spaces; "
+                f"{len(self.rewritten)} label(s) in this file rewritten so)"))
+        if self.unknown:
+            (rel, line), others = next(iter(self.unknown.items())), len(self.unknown) - 1
+            log.warning("%s", escape_controls(
+                f"{path}:{line}: relation {rel!r} is not a UD relation" +
+                (f" (nor are {others} other label(s) of this file: {', '.join(list(self.unknown)[1:6])}"
+                 f"{', ...' if others > 5 else ''})" if others else "") +
+                "; it is scored as a relation of its own"))
 
 
 def _blocks(data: bytes, path: str) -> Iterator[tuple[int, list[tuple[int, str]], tuple[int, str] | None]]:
@@ -62,8 +104,11 @@ def _sent_id(lines: list[tuple[int, str]]) -> str | None:
     return None
 
 
-def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -> None:
-    """Validate columns, ids and heads line by line so that errors point at the offending line."""
+def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -> list[tuple[int, int, str]]:
+    """Validate columns, ids and heads line by line so that errors point at the offending line.
+
+    Returns (line, head, DEPREL as written) per syntactic word; heads are 1-based, 0 for the root.
+    """
     words: list[tuple[int, int, str]] = []  # (line, head, deprel)
     for number, text in lines:
         if text.startswith("#"):
@@ -75,27 +120,28 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
                             hint="CoNLL-U token lines are ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC", **where)
         tid = cols[0]
         if RANGE_ID.fullmatch(tid):
-            a, b = map(int, RANGE_ID.fullmatch(tid).groups())
+            a, b = (parse_int(x, "multiword-token range bound", **where) for x in RANGE_ID.fullmatch(tid).groups())
             if a >= b:
                 raise DataError(f"multiword-token range '{tid}' must run forwards (like 3-4)", **where)
             continue  # multiword-token ranges are not syntactic words
         if EMPTY_ID.fullmatch(tid):
+            parse_int(tid.split(".")[0], "empty node ID", **where)
             continue  # enhanced empty nodes are not syntactic words
         if "-" in tid or "." in tid:
             raise DataError(f"ID '{tid}' is not a word id, a range like 3-4 or an empty node like 5.1", **where)
         if not WORD_ID.fullmatch(tid):
             raise DataError(f"ID '{tid}' is not a positive integer", **where)
-        if int(tid) != len(words) + 1:
+        if parse_int(tid, "ID", **where) != len(words) + 1:
             raise DataError(f"ID {tid} out of sequence; expected {len(words) + 1}", **where)
         head = cols[6]
         if not HEAD.fullmatch(head):
             raise DataError(f"HEAD '{head}' of word {tid} is not an integer",
                             hint="use 0 for the root and the ID of the head word otherwise", **where)
-        if not cols[7] or cols[7] == "_":
+        if not normalize_relation(cols[7]) or cols[7].strip() == "_":
             raise DataError(f"word {tid} has no DEPREL", **where)
         if not cols[1]:
             raise DataError(f"word {tid} has an empty FORM", **where)
-        words.append((number, int(head), cols[7]))
+        words.append((number, parse_int(head, f"HEAD of word {tid}", **where), cols[7]))
     if not words:
         raise DataError("sentence has no word lines", path=path, line=lines[0][0], sent_id=sent_id)
     n = len(words)
@@ -107,15 +153,24 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
         what = "no word with HEAD 0" if not roots else f"{len(roots)} roots (words {', '.join(map(str, roots))})"
         line = words[roots[1] - 1][0] if len(roots) > 1 else lines[0][0]
         raise DataError(f"{what}; a sentence needs exactly one root", path=path, line=line, sent_id=sent_id)
+    # Walk up from each word, marking words whose path to the root is known: linear in the words.
+    UNSEEN, ON_PATH, DONE = 0, 1, 2
+    state = [UNSEEN] * (n + 1)
     for i in range(1, n + 1):
-        seen, j = [], i
-        while j != 0 and j not in seen:
-            seen.append(j)
+        path_, j = [], i
+        while j != 0 and state[j] == UNSEEN:
+            state[j] = ON_PATH
+            path_.append(j)
             j = words[j - 1][1]
-        if j != 0:
-            cycle = seen[seen.index(j):] + [j]
-            raise DataError(f"HEAD of word {j} makes a cycle {' -> '.join(map(str, cycle))}",
+        if j != 0 and state[j] == ON_PATH:
+            cycle = path_[path_.index(j):] + [j]
+            shown = " -> ".join(map(str, cycle)) if len(cycle) <= 12 else (
+                " -> ".join(map(str, cycle[:10])) + f" -> ... -> {j} ({len(cycle) - 1} words)")
+            raise DataError(f"HEAD of word {j} makes a cycle {shown}",
                             path=path, line=words[j - 1][0], sent_id=sent_id)
+        for k in path_:
+            state[k] = DONE
+    return words
 
 
 @dataclass(frozen=True)
@@ -149,12 +204,17 @@ def block_sent_id(lines: list[tuple[int, str]]) -> str | None:
 
 
 def parse_block(lines: list[tuple[int, str]], path: str, *, sent_id: str | None = None,
-                keep_subtypes: bool = False) -> tuple[Sentence, tuple[TokenMisc, ...]]:
+                keep_subtypes: bool = False, notes: RelationNotes | None = None
+                ) -> tuple[Sentence, tuple[TokenMisc, ...]]:
     """Validate and parse one sentence block (as from ``iter_blocks``) into a Sentence with its tree,
     plus the MISC column of each word and empty node in file order. Raises DataError at the bad line.
+    ``notes`` collects relation labels that were rewritten or are not UD (see ``RelationNotes``).
     """
-    _check_block(lines, path, sent_id)
-    sentence = _to_sentence(lines, path, sent_id, keep_subtypes)
+    words = _check_block(lines, path, sent_id)
+    sentence = _to_sentence(lines, path, sent_id, tuple(fold_relation(rel, keep_subtypes) for _, _, rel in words))
+    if notes is not None:
+        for line, _, rel in words:
+            notes.note(rel, line)
     miscs: list[TokenMisc] = []
     words = 0
     for number, text in lines:
@@ -175,7 +235,7 @@ def _hide_double_spaces(line: str) -> str:
     return "\t".join(c.replace(" ", _SPACE) if "  " in c else c for c in line.split("\t"))
 
 
-def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, keep_subtypes: bool) -> Sentence:
+def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, relations: tuple[str, ...]) -> Sentence:
     text = "\n".join(_hide_double_spaces(t) for _, t in lines) + "\n\n"
     try:
         parsed = conllu.parse(text)
@@ -186,7 +246,7 @@ def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, k
         space_after=_spaces_after(parsed[0]),
         words=tuple(t["form"].replace(_SPACE, " ") for t in tokens),
         heads=tuple(int(t["head"]) - 1 for t in tokens),
-        relations=tuple(fold_relation(t["deprel"], keep_subtypes) for t in tokens),
+        relations=relations,
         upos=tuple(t["upos"] or "_" for t in tokens),
         sent_id=sent_id or f"{Path(path).name}:{lines[0][0]}",
         source=f"{path}:{lines[0][0]}",
@@ -225,19 +285,14 @@ def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bo
     ``keep_subtypes``. ``on_error='fail'`` raises DataError at the first bad sentence;
     ``'skip'`` drops bad sentences and counts them.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    check_options(on_error, limit)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
     checksum = hashlib.sha256(data).hexdigest()
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not part of the first line
-    if not data.strip():
-        raise DataError("file is empty; expected CoNLL-U sentences (10 tab-separated columns, blank line between "
-                        "sentences)", path=path, line=1)
+    data = text_bytes(data, path, "CoNLL-U sentences (10 tab-separated columns, blank line between sentences)")
     sentences: list[Sentence] = []
-    reasons: list[str] = []
+    skips = Skips(on_error)
+    notes = RelationNotes()
     for start, lines, decode_error in _blocks(data, path):
         if limit is not None and len(sentences) >= limit:
             break
@@ -247,15 +302,13 @@ def parse_conllu(data: bytes | str, path: str = "<string>", *, keep_subtypes: bo
                 raise DataError(decode_error[1], path=path, line=decode_error[0], sent_id=sent_id)
             if all(t.startswith("#") for _, t in lines):
                 continue  # a comment-only block (e.g. a file header)
-            sentences.append(parse_block(lines, path, sent_id=sent_id, keep_subtypes=keep_subtypes)[0])
+            sentences.append(parse_block(lines, path, sent_id=sent_id, keep_subtypes=keep_subtypes, notes=notes)[0])
         except DataError as err:
-            if on_error == "fail":
-                raise
-            reasons.append(str(err))
-            log.warning("skipped %s", err)
+            skips(err)
+    notes.warn(path)
     if not sentences:
-        raise DataError(f"no valid sentence found ({len(reasons)} skipped)" +
-                        (f"; first problem: {reasons[0]}" if reasons else ""), path=path, line=1)
+        raise skips.nothing_left("sentence", path)
+    reasons = skips.reasons
     return Corpus(name=name or Path(path).stem, sentences=tuple(sentences),
                   checksum=checksum, path=str(path), skipped=len(reasons),
                   skipped_reasons=tuple(reasons))

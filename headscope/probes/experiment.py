@@ -66,10 +66,11 @@ class ProbeResult:
         wide.columns.name = None
         return wide
 
-    def save(self, out: str | Path, *, figures: bool = True, command: str | None = None) -> list[str]:
+    def save(self, out: str | Path, *, figures: bool = True, command: str | None = None, force: bool = False) -> Path:
+        """probes.csv, probe_heads.csv, report.md, run.json and figures/ into ``out``, written whole."""
         from ..reports.probes import write_probe_report
 
-        return write_probe_report(self, Path(out), figures=figures, command=command)
+        return write_probe_report(self, Path(out), figures=figures, command=command, force=force)
 
 
 def _load_treebank(data: Any, what: str, limit: int | None, on_error: str) -> Corpus:
@@ -159,7 +160,8 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
           max_test_sentences: int | None = None, control: str | None = None, seed: int = 0,
           batch_size: int = 32, alpha: float = 1e-3, pca_dim: int = 32, drop_heads: bool = False,
           on_error: str = "fail", tokenizer: Any = None, device: str | None = None,
-          prepend_bos: bool | None = None, partial_on_interrupt: bool = False) -> ProbeResult:
+          prepend_bos: bool | None = None, partial_on_interrupt: bool = False,
+          trust_remote_code: bool = False) -> ProbeResult:
     """Train attention probes on ``train`` and report them on ``test`` (both dependency treebanks).
 
     ``probes``: ``parent`` (which word is each word's head: UAS without punctuation) and/or
@@ -187,7 +189,7 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
     test_c = _load_treebank(test, "test data", max_test_sentences, on_error)
     if train_c.checksum and train_c.checksum == test_c.checksum:
         log.warning("the training and test data are the same file: the probe scores are not held out")
-    loaded = load_model(model, tokenizer=tokenizer, device=device)
+    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code)
     models = [loaded] + ([random_init(loaded, seed=seed)] if control == "random-init" else [])
     rows, heads, meta_models = [], [], []
     complete = True

@@ -406,7 +406,9 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
     if kv:
         lines.append(kv)
     if not meta.get("complete", True):
-        lines.append("- **Run interrupted: these results cover only the sentences scored before the stop.**")
+        lines.append("- **Run interrupted: these results cover only the inputs scored before the stop** (counts "
+                     "per dataset below). Batches run in a seeded random order, so the inputs scored are a random "
+                     "sample of the batches, not the shortest inputs.")
     for d in meta.get("datasets", []):
         lines.append(f"- Data {md_text(d['name'])} ({d.get('kind', '?')}; tasks {', '.join(d.get('tasks', []))}): "
                      + _data_line(d, meta["config"]["max_length"]))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..schema import head_label
-from .writer import _write_text, prepare_out_dir, write_csv
+from .folder import staged_output
+from .writer import write_csv, write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +83,22 @@ def _head_figures(result: Any, folder: Path) -> list[str]:
     return files
 
 
-def write_probe_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None) -> Path:
-    prepare_out_dir(out_dir)
-    write_csv(result.table, out_dir / "probes.csv")
-    write_csv(result.heads, out_dir / "probe_heads.csv")
-    figure_files: list[str] = []
-    if figures and len(result.heads):
-        try:
-            figure_files = _head_figures(result, out_dir / "figures")
-        except Exception as exc:  # a figure must never cost the tables
-            log.warning("figures were not written: %s", exc)
-    run = dict(result.meta)
-    run["command"] = command or "headscope (library call)"
-    run["files"] = ["probes.csv", "probe_heads.csv", "report.md", "run.json"] + [f"figures/{f}" for f in figure_files]
-    _write_text(out_dir / "report.md", render_probe_markdown(result, figure_files))
-    _write_text(out_dir / "run.json", json.dumps(run, indent=2, default=str) + "\n")
-    return out_dir
+def write_probe_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None,
+                       force: bool = False) -> Path:
+    """probes.csv, probe_heads.csv, report.md, run.json and figures/ into ``out_dir``, written whole."""
+    with staged_output(Path(out_dir), "probe", force=force) as out:
+        write_csv(result.table, out / "probes.csv")
+        write_csv(result.heads, out / "probe_heads.csv")
+        figure_files: list[str] = []
+        if figures and len(result.heads):
+            try:
+                figure_files = _head_figures(result, out / "figures")
+            except Exception as exc:  # a figure must never cost the tables
+                log.warning("figures were not written: %s", exc)
+        run = dict(result.meta)
+        run["command"] = command or "headscope (library call)"
+        run["files"] = (["probes.csv", "probe_heads.csv", "report.md", "run.json"]
+                        + [f"figures/{f}" for f in figure_files])
+        write_text(out / "report.md", render_probe_markdown(result, figure_files))
+        write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
+    return Path(out_dir)

@@ -5,29 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from ..errors import HeadscopeError
 
 log = logging.getLogger(__name__)
 
 
-def _write_text(path: Path, text: str) -> None:
-    # Write to a temporary name first, so an interrupted write never leaves a half file.
+def write_text(path: Path, text: str) -> None:
+    """UTF-8 text, written under a temporary name first (never a half file)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create the output folder, or say in one line why it cannot be used."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HeadscopeError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise HeadscopeError(f"output folder {out_dir} is not writable; choose another with --out")
 
 
 def write_csv(table: Any, path: Path) -> None:
@@ -57,22 +46,33 @@ def _example_heads(roles: Any, num_layers: int, num_heads: int, k: int = 4) -> l
     return picked
 
 
-def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None) -> Path:
+def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None,
+                 force: bool = False) -> Path:
     """scores.csv, roles.csv, report.md, report.html, report.json, run.json and figures/ into ``out_dir``.
 
-    Tables are written first, so a failing figure never costs them; every file is written under a
-    temporary name and renamed.
+    The folder is written whole: into a temporary sibling that replaces ``out_dir`` at the end (see
+    ``folder.staged_output``; a folder of other files is refused unless ``force``). Tables come
+    first, so a failing figure never costs them. Ctrl-C while figures are drawn stops the drawing;
+    the tables, reports and run.json are still written, and the run is marked partial
+    (``result.meta["complete"] = False``, ``interrupted`` says where).
     """
-    from ..analysis.roles import assign_roles
-    from .content import build_content
-    from .figures import example_maps, heatmaps, role_map
-    from .html import data_uri, render_html
-    from .markdown import render_markdown
+    from ..interrupts import shielded
+    from .folder import staged_output
 
+    with shielded() as noted, staged_output(Path(out_dir), "run", force=force) as tmp:
+        _write_run(result, tmp, figures=figures, command=command, noted=noted)
+    return Path(out_dir)
+
+
+def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None, noted: Any) -> None:
+    """Everything but the figures runs shielded from Ctrl-C (``noted`` says whether one came)."""
     import time
 
+    from ..analysis.roles import assign_roles
+    from ..interrupts import interruptible
+    from .content import build_content
+
     started = time.perf_counter()
-    prepare_out_dir(out_dir)
     info = result.model
     scores = result.scores
     write_csv(scores, out_dir / "scores.csv")
@@ -91,47 +91,94 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
         write_csv(table, out_dir / f"{name}.csv")
         run["files"].append(f"{name}.csv")
     content = build_content(result, roles, command=run["command"])
-    fig_dir = out_dir / "figures"
-    figure_files: list[str] = []
-    html_figures: dict = {"role_map": None, "heatmaps": [], "control": [], "examples": []}
-    examples_drawn: list = []
-    if figures and len(scores):
-        fig_dir.mkdir(parents=True, exist_ok=True)
-
-        def attempt(what: str, make: Any, default: Any) -> Any:
-            try:
-                return make()
-            except Exception as exc:  # a figure must never cost the tables, nor the other figures
-                log.warning("%s not written: %s", what, exc)
-                return default
-
-        own = scores[scores["model"] == info.name]
-        main = attempt("heatmaps", lambda: heatmaps(own, fig_dir), [])
-        ctrl = attempt("control heatmaps", lambda: heatmaps(scores[scores["model"] == control], fig_dir,
-                                                             prefix="control_", suffix=" (random-init control)",
-                                                             per_relation=False), []) if control else []
-        has_map = attempt("role map", lambda: role_map(content["roles"]["grid"], fig_dir / "role_map.png",
-                                                      f"Head roles — {info.name}") or True, False)
-        heads = _example_heads(roles, info.num_layers, info.num_heads)
-        for i, ex in enumerate(getattr(result, "examples", [])):
-            name = f"example_{i + 1}.png"
-            if attempt(f"example map {name}", lambda: example_maps(ex, heads, fig_dir / name) or True, False):
-                examples_drawn.append((name, ex, " ".join(ex["words"])))
-        figure_files = (["role_map.png"] if has_map else []) + main + ctrl + [e[0] for e in examples_drawn]
-        html_figures = {"role_map": data_uri(fig_dir / "role_map.png") if has_map else None,
-                        "heatmaps": [{"name": f, "src": data_uri(fig_dir / f)} for f in main],
-                        "control": [{"name": f, "src": data_uri(fig_dir / f)} for f in ctrl],
-                        "examples": [{"dataset": ex.get("dataset"), "sent_id": ex.get("sent_id"), "text": text,
-                                      "src": data_uri(fig_dir / name)} for name, ex, text in examples_drawn]}
-        if examples_drawn:
-            content["example_heads"] = [f"L{layer}.H{head}" for layer, head, _ in heads]
-    content["examples"] = [e for e in content["examples"]
-                           if any(e["words"] == ex["words"] for _, ex, _ in examples_drawn)]
-    content["figures"] = [f"figures/{f}" for f in figure_files]
+    interrupted = "while writing the tables: figures were not drawn" if noted.hit else None
+    drawn = _Drawn()
+    if figures and len(scores) and interrupted is None:
+        try:
+            with interruptible():
+                _draw(result, roles, content, control, out_dir / "figures", drawn)
+        except KeyboardInterrupt:
+            interrupted = "while drawing figures: only the figures finished before it are kept"
+            log.warning("interrupted %s", interrupted)
+            drawn.keep_finished(out_dir / "figures")
+    if interrupted:
+        result.meta.update(complete=False, interrupted=interrupted)
+        run.update(complete=False, interrupted=interrupted)
+        content["summary"]["complete"] = False
+    _write_reports(result, content, drawn, out_dir)
     run["files"] += content["figures"]
-    _write_text(out_dir / "report.md", render_markdown(result, figure_files, content=content))
-    _write_text(out_dir / "report.json", json.dumps(content, indent=2, default=str, allow_nan=False) + "\n")
-    _write_text(out_dir / "report.html", render_html(content, html_figures))
     run["report_seconds"] = round(time.perf_counter() - started, 3)
-    _write_text(out_dir / "run.json", json.dumps(run, indent=2, default=str) + "\n")
-    return out_dir
+    write_text(out_dir / "run.json", json.dumps(run, indent=2, default=str) + "\n")
+
+
+@dataclass
+class _Drawn:
+    """The figures drawn so far (file names inside figures/)."""
+
+    heatmaps: list = field(default_factory=list)
+    control: list = field(default_factory=list)
+    role_map: bool = False
+    examples: list = field(default_factory=list)      # (file name, example, text)
+    example_heads: list = field(default_factory=list)
+
+    def files(self) -> list[str]:
+        return (["role_map.png"] if self.role_map else []) + self.heatmaps + self.control + [e[0] for e in self.examples]
+
+    def keep_finished(self, folder: Path) -> None:
+        """After an interruption: forget figures that are not on disk, and remove files not listed."""
+        self.heatmaps = [f for f in self.heatmaps if (folder / f).is_file()]
+        self.control = [f for f in self.control if (folder / f).is_file()]
+        self.role_map = self.role_map and (folder / "role_map.png").is_file()
+        self.examples = [e for e in self.examples if (folder / e[0]).is_file()]
+        for stray in set(folder.glob("*")) - {folder / f for f in self.files()}:
+            stray.unlink(missing_ok=True)
+
+
+def _draw(result: Any, roles: Any, content: dict, control: str | None, fig_dir: Path, drawn: _Drawn) -> None:
+    """Heatmaps, the role map and the example maps into ``fig_dir``, noting each in ``drawn`` when done."""
+    from .figures import example_maps, heatmaps, role_map
+
+    info, scores = result.model, result.scores
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    def attempt(what: str, make: Any, default: Any) -> Any:
+        try:
+            return make()
+        except Exception as exc:  # a figure must never cost the tables, nor the other figures
+            log.warning("%s not written: %s", what, exc)
+            return default
+
+    own = scores[scores["model"] == info.name]
+    drawn.heatmaps = attempt("heatmaps", lambda: heatmaps(own, fig_dir), [])
+    if control:
+        drawn.control = attempt("control heatmaps", lambda: heatmaps(
+            scores[scores["model"] == control], fig_dir, prefix="control_", suffix=" (random-init control)",
+            per_relation=False), [])
+    drawn.role_map = attempt("role map", lambda: role_map(content["roles"]["grid"], fig_dir / "role_map.png",
+                                                          f"Head roles — {info.name}") or True, False)
+    heads = _example_heads(roles, info.num_layers, info.num_heads)
+    for i, ex in enumerate(getattr(result, "examples", [])):
+        name = f"example_{i + 1}.png"
+        if attempt(f"example map {name}", lambda: example_maps(ex, heads, fig_dir / name) or True, False):
+            drawn.examples.append((name, ex, " ".join(ex["words"])))
+            drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in heads]
+
+
+def _write_reports(result: Any, content: dict, drawn: _Drawn, out_dir: Path) -> None:
+    """report.md, report.json and report.html, with the figures that were drawn."""
+    from .html import data_uri, render_html
+    from .markdown import render_markdown
+
+    fig_dir = out_dir / "figures"
+    if drawn.examples:
+        content["example_heads"] = drawn.example_heads
+    content["examples"] = [e for e in content["examples"] if any(e["words"] == ex["words"] for _, ex, _ in drawn.examples)]
+    content["figures"] = [f"figures/{f}" for f in drawn.files()]
+    html_figures = {"role_map": data_uri(fig_dir / "role_map.png") if drawn.role_map else None,
+                    "heatmaps": [{"name": f, "src": data_uri(fig_dir / f)} for f in drawn.heatmaps],
+                    "control": [{"name": f, "src": data_uri(fig_dir / f)} for f in drawn.control],
+                    "examples": [{"dataset": ex.get("dataset"), "sent_id": ex.get("sent_id"), "text": text,
+                                  "src": data_uri(fig_dir / name)} for name, ex, text in drawn.examples]}
+    write_text(out_dir / "report.md", render_markdown(result, drawn.files(), content=content))
+    write_text(out_dir / "report.json", json.dumps(content, indent=2, default=str, allow_nan=False) + "\n")
+    write_text(out_dir / "report.html", render_html(content, html_figures))
