@@ -514,7 +514,7 @@ def test_interrupt_writes_partial_results(tiny_bert_dir, monkeypatch, tmp_path):
     result = invoke("run", "--model", tiny_bert_dir, "--batch-size", 4, "--no-figures", "-q", "--out", out)
     assert result.exit_code == 130 and isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
-    assert "run was interrupted while scoring: the files hold partial results" in result.stderr
+    assert "run was interrupted while scoring: 4 of 258 inputs were scored; the files hold partial results" in result.stderr
     run = read_run(out)
     assert run["complete"] is False
     assert run["datasets"][0]["scored"] == 4

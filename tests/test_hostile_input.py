@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from headscope.datasets import load_conllu, load_data  # noqa: E402
-from headscope.datasets.formats import detect_format  # noqa: E402
+from headscope.datasets.loading import detect_format  # noqa: E402
 from headscope.datasets.gap import HEADER, load_gap  # noqa: E402
 from headscope.datasets.pairs import load_pairs  # noqa: E402
 from headscope.errors import DataError  # noqa: E402
@@ -284,3 +284,85 @@ def test_sentences_longer_than_the_model_are_not_tokenized():
     short = Sentence(words=("a", "b"), sent_id="short")
     encoded = encode_sentences(wordpiece_tokenizer(), [huge, short], max_length=512)
     assert [e.index for e in encoded] == [1]
+
+
+# --------------------------------------------------------------------------- the UD validator's classes of error
+
+GOOD_SENT = ["# sent_id = ok", tok(1, "Dogs", 2, "nsubj"), tok(2, "bark", 0, "root")]
+# name -> (sentence lines; the bad line counts from 1 within them, after a good sentence and a blank line; fragment)
+STRUCTURAL = {
+    "nine-columns": ([tok(1, "a", 0, "root").rsplit("\t", 1)[0]], 1, "expected 10 tab-separated columns"),
+    "spaces-not-tabs": (["1 a _ X _ _ 0 root _ _"], 1, "expected 10 tab-separated columns"),
+    "id-not-integer": ([tok("one", "a", 0, "root")], 1, "is not a positive integer"),
+    "id-zero": ([tok(0, "a", 0, "root")], 1, "ID '0'"),
+    "id-gap": ([tok(1, "a", 0, "root"), tok(3, "b", 1, "dep")], 2, "ID 3 out of sequence; expected 2"),
+    "id-repeated": ([tok(1, "a", 0, "root"), tok(1, "b", 1, "dep")], 2, "ID 1 out of sequence; expected 2"),
+    "range-reversed": (["3-2\tab\t_\t_\t_\t_\t_\t_\t_\t_", tok(1, "a", 0, "root")], 1, "must run forwards"),
+    "head-out-of-range": ([tok(1, "a", 0, "root"), tok(2, "b", 9, "dep")], 2, "HEAD 9 of word 2 is out of range"),
+    "head-negative": ([tok(1, "a", 0, "root"), tok(2, "b", -1, "dep")], 2, "out of range"),
+    "head-not-integer": ([tok(1, "a", 0, "root"), tok(2, "b", "x", "dep")], 2, "is not an integer"),
+    "head-padded": ([tok(1, "a", 0, "root"), tok(2, "b", " 1", "dep")], 2, "is not an integer"),
+    "self-loop": ([tok(1, "a", 0, "root"), tok(2, "b", 2, "dep")], 2, "makes a cycle 2 -> 2"),
+    "cycle": ([tok(1, "a", 0, "root"), tok(2, "b", 3, "dep"), tok(3, "c", 2, "dep")], 2, "makes a cycle 2 -> 3 -> 2"),
+    "no-root": ([tok(1, "a", 2, "dep"), tok(2, "b", 1, "dep")], 1, "no word with HEAD 0"),
+    "two-roots": ([tok(1, "a", 0, "root"), tok(2, "b", 0, "root")], 2, "2 roots"),
+    "no-deprel": ([tok(1, "a", 0, "root"), tok(2, "b", 1, "_")], 2, "has no DEPREL"),
+    "empty-form": ([tok(1, "", 0, "root")], 1, "empty FORM"),
+    "blank-line-inside": ([tok(1, "a", 0, "root"), "", tok(2, "b", 1, "dep")], 3, "ID 2 out of sequence; expected 1"),
+    "whitespace-line-inside": ([tok(1, "a", 0, "root"), "   ", tok(2, "b", 1, "dep")], 3, "ID 2 out of sequence"),
+    "latin-1": ([tok(1, "caf\udce9", 0, "root")], 1, "not valid UTF-8"),
+    "nul-byte": ([tok(1, "a\x00", 0, "root")], 1, "NUL byte"),
+}
+
+
+def _conllu_bytes(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL))
+def test_structural_errors_exit_2_with_path_line(tmp_path, tiny_bert_dir, name):
+    from typer.testing import CliRunner
+
+    from headscope.cli.app import app
+
+    lines, bad, fragment = STRUCTURAL[name]
+    path = tmp_path / "broken.conllu"
+    path.write_bytes(_conllu_bytes(GOOD_SENT + [""] + lines))
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_bert_dir), "--data", str(path), "--tasks", "syntax",
+                                      "--bootstrap", "0", "--no-figures", "-q", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("headscope: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert errors[0].startswith(f"headscope: error: {path}:{len(GOOD_SENT) + 1 + bad}"), errors[0]
+    assert fragment in errors[0], errors[0]
+    skipped = CliRunner().invoke(app, ["run", "--model", str(tiny_bert_dir), "--data", str(path), "--tasks", "syntax",
+                                       "--bootstrap", "0", "--no-figures", "-q", "--on-error", "skip",
+                                       "--out", str(tmp_path / "skipped")])
+    assert skipped.exit_code == 0 and "skipped" in skipped.stdout, skipped.output
+
+
+# Errors the UD validator reports that leave the words and the tree as they are: the file still runs.
+TREE_NEUTRAL = {
+    "unknown-upos": [tok(1, "a", 0, "root", upos="XYZ"), tok(2, "b", 1, "dep")],
+    "bad-feats": ["\t".join(["1", "a", "_", "X", "_", "Foo", "0", "root", "_", "_"]), tok(2, "b", 1, "dep")],
+    "bad-deps-and-misc": ["\t".join(["1", "a", "_", "X", "_", "_", "0", "root", "x:y:z", "SpaceAfter"]),
+                          tok(2, "b", 1, "dep", "Foo=")],
+    "relation-case-and-space": [tok(1, "a", 0, "root"), tok(2, "b", 1, " Punct "), tok(3, "c", 1, "weird")],
+    "root-not-root": [tok(1, "a", 0, "nsubj"), tok(2, "b", 1, "root")],
+    "space-in-form": [tok(1, "New York", 0, "root"), tok(2, "b", 1, "dep")],
+    "no-sent-id-or-text": [tok(1, "a", 0, "root")],
+    "range-past-the-end": ["2-5\tbx\t_\t_\t_\t_\t_\t_\t_\t_", tok(1, "a", 0, "root"), tok(2, "b", 1, "dep")],
+    "comment-after-tokens": [tok(1, "a", 0, "root"), "# a late comment", tok(2, "b", 1, "dep")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TREE_NEUTRAL))
+def test_errors_that_keep_the_tree_still_run(tmp_path, name):
+    raw = _conllu_bytes(["", "", "# sent_id = ok", "# sent_id = ok"] + TREE_NEUTRAL[name] + ["", "", ""] + GOOD_SENT)
+    for variant, data in (("lf", raw), ("crlf-bom", b"\xef\xbb\xbf" + raw.replace(b"\n", b"\r\n")),
+                          ("no-final-newline", raw.rstrip(b"\n"))):
+        path = tmp_path / f"{name}-{variant}.conllu"
+        path.write_bytes(data)
+        corpus = load_conllu(path)
+        assert len(corpus) == 2 and corpus.skipped == 0, variant
+        assert corpus.sentences[0].heads[0] == -1 or corpus.sentences[0].heads[1] == -1

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from headscope.cli.app import app
 from headscope.errors import HeadscopeError, ModelError
-from headscope.reports.folder import MARKER, check_output, folder_kind, staged_output
 
 runner = CliRunner()
 
@@ -64,6 +63,8 @@ def test_foreign_folder_is_refused_unless_forced(tiny_bert_dir, text_file, tmp_p
     assert forced.exit_code == 0, forced.output
     assert (out / "notes.txt").read_text() == "my notes\n"           # other files left as they are
     assert (out / "scores.csv").read_text().startswith("model,")     # ours replaced
+    from headscope.reports.folder import MARKER, folder_kind
+
     assert not (out / MARKER).exists()                               # still not a headscope folder
     assert folder_kind(out) is None
 
@@ -72,7 +73,6 @@ def test_earlier_run_is_replaced_whole(tiny_bert_dir, text_file, tmp_path):
     out = tmp_path / "out"
     first = invoke(*run_args(tiny_bert_dir, text_file, out))
     assert first.exit_code == 0, first.output
-    assert folder_kind(out) == "run"
     figures_before = {p.name for p in (out / "figures").iterdir()}
     assert figures_before
     second = invoke(*run_args(tiny_bert_dir, text_file, out, "--no-figures"))
@@ -86,6 +86,9 @@ def test_earlier_run_is_replaced_whole(tiny_bert_dir, text_file, tmp_path):
 def test_other_kind_of_headscope_output_needs_force(tiny_bert_dir, text_file, tmp_path):
     out = tmp_path / "out"
     assert invoke(*run_args(tiny_bert_dir, text_file, out, "--no-figures")).exit_code == 0
+    from headscope.reports.folder import check_output, folder_kind
+
+    assert folder_kind(out) == "run"
     with pytest.raises(HeadscopeError, match="holds a headscope run, not a compare"):
         check_output(out, "compare")
     check_output(out, "compare", force=True)
@@ -139,6 +142,8 @@ def test_a_killed_write_is_invisible_and_cleaned_up(tiny_bert_dir, text_file, tm
 
 
 def test_staged_output_into_empty_and_new_folders(tmp_path):
+    from headscope.reports.folder import folder_kind, staged_output
+
     empty = tmp_path / "empty"
     empty.mkdir()
     for target in (empty, tmp_path / "new" / "deep"):

@@ -195,7 +195,7 @@ def run(
                + f"; wrote {out}/report.html, report.md, report.json, scores.csv, roles.csv, run.json")
     if not result.meta.get("complete", True):
         where = result.meta.get("interrupted") or "while scoring"
-        typer.echo(f"run was interrupted {where}: the files hold partial results", err=True)
+        typer.echo(f"run was interrupted {where}; the files hold partial results", err=True)
         raise typer.Exit(130)
 
 
