@@ -292,8 +292,9 @@ def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any):
     log.warning("converting %s to a transformers model (first use only, about a minute); cache: %s", path.name, cached)
     t0 = time.perf_counter()
     try:
-        gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, attn_implementation="eager")
+        gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+        hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, attn_implementation="eager",
+                                                        trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - the GGUF reader raises many kinds (struct.error, ...) on a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot read the GGUF file {path}: {first}") from None
