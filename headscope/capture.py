@@ -1,4 +1,5 @@
-"""The only place hooks are registered: batched forward passes with a per-layer attention callback."""
+"""The only place attention is captured: headscope's attention function (or, for models that bypass
+transformers' AttentionInterface, forward hooks); batched forward passes with a per-layer callback."""
 
 from __future__ import annotations
 
@@ -50,6 +51,27 @@ def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None]) -> Iterator[None]:
+    """Inside the block, every layer's attention probabilities go to ``on_attention(layer, weights)``.
+
+    Models on headscope's attention function report through a capture session (ended on exit);
+    the others through forward hooks on their eager attention modules (always removed on exit).
+    """
+    from .attention import NAME, VIA_INTERFACE, Session, session
+
+    if loaded.info.attention == VIA_INTERFACE:
+        if getattr(loaded.model.config, "_attn_implementation", None) != NAME:
+            loaded.model.set_attn_implementation(NAME)  # changed since loading (e.g. a shared config)
+        state = Session(layers={id(m): i for i, m in enumerate(loaded.attention_modules)}, on_attention=on_attention,
+                        discover=False)
+        with session(state):
+            yield
+        return
+    with attention_hooks(loaded, on_attention):
+        yield
 
 
 def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tokens: int = 8192, seed: int = 0
@@ -117,7 +139,9 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
     if pad_id is None:
         pad_id = loaded.tokenizer.eos_token_id if loaded.tokenizer.eos_token_id is not None else 0
     device = loaded.device
-    body = getattr(loaded.model, "base_model", None) or loaded.model
+    from .models import model_body
+
+    body = model_body(loaded.model)
     state: dict[str, Any] = {"batch": None, "seen": set(), "check": check}
 
     def on_attention(layer: int, weights: Any) -> None:
@@ -132,7 +156,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             raise _ForwardDone
 
     n_batches = 0
-    with attention_hooks(loaded, on_attention), torch.inference_mode():
+    with attention_capture(loaded, on_attention), torch.inference_mode():
         for group in iter_batches(encoded, batch_size):
             batch = collate([sentences[e.index] for e in group], group, pad_id=pad_id, device=device,
                             causal=info.is_decoder)

@@ -1,4 +1,4 @@
-"""Load a model by alias, Hugging Face id, local directory or nn.Module, always with eager attention."""
+"""Load a model by alias, Hugging Face id, local directory or nn.Module, and set up how its attention is read."""
 
 from __future__ import annotations
 
@@ -63,8 +63,10 @@ class ArchSpec:
     is_decoder: bool
 
 
-# Per-architecture facts are data: the attention module class whose forward returns
-# (output, weights), and whether the model is causal.
+# Models that compute attention through transformers' AttentionInterface need no entry: their
+# attention modules, heads and causality are read off the model's first forward (see
+# ``_discover``). This table is the fallback for the others: the eager attention module class
+# whose forward returns (output, weights), and whether the model is causal.
 ARCHITECTURES: dict[str, ArchSpec] = {
     "bert": ArchSpec("BertSelfAttention", False),
     "roberta": ArchSpec("RobertaSelfAttention", False),
@@ -79,12 +81,22 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "gemma": ArchSpec("GemmaAttention", True),
     "phi3": ArchSpec("Phi3Attention", True),
     "olmo": ArchSpec("OlmoAttention", True),
+    "mpnet": ArchSpec("MPNetSelfAttention", False),
+    "deberta-v2": ArchSpec("DisentangledSelfAttention", False),
+    "gpt_neo": ArchSpec("GPTNeoSelfAttention", True),
+    "falcon": ArchSpec("FalconAttention", True),
+    "bloom": ArchSpec("BloomAttention", True),
 }
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for capture: eager attention, eval mode, on its device, with its tokenizer."""
+    """A model ready for capture, in eval mode, on its device, with its tokenizer.
+
+    ``info.attention`` says how its attention is read: headscope's attention function (the model's
+    attention implementation is set to it; outside a capture it runs as SDPA), or forward hooks on
+    the eager attention modules for the models that bypass transformers' AttentionInterface.
+    """
 
     model: Any
     tokenizer: Any
@@ -143,11 +155,13 @@ def _quiet_transformers() -> None:
 
 
 def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | None = None,
-               name: str | None = None, dtype: Any = None, trust_remote_code: bool = False) -> LoadedModel:
+               name: str | None = None, dtype: Any = None, trust_remote_code: bool = False,
+               capture: str = "auto") -> LoadedModel:
     """Load ``model`` (alias, HF id, local folder, or an ``nn.Module`` given with its tokenizer).
 
-    Attention is always eager, so that the weights exist and hooks can see them. A model that
-    brings its own Python code (``auto_map`` in its config) loads only with ``trust_remote_code=True``;
+    Models that use transformers' AttentionInterface get headscope's attention function as their
+    attention implementation (``headscope.attention``); the others are set to eager attention and
+    read through forward hooks. A model that brings its own Python code (``auto_map`` in its config) loads only with ``trust_remote_code=True``;
     weights are read as safetensors, or as pickles only as far as torch's ``weights_only`` allows.
     """
     if isinstance(model, LoadedModel):
@@ -192,7 +206,6 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
     else:
         raise ModelError(f"model must be an alias, a path, a Hugging Face id or an nn.Module, got {type(model).__name__}")
 
-    _force_eager(hf_model)
     hf_model.eval()
     if device:
         try:
@@ -202,11 +215,96 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
     if getattr(tokenizer, "is_fast", False) is not True:
         raise ModelError(f"{display}: headscope needs a fast (Rust) tokenizer for word alignment "
                          f"(word_ids), got {type(tokenizer).__name__}")
-    modules, spec_ = find_attention_modules(hf_model)
-    info = describe(hf_model, tokenizer, display, source, spec_)
+    loaded = prepare(hf_model, tokenizer, display, source, capture=capture)
     if revision:
-        info = dataclasses.replace(info, revision=revision)
+        loaded.info = dataclasses.replace(loaded.info, revision=revision)
+    return loaded
+
+
+CAPTURE = ("auto", "hooks")
+
+
+def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: str = "auto") -> LoadedModel:
+    """Set up how ``hf_model``'s attention is read, find its attention modules, and describe it.
+
+    ``capture="auto"``: headscope's attention function where the model supports transformers'
+    AttentionInterface, hooks on eager modules otherwise; ``"hooks"``: always hooks (a model listed
+    in ``ARCHITECTURES`` or found by name), e.g. to check one path against the other.
+    """
+    if capture not in CAPTURE:
+        raise ValueError(f"capture must be one of {CAPTURE}, got {capture!r}")
+    if capture == "auto" and _supports_interface(hf_model):
+        from .attention import NAME, VIA_INTERFACE, register
+
+        register()
+        hf_model.set_attn_implementation(NAME)
+        if getattr(hf_model.config, "_attn_implementation", None) != NAME:
+            raise ModelError(f"{name}: asked transformers for headscope's attention function, but the model uses "
+                             f"'{hf_model.config._attn_implementation}'")
+        calls = _discover(hf_model, tokenizer, name)
+        modules = [c.module for c in calls]
+        causal = [c.causal for c in calls if c.causal is not None]
+        spec = ArchSpec(type(modules[0]).__name__, all(causal) if causal else _looks_causal(hf_model.config))
+        info = describe(hf_model, tokenizer, name, source, spec, attention=VIA_INTERFACE,
+                        query_heads=calls[0].query_heads, kv_heads=calls[0].kv_heads)
+    else:
+        from .attention import VIA_HOOKS
+
+        _force_eager(hf_model)
+        modules, spec = find_attention_modules(hf_model)
+        info = describe(hf_model, tokenizer, name, source, spec,
+                        attention=f"{VIA_HOOKS} ({spec.attention_class})")
     return LoadedModel(hf_model, tokenizer, info, modules)
+
+
+def _supports_interface(model: Any) -> bool:
+    """Whether the model computes attention through transformers' AttentionInterface."""
+    return bool(getattr(type(model), "_supports_attention_backend", False)) and callable(
+        getattr(model, "set_attn_implementation", None))
+
+
+def _discover(model: Any, tokenizer: Any, name: str) -> list:
+    """One small forward through headscope's attention function: every layer's attention module (in call
+    order), its query and KV heads, and whether its mask is causal."""
+    import torch
+
+    from .attention import Session, session
+
+    ids = tokenizer("The cat sat on the mat.", add_special_tokens=True)["input_ids"][:8]
+    vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
+    ids = [i if 0 <= i < vocab else 0 for i in ids] + [0] * max(0, 3 - len(ids))
+    device = next(model.parameters()).device
+    inputs = {"input_ids": torch.tensor([ids], device=device),
+              "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device)}
+    body = model_body(model)
+    state = Session()
+    try:
+        with session(state), torch.inference_mode():
+            body(**inputs, **({"use_cache": False} if "use_cache" in _forward_params(body) else {}))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot be read this way
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{name}: a first forward through headscope's attention function failed: {first}") from None
+    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    if not state.calls or (isinstance(n_layers, int) and len(state.calls) != n_layers):
+        raise ModelError(f"{name}: expected one attention call per layer ({n_layers}), saw {len(state.calls)}; "
+                         f"this architecture is not supported yet")
+    return state.calls
+
+
+def model_body(model: Any) -> Any:
+    """What a capture runs: the encoder of an encoder-decoder, else the base model without its head."""
+    if getattr(model.config, "is_encoder_decoder", False) and callable(getattr(model, "get_encoder", None)):
+        return model.get_encoder()
+    return getattr(model, "base_model", None) or model
+
+
+def _forward_params(module: Any) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _package_version(pip_name: str) -> str:
@@ -360,11 +458,13 @@ def find_attention_modules(model: Any) -> tuple[list, ArchSpec]:
     return found, spec
 
 
-def describe(model: Any, tokenizer: Any, name: str, source: str, spec: ArchSpec) -> ModelInfo:
+def describe(model: Any, tokenizer: Any, name: str, source: str, spec: ArchSpec, *, attention: str = "",
+             query_heads: int | None = None, kv_heads: int | None = None) -> ModelInfo:
+    """The model's facts; ``query_heads`` / ``kv_heads`` as seen in its attention calls override the config."""
     config = model.config
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
-    n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
-    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    n_heads = query_heads or getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+    n_kv = kv_heads or getattr(config, "num_key_value_heads", None) or n_heads
     lengths = [getattr(config, k, None) for k in ("max_position_embeddings", "n_positions")]
     lengths.append(getattr(tokenizer, "model_max_length", None))
     max_len = min(int(x) for x in lengths if isinstance(x, int) and 0 < x < 10**7) if any(
@@ -376,6 +476,7 @@ def describe(model: Any, tokenizer: Any, name: str, source: str, spec: ArchSpec)
         is_decoder=spec.is_decoder, num_layers=int(n_layers), num_heads=int(n_heads), num_kv_heads=int(n_kv),
         max_length=max_len, special_tokens=specials,
         revision=str(getattr(config, "_commit_hash", "") or ""), tokenizer=type(tokenizer).__name__,
+        attention=attention,
     )
 
 
@@ -391,8 +492,10 @@ def random_init(loaded: LoadedModel, *, seed: int = 0) -> LoadedModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = type(loaded.model)(copy.deepcopy(loaded.model.config))
-    _force_eager(fresh)
     fresh.to(loaded.device).eval()
-    modules, spec = find_attention_modules(fresh)
-    info = dataclasses.replace(loaded.info, name=f"{loaded.info.name} (random-init)")
-    return LoadedModel(fresh, loaded.tokenizer, info, modules)
+    from .attention import VIA_INTERFACE
+
+    control = prepare(fresh, loaded.tokenizer, f"{loaded.info.name} (random-init)", loaded.info.source,
+                      capture="auto" if loaded.info.attention == VIA_INTERFACE else "hooks")
+    control.info = dataclasses.replace(control.info, revision=loaded.info.revision)
+    return control

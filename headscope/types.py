@@ -69,6 +69,7 @@ class ModelInfo:
     special_tokens: tuple[str, ...] = ()
     revision: str = ""
     tokenizer: str = ""
+    attention: str = ""        # how attention is read: headscope's attention function, or hooks (capture path)
 
     @property
     def kv_group_size(self) -> int:

@@ -25,6 +25,21 @@ def word_attention(att: np.ndarray, word_ids: list) -> np.ndarray:
     return out
 
 
+def eager_forward(model, **inputs):
+    """The model's own eager attention maps (``output_attentions``), whatever implementation headscope set:
+    the reference is transformers' eager attention, switched on for this call and switched back."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    switch = previous not in (None, "eager") and callable(getattr(model, "set_attn_implementation", None))
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            return model(**inputs, output_attentions=True)
+    finally:
+        if switch:
+            model.set_attn_implementation(previous)
+
+
 def argmax_excluding(values: list[float], exclude: int, allowed=None) -> int:
     best, best_j = -np.inf, -1
     for j, v in enumerate(values):
@@ -48,8 +63,7 @@ def full_attentions(model, tokenizer, sentence):
         sentence = Sentence(words=tuple(sentence))
     (enc,) = encode_sentences(tokenizer, [sentence])
     ids = torch.tensor([enc.input_ids])
-    with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+    out = eager_forward(model, input_ids=ids, attention_mask=torch.ones_like(ids))
     return [a[0].float().numpy() for a in out.attentions], [None if w < 0 else w for w in enc.word_ids]
 
 
@@ -162,8 +176,7 @@ def reference_induction(model, sequences):
     counts: dict = {}
     for seq in sequences:
         ids = torch.tensor([seq.input_ids])
-        with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+        out = eager_forward(model, input_ids=ids, attention_mask=torch.ones_like(ids))
         o, t = seq.bos, seq.length
         rows = [("induction", o + t + k, o + k + 1) for k in range(t)]
         rows += [("duplicate", o + t + k, o + k) for k in range(t)]

@@ -70,11 +70,15 @@ def test_causal_check_passes_for_decoders_and_fails_for_a_non_causal_map(tiny, t
 
 
 def test_rows_that_do_not_sum_to_one_fail_clearly(tiny_bert_loaded, sample):
-    module = tiny_bert_loaded.attention_modules[0]
+    import copy
+
+    hooked = headscope.load_model(tiny_bert_loaded.model.__class__(copy.deepcopy(tiny_bert_loaded.model.config)).eval(),
+                                  tokenizer=tiny_bert_loaded.tokenizer, capture="hooks")
+    module = hooked.attention_modules[0]
     handle = module.register_forward_hook(lambda mod, args, out: (out[0], out[1] * 2))
     try:
         with pytest.raises(CaptureError, match=r"layer 0: attention rows .* not 1"):
-            headscope.analyze(tiny_bert_loaded, list(sample.sentences[:2]), tasks="positional")
+            headscope.analyze(hooked, list(sample.sentences[:2]), tasks="positional")
     finally:
         handle.remove()
 

@@ -58,16 +58,17 @@ def test_minilm_describes_itself(minilm):
                                       "(12 KV heads), max 512 tokens")
 
 
-def test_minilm_attention_modules_one_per_layer_and_eager(minilm):
+def test_minilm_attention_modules_one_per_layer_through_the_attention_interface(minilm):
+    from headscope.attention import NAME, VIA_INTERFACE
+
     model = minilm.model
     assert type(model).__name__ == "BertModel"
     assert model.training is False
-    assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == NAME and minilm.info.attention == VIA_INTERFACE
     assert len(minilm.attention_modules) == 6
     for i, module in enumerate(minilm.attention_modules):
         assert type(module).__name__ == "BertSelfAttention"
         assert module is model.encoder.layer[i].attention.self
-        assert module.config._attn_implementation == "eager"
     assert minilm.tokenizer.is_fast is True
     assert str(minilm.device) == "cpu"
 
@@ -162,7 +163,7 @@ def test_local_folder_loads(tiny_bert_dir):
         assert info.architecture == "BertModel" and info.is_decoder is False
         assert info.num_layers == cfg["num_hidden_layers"] == len(loaded.attention_modules)
         assert info.num_heads == cfg["num_attention_heads"]
-        assert loaded.model.config._attn_implementation == "eager"
+        assert loaded.model.config._attn_implementation == "headscope"
         assert loaded.model.training is False
     assert load_model(tiny_bert_dir, name="custom").info.name == "custom"
 
@@ -207,7 +208,10 @@ def test_bad_device_is_a_model_error(tiny_bert_loaded):
 # ----------------------------------------------------------------------------- eager attention
 
 
-def test_non_eager_model_is_forced_eager_and_analysis_matches(tiny_bert_loaded):
+def test_sdpa_model_gets_headscope_attention_and_scores_like_eager_hooks(tiny_bert_loaded):
+    import torch
+
+    from headscope.attention import NAME, VIA_HOOKS
     from headscope.pipeline import analyze
 
     tok = tiny_bert_loaded.tokenizer
@@ -215,13 +219,18 @@ def test_non_eager_model_is_forced_eager_and_analysis_matches(tiny_bert_loaded):
     assert sdpa.config._attn_implementation == "sdpa"
     loaded = load_model(sdpa, tokenizer=tok, name="was-sdpa")
     assert loaded.model is sdpa
-    assert sdpa.config._attn_implementation == "eager"
-    assert all(m.config._attn_implementation == "eager" for m in loaded.attention_modules)
+    assert sdpa.config._attn_implementation == NAME
+    ids = torch.tensor([[101, 1996, 4937, 102]])
+    with torch.inference_mode():  # outside a capture the model runs as SDPA
+        assert torch.allclose(sdpa(input_ids=ids).last_hidden_state, small_bert("sdpa")(input_ids=ids).last_hidden_state,
+                              atol=1e-5)
 
     eager = small_bert("eager")
     eager.load_state_dict(sdpa.state_dict())
+    hooked = load_model(eager, tokenizer=tok, name="was-sdpa", capture="hooks")
+    assert hooked.info.attention.startswith(VIA_HOOKS) and eager.config._attn_implementation == "eager"
     got = analyze(loaded, None, max_sentences=8).scores
-    want = analyze(load_model(eager, tokenizer=tok, name="was-sdpa"), None, max_sentences=8).scores
+    want = analyze(hooked, None, max_sentences=8).scores
     assert len(got) == len(want) > 0
     key = ["task", "relation", "direction", "metric", "baseline", "layer", "head"]
     merged = got.merge(want, on=key, suffixes=("", "_ref"))
@@ -234,7 +243,7 @@ def test_non_eager_model_is_forced_eager_and_analysis_matches(tiny_bert_loaded):
 def test_capture_fails_clearly_without_attention_weights(tiny_bert_loaded, sample):
     from headscope.alignment import encode_sentences
 
-    loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights")
+    loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights", capture="hooks")
     target = loaded.attention_modules[0]
     # Registered before headscope's hook, so headscope sees (output, None) like a non-eager kernel gives.
     handle = target.register_forward_hook(lambda module, args, output: (output[0], None))
@@ -253,7 +262,7 @@ def test_capture_fails_clearly_without_attention_weights(tiny_bert_loaded, sampl
 def test_analyze_reports_missing_weights_as_headscope_error(tiny_bert_loaded):
     from headscope.pipeline import analyze
 
-    loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights")
+    loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights", capture="hooks")
     handle = loaded.attention_modules[1].register_forward_hook(lambda module, args, output: (output[0], None))
     try:
         with pytest.raises(CaptureError, match=r"^layer 1: .* returned no attention weights"):
@@ -297,16 +306,20 @@ def test_attention_hooks_removed_when_callback_raises(tiny_bert_loaded, sample):
     assert no_hooks_left(tiny_bert_loaded)
 
 
-def test_attention_hooks_see_every_layer(tiny_bert_loaded, sample):
-    """The hook receives [batch, head, query, key] probabilities whose rows sum to 1."""
+@pytest.mark.parametrize("path", ["auto", "hooks"])
+def test_attention_capture_sees_every_layer(tiny_bert_loaded, sample, path):
+    """Both capture paths give [batch, head, query, key] probabilities whose rows sum to 1."""
     import torch
 
     from headscope.alignment import encode_sentences
+    from headscope.capture import attention_capture
 
+    if path == "hooks":
+        tiny_bert_loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, capture="hooks")
     sentences = sample.sentences[:2]
     encoded = encode_sentences(tiny_bert_loaded.tokenizer, sentences)
     got = {}
-    with attention_hooks(tiny_bert_loaded, lambda layer, w: got.setdefault(layer, w.detach().clone())):
+    with attention_capture(tiny_bert_loaded, lambda layer, w: got.setdefault(layer, w.detach().clone())):
         ids = torch.tensor([encoded[0].input_ids])
         tiny_bert_loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids))
     assert sorted(got) == list(range(tiny_bert_loaded.info.num_layers))

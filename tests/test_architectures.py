@@ -1,0 +1,148 @@
+"""Capture on every architecture family (issue 12): tiny random-weight configs of 30+ families, each loaded
+as an object and from a saved folder. headscope's captured probabilities must equal transformers' own eager
+``output_attentions`` maps to 1e-5 (sinks and softcap included), and decoders must be detected as decoders
+both ways, from the model itself (no ``architectures`` entry in the config).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import bpe_tokenizer, wordpiece_tokenizer  # noqa: E402
+from reference import eager_forward  # noqa: E402
+
+H, L, NH = 32, 2, 4  # hidden size, layers, query heads
+
+# family -> (config class name, decoder?, config keyword arguments); sizes are set in ``config``.
+FAMILIES = {
+    # encoders
+    "bert": ("BertConfig", False, {}),
+    "roberta": ("RobertaConfig", False, {"pad_token_id": 1}),
+    "distilbert": ("DistilBertConfig", False, {"dim": H, "n_layers": L, "n_heads": NH, "hidden_dim": 64}),
+    "albert": ("AlbertConfig", False, {"embedding_size": 16}),
+    "electra": ("ElectraConfig", False, {"embedding_size": 16}),
+    "deberta-v2": ("DebertaV2Config", False, {}),
+    "modernbert": ("ModernBertConfig", False, {"global_attn_every_n_layers": 2, "local_attention": 4,
+                                               "pad_token_id": 0}),
+    "xlm-roberta": ("XLMRobertaConfig", False, {"pad_token_id": 1}),
+    "mpnet": ("MPNetConfig", False, {}),
+    "camembert": ("CamembertConfig", False, {"pad_token_id": 1}),
+    # decoders
+    "gpt2": ("GPT2Config", True, {"n_embd": H, "n_layer": L, "n_head": NH}),
+    "gpt-neo": ("GPTNeoConfig", True, {"num_layers": L, "num_heads": NH, "attention_types": [[["global", "local"], 1]],
+                                        "window_size": 4}),
+    "gpt-neox": ("GPTNeoXConfig", True, {}),
+    "gptj": ("GPTJConfig", True, {"n_embd": H, "n_layer": L, "n_head": NH, "rotary_dim": 4}),
+    "opt": ("OPTConfig", True, {"ffn_dim": 64, "word_embed_proj_dim": H}),
+    "bloom": ("BloomConfig", True, {"n_layer": L, "n_head": NH}),
+    "falcon": ("FalconConfig", True, {"multi_query": True, "new_decoder_architecture": False}),
+    "phi": ("PhiConfig", True, {}),
+    "phi3": ("Phi3Config", True, {"num_key_value_heads": 2, "pad_token_id": 0}),
+    "llama": ("LlamaConfig", True, {"num_key_value_heads": 2}),
+    "mistral": ("MistralConfig", True, {"num_key_value_heads": 2, "sliding_window": 4}),
+    "mixtral": ("MixtralConfig", True, {"num_key_value_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1}),
+    "qwen2": ("Qwen2Config", True, {"num_key_value_heads": 2}),
+    "qwen3": ("Qwen3Config", True, {"num_key_value_heads": 2, "head_dim": 8}),
+    "gemma": ("GemmaConfig", True, {"num_key_value_heads": 1, "head_dim": 8}),
+    "gemma2": ("Gemma2Config", True, {"num_key_value_heads": 2, "head_dim": 8, "sliding_window": 4,
+                                      "attn_logit_softcapping": 5.0, "final_logit_softcapping": 5.0}),
+    "gemma3": ("Gemma3TextConfig", True, {"num_key_value_heads": 2, "head_dim": 8, "sliding_window": 4,
+                                          "sliding_window_pattern": 2}),
+    "olmo2": ("Olmo2Config", True, {"num_key_value_heads": 2}),
+    "starcoder2": ("Starcoder2Config", True, {"num_key_value_heads": 2, "sliding_window": 4}),
+    "gpt-oss": ("GptOssConfig", True, {"num_key_value_heads": 2, "head_dim": 8, "num_local_experts": 2,
+                                       "num_experts_per_tok": 1, "sliding_window": 4,
+                                       "layer_types": ["sliding_attention", "full_attention"]}),
+    # encoder-decoders: the encoder is analysed
+    "t5": ("T5Config", False, {"d_model": H, "d_kv": 8, "d_ff": 64, "num_layers": L, "num_heads": NH,
+                               "decoder_start_token_id": 0}),
+    "bart": ("BartConfig", False, {"d_model": H, "encoder_layers": L, "decoder_layers": L,
+                                   "encoder_attention_heads": NH, "decoder_attention_heads": NH,
+                                   "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}),
+}
+
+
+def config(family: str, vocab: int):
+    import transformers
+
+    cls_name, _, extra = FAMILIES[family]
+    kwargs = {"vocab_size": vocab, "hidden_size": H, "num_hidden_layers": L, "num_attention_heads": NH,
+              "intermediate_size": 64, "max_position_embeddings": 64, "initializer_range": 0.5}
+    kwargs.update(extra)
+    cfg = getattr(transformers, cls_name)(**kwargs)
+    cfg.architectures = None  # facts must come from the model, not from a class name in the config
+    return cfg
+
+
+def build(family: str):
+    import torch
+    import transformers
+
+    decoder = FAMILIES[family][1]
+    tok = bpe_tokenizer() if decoder else wordpiece_tokenizer()
+    torch.manual_seed(0)
+    cfg = config(family, len(tok))
+    model = (transformers.AutoModelForCausalLM if decoder else transformers.AutoModel).from_config(cfg)
+    return model.eval(), tok
+
+
+def _sentences():
+    from headscope.types import Sentence
+
+    return [Sentence(words=tuple("the cat sat on the mat".split()), sent_id="a"),
+            Sentence(words=("dogs", "bark"), sent_id="b")]
+
+
+def captured_equals_eager(loaded) -> float:
+    """Largest difference between captured probabilities and eager maps over real (unpadded) positions."""
+    import torch
+
+    from headscope.alignment import collate, encode_sentences
+    from headscope.capture import attention_capture
+    from headscope.models import model_body
+
+    sents = _sentences()
+    enc = encode_sentences(loaded.tokenizer, sents, bos_id=loaded.tokenizer.bos_token_id if loaded.info.is_decoder
+                           else None)
+    batch = collate(sents, enc, pad_id=loaded.tokenizer.pad_token_id or 0, device="cpu", causal=loaded.info.is_decoder)
+    got: dict = {}
+    with attention_capture(loaded, lambda layer, w: got.setdefault(layer, w.clone())), torch.inference_mode():
+        model_body(loaded.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    body = model_body(loaded.model)
+    ref = eager_forward(body, input_ids=batch.input_ids, attention_mask=batch.attention_mask).attentions
+    assert sorted(got) == list(range(len(ref))) == list(range(loaded.info.num_layers))
+    worst = 0.0
+    valid = batch.token_mask[:, None, :, None] & batch.token_mask[:, None, None, :]
+    for layer, r in enumerate(ref):
+        assert got[layer].shape == r.shape, (layer, got[layer].shape, r.shape)
+        worst = max(worst, float(((got[layer] - r.float()).abs() * valid).max()))
+    return worst
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_capture_equals_eager_as_object_and_from_folder(family, tmp_path):
+    from headscope.models import load_model
+
+    model, tok = build(family)
+    decoder = FAMILIES[family][1]
+    loaded = load_model(model, tokenizer=tok, name=family)
+    assert loaded.info.is_decoder is decoder, (family, loaded.info)
+    assert captured_equals_eager(loaded) <= 1e-5
+    model.save_pretrained(tmp_path / family)
+    tok.save_pretrained(tmp_path / family)
+    again = load_model(tmp_path / family)
+    assert again.info.is_decoder is decoder and again.info.attention == loaded.info.attention
+    assert (again.info.num_heads, again.info.num_kv_heads) == (loaded.info.num_heads, loaded.info.num_kv_heads)
+    assert captured_equals_eager(again) <= 1e-5
+
+
+def test_kv_heads_come_from_the_attention_calls():
+    from headscope.models import load_model
+
+    for family, kv in (("llama", 2), ("gemma", 1)):
+        model, tok = build(family)
+        assert load_model(model, tokenizer=tok).info.num_kv_heads == kv
