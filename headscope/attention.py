@@ -29,28 +29,33 @@ class Call:
 
 @dataclass
 class Session:
-    """One capture: module -> layer index, and what to do with each layer's probabilities.
+    """One capture: what to do with each layer's probabilities.
 
-    ``on_attention(layer, probs)`` receives ``[batch, head, query, key]`` float32 probabilities (rows sum
-    to 1 over the keys, or to 1 minus the sink's share where the model has attention sinks). Modules not
-    in ``layers`` are recorded in ``calls`` in call order (discovery) and numbered so.
+    A layer is the position of its attention call within the forward (``start_forward`` resets it),
+    so that models sharing one module across layers (ALBERT) are read layer by layer too.
+    ``on_attention(layer, probs)`` receives ``[batch, head, query, key]`` float32 probabilities (rows
+    sum to 1 over the keys, or to 1 minus the sink's share where the model has attention sinks).
+    ``modules``: the module expected at each call (from loading), checked; empty: discovery, where
+    each call is recorded in ``calls``.
     """
 
-    layers: dict[int, int] = field(default_factory=dict)
+    modules: list = field(default_factory=list)
     on_attention: Callable[[int, Any], None] | None = None
     calls: list[Call] = field(default_factory=list)
-    discover: bool = True
+    position: int = 0
 
-    def layer_of(self, module: Any) -> int:
-        key = id(module)
-        if key not in self.layers:
-            if not self.discover:
-                from .errors import CaptureError
+    def start_forward(self) -> None:
+        self.position = 0
 
-                raise CaptureError(f"an attention module that was not seen when the model was loaded "
-                                   f"({type(module).__name__}) computed attention; load the model again")
-            self.layers[key] = len(self.layers)
-        return self.layers[key]
+    def next_layer(self, module: Any) -> int:
+        layer = self.position
+        self.position += 1
+        if self.modules and (layer >= len(self.modules) or self.modules[layer] is not module):
+            from .errors import CaptureError
+
+            raise CaptureError(f"attention call {layer} came from {type(module).__name__}, not the module seen there "
+                               f"when the model was loaded; load the model again")
+        return layer
 
 
 _session: contextvars.ContextVar[Session | None] = contextvars.ContextVar("headscope_attention", default=None)
@@ -143,9 +148,8 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     sinks = kwargs.get("s_aux")
     probs = probabilities(query, key, attention_mask, scaling, softcap=softcap, sinks=sinks,
                           position_bias=kwargs.get("position_bias"))
-    known = id(module) in state.layers
-    layer = state.layer_of(module)
-    if not known:
+    layer = state.next_layer(module)
+    if not state.modules:
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
                                 softcap, kwargs.get("sliding_window")))
     if state.on_attention is not None:

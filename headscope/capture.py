@@ -54,8 +54,10 @@ def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None
 
 
 @contextmanager
-def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None]) -> Iterator[None]:
-    """Inside the block, every layer's attention probabilities go to ``on_attention(layer, weights)``.
+def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None]) -> Iterator[Any]:
+    """Inside the block, every layer's attention probabilities go to ``on_attention(layer, weights)``;
+    call ``forward_kwargs(loaded)`` for what each forward pass needs, and start each pass with
+    ``start_forward(state)`` on what the block yields.
 
     Models on headscope's attention function report through a capture session (ended on exit);
     the others through forward hooks on their eager attention modules (always removed on exit).
@@ -65,13 +67,32 @@ def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], No
     if loaded.info.attention == VIA_INTERFACE:
         if getattr(loaded.model.config, "_attn_implementation", None) != NAME:
             loaded.model.set_attn_implementation(NAME)  # changed since loading (e.g. a shared config)
-        state = Session(layers={id(m): i for i, m in enumerate(loaded.attention_modules)}, on_attention=on_attention,
-                        discover=False)
+        state = Session(modules=list(loaded.attention_modules), on_attention=on_attention)
         with session(state):
-            yield
+            yield state
         return
     with attention_hooks(loaded, on_attention):
-        yield
+        yield None
+
+
+def forward_kwargs(loaded: LoadedModel) -> dict:
+    """Keyword arguments each captured forward needs: no KV cache; eager modules return their weights
+    (for hooks) only when asked."""
+    from .attention import VIA_INTERFACE
+    from .models import model_accepts
+
+    out = {}
+    if model_accepts(loaded.model, "use_cache"):
+        out["use_cache"] = False
+    if loaded.info.attention != VIA_INTERFACE:
+        out["output_attentions"] = True
+    return out
+
+
+def start_forward(capturing: Any) -> None:
+    """Before each forward pass inside ``attention_capture``: layers count from 0 again."""
+    if capturing is not None:
+        capturing.start_forward()
 
 
 def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tokens: int = 8192, seed: int = 0
@@ -156,16 +177,16 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             raise _ForwardDone
 
     n_batches = 0
-    with attention_capture(loaded, on_attention), torch.inference_mode():
+    with attention_capture(loaded, on_attention) as capturing, torch.inference_mode():
         for group in iter_batches(encoded, batch_size):
             batch = collate([sentences[e.index] for e in group], group, pad_id=pad_id, device=device,
                             causal=info.is_decoder)
             state["batch"] = batch
             if on_batch_start is not None:
                 on_batch_start(batch)
-            kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-            if info.is_decoder:
-                kwargs["use_cache"] = False
+            kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                      **forward_kwargs(loaded)}
+            start_forward(capturing)
             try:
                 body(**kwargs)
             except _ForwardDone:

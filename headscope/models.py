@@ -233,15 +233,10 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
     """
     if capture not in CAPTURE:
         raise ValueError(f"capture must be one of {CAPTURE}, got {capture!r}")
-    if capture == "auto" and _supports_interface(hf_model):
-        from .attention import NAME, VIA_INTERFACE, register
+    calls = _use_interface(hf_model, tokenizer, name) if capture == "auto" else None
+    if calls:
+        from .attention import VIA_INTERFACE
 
-        register()
-        hf_model.set_attn_implementation(NAME)
-        if getattr(hf_model.config, "_attn_implementation", None) != NAME:
-            raise ModelError(f"{name}: asked transformers for headscope's attention function, but the model uses "
-                             f"'{hf_model.config._attn_implementation}'")
-        calls = _discover(hf_model, tokenizer, name)
         modules = [c.module for c in calls]
         causal = [c.causal for c in calls if c.causal is not None]
         spec = ArchSpec(type(modules[0]).__name__, all(causal) if causal else _looks_causal(hf_model.config))
@@ -257,10 +252,43 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
     return LoadedModel(hf_model, tokenizer, info, modules)
 
 
-def _supports_interface(model: Any) -> bool:
-    """Whether the model computes attention through transformers' AttentionInterface."""
-    return bool(getattr(type(model), "_supports_attention_backend", False)) and callable(
-        getattr(model, "set_attn_implementation", None))
+def _use_interface(model: Any, tokenizer: Any, name: str) -> list | None:
+    """Give ``model`` headscope's attention function; the calls of its first forward when every layer
+    really computes attention through it, else None (the model is left as it was).
+
+    transformers sets the implementation for models that declare AttentionInterface support; others
+    (T5, BART, whose attention modules use the interface all the same) get it in their configs, and
+    the first forward shows whether it took.
+    """
+    from .attention import NAME, register
+
+    register()
+    configs = _configs(model)
+    previous = [getattr(c, "_attn_implementation", None) for c in configs]
+    try:
+        if getattr(type(model), "_supports_attention_backend", False):
+            model.set_attn_implementation(NAME)
+        else:
+            for c in configs:
+                c._attn_implementation = NAME
+        calls = _discover(model, tokenizer, name) if getattr(model.config, "_attn_implementation", None) == NAME \
+            else None
+    except (ModelError, ValueError, TypeError, AttributeError):
+        calls = None
+    if calls is None:
+        for c, impl in zip(configs, previous):
+            c._attn_implementation = impl
+    return calls
+
+
+def _configs(model: Any) -> list:
+    """Every config object the model's modules read (stacks such as T5's encoder keep copies of their own)."""
+    out: dict[int, Any] = {}
+    for module in [model, *model.modules()]:
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            out.setdefault(id(config), config)
+    return list(out.values())
 
 
 def _discover(model: Any, tokenizer: Any, name: str) -> list:
@@ -278,9 +306,10 @@ def _discover(model: Any, tokenizer: Any, name: str) -> list:
               "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device)}
     body = model_body(model)
     state = Session()
+    state.start_forward()
     try:
         with session(state), torch.inference_mode():
-            body(**inputs, **({"use_cache": False} if "use_cache" in _forward_params(body) else {}))
+            body(**inputs, **({"use_cache": False} if model_accepts(model, "use_cache") else {}))
     except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot be read this way
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{name}: a first forward through headscope's attention function failed: {first}") from None
@@ -298,13 +327,19 @@ def model_body(model: Any) -> Any:
     return getattr(model, "base_model", None) or model
 
 
-def _forward_params(module: Any) -> set[str]:
+def model_accepts(model: Any, name: str) -> bool:
+    """Whether the forward of the part a capture runs (``model_body``) takes keyword ``name`` by name
+    (``**kwargs`` counts only for ``output_attentions``, which transformers' models take so)."""
     import inspect
 
     try:
-        return set(inspect.signature(module.forward).parameters)
+        params = inspect.signature(model_body(model).forward).parameters
     except (TypeError, ValueError):
-        return set()
+        return False
+    if name in params:
+        return True
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return takes_any and name == "output_attentions"
 
 
 def _package_version(pip_name: str) -> str:
@@ -464,7 +499,8 @@ def describe(model: Any, tokenizer: Any, name: str, source: str, spec: ArchSpec,
     config = model.config
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
     n_heads = query_heads or getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
-    n_kv = kv_heads or getattr(config, "num_key_value_heads", None) or n_heads
+    n_kv = (kv_heads or getattr(config, "num_key_value_heads", None)
+            or (1 if getattr(config, "multi_query", False) else None) or n_heads)
     lengths = [getattr(config, k, None) for k in ("max_position_embeddings", "n_positions")]
     lengths.append(getattr(tokenizer, "model_max_length", None))
     max_len = min(int(x) for x in lengths if isinstance(x, int) and 0 < x < 10**7) if any(

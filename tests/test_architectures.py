@@ -102,7 +102,7 @@ def captured_equals_eager(loaded) -> float:
     import torch
 
     from headscope.alignment import collate, encode_sentences
-    from headscope.capture import attention_capture
+    from headscope.capture import attention_capture, forward_kwargs, start_forward
     from headscope.models import model_body
 
     sents = _sentences()
@@ -110,8 +110,11 @@ def captured_equals_eager(loaded) -> float:
                            else None)
     batch = collate(sents, enc, pad_id=loaded.tokenizer.pad_token_id or 0, device="cpu", causal=loaded.info.is_decoder)
     got: dict = {}
-    with attention_capture(loaded, lambda layer, w: got.setdefault(layer, w.clone())), torch.inference_mode():
-        model_body(loaded.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    with attention_capture(loaded, lambda layer, w: got.setdefault(layer, w.clone())) as capturing, \
+            torch.inference_mode():
+        start_forward(capturing)
+        model_body(loaded.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 **forward_kwargs(loaded))
     body = model_body(loaded.model)
     ref = eager_forward(body, input_ids=batch.input_ids, attention_mask=batch.attention_mask).attentions
     assert sorted(got) == list(range(len(ref))) == list(range(loaded.info.num_layers))
@@ -143,6 +146,6 @@ def test_capture_equals_eager_as_object_and_from_folder(family, tmp_path):
 def test_kv_heads_come_from_the_attention_calls():
     from headscope.models import load_model
 
-    for family, kv in (("llama", 2), ("gemma", 1)):
+    for family, kv in (("llama", 2), ("gemma", 1), ("falcon", 1), ("gpt2", 4)):
         model, tok = build(family)
         assert load_model(model, tokenizer=tok).info.num_kv_heads == kv
