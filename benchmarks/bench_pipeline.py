@@ -146,7 +146,7 @@ def main() -> None:
         with_ci.append(time.perf_counter() - start)
     b, e, p, c = (statistics.median(x) for x in (bare, eager, pipe, with_ci))
     ratios = [y / x for x, y in zip(bare, pipe)]
-    print(f"capture path: {loaded.info.attention}")
+    print(f"capture path: {getattr(loaded.info, 'attention', '') or 'forward hooks on eager modules'}")
     print(f"bare SDPA forward:             median {b:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in bare)})")
     print(f"bare eager forward:            median {e:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in eager)})")
     print(f"pipeline (syntax+positional):  median {p:7.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pipe)})")

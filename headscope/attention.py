@@ -96,8 +96,9 @@ def probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | No
     ``key`` may have fewer heads than ``query`` (GQA/MQA: each KV head serves a contiguous group).
     ``attention_mask`` is boolean (True = may attend) or additive; ``softcap`` squashes the scores
     (Gemma 2); ``sinks`` are per-head logits of a virtual key that takes its share of each row and is
-    then dropped (GPT-OSS); ``position_bias`` is added to the scores (T5). Rows with no visible key
-    (padding) are all zero.
+    then dropped (GPT-OSS); ``position_bias`` is added to the scores (T5). Masked scores get the
+    float32 minimum, as in eager attention, so a row with no visible key (padding) is uniform rather
+    than NaN; scorers never read such rows.
     """
     import torch
 
@@ -112,13 +113,14 @@ def probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | No
         scores = scores + position_bias.float()
     if attention_mask is not None:
         mask = attention_mask[..., : key.shape[-2]]
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+        scores = (scores.masked_fill(~mask, torch.finfo(torch.float32).min) if mask.dtype == torch.bool
+                  else scores + mask.float())
     if sinks is not None:
         sink = sinks.float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1)
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)
-    return torch.nan_to_num(probs, nan=0.0)
+    return probs
 
 
 def _is_causal(attention_mask: Any) -> bool | None:
