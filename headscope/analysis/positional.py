@@ -80,30 +80,12 @@ class PositionalScorer:
         masks[NAMES.index("entropy_norm")] = real * (visible >= 2)
         unit_counts = torch.stack(masks, -1).sum(1)                 # [b, metric]
         counts = unit_counts.sum(0).double()                         # committed in end_batch
-        # Every linear statistic is sum_ij rowmask[i] A[i, j] W[i, j]: one weight plane per metric,
-        # so that a single batched matmul over the flattened map computes them all.
-        dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs().float()  # [t, t]
-        eye = torch.eye(t, device=dev)
-        key = torch.zeros((b, t), device=dev)
-        key[torch.arange(b, device=dev), (lengths.squeeze(1) - 1).clamp_min(0)] = 1.0
-        first = torch.zeros(t, device=dev)
-        first[0] = 1.0
-        planes = [
-            eye.expand(b, t, t),
-            torch.diag(torch.ones(t - 1, device=dev), -1).expand(b, t, t),
-            torch.diag(torch.ones(t - 1, device=dev), 1).expand(b, t, t),
-            first.expand(b, t, t),
-            key.unsqueeze(1).expand(b, t, t),
-            batch.sep_mask.float().unsqueeze(1).expand(b, t, t),
-            batch.punct_mask.float().unsqueeze(1).expand(b, t, t),
-            (dist <= self.window).float().expand(b, t, t),
-            dist.expand(b, t, t),
-        ]
-        weights = torch.stack([p * real.unsqueeze(-1) for p in planes], -1)  # [b, t, t, linear]
+        keys = torch.stack([batch.sep_mask.float(), batch.punct_mask.float()], -1)  # [b, t, 2]: key-side masks
         log_visible = torch.log(visible.clamp_min(2).float())
         ent_w = torch.stack([real, masks[NAMES.index("entropy_norm")] / log_visible], -1)  # [b, t, 2]
         self._batch = {
-            "linear": weights.reshape(b, t * t, len(planes)),
+            "keys": keys.unsqueeze(1),                               # [b, 1, t, 2]
+            "last": (lengths - 1).clamp_min(0),                      # [b, 1]: the last real token
             "entropy": ent_w,
             "real": real,
             "informative": masks[NAMES.index("entropy_norm")],
@@ -112,20 +94,42 @@ class PositionalScorer:
             "unit": ([e.index for e in batch.encoded], unit_counts) if self.keep_units else None,
         }
 
+    # Query rows per chunk for the statistics that need a whole row at a time (distance, entropy):
+    # temporaries stay [batch, head, ROWS, key] however long the input.
+    ROWS = 256
+
     def update(self, view: LayerView) -> None:
         import torch
 
         g = self._batch
-        a = view.tokens.float()                                      # [b, h, t, t]
+        a = view.tokens                                              # [b, h, t, t]
         b, h, t, _ = a.shape
+        pos = g["pos"]
+        # Row statistics, [b, h, t] each; no [t, t] weight plane is ever built.
+        def diagonal(k: int) -> Any:  # A[i, i + k] at row i, 0 where i + k is outside the map
+            d = a.diagonal(offset=k, dim1=-2, dim2=-1).float()
+            return torch.nn.functional.pad(d, (max(0, -k), max(0, k)))
+        last = torch.gather(a, -1, g["last"].view(b, 1, 1, 1).expand(b, h, t, 1))[..., 0].float()
+        masked = torch.matmul(a.float(), g["keys"])                  # [b, h, t, 2]: sep, punct
+        local = sum(diagonal(k) for k in range(-min(self.window, t - 1), min(self.window, t - 1) + 1))
+        distance, plogp, conf, argmax = [], [], [], []
+        for r0 in range(0, t, self.ROWS):
+            block = a[:, :, r0:r0 + self.ROWS].float()              # [b, h, rows, t]
+            gap = (pos[r0:r0 + self.ROWS, None] - pos[None, :]).abs().float()
+            distance.append((block * gap).sum(-1))
+            plogp.append(torch.log(block.clamp_min(1e-30)).mul_(block).sum(-1))
+            c, m = block.max(-1)
+            conf.append(c)
+            argmax.append(m)
+        stats = torch.stack([diagonal(0), diagonal(-1), diagonal(1), a[..., 0].float(), last, masked[..., 0],
+                             masked[..., 1], local, torch.cat(distance, -1)], -1)  # [b, h, t, linear]
         # Everything is kept per layer and added to the totals in end_batch: row-level values are
         # reduced for all layers at once, and a batch cut short leaves the totals consistent.
-        conf, argmax = a.max(-1)                                     # [b, h, t]
         g.setdefault("layers", []).append(view.layer)
-        g.setdefault("linear_sums", []).append(torch.bmm(a.reshape(b, h, t * t), g["linear"]))   # [b, h, linear]
-        g.setdefault("plogp", []).append(torch.log(a.clamp_min(1e-30)).mul_(a).sum(-1))
-        g.setdefault("conf", []).append(conf)
-        g.setdefault("argmax", []).append(argmax)
+        g.setdefault("linear_sums", []).append(torch.einsum("bhtk,bt->bhk", stats, g["real"]))   # [b, h, linear]
+        g.setdefault("plogp", []).append(torch.cat(plogp, -1))
+        g.setdefault("conf", []).append(torch.cat(conf, -1))
+        g.setdefault("argmax", []).append(torch.cat(argmax, -1))
 
     def end_batch(self) -> None:
         import torch
