@@ -182,7 +182,11 @@ def run(
     except KeyboardInterrupt:
         _fail("interrupted before any input was scored; nothing was written", code=130)
     try:
-        write_report(result, out, figures=not no_figures, command=command, force=force)
+        try:
+            write_report(result, out, figures=not no_figures, command=command, force=force)
+        except KeyboardInterrupt:  # between the analysis and the report's own shield: write it without figures
+            result.meta.update(complete=False, interrupted="before the report was written: no figures")
+            write_report(result, out, figures=False, command=command, force=force)
     except HeadscopeError as exc:
         _fail(str(exc))
     datasets = result.meta["datasets"]
