@@ -234,6 +234,9 @@ class Batch:
     max_words: int
     max_specials: int
     causal: bool
+    # [batch, query] keys each row may attend to in the layer being scored, counted from the model's own
+    # mask (causality, sliding window, padding); set by the capture per layer, None when unknown (hooks)
+    visible: Any = None
 
     @property
     def size(self) -> int:

@@ -43,6 +43,7 @@ class Session:
     on_attention: Callable[[int, Any], None] | None = None
     calls: list[Call] = field(default_factory=list)
     position: int = 0
+    visible: Any = None   # [batch, query] keys each row of the current layer may see, from its mask
 
     def start_forward(self) -> None:
         self.position = 0
@@ -155,6 +156,9 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
                                 softcap, kwargs.get("sliding_window")))
     if state.on_attention is not None:
+        mask = attention_mask
+        state.visible = (mask[..., : key.shape[-2]].sum(-1)[:, 0] if mask is not None and mask.dtype == torch.bool
+                         and mask.dim() == 4 else None)
         state.on_attention(layer, probs)
     n_rep = query.shape[1] // value.shape[1]
     values = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value

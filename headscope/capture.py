@@ -170,6 +170,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         if state["check"]:
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads)
         state["seen"].add(layer)
+        batch.visible = getattr(capturing, "visible", None)
         on_layer(layer, weights, batch)
         if len(state["seen"]) == info.num_layers:
             # Every layer's attention is in hand: the rest of the forward (the last layer's output

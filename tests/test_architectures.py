@@ -149,3 +149,38 @@ def test_kv_heads_come_from_the_attention_calls():
     for family, kv in (("llama", 2), ("gemma", 1), ("falcon", 1), ("gpt2", 4)):
         model, tok = build(family)
         assert load_model(model, tokenizer=tok).info.num_kv_heads == kv
+
+
+def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
+    """Mistral with a 4-key window: entropy_norm divides each row's entropy by log(min(i + 1, 4)), the keys the
+    model's mask leaves visible, not by log(i + 1) as the causal rule alone would say."""
+    import math
+
+    import numpy as np
+    import torch
+
+    import headscope
+    from headscope.alignment import encode_sentences
+    from headscope.models import load_model
+    from headscope.types import Sentence
+
+    model, tok = build("mistral")
+    loaded = load_model(model, tokenizer=tok)
+    sentence = Sentence(words=tuple("the cat sat on the mat and the dog sat on the rug".split()), sent_id="w")
+    scores = headscope.analyze(loaded, [sentence], tasks="positional", bootstrap=0, n_examples=0).scores
+    (enc,) = encode_sentences(tok, [sentence], bos_id=tok.bos_token_id)
+    ids = torch.tensor([enc.input_ids])
+    maps = eager_forward(model.model, input_ids=ids, attention_mask=torch.ones_like(ids)).attentions
+    t = ids.shape[1]
+    assert t > 6
+    for layer, att in enumerate(maps):
+        for head in range(att.shape[1]):
+            a = att[0, head].double().numpy()
+            window, causal = [], []
+            for i in range(1, t):
+                entropy = -float(np.sum(a[i, : i + 1] * np.log(np.clip(a[i, : i + 1], 1e-30, None))))
+                window.append(entropy / math.log(min(i + 1, 4)))
+                causal.append(entropy / math.log(i + 1))
+            got = scores[(scores["relation"] == "entropy_norm") & (scores["layer"] == layer) & (scores["head"] == head)]
+            assert float(got["score"].iloc[0]) == pytest.approx(np.mean(window), abs=1e-5)
+            assert abs(np.mean(window) - np.mean(causal)) > 1e-3  # the two rules differ here

@@ -126,10 +126,24 @@ class PositionalScorer:
         # Everything is kept per layer and added to the totals in end_batch: row-level values are
         # reduced for all layers at once, and a batch cut short leaves the totals consistent.
         g.setdefault("layers", []).append(view.layer)
+        g.setdefault("entropy_w", []).append(self._entropy_weights(view.batch.visible))
         g.setdefault("linear_sums", []).append(torch.einsum("bhtk,bt->bhk", stats, g["real"]))   # [b, h, linear]
         g.setdefault("plogp", []).append(torch.cat(plogp, -1))
         g.setdefault("conf", []).append(torch.cat(conf, -1))
         g.setdefault("argmax", []).append(torch.cat(argmax, -1))
+
+    def _entropy_weights(self, visible: Any) -> Any:
+        """[b, t, 2] row weights for entropy and normalised entropy. ``visible``: this layer's visible keys
+        per row from the model's mask (a sliding window sees fewer than the causal rule says), else the
+        batch's rule (all real keys in an encoder, those up to the query in a decoder)."""
+        import torch
+
+        g = self._batch
+        if visible is None:
+            return g["entropy"]
+        vis = visible.to(g["real"].device).float()
+        # rows counted stay those of the batch's rule; only the log(number of visible keys) follows the mask
+        return torch.stack([g["real"], g["informative"] / torch.log(vis.clamp_min(2))], -1)
 
     def end_batch(self) -> None:
         import torch
@@ -144,7 +158,7 @@ class PositionalScorer:
         conf = torch.stack(g.pop("conf"), 1)
         argmax = torch.stack(g.pop("argmax"), 1)
         b, n_layers, h, t = argmax.shape
-        entropy = -torch.einsum("blht,btk->blhk", plogp, g["entropy"])  # [b, layer, h, 2]
+        entropy = -torch.einsum("blht,bltk->blhk", plogp, torch.stack(g.pop("entropy_w"), 1))  # [b, layer, h, 2]
         confidence = torch.einsum("blht,bt->blh", conf, g["real"])
         per = torch.cat([linear, entropy, confidence.unsqueeze(-1)], -1)   # [b, layer, h, metric]
         self.sums[layers] += per.sum(0).double()
