@@ -237,6 +237,8 @@ class Batch:
     # [batch, query] keys each row may attend to in the layer being scored, counted from the model's own
     # mask (causality, sliding window, padding); set by the capture per layer, None when unknown (hooks)
     visible: Any = None
+    # first query row of the attention block being scored (capture in row blocks); 0 for whole maps
+    row_start: int = 0
 
     @property
     def size(self) -> int:

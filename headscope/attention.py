@@ -43,7 +43,9 @@ class Session:
     on_attention: Callable[[int, Any], None] | None = None
     calls: list[Call] = field(default_factory=list)
     position: int = 0
-    visible: Any = None   # [batch, query] keys each row of the current layer may see, from its mask
+    visible: Any = None   # [batch, rows] keys each row of the current block may see, from its mask
+    block_rows: int | None = None   # query rows per block; None: the whole map at once
+    row_start: int = 0              # first query row of the block being handed over
 
     def start_forward(self) -> None:
         self.position = 0
@@ -149,18 +151,27 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
                                       is_causal=is_causal, **kwargs)
     softcap = kwargs.get("softcap")
     sinks = kwargs.get("s_aux")
-    probs = probabilities(query, key, attention_mask, scaling, softcap=softcap, sinks=sinks,
-                          position_bias=kwargs.get("position_bias"))
+    bias = kwargs.get("position_bias")
     layer = state.next_layer(module)
     if not state.modules:
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
                                 softcap, kwargs.get("sliding_window")))
-    if state.on_attention is not None:
-        mask = attention_mask
-        state.visible = (mask[..., : key.shape[-2]].sum(-1)[:, 0] if mask is not None and mask.dtype == torch.bool
-                         and mask.dim() == 4 else None)
-        state.on_attention(layer, probs)
     n_rep = query.shape[1] // value.shape[1]
     values = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
-    out = torch.matmul(probs.to(values.dtype), values)
+    q_len = query.shape[2]
+    step = q_len if not state.block_rows else max(1, state.block_rows)
+    outputs = []
+    # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks.
+    for r0 in range(0, q_len, step):
+        rows = slice(r0, r0 + step)
+        mask = attention_mask[:, :, rows] if attention_mask is not None and attention_mask.dim() == 4 else attention_mask
+        probs = probabilities(query[:, :, rows], key, mask, scaling, softcap=softcap, sinks=sinks,
+                              position_bias=bias[:, :, rows] if bias is not None and bias.dim() == 4 else bias)
+        if state.on_attention is not None:
+            state.row_start = r0
+            state.visible = (mask[..., : key.shape[-2]].sum(-1)[:, 0] if mask is not None
+                             and mask.dtype == torch.bool and mask.dim() == 4 else None)
+            state.on_attention(layer, probs)
+        outputs.append(torch.matmul(probs.to(values.dtype), values))
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     return out.transpose(1, 2).contiguous(), None

@@ -123,14 +123,15 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
     """Fail clearly unless rows over real keys sum to 1 and, for decoders, nothing looks ahead."""
     import torch
 
-    if weights.dim() != 4 or weights.shape[0] != batch.size or weights.shape[2] != weights.shape[3]:
+    r0 = batch.row_start
+    if weights.dim() != 4 or weights.shape[0] != batch.size or r0 + weights.shape[2] > weights.shape[3]:
         raise CaptureError(f"layer {layer}: expected attention [batch, head, query, key], got shape {tuple(weights.shape)}")
     if weights.shape[1] != n_heads:
         raise CaptureError(f"layer {layer}: expected {n_heads} query heads, got {weights.shape[1]}")
     w = weights.float()
     keys = batch.token_mask[:, None, None, :]
     rows = (w * keys).sum(-1)                             # [b, h, q]
-    real_rows = batch.token_mask[:, None, :].expand_as(rows)
+    real_rows = batch.token_mask[:, None, r0:r0 + weights.shape[2]].expand_as(rows)
     err = (rows - 1).abs()[real_rows]
     if err.numel() and float(err.max()) > ROW_SUM_TOLERANCE:
         raise CaptureError(f"layer {layer}: attention rows over real tokens sum to {float(rows[real_rows].min()):.4f}"
@@ -138,7 +139,7 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
                            f"probabilities, or padding is not masked")
     if causal:
         # largest weight on a later real key from a real query (no boolean gather: a long map is big)
-        leak = (torch.triu(w, diagonal=1) * keys).amax(-1)           # [b, h, q]
+        leak = (torch.triu(w, diagonal=1 + r0) * keys).amax(-1)      # [b, h, q]
         worst = float((leak * real_rows).max()) if leak.numel() else 0.0
         if worst > CAUSAL_TOLERANCE:
             raise CaptureError(f"layer {layer}: decoder attention puts {worst:.3g} on later tokens; "
@@ -147,11 +148,14 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
 
 def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence],
             on_layer: LayerCallback, *, batch_size: int = 32, on_batch_start: Callable[[Batch], None] | None = None,
-            on_batch_end: Callable[[Batch], None] | None = None, check: bool = True) -> int:
+            on_batch_end: Callable[[Batch], None] | None = None, check: bool = True,
+            block_rows: Callable[[Batch], int | None] | None = None) -> int:
     """Run the model over ``encoded`` in length-sorted padded batches, calling ``on_layer`` per layer.
 
     Attention maps are dropped after each callback; nothing holds more than one layer of one batch.
-    Returns the number of batches run.
+    ``block_rows(batch)``: query rows per call (on headscope's attention function; every scorer must
+    read row blocks, ``batch.row_start`` says which), or None for whole maps. Returns the number of
+    batches run.
     """
     import torch
 
@@ -167,11 +171,14 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
 
     def on_attention(layer: int, weights: Any) -> None:
         batch = state["batch"]
+        batch.row_start = getattr(capturing, "row_start", 0)
+        batch.visible = getattr(capturing, "visible", None)
         if state["check"]:
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads)
-        state["seen"].add(layer)
-        batch.visible = getattr(capturing, "visible", None)
         on_layer(layer, weights, batch)
+        if batch.row_start + weights.shape[2] < weights.shape[3]:
+            return  # more row blocks of this layer to come
+        state["seen"].add(layer)
         if len(state["seen"]) == info.num_layers:
             # Every layer's attention is in hand: the rest of the forward (the last layer's output
             # projection and MLP, the final norm) cannot change any score, so skip it.
@@ -188,6 +195,8 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                       **forward_kwargs(loaded)}
             start_forward(capturing)
+            if capturing is not None:
+                capturing.block_rows = block_rows(batch) if block_rows is not None else None
             try:
                 body(**kwargs)
             except _ForwardDone:

@@ -269,8 +269,25 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
     return []
 
 
+def block_rows(scorers: list, num_heads: int, attention_memory: float) -> Any:
+    """Query rows per attention block for a batch, from a budget of ``attention_memory`` MiB per layer, when
+    every scorer reads row blocks; None (whole maps) otherwise or when the whole map fits."""
+    if not scorers or not all(getattr(s, "row_blocks", False) for s in scorers):
+        return None
+    budget = attention_memory * 2 ** 20
+
+    def rows(batch: Any) -> int | None:
+        b, t = batch.input_ids.shape
+        # a block's scores and probabilities in float32, and the scorers' temporaries of the same size
+        per_row = b * num_heads * t * 4 * 6
+        n = max(1, int(budget // per_row))
+        return None if n >= t else n
+
+    return rows
+
+
 def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, progress: Any, progress_state: dict,
-                partial_on_interrupt: bool, bos_id: int | None, batch_size: int
+                partial_on_interrupt: bool, bos_id: int | None, batch_size: int, attention_memory: float = 512
                 ) -> tuple[list, list, dict, str | None]:
     """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance).
 
@@ -324,7 +341,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
 
         try:
             capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
-                    on_batch_end=on_batch_end)
+                    on_batch_end=on_batch_end,
+                    block_rows=block_rows(scorers, info.num_heads, attention_memory))
         except KeyboardInterrupt:
             if not partial_on_interrupt:
                 raise
@@ -377,7 +395,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
             bootstrap: int = 1000, control: str | None = None, select_on: Any = None, n_examples: int = 3,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False,
-            trust_remote_code: bool = False):
+            trust_remote_code: bool = False, attention_memory: float = 512):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -397,7 +415,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     well, so that reports choose each relation's best head there and report it on ``data``
     (held-out selection). ``n_examples``: sentences whose word-level attention maps are kept for
     the report (``result.examples``). ``trust_remote_code``: let a model folder run its own Python code
-    (``auto_map``); off unless asked. Returns an :class:`AnalysisResult`.
+    (``auto_map``); off unless asked. ``attention_memory``: MiB that one layer's attention may take; when
+    every task reads row blocks (positional) and a batch's maps are larger, attention is computed and
+    scored in blocks of query rows, so no ``[head, T, T]`` tensor is made. Returns an
+    :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -415,6 +436,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         raise HeadscopeError(f"batch size must be at least 1, got {batch_size}")
     if max_sentences is not None and max_sentences < 1:
         raise HeadscopeError(f"max sentences must be at least 1, got {max_sentences}")
+    if not attention_memory > 0:
+        raise HeadscopeError(f"attention memory must be more than 0 MiB, got {attention_memory}")
     if bootstrap < 0:
         raise HeadscopeError(f"bootstrap replicates must be 0 (no intervals) or more, got {bootstrap}")
     torch.manual_seed(seed)
@@ -466,7 +489,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             progress_state["total"] = sum(len(j.sentences) for j in jobs) * len(models)
         tables, model_datasets, extra, interrupted = _score_jobs(
             m, jobs, bootstrap=bootstrap, seed=seed, progress=progress, progress_state=progress_state,
-            partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size)
+            partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size,
+            attention_memory=attention_memory)
         frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
         frame_["model"] = pd.array([m.info.name] * len(frame_), dtype="string")
         all_tables.append(frame_)
@@ -504,7 +528,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
                        "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
                        "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
-                       "trust_remote_code": trust_remote_code,
+                       "trust_remote_code": trust_remote_code, "attention_memory": attention_memory,
                        "max_length": info.max_length, **({"induction_count": induction_count,
                                                           "induction_length": induction_length}
                                                          if "induction" in task_list else {})},

@@ -184,3 +184,36 @@ def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
             got = scores[(scores["relation"] == "entropy_norm") & (scores["layer"] == layer) & (scores["head"] == head)]
             assert float(got["score"].iloc[0]) == pytest.approx(np.mean(window), abs=1e-5)
             assert abs(np.mean(window) - np.mean(causal)) > 1e-3  # the two rules differ here
+
+
+@pytest.mark.parametrize("family", ["llama", "bert", "gemma2"])
+def test_row_blocks_score_like_whole_maps(family):
+    """Positional scores from attention computed in blocks of 3 query rows equal those from whole maps."""
+    import headscope
+    from headscope.models import load_model
+    from headscope.pipeline import block_rows
+    from headscope.types import Sentence
+
+    model, tok = build(family)
+    loaded = load_model(model, tokenizer=tok)
+    texts = ["the cat sat on the mat and the dog sat on the rug .", "birds sing", "a b c d e f g h i j k l m n o"]
+    sentences = [Sentence(words=tuple(w.split()), sent_id=str(i)) for i, w in enumerate(texts * 4)]  # 12: intervals
+    whole = headscope.analyze(loaded, sentences, tasks="positional", n_examples=0, bootstrap=200).scores
+    # a budget that leaves room for 3 rows of the batch: rows = budget / (batch * heads * t * 24)
+    from headscope.alignment import collate, encode_sentences
+
+    enc = encode_sentences(tok, sentences, bos_id=tok.bos_token_id if loaded.info.is_decoder else None)
+    t = max(len(e) for e in enc)
+    mib = 3 * len(sentences) * loaded.info.num_heads * t * 24 / 2 ** 20
+    batch = collate(sentences, enc, pad_id=0, device="cpu", causal=loaded.info.is_decoder)
+    from headscope.analysis.positional import PositionalScorer
+
+    assert block_rows([PositionalScorer(1, 1)], loaded.info.num_heads, mib)(batch) == 3
+    blocked = headscope.analyze(loaded, sentences, tasks="positional", n_examples=0, bootstrap=200,
+                                attention_memory=mib).scores
+    key = ["relation", "metric", "layer", "head"]
+    m = whole.merge(blocked, on=key, suffixes=("", "_b"))
+    assert len(m) == len(whole) == len(blocked)
+    assert (m["n"] == m["n_b"]).all()
+    assert (m["score"] - m["score_b"]).abs().max() <= 1e-5
+    assert m["ci_low"].notna().any() and (m["ci_low"] - m["ci_low_b"]).abs().max() <= 1e-5

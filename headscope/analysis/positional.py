@@ -97,40 +97,63 @@ class PositionalScorer:
     # Query rows per chunk for the statistics that need a whole row at a time (distance, entropy):
     # temporaries stay [batch, head, ROWS, key] however long the input.
     ROWS = 256
+    row_blocks = True  # reads query-row blocks (``batch.row_start``): every statistic here is per row
 
     def update(self, view: LayerView) -> None:
         import torch
 
         g = self._batch
-        a = view.tokens                                              # [b, h, t, t]
-        b, h, t, _ = a.shape
+        a = view.tokens                                              # [b, h, rows, t]: rows r0.. of the map
+        b, h, q, t = a.shape
+        r0 = view.batch.row_start
         pos = g["pos"]
-        # Row statistics, [b, h, t] each; no [t, t] weight plane is ever built.
-        def diagonal(k: int) -> Any:  # A[i, i + k] at row i, 0 where i + k is outside the map
-            d = a.diagonal(offset=k, dim1=-2, dim2=-1).float()
-            return torch.nn.functional.pad(d, (max(0, -k), max(0, k)))
-        last = torch.gather(a, -1, g["last"].view(b, 1, 1, 1).expand(b, h, t, 1))[..., 0].float()
-        masked = torch.matmul(a.float(), g["keys"])                  # [b, h, t, 2]: sep, punct
-        local = sum(diagonal(k) for k in range(-min(self.window, t - 1), min(self.window, t - 1) + 1))
+        if r0 == 0:
+            dev = a.device
+            g["rows"] = {"stats": torch.zeros((b, h, t, 9), device=dev), "plogp": torch.zeros((b, h, t), device=dev),
+                         "conf": torch.zeros((b, h, t), device=dev),
+                         "argmax": torch.zeros((b, h, t), dtype=torch.long, device=dev),
+                         "visible": None if view.batch.visible is None else torch.zeros((b, t), device=dev)}
+        buf = g["rows"]
+
+        # Row statistics, [b, h, rows] each; no [t, t] weight plane is ever built.
+        def diagonal(k: int) -> Any:  # A[i, i + k] at map row i, 0 where i + k is outside the map
+            o = r0 + k
+            start = max(0, -o)
+            d = a.diagonal(offset=o, dim1=-2, dim2=-1).float() if start < q and o < t else a.new_zeros((b, h, 0))
+            if start >= q:
+                return a.new_zeros((b, h, q), dtype=torch.float32)
+            return torch.nn.functional.pad(d, (start, q - start - d.shape[-1]))
+        last = torch.gather(a, -1, g["last"].view(b, 1, 1, 1).expand(b, h, q, 1))[..., 0].float()
+        masked = torch.matmul(a.float(), g["keys"])                  # [b, h, rows, 2]: sep, punct
+        local = sum(diagonal(k) for k in range(-self.window, self.window + 1))
         distance, plogp, conf, argmax = [], [], [], []
-        for r0 in range(0, t, self.ROWS):
-            block = a[:, :, r0:r0 + self.ROWS].float()              # [b, h, rows, t]
-            gap = (pos[r0:r0 + self.ROWS, None] - pos[None, :]).abs().float()
+        for c0 in range(0, q, self.ROWS):
+            block = a[:, :, c0:c0 + self.ROWS].float()              # [b, h, chunk, t]
+            gap = (pos[r0 + c0:r0 + c0 + block.shape[2], None] - pos[None, :]).abs().float()
             distance.append((block * gap).sum(-1))
             plogp.append(torch.log(block.clamp_min(1e-30)).mul_(block).sum(-1))
             c, m = block.max(-1)
             conf.append(c)
             argmax.append(m)
-        stats = torch.stack([diagonal(0), diagonal(-1), diagonal(1), a[..., 0].float(), last, masked[..., 0],
-                             masked[..., 1], local, torch.cat(distance, -1)], -1)  # [b, h, t, linear]
+        rows = slice(r0, r0 + q)
+        buf["stats"][:, :, rows] = torch.stack([diagonal(0), diagonal(-1), diagonal(1), a[..., 0].float(), last,
+                                                masked[..., 0], masked[..., 1], local, torch.cat(distance, -1)], -1)
+        buf["plogp"][:, :, rows] = torch.cat(plogp, -1)
+        buf["conf"][:, :, rows] = torch.cat(conf, -1)
+        buf["argmax"][:, :, rows] = torch.cat(argmax, -1)
+        if buf["visible"] is not None:
+            buf["visible"][:, rows] = view.batch.visible.to(buf["visible"].dtype)
+        if r0 + q < t:
+            return  # more blocks of this layer to come
         # Everything is kept per layer and added to the totals in end_batch: row-level values are
         # reduced for all layers at once, and a batch cut short leaves the totals consistent.
         g.setdefault("layers", []).append(view.layer)
-        g.setdefault("entropy_w", []).append(self._entropy_weights(view.batch.visible))
-        g.setdefault("linear_sums", []).append(torch.einsum("bhtk,bt->bhk", stats, g["real"]))   # [b, h, linear]
-        g.setdefault("plogp", []).append(torch.cat(plogp, -1))
-        g.setdefault("conf", []).append(torch.cat(conf, -1))
-        g.setdefault("argmax", []).append(torch.cat(argmax, -1))
+        g.setdefault("entropy_w", []).append(self._entropy_weights(buf["visible"]))
+        g.setdefault("linear_sums", []).append(torch.einsum("bhtk,bt->bhk", buf["stats"], g["real"]))  # [b, h, linear]
+        g.setdefault("plogp", []).append(buf["plogp"])
+        g.setdefault("conf", []).append(buf["conf"])
+        g.setdefault("argmax", []).append(buf["argmax"])
+        del g["rows"]
 
     def _entropy_weights(self, visible: Any) -> Any:
         """[b, t, 2] row weights for entropy and normalised entropy. ``visible``: this layer's visible keys

@@ -148,6 +148,9 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
+    attention_memory: Annotated[float, typer.Option("--attention-memory", min=1, help="MiB one layer's attention "
+                                "may take; larger maps are computed and scored in blocks of query rows when every "
+                                "task reads blocks (positional).")] = 512,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from rich.console import Console
@@ -176,7 +179,8 @@ def run(
                              induction_count=induction_count, induction_length=induction_length,
                              prepend_bos=prepend_bos, bootstrap=bootstrap,
                              control=control.value if control else None, select_on=select_on,
-                             progress=on_progress, partial_on_interrupt=True, trust_remote_code=trust_remote_code)
+                             progress=on_progress, partial_on_interrupt=True, trust_remote_code=trust_remote_code,
+                             attention_memory=attention_memory)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
