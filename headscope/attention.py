@@ -109,15 +109,18 @@ def probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | No
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
+    # scaling the queries first costs [q, d] multiplications instead of [q, k]
+    scores = torch.matmul(query.float() * scale, key.float().transpose(-1, -2))
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if position_bias is not None:
         scores = scores + position_bias.float()
     if attention_mask is not None:
         mask = attention_mask[..., : key.shape[-2]]
-        scores = (scores.masked_fill(~mask, torch.finfo(torch.float32).min) if mask.dtype == torch.bool
-                  else scores + mask.float())
+        if mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, torch.finfo(torch.float32).min)
+        else:
+            scores += mask.float()
     if sinks is not None:
         sink = sinks.float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1)
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]

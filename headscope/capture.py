@@ -173,7 +173,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         batch = state["batch"]
         batch.row_start = getattr(capturing, "row_start", 0)
         batch.visible = getattr(capturing, "visible", None)
-        if state["check"]:
+        if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads)
         on_layer(layer, weights, batch)
         if batch.row_start + weights.shape[2] < weights.shape[3]:
