@@ -119,8 +119,10 @@ def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tok
     yield from batches
 
 
-def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_heads: int) -> None:
-    """Fail clearly unless rows over real keys sum to 1 and, for decoders, nothing looks ahead."""
+def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_heads: int,
+                    sinks: bool = False) -> None:
+    """Fail clearly unless rows over real keys sum to 1 (at most 1 with attention sinks, which take the rest)
+    and, for decoders, nothing looks ahead."""
     import torch
 
     r0 = batch.row_start
@@ -132,7 +134,7 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
     keys = batch.token_mask[:, None, None, :]
     rows = (w * keys).sum(-1)                             # [b, h, q]
     real_rows = batch.token_mask[:, None, r0:r0 + weights.shape[2]].expand_as(rows)
-    err = (rows - 1).abs()[real_rows]
+    err = ((rows - 1).clamp_min(0) if sinks else (rows - 1).abs())[real_rows]
     if err.numel() and float(err.max()) > ROW_SUM_TOLERANCE:
         raise CaptureError(f"layer {layer}: attention rows over real tokens sum to {float(rows[real_rows].min()):.4f}"
                            f"..{float(rows[real_rows].max()):.4f}, not 1: the model's attention is not softmax "
@@ -174,7 +176,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         batch.row_start = getattr(capturing, "row_start", 0)
         batch.visible = getattr(capturing, "visible", None)
         if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch
-            check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads)
+            check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads, sinks=info.sinks)
         on_layer(layer, weights, batch)
         if batch.row_start + weights.shape[2] < weights.shape[3]:
             return  # more row blocks of this layer to come

@@ -242,6 +242,7 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
         spec = ArchSpec(type(modules[0]).__name__, all(causal) if causal else _looks_causal(hf_model.config))
         info = describe(hf_model, tokenizer, name, source, spec, attention=VIA_INTERFACE,
                         query_heads=calls[0].query_heads, kv_heads=calls[0].kv_heads)
+        info = dataclasses.replace(info, sinks=any(c.sinks for c in calls))
     else:
         from .attention import VIA_HOOKS
 

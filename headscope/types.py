@@ -70,6 +70,7 @@ class ModelInfo:
     revision: str = ""
     tokenizer: str = ""
     attention: str = ""        # how attention is read: headscope's attention function, or hooks (capture path)
+    sinks: bool = False        # attention sinks (GPT-OSS): a virtual key takes a share of every row
 
     @property
     def kv_group_size(self) -> int:

@@ -217,3 +217,15 @@ def test_row_blocks_score_like_whole_maps(family):
     assert (m["n"] == m["n_b"]).all()
     assert (m["score"] - m["score_b"]).abs().max() <= 1e-5
     assert m["ci_low"].notna().any() and (m["ci_low"] - m["ci_low_b"]).abs().max() <= 1e-5
+
+
+def test_attention_sinks_are_a_model_fact_and_rows_may_sum_below_one():
+    import headscope
+    from headscope.models import load_model
+
+    model, tok = build("gpt-oss")
+    loaded = load_model(model, tokenizer=tok)
+    assert loaded.info.sinks is True and load_model(build("llama")[0], tokenizer=tok).info.sinks is False
+    scores = headscope.analyze(loaded, ["the cat sat on the mat", "a dog barked"], tasks="positional", bootstrap=0,
+                               n_examples=0).scores
+    assert len(scores) and scores["score"].notna().all()
