@@ -119,9 +119,9 @@ class PositionalScorer:
         def diagonal(k: int) -> Any:  # A[i, i + k] at map row i, 0 where i + k is outside the map
             o = r0 + k
             start = max(0, -o)
-            d = a.diagonal(offset=o, dim1=-2, dim2=-1).float() if start < q and o < t else a.new_zeros((b, h, 0))
-            if start >= q:
+            if start >= q or o >= t:
                 return a.new_zeros((b, h, q), dtype=torch.float32)
+            d = a.diagonal(offset=o, dim1=-2, dim2=-1).float()
             return torch.nn.functional.pad(d, (start, q - start - d.shape[-1]))
         last = torch.gather(a, -1, g["last"].view(b, 1, 1, 1).expand(b, h, q, 1))[..., 0].float()
         masked = torch.matmul(a.float(), g["keys"])                  # [b, h, rows, 2]: sep, punct

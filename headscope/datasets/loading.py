@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import DataError
 from ..types import Corpus
 from .formats import COREF_FORMATS, FORMATS, SENTENCE_FORMATS, detect_format, endings
-from .reading import check_options
+from .reading import check_options, read_file
 from .text import load_text
 from .ud import load_conllu, parse_conllu
 
@@ -44,8 +44,8 @@ _DOCUMENTATION = re.compile(r"(readme|license|licence|copying|notice|changelog|a
                             re.IGNORECASE)
 
 
-def folder_format(folder: Path, fmt: str | None = None) -> tuple[str, list[Path]]:
-    """What a folder holds: ``("coref", files)`` or ``("sentences", files)``, from its files' formats.
+def folder_format(folder: Path, fmt: str | None = None) -> tuple[str, dict[Path, str]]:
+    """What a folder holds: ``("coref", {file: format})`` or ``("sentences", {file: format})``.
 
     Files whose name names no format, hidden files and documentation (README, LICENSE.txt, ...) are
     ignored. A folder with coreference files loads those (other data files beside them are ignored
@@ -66,9 +66,9 @@ def folder_format(folder: Path, fmt: str | None = None) -> tuple[str, list[Path]
         if others:
             log.warning("%s: reading its %d coreference files; ignoring %s", folder, len(coref),
                         ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
-        return "coref", coref
+        return "coref", {f: found[f] for f in coref}
     if sentences:
-        return "sentences", sentences
+        return "sentences", {f: found[f] for f in sentences}
     if found:
         first = next(iter(found))
         raise DataError(f"is a directory; {found[first]} files such as {first.name} must be given one by one",
@@ -77,18 +77,18 @@ def folder_format(folder: Path, fmt: str | None = None) -> tuple[str, list[Path]
                     hint=f"give a file, or a folder of files ending in {', '.join(endings())}")
 
 
-def _load_sentence_folder(folder: Path, files: list[Path], fmt: str | None, *, keep_subtypes: bool, on_error: str,
+def _load_sentence_folder(folder: Path, files: dict[Path, str], *, keep_subtypes: bool, on_error: str,
                           limit: int | None) -> Corpus:
     """Every sentence file of a folder, in name order, as one Corpus named after the folder."""
     sentences: list = []
     reasons: list[str] = []
     skipped = 0
     hasher = hashlib.sha256()
-    for f in files:
-        hasher.update(f.read_bytes())
+    for f, fmt in files.items():
+        hasher.update(read_file(f, "a data file"))
         if limit is not None and len(sentences) >= limit:
             continue
-        corpus = _load_file(f, fmt or detect_format(f), keep_subtypes=keep_subtypes, on_error=on_error,
+        corpus = _load_file(f, fmt, keep_subtypes=keep_subtypes, on_error=on_error,
                             limit=None if limit is None else limit - len(sentences))
         sentences.extend(corpus.sentences)
         reasons.extend(corpus.skipped_reasons)
@@ -117,7 +117,7 @@ def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool =
             from .coref import load_coref
 
             return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
-        return _load_sentence_folder(p, files, fmt, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
+        return _load_sentence_folder(p, files, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
     return _load_file(p, fmt or detect_format(p), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
 
 
