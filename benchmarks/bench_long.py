@@ -1,11 +1,17 @@
 """Long contexts (issue 12): smollm2 on one document of EWT train text, bare SDPA forward against headscope.
 
-For each length (tokens of one document made by joining EWT train sentences), two child processes:
-the model's bare forward with its SDPA kernel, and ``analyze(..., tasks="positional")`` on the same
-words; each prints its wall time and peak RSS. The table gives both and their ratios (targets: time
-<= 2x the bare forward at every length, peak RSS <= 2 GB at 7.4k tokens).
+For each length (tokens of one document made by joining consecutive EWT train sentences, their
+boundaries and UPOS kept), child processes run alternately ``--repeats`` times: the model's bare
+forward with its SDPA kernel, and ``analyze(..., tasks="positional")`` on the same document, which
+computes the positional measures, the long-range ones (mass beyond 64/256/1,024 tokens, on other
+sentences, on the same word, on content words) and induction on the text itself. Each child prints
+its wall time and peak RSS; the table gives medians and the median of the paired time ratios
+(targets: time <= 2x the bare forward at every length, peak RSS <= 2 GB at 7.4k tokens).
 
-    python benchmarks/bench_long.py [--tokens 1717,3942,7376] [--data en_ewt-ud-train.conllu]
+``--wide 32768`` adds a 2-layer random-init Llama of smollm2's width (576, 9 query / 3 KV heads) with
+room for that many tokens: memory must grow linearly in T (target: within 4 GB at 32k tokens).
+
+    python benchmarks/bench_long.py [--tokens 1717,3942,7376] [--repeats 3] [--wide 32768] [--data ...]
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -23,35 +30,50 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ud_english_ewt" / "en_ewt-ud-t
 
 
 def document(data: str, tokens: int, loaded):
-    """One Sentence of EWT train words whose encoding has about ``tokens`` tokens (with the BOS)."""
+    """One Sentence of consecutive EWT train sentences (joined, boundaries kept) whose encoding has at
+    most ``tokens`` tokens (with the BOS), as close to it as whole sentences allow."""
     import headscope
     from headscope.alignment import encode_sentences
+    from headscope.datasets import join_sentences
     from headscope.pipeline import leading_token
-    from headscope.types import Sentence
 
-    corpus = headscope.load_conllu(data, limit=2000)
+    corpus = headscope.load_conllu(data, limit=max(2000, tokens // 8))
     bos = leading_token(loaded, None)
-    words: list[str] = []
-    for s in corpus.sentences:
-        words.extend(s.words)
-        if len(words) >= tokens:
-            (enc,) = encode_sentences(loaded.tokenizer, [Sentence(words=tuple(words))], bos_id=bos)
-            if len(enc) >= tokens:
-                break
-    # trim to the target
-    while True:
-        (enc,) = encode_sentences(loaded.tokenizer, [Sentence(words=tuple(words))], bos_id=bos)
-        if len(enc) <= tokens or len(words) < 2:
-            return Sentence(words=tuple(words), sent_id=f"doc-{tokens}"), enc
-        words = words[: max(1, len(words) - max(1, (len(enc) - tokens) // 2))]
+
+    def size(n: int) -> int:
+        (enc,) = encode_sentences(loaded.tokenizer, [join_sentences(corpus.sentences[:n])], bos_id=bos)
+        return len(enc)
+
+    lo, hi = 1, len(corpus.sentences)   # the most sentences whose encoding fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if size(mid) <= tokens else (lo, mid - 1)
+    doc = join_sentences(corpus.sentences[:lo])
+    (enc,) = encode_sentences(loaded.tokenizer, [doc], bos_id=bos)
+    return doc, enc
 
 
-def child(mode: str, data: str, tokens: int) -> None:
+def wide_model(tokens: int):
+    """2 layers of smollm2's width, random weights, positions for ``tokens``; smollm2's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from headscope.models import load_model
+
+    tok = load_model("smollm2").tokenizer
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=576, intermediate_size=1536, num_hidden_layers=2,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=tokens + 64,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return load_model(LlamaForCausalLM(cfg).eval(), tokenizer=tok, name="wide-2-layer")
+
+
+def child(mode: str, data: str, tokens: int, wide: bool) -> None:
     import torch
 
     from headscope.models import load_model, model_body
 
-    loaded = load_model("smollm2")
+    loaded = wide_model(tokens) if wide else load_model("smollm2")
     sentence, enc = document(data, tokens, loaded)
     if mode == "bare":
         loaded.model.set_attn_implementation("sdpa")
@@ -70,35 +92,54 @@ def child(mode: str, data: str, tokens: int) -> None:
                       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def run_child(mode: str, tokens: int, data: str, wide: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--length", str(tokens), "--data", data]
+    proc = subprocess.run(cmd + (["--wide-child"] if wide else []), capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"seconds": float("nan"), "peak_mib": float("nan"),
+                "error": (proc.stderr.strip().splitlines() or ["killed"])[-1][:80]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def row(label: str, tokens: int, data: str, repeats: int, wide: bool) -> None:
+    runs = {"bare": [], "headscope": []}
+    for _ in range(repeats):   # alternate, so that a slow spell of the machine hits both
+        for mode in runs:
+            runs[mode].append(run_child(mode, tokens, data, wide))
+    b, h = runs["bare"], runs["headscope"]
+    med = statistics.median
+    ratios = [y["seconds"] / x["seconds"] for x, y in zip(b, h)]
+    errors = [r["error"] for r in b + h if "error" in r]
+    print(f"{label:>8} {b[0].get('tokens', tokens):>7} {med(r['seconds'] for r in b):8.1f} "
+          f"{max(r['peak_mib'] for r in b):9.0f} {med(r['seconds'] for r in h):12.1f} "
+          f"{max(r['peak_mib'] for r in h):14.0f} {med(ratios):7.2f} "
+          f"{max(r['peak_mib'] for r in h) / max(r['peak_mib'] for r in b):6.2f}"
+          + (f"  ({errors[0]})" if errors else ""), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", default="1717,3942,7376")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--wide", type=int, default=0, help="also a 2-layer model of smollm2's width at this many tokens")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--child", choices=("bare", "headscope"), help=argparse.SUPPRESS)
     ap.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--wide-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.data, args.length)
+        child(args.child, args.data, args.length, args.wide_child)
         return
     if not Path(args.data).is_file():
         sys.exit(f"data not found: {args.data} (needs ../shared/data)")
-    print("smollm2, one EWT train document; whole child process peak RSS; time of the forward / analysis only")
-    print(f"{'tokens':>7} {'bare s':>8} {'bare MiB':>9} {'headscope s':>12} {'headscope MiB':>14} {'time x':>7} "
-          f"{'RSS x':>6}")
-    for tokens in (int(t) for t in args.tokens.split(",")):
-        rows = {}
-        for mode in ("bare", "headscope"):
-            proc = subprocess.run([sys.executable, __file__, "--child", mode, "--length", str(tokens), "--data",
-                                   args.data], capture_output=True, text=True)
-            if proc.returncode != 0:
-                rows[mode] = {"seconds": float("nan"), "peak_mib": float("nan"),
-                              "error": (proc.stderr.strip().splitlines() or ["killed"])[-1][:80]}
-            else:
-                rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        b, h = rows["bare"], rows["headscope"]
-        print(f"{b.get('tokens', tokens):>7} {b['seconds']:8.1f} {b['peak_mib']:9.0f} {h['seconds']:12.1f} "
-              f"{h['peak_mib']:14.0f} {h['seconds'] / b['seconds']:7.2f} {h['peak_mib'] / b['peak_mib']:6.2f}"
-              + (f"  ({h['error']})" if "error" in h else ""))
+    print(f"one EWT train document; medians of {args.repeats} alternating runs; peak RSS of the whole child "
+          f"process (max over runs); time of the forward / analysis only")
+    print(f"{'model':>8} {'tokens':>7} {'bare s':>8} {'bare MiB':>9} {'headscope s':>12} {'headscope MiB':>14} "
+          f"{'time x':>7} {'RSS x':>6}")
+    for tokens in (int(t) for t in args.tokens.split(",") if t):
+        row("smollm2", tokens, args.data, args.repeats, wide=False)
+    if args.wide:
+        row("wide-2L", args.wide, args.data, max(1, args.repeats // 3), wide=True)
 
 
 if __name__ == "__main__":

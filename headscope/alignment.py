@@ -229,8 +229,7 @@ class Batch:
     special_mask: Any     # [batch, tok] bool
     sep_mask: Any         # [batch, tok] bool
     punct_mask: Any       # [batch, tok] bool: pieces of punctuation words
-    from_mat: Any         # [batch, col, tok] float: mean over a word's pieces (rows)
-    to_mat: Any           # [batch, col, tok] float: sum over a word's pieces (columns)
+    col_of: Any           # [batch, tok] long: each token's column (words, then specials; padding: n_cols)
     max_words: int
     max_specials: int
     causal: bool
@@ -239,10 +238,37 @@ class Batch:
     visible: Any = None
     # first query row of the attention block being scored (capture in row blocks); 0 for whole maps
     row_start: int = 0
+    # attention.RowStats of the block being scored (entropy, confidence, argmax per row) when the capture
+    # computed them; None otherwise (LayerView.row_stats then reads them from the probabilities)
+    row_stats: Any = None
+    _pooling: Any = None
 
     @property
     def size(self) -> int:
         return len(self.encoded)
+
+    @property
+    def to_mat(self) -> Any:
+        """[batch, col, tok] float: 1 where token t belongs to column c (sums a word's pieces). Built on first
+        use: a long document's word x token matrices are large and most tasks never pool."""
+        return self._pooling_mats()[0]
+
+    @property
+    def from_mat(self) -> Any:
+        """[batch, col, tok] float: to_mat divided by each column's piece count (means over a word's pieces)."""
+        return self._pooling_mats()[1]
+
+    def _pooling_mats(self) -> Any:
+        if self._pooling is None:
+            import torch
+
+            b, t = self.col_of.shape
+            cols = self.max_words + self.max_specials
+            to_mat = torch.zeros((b, cols + 1, t), device=self.col_of.device)
+            to_mat.scatter_(1, self.col_of.unsqueeze(1), 1.0)
+            to_mat = to_mat[:, :cols]
+            self._pooling = (to_mat, to_mat / to_mat.sum(-1, keepdim=True).clamp_min(1.0))
+        return self._pooling
 
 
 def collate(sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence], *, pad_id: int,
@@ -273,11 +299,6 @@ def collate(sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence], *
     col_of = np.where(special, w_max + s_rank, word_of)
     col_of = np.where(word_of == -2, cols, col_of)                 # padding -> dump column
     token_mask = torch.from_numpy(word_of > -2)
-    # to_mat[b, c, t] = 1 when token t belongs to column c; from_mat divides by the piece count.
-    to_mat = torch.zeros((b, cols + 1, t_max))
-    to_mat.scatter_(1, torch.from_numpy(col_of).unsqueeze(1), 1.0)
-    to_mat = to_mat[:, :cols]
-    from_mat = to_mat / to_mat.sum(-1, keepdim=True).clamp_min(1.0)
     n_words = torch.tensor([e.n_words for e in encoded])
     word_mask = torch.arange(w_max).unsqueeze(0) < n_words.unsqueeze(1)
     punct = torch.from_numpy(np.take_along_axis(punct_word, np.clip(word_of, 0, w_max), 1) & (word_of >= 0))
@@ -288,7 +309,7 @@ def collate(sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence], *
         input_ids=ids.to(dev), attention_mask=token_mask.long().to(dev), token_mask=token_mask.to(dev),
         lengths=token_mask.sum(1).to(dev), n_words=n_words.to(dev), word_mask=word_mask.to(dev),
         special_mask=special.to(dev), sep_mask=sep.to(dev), punct_mask=punct.to(dev),
-        from_mat=from_mat.to(dev), to_mat=to_mat.to(dev), max_words=w_max, max_specials=s_max, causal=causal,
+        col_of=torch.from_numpy(col_of).to(dev), max_words=w_max, max_specials=s_max, causal=causal,
     )
 
 

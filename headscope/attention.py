@@ -34,7 +34,9 @@ class Session:
     A layer is the position of its attention call within the forward (``start_forward`` resets it),
     so that models sharing one module across layers (ALBERT) are read layer by layer too.
     ``on_attention(layer, probs)`` receives ``[batch, head, query, key]`` float32 probabilities (rows
-    sum to 1 over the keys, or to 1 minus the sink's share where the model has attention sinks).
+    sum to 1 over the keys, or to 1 minus the sink's share where the model has attention sinks). In row
+    blocks of a decoder, a block's keys end at its last row (later keys get no weight from it). The
+    probabilities may live in a buffer that the next block overwrites: use them inside the call.
     ``modules``: the module expected at each call (from loading), checked; empty: discovery, where
     each call is recorded in ``calls``.
     """
@@ -46,6 +48,9 @@ class Session:
     visible: Any = None   # [batch, rows] keys each row of the current block may see, from its mask
     block_rows: int | None = None   # query rows per block; None: the whole map at once
     row_start: int = 0              # first query row of the block being handed over
+    causal: bool = False            # a decoder: a block of rows needs the keys up to its last row only
+    row_stats: bool = False         # compute each block's RowStats (entropy, confidence, argmax) for ``rows``
+    rows: Any = None                # RowStats of the block being handed over, when asked for
 
     def start_forward(self) -> None:
         self.position = 0
@@ -103,30 +108,64 @@ def probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | No
     float32 minimum, as in eager attention, so a row with no visible key (padding) is uniform rather
     than NaN; scorers never read such rows.
     """
-    import torch
-
     n_rep = query.shape[1] // key.shape[1]
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     # scaling the queries first costs [q, d] multiplications instead of [q, k]
-    scores = torch.matmul(query.float() * scale, key.float().transpose(-1, -2))
+    keys_t = key.float().transpose(-1, -2)
+    probs, _ = _block(query.float() * scale, keys_t, attention_mask, softcap=softcap, sinks=sinks,
+                      position_bias=position_bias)
+    return probs
+
+
+def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None, sinks: Any = None,
+           position_bias: Any = None, visible_from: int = 0, scores_out: Any = None, probs_out: Any = None
+           ) -> tuple[Any, Any]:
+    """Probabilities and (masked) scores of one block of query rows against keys ``keys_t``
+    ``[batch, head, dim, key]``; ``query`` is scaled and float32 already.
+
+    ``visible_from``: the caller knows that every key left of this column is visible to every row
+    unless the mask says otherwise somewhere there, which is checked; then only the columns from there
+    on are masked (a decoder's block: the triangle at its diagonal). ``scores_out``/``probs_out``:
+    buffers to compute into (a long input's blocks reuse them).
+    """
+    import torch
+
+    scores = torch.matmul(query, keys_t, out=scores_out)
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if position_bias is not None:
         scores = scores + position_bias.float()
     if attention_mask is not None:
-        mask = attention_mask[..., : key.shape[-2]]
+        mask = attention_mask[..., : keys_t.shape[-1]]
         if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, torch.finfo(torch.float32).min)
+            c0 = visible_from if 0 < visible_from < mask.shape[-1] and bool(mask[..., :visible_from].all()) else 0
+            scores[..., c0:].masked_fill_(~mask[..., c0:], torch.finfo(torch.float32).min)
         else:
             scores += mask.float()
     if sinks is not None:
         sink = sinks.float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1)
-        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
-    else:
-        probs = torch.softmax(scores, dim=-1)
-    return probs
+        return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1], scores
+    if probs_out is not None:
+        return torch.softmax(scores, dim=-1, out=probs_out), scores
+    return torch.softmax(scores, dim=-1), scores
+
+
+@dataclass
+class RowStats:
+    """Per-row facts of one attention block, ``[batch, head, rows]`` each: entropy in nats over the keys
+    (a sink's share excluded) and the largest weight."""
+
+    entropy: Any
+    confidence: Any
+
+
+def row_stats(probs: Any) -> RowStats:
+    """Row facts read from probabilities alone (forward hooks, or models with softcap or position bias)."""
+    import torch
+
+    return RowStats(torch.special.entr(probs).sum(-1), probs.amax(-1))
 
 
 def _is_causal(attention_mask: Any) -> bool | None:
@@ -160,21 +199,66 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
                                 softcap, kwargs.get("sliding_window")))
     n_rep = query.shape[1] // value.shape[1]
+    keys = key.repeat_interleave(n_rep, dim=1) if n_rep > 1 else key
     values = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
-    q_len = query.shape[2]
-    step = q_len if not state.block_rows else max(1, state.block_rows)
-    outputs = []
-    # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks.
+    b, heads, q_len, _ = query.shape
+    k_len = keys.shape[2]
+    blocked = bool(state.block_rows) and state.block_rows < q_len
+    step = max(1, state.block_rows) if blocked else q_len
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    queries = query.float() * scale
+    keys_t = keys.float().transpose(-1, -2)
+    if blocked:
+        keys_t = keys_t.contiguous()  # each block reads a prefix of the keys' columns
+    # Row facts from the scores: entropy = logsumexp * (row mass) - sum_j p_j s_j, where logsumexp is
+    # max s - log max p and sum_j p_j s_j is q . (P K), one more product next to P V (no logarithm over
+    # the map). Exact for plain scores; softcap and position bias change the scores after q k, so there
+    # the entropy is read from the probabilities.
+    plain = softcap is None and bias is None and (attention_mask is None or attention_mask.dtype == torch.bool)
+    facts = state.row_stats and state.on_attention is not None
+    fused = facts and plain and values.dtype == torch.float32
+    if fused:  # one product gives P V and P K
+        right = torch.cat([values, keys.float()], -1)
+    dv = values.shape[-1]
+    out = values.new_empty((b, heads, q_len, dv))
+    buffers: tuple = (None, None)
+    if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities)
+        buffers = (queries.new_empty(b * heads * step * k_len), queries.new_empty(b * heads * step * k_len))
+    # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
+    # block needs only the keys up to its last row.
     for r0 in range(0, q_len, step):
-        rows = slice(r0, r0 + step)
-        mask = attention_mask[:, :, rows] if attention_mask is not None and attention_mask.dim() == 4 else attention_mask
-        probs = probabilities(query[:, :, rows], key, mask, scaling, softcap=softcap, sinks=sinks,
-                              position_bias=bias[:, :, rows] if bias is not None and bias.dim() == 4 else bias)
-        if state.on_attention is not None:
-            state.row_start = r0
-            state.visible = (mask[..., : key.shape[-2]].sum(-1)[:, 0] if mask is not None
-                             and mask.dtype == torch.bool and mask.dim() == 4 else None)
-            state.on_attention(layer, probs)
-        outputs.append(torch.matmul(probs.to(values.dtype), values))
-    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        r1 = min(q_len, r0 + step)
+        width = min(k_len, r1) if blocked and state.causal else k_len
+        mask = attention_mask
+        if mask is not None and mask.dim() == 4:
+            mask = mask[:, :, r0:r1, :width]
+        shape = (b, heads, r1 - r0, width)
+        s_out, p_out = ((buf[: b * heads * (r1 - r0) * width].view(shape) for buf in buffers)
+                        if buffers[0] is not None else (None, None))
+        probs, scores = _block(queries[:, :, r0:r1], keys_t[..., :width], mask, softcap=softcap, sinks=sinks,
+                               position_bias=bias[:, :, r0:r1, :width] if bias is not None and bias.dim() == 4
+                               else bias, visible_from=r0 if blocked and state.causal and queries.device.type == "cpu"
+                               else 0, scores_out=s_out, probs_out=p_out)
+        if fused:
+            both = torch.matmul(probs, right[:, :, :width])
+            out[:, :, r0:r1] = both[..., :dv]
+        else:
+            out[:, :, r0:r1] = torch.matmul(probs.to(values.dtype), values[:, :, :width])
+        if state.on_attention is None:
+            continue
+        state.row_start = r0
+        state.visible = (mask.sum(-1)[:, 0] if mask is not None and mask.dtype == torch.bool and mask.dim() == 4
+                         else None)
+        state.rows = None
+        if facts:
+            if plain:
+                conf = probs.amax(-1)
+                lse = scores.amax(-1) - torch.log(conf)
+                pk = both[..., dv:] if fused else torch.matmul(probs, keys.float()[:, :, :width])
+                expected = (queries[:, :, r0:r1] * pk).sum(-1)          # sum_j p_j s_j
+                entropy = lse * probs.sum(-1) - expected if sinks is not None else lse - expected
+                state.rows = RowStats(entropy.clamp_(min=0), conf)
+            else:
+                state.rows = row_stats(probs)
+        state.on_attention(layer, probs)
     return out.transpose(1, 2).contiguous(), None

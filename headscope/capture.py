@@ -54,20 +54,23 @@ def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None
 
 
 @contextmanager
-def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None]) -> Iterator[Any]:
+def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None], *, row_stats: bool = False
+                      ) -> Iterator[Any]:
     """Inside the block, every layer's attention probabilities go to ``on_attention(layer, weights)``;
     call ``forward_kwargs(loaded)`` for what each forward pass needs, and start each pass with
     ``start_forward(state)`` on what the block yields.
 
     Models on headscope's attention function report through a capture session (ended on exit);
     the others through forward hooks on their eager attention modules (always removed on exit).
+    ``row_stats``: the attention function also computes each block's ``RowStats`` (``state.rows``).
     """
     from .attention import NAME, VIA_INTERFACE, Session, session
 
     if loaded.info.attention == VIA_INTERFACE:
         if getattr(loaded.model.config, "_attn_implementation", None) != NAME:
             loaded.model.set_attn_implementation(NAME)  # changed since loading (e.g. a shared config)
-        state = Session(modules=list(loaded.attention_modules), on_attention=on_attention)
+        state = Session(modules=list(loaded.attention_modules), on_attention=on_attention,
+                        causal=loaded.info.is_decoder, row_stats=row_stats)
         with session(state):
             yield state
         return
@@ -126,13 +129,16 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
     import torch
 
     r0 = batch.row_start
-    if weights.dim() != 4 or weights.shape[0] != batch.size or r0 + weights.shape[2] > weights.shape[3]:
+    t = batch.token_mask.shape[1]
+    if (weights.dim() != 4 or weights.shape[0] != batch.size or r0 + weights.shape[2] > t
+            or weights.shape[3] > t):
         raise CaptureError(f"layer {layer}: expected attention [batch, head, query, key], got shape {tuple(weights.shape)}")
     if weights.shape[1] != n_heads:
         raise CaptureError(f"layer {layer}: expected {n_heads} query heads, got {weights.shape[1]}")
     w = weights.float()
-    keys = batch.token_mask[:, None, None, :]
-    rows = (w * keys).sum(-1)                             # [b, h, q]
+    width = w.shape[3]   # a decoder's row block may end its keys at its last row
+    keys = batch.token_mask[:, None, None, :width]
+    rows = torch.matmul(w, keys.transpose(-1, -2).float())[..., 0]    # [b, h, q]: weight on real keys
     real_rows = batch.token_mask[:, None, r0:r0 + weights.shape[2]].expand_as(rows)
     err = ((rows - 1).clamp_min(0) if sinks else (rows - 1).abs())[real_rows]
     if err.numel() and float(err.max()) > ROW_SUM_TOLERANCE:
@@ -140,8 +146,9 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
                            f"..{float(rows[real_rows].max()):.4f}, not 1: the model's attention is not softmax "
                            f"probabilities, or padding is not masked")
     if causal:
-        # largest weight on a later real key from a real query (no boolean gather: a long map is big)
-        leak = (torch.triu(w, diagonal=1 + r0) * keys).amax(-1)      # [b, h, q]
+        # largest weight on a later real key from a real query (no boolean gather: a long map is big);
+        # keys left of the block's first row are earlier than all of its rows
+        leak = (torch.triu(w[..., r0:], diagonal=1) * keys[..., r0:]).amax(-1) if width > r0 + 1 else w.new_zeros(0)
         worst = float((leak * real_rows).max()) if leak.numel() else 0.0
         if worst > CAUSAL_TOLERANCE:
             raise CaptureError(f"layer {layer}: decoder attention puts {worst:.3g} on later tokens; "
@@ -151,12 +158,13 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
 def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence],
             on_layer: LayerCallback, *, batch_size: int = 32, on_batch_start: Callable[[Batch], None] | None = None,
             on_batch_end: Callable[[Batch], None] | None = None, check: bool = True,
-            block_rows: Callable[[Batch], int | None] | None = None) -> int:
+            block_rows: Callable[[Batch], int | None] | None = None, row_stats: bool = False) -> int:
     """Run the model over ``encoded`` in length-sorted padded batches, calling ``on_layer`` per layer.
 
     Attention maps are dropped after each callback; nothing holds more than one layer of one batch.
     ``block_rows(batch)``: query rows per call (on headscope's attention function; every scorer must
-    read row blocks, ``batch.row_start`` says which), or None for whole maps. Returns the number of
+    read row blocks, ``batch.row_start`` says which), or None for whole maps. ``row_stats``: each block's
+    ``RowStats`` reach the scorers as ``batch.row_stats`` (None on forward hooks). Returns the number of
     batches run.
     """
     import torch
@@ -175,10 +183,11 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         batch = state["batch"]
         batch.row_start = getattr(capturing, "row_start", 0)
         batch.visible = getattr(capturing, "visible", None)
+        batch.row_stats = getattr(capturing, "rows", None)
         if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads, sinks=info.sinks)
         on_layer(layer, weights, batch)
-        if batch.row_start + weights.shape[2] < weights.shape[3]:
+        if batch.row_start + weights.shape[2] < batch.input_ids.shape[1]:
             return  # more row blocks of this layer to come
         state["seen"].add(layer)
         if len(state["seen"]) == info.num_layers:
@@ -187,7 +196,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             raise _ForwardDone
 
     n_batches = 0
-    with attention_capture(loaded, on_attention) as capturing, torch.inference_mode():
+    with attention_capture(loaded, on_attention, row_stats=row_stats) as capturing, torch.inference_mode():
         for group in iter_batches(encoded, batch_size):
             batch = collate([sentences[e.index] for e in group], group, pad_id=pad_id, device=device,
                             causal=info.is_decoder)

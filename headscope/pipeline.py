@@ -269,19 +269,26 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
     return []
 
 
+# Bytes of float32 probabilities per row block: small enough to stay in the CPU's cache between the
+# passes over it (scores, softmax, the scorers, P V), large enough that the per-block work in Python is small.
+BLOCK_BYTES = 16 * 2 ** 20
+
+
 def block_rows(scorers: list, num_heads: int, attention_memory: float) -> Any:
-    """Query rows per attention block for a batch, from a budget of ``attention_memory`` MiB per layer, when
-    every scorer reads row blocks; None (whole maps) otherwise or when the whole map fits."""
+    """Query rows per attention block for a batch, when every scorer reads row blocks: blocks of about
+    BLOCK_BYTES, never more than ``attention_memory`` MiB per layer; None (whole maps) otherwise or when
+    the whole map is that small."""
     if not scorers or not all(getattr(s, "row_blocks", False) for s in scorers):
         return None
-    budget = attention_memory * 2 ** 20
+    budget = min(BLOCK_BYTES, attention_memory * 2 ** 20)
 
     def rows(batch: Any) -> int | None:
         b, t = batch.input_ids.shape
-        # a block's scores and probabilities in float32, and the scorers' temporaries of the same size
-        per_row = b * num_heads * t * 4 * 6
+        per_row = b * num_heads * t * 4
         n = max(1, int(budget // per_row))
-        return None if n >= t else n
+        if n >= t:
+            return None
+        return n - n % 32 if n > 64 else n   # whole tiles for the matrix products
 
     return rows
 
@@ -342,7 +349,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
         try:
             capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
                     on_batch_end=on_batch_end,
-                    block_rows=block_rows(scorers, info.num_heads, attention_memory))
+                    block_rows=block_rows(scorers, info.num_heads, attention_memory),
+                    row_stats=any(getattr(s, "wants_row_stats", False) for s in scorers))
         except KeyboardInterrupt:
             if not partial_on_interrupt:
                 raise

@@ -13,6 +13,8 @@ class Sentence:
     ``source`` is ``path:line`` of the sentence's first line, for error messages.
     ``space_after[i]`` says whether running text has a space after word i (UD ``SpaceAfter=No``,
     words inside a multiword token); ``None`` when unknown, read as a space after every word.
+    ``sentence_starts``: for a document of joined sentences, the word index where each begins (0 first);
+    trees then index the whole document's words.
     """
 
     words: tuple[str, ...]
@@ -22,6 +24,7 @@ class Sentence:
     sent_id: str = ""
     source: str = ""
     space_after: tuple[bool, ...] | None = None
+    sentence_starts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.words)
@@ -29,6 +32,11 @@ class Sentence:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"Sentence {self.sent_id!r}: {name} has {len(value)} items for {n} words")
+        starts = self.sentence_starts
+        if starts is not None and (not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:]))
+                                   or starts[-1] >= max(n, 1)):
+            raise ValueError(f"Sentence {self.sent_id!r}: sentence_starts must rise from 0 and stay below {n} words, "
+                             f"got {starts}")
 
     def __len__(self) -> int:
         return len(self.words)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from headscope.alignment import is_punct
+from headscope.analysis.positional import CONTENT_UPOS, FAR
 
 
 def word_attention(att: np.ndarray, word_ids: list) -> np.ndarray:
@@ -115,13 +117,22 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
 
         ids = list(encode_sentences(tokenizer, [s])[0].input_ids)
         t = len(ids)
-        sep = [w is None and ids[j] in closing for j, w in enumerate(word_ids)]
-        punct = [w is not None and s.upos is not None and s.upos[w] == "PUNCT" for w in word_ids]
+        sep = np.array([w is None and ids[j] in closing for j, w in enumerate(word_ids)])
+        punct = np.array([w is not None and s.upos is not None and s.upos[w] == "PUNCT" for w in word_ids])
+        word_punct = [is_punct(x, None if s.upos is None else s.upos[i]) for i, x in enumerate(s.words)]
+        content = np.array([w is not None and s.upos is not None and s.upos[w] in CONTENT_UPOS for w in word_ids])
+        starts = list(getattr(s, "sentence_starts", None) or [0])
+        sentence_of = [None if w is None else sum(1 for x in starts if x <= w) - 1 for w in word_ids]
+        for j in range(len(sentence_of)):  # specials: the sentence before, or the first
+            if sentence_of[j] is None:
+                sentence_of[j] = sentence_of[j - 1] if j else 0
+        sentence_of = np.array(sentence_of)
         for layer, att in enumerate(atts):
             for head in range(att.shape[0]):
                 a = att[head].astype(np.float64)
                 for i in range(t):
-                    keys = range(i + 1) if causal else range(t)
+                    keys = np.arange(i + 1 if causal else t)   # the keys row i may see
+                    row = a[i, keys]
                     k = (layer, head)
                     add(k + ("self",), a[i, i])
                     if i >= 1:
@@ -130,16 +141,37 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
                         add(k + ("next",), a[i, i + 1])
                     add(k + ("first",), a[i, 0])
                     add(k + ("last",), a[i, t - 1])
-                    add(k + ("sep",), sum(a[i, j] for j in keys if sep[j]))
-                    add(k + ("punct",), sum(a[i, j] for j in keys if punct[j]))
-                    add(k + ("local",), sum(a[i, j] for j in keys if abs(i - j) <= window))
-                    add(k + ("distance",), sum(a[i, j] * abs(i - j) for j in keys))
-                    ent = -sum(a[i, j] * np.log(a[i, j]) for j in keys if a[i, j] > 0)
+                    add(k + ("sep",), row[sep[keys]].sum())
+                    add(k + ("punct",), row[punct[keys]].sum())
+                    add(k + ("local",), row[np.abs(i - keys) <= window].sum())
+                    add(k + ("distance",), (row * np.abs(i - keys)).sum())
+                    for d in FAR:
+                        far = np.abs(i - keys) > d
+                        if far.any():
+                            add(k + (f"beyond_{d}",), row[far].sum())
+                    other = sentence_of[keys] != sentence_of[i]
+                    if len(starts) > 1 and other.any():
+                        add(k + ("other_sentences",), row[other].sum())
+                    wq = word_ids[i]
+                    if wq is not None and not word_punct[wq]:
+                        same = np.array([word_ids[j] is not None and word_ids[j] != wq
+                                         and s.words[word_ids[j]].casefold() == s.words[wq].casefold()
+                                         for j in keys])
+                        if same.any():
+                            add(k + ("same_word",), row[same].sum())
+                    if wq is not None:
+                        after = sorted({j + 1 for j in range(i - 1) if ids[j] == ids[i] and word_ids[j] is not None})
+                        if after:
+                            add(k + ("induction_text",), a[i, after].sum())
+                    if s.upos is not None:
+                        add(k + ("content",), row[content[keys]].sum())
+                    nz = row[row > 0]
+                    ent = -(nz * np.log(nz)).sum()
                     add(k + ("entropy",), ent)
                     if len(keys) >= 2:
                         add(k + ("entropy_norm",), ent / np.log(len(keys)))
-                    best = max(keys, key=lambda j: (a[i, j], -j))
-                    add(k + ("confidence",), a[i, best])
+                    best = int(np.argmax(row))   # the first of equal weights
+                    add(k + ("confidence",), row[best])
                     if len(keys) >= 2:  # a row with one visible key says nothing about position
                         off = offsets.setdefault(k, {})
                         off[best - i] = off.get(best - i, 0) + 1

@@ -199,12 +199,12 @@ def test_row_blocks_score_like_whole_maps(family):
     texts = ["the cat sat on the mat and the dog sat on the rug .", "birds sing", "a b c d e f g h i j k l m n o"]
     sentences = [Sentence(words=tuple(w.split()), sent_id=str(i)) for i, w in enumerate(texts * 4)]  # 12: intervals
     whole = headscope.analyze(loaded, sentences, tasks="positional", n_examples=0, bootstrap=200).scores
-    # a budget that leaves room for 3 rows of the batch: rows = budget / (batch * heads * t * 24)
+    # a budget that leaves room for 3 rows of the batch: rows = budget / (batch * heads * t * 4)
     from headscope.alignment import collate, encode_sentences
 
     enc = encode_sentences(tok, sentences, bos_id=tok.bos_token_id if loaded.info.is_decoder else None)
     t = max(len(e) for e in enc)
-    mib = 3 * len(sentences) * loaded.info.num_heads * t * 24 / 2 ** 20
+    mib = 3 * len(sentences) * loaded.info.num_heads * t * 4 / 2 ** 20
     batch = collate(sentences, enc, pad_id=0, device="cpu", causal=loaded.info.is_decoder)
     from headscope.analysis.positional import PositionalScorer
 

@@ -18,6 +18,16 @@ class LayerView:
     batch: Batch
     _words: Any = field(default=None, repr=False)
 
+    def row_stats(self) -> Any:
+        """This block's attention.RowStats (entropy and confidence per row, ``[batch, head, rows]``):
+        from the capture when it computed them, else from the probabilities."""
+        from ..attention import row_stats
+
+        rows = self.batch.row_stats
+        if rows is not None and tuple(rows.confidence.shape) == tuple(self.tokens.shape[:3]):
+            return rows
+        return row_stats(self.tokens.float())
+
     @property
     def words(self) -> Any:
         """[batch, head, col, col]: words first, then special-token columns (see alignment.Batch)."""

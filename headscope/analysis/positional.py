@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Batch
+from ..alignment import Batch, is_punct
 from ..schema import frame
 from .base import LayerView, UnitStore
 
-# (relation name, metric unit, description)
+# (relation name, metric unit, description). The masses and distance are linear in the row (a weighted
+# sum of its keys); entropy, entropy_norm and confidence come last.
+FAR = (64, 256, 1024)   # long-range thresholds in tokens
+CONTENT_UPOS = frozenset({"NOUN", "PROPN", "VERB", "ADJ", "ADV"})
 METRICS = (
     ("self", "mass", "attention to the query token itself"),
     ("prev", "mass", "attention to the previous token (rows that have one)"),
@@ -20,12 +23,100 @@ METRICS = (
     ("punct", "mass", "attention to pieces of punctuation words"),
     ("local", "mass", "attention within the local window |i-j| <= w"),
     ("distance", "tokens", "mean attention distance sum_j A[i,j] |i-j|"),
+    *((f"beyond_{d}", "mass", f"attention to keys more than {d} tokens away (rows that can see one)") for d in FAR),
+    ("other_sentences", "mass", "attention to other sentences of a document (rows that can see one)"),
+    ("same_word", "mass", "attention to other occurrences of the query's word, case-folded (earlier ones in a "
+                          "decoder; rows of non-punctuation words that have one)"),
+    ("induction_text", "mass", "attention to the token after an earlier occurrence of the query's token, "
+                               "before the query (induction on the text itself; rows that have one)"),
+    ("content", "mass", "attention to content words (UPOS NOUN, PROPN, VERB, ADJ, ADV; inputs with UPOS)"),
     ("entropy", "nats", "row entropy"),
     ("entropy_norm", "ratio", "row entropy / log(number of visible keys), rows with >= 2 visible keys"),
     ("confidence", "max_weight", "Voita confidence: max_j A[i,j]"),
 )
 NAMES = [m[0] for m in METRICS]
+LINEAR = NAMES.index("entropy")   # metrics before this one are linear in the row
 POSITIONAL_SHARE = 0.9  # Voita et al.: argmax at one fixed offset in >= 90% of rows
+
+
+def _segments(sentence: Any, word_ids: Any) -> list[tuple[int, int]]:
+    """Token spans ``[start, end)`` of the sentences joined in one input (``Sentence.sentence_starts``);
+    special tokens before the first word belong to the first sentence, later ones to the one before."""
+    starts = getattr(sentence, "sentence_starts", None)
+    if not starts or len(starts) < 2:
+        return []
+    bounds = []
+    k = 0
+    for tok, w in enumerate(word_ids):
+        while k < len(starts) and w >= starts[k]:
+            bounds.append(tok if k else 0)
+            k += 1
+    return [(a, b) for a, b in zip(bounds, bounds[1:] + [len(word_ids)]) if b > a]
+
+
+def _group_pairs(groups: Any, unit: Any, earlier: bool) -> tuple[Any, Any]:
+    """(query, key) token pairs with the same group id (>= 0) and a different unit; with ``earlier``, the
+    key's unit comes first. Built group by group with numpy: a long document has millions of pairs."""
+    import numpy as np
+
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    order, g = order[g >= 0], g[g >= 0]
+    if len(g) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    qs, ks = [], []
+    for s, e in zip(starts, ends):
+        if e - s < 2:
+            continue
+        toks = order[s:e]
+        q, k = np.repeat(toks, len(toks)), np.tile(toks, len(toks))
+        keep = unit[k] < unit[q] if earlier else unit[k] != unit[q]
+        qs.append(q[keep])
+        ks.append(k[keep])
+    if not qs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(qs), np.concatenate(ks)
+
+
+def _same_word_pairs(sentence: Any, word_ids: Any, causal: bool, punct: Any) -> tuple[Any, Any]:
+    """(query token, key token) pairs where the key is a piece of another occurrence of the query's word
+    (case-folded form; earlier occurrences only in a decoder); punctuation words are left out."""
+    import numpy as np
+
+    forms: dict[str, int] = {}
+    form_of = np.array([-1 if punct[w] else forms.setdefault(word.casefold(), len(forms))
+                        for w, word in enumerate(sentence.words)] + [-1], dtype=np.int64)
+    wids = np.asarray(word_ids, dtype=np.int64)
+    return _group_pairs(form_of[wids], wids, earlier=causal)   # word -1 (special) reads the last entry, -1
+
+
+def _induction_pairs(input_ids: Any, word_ids: Any) -> tuple[Any, Any]:
+    """(query token, key token) pairs where the key follows an earlier occurrence of the query's token id
+    and comes before the query (induction on the text itself); special tokens are left out."""
+    import numpy as np
+
+    ids = np.asarray(input_ids, dtype=np.int64)
+    ids = np.where(np.asarray(word_ids) >= 0, ids, -1)
+    pos = np.arange(len(ids))
+    q, j = _group_pairs(ids, pos, earlier=True)
+    keep = j + 1 < q
+    return q[keep], j[keep] + 1
+
+
+def _pair_tensors(found: list, device: Any) -> Any:
+    """Per-input (query, key) pairs as (batch, query, key) long tensors sorted by query; None when empty."""
+    import numpy as np
+    import torch
+
+    if not any(len(q) for q, _ in found):
+        return None
+    pb = np.concatenate([np.full(len(q), i, dtype=np.int64) for i, (q, _) in enumerate(found)])
+    pq = np.concatenate([q for q, _ in found])
+    pk = np.concatenate([k for _, k in found])
+    order = np.argsort(pq, kind="stable")
+    return tuple(torch.from_numpy(x[order]).to(device) for x in (pb, pq, pk))
 
 
 @dataclass
@@ -35,6 +126,7 @@ class PositionalScorer:
     Keys are the visible real tokens: all of them in an encoder, those up to the query in a decoder.
     Also histograms each row's argmax offset (j - i) in [-max_offset, max_offset] for the
     positional-head flag: a head is positional when one offset holds >= 90% of rows.
+    Reads attention in blocks of query rows of any size: every statistic is one row's.
     """
 
     num_layers: int
@@ -51,6 +143,11 @@ class PositionalScorer:
     #                                                 argmax-offset counts [L, H, 2*max_offset+1] and rows
     _ci: Any = field(default=None, repr=False)
     _batch: dict = field(default_factory=dict, repr=False)
+
+    # Query rows per chunk: temporaries stay [batch, head, ROWS, key] however long the input.
+    ROWS = 512
+    row_blocks = True        # reads query-row blocks (``batch.row_start``): every statistic here is per row
+    wants_row_stats = True   # entropy and confidence come from the capture where it can
 
     def __post_init__(self) -> None:
         import torch
@@ -74,73 +171,86 @@ class PositionalScorer:
         lengths = batch.lengths.unsqueeze(1)                         # [b, 1]
         visible = (pos + 1).unsqueeze(0).expand_as(tm) if self.causal else lengths.expand_as(tm)
         real = tm.float()
+        # keys: sep, punct, content, and a column of ones (the row's mass)
+        has_upos = torch.tensor([s.upos is not None for s in batch.sentences], device=dev)
+        content = torch.zeros((b, t), dtype=torch.bool)
+        segments, same_pairs, induction_pairs = [], [], []
+        punct_words = batch.punct_mask  # token level
+        for i, (s, e) in enumerate(zip(batch.sentences, batch.encoded)):
+            segments.append(_segments(s, e.word_ids))
+            upos = s.upos or (None,) * len(s.words)
+            if s.upos is not None:
+                content[i, :len(e)] = torch.tensor([w >= 0 and upos[w] in CONTENT_UPOS for w in e.word_ids])
+            punct = [is_punct(x, u) for x, u in zip(s.words, upos)]
+            same_pairs.append(_same_word_pairs(s, e.word_ids, self.causal, punct))
+            induction_pairs.append(_induction_pairs(e.input_ids, e.word_ids))
+        content = content.to(dev)
+        keys = torch.stack([batch.sep_mask.float(), punct_words.float(), content.float(), real], -1)  # [b, t, 4]
         masks = [real] * len(NAMES)
         masks[NAMES.index("prev")] = real * (pos >= 1)
         masks[NAMES.index("next")] = real * (pos.unsqueeze(0) < lengths - 1)
         masks[NAMES.index("entropy_norm")] = real * (visible >= 2)
-        unit_counts = torch.stack(masks, -1).sum(1)                 # [b, metric]
+        for d in FAR:
+            far = pos > d if self.causal else (pos > d) | (pos.unsqueeze(0) < lengths - 1 - d)
+            masks[NAMES.index(f"beyond_{d}")] = real * far
+        other = torch.zeros((b, t), device=dev)
+        for i, segs in enumerate(segments):
+            if segs:
+                first_end = segs[0][1]
+                other[i, first_end if self.causal else 0:segs[-1][1]] = 1
+        masks[NAMES.index("other_sentences")] = real * other
+        pairs = {}
+        for name, found in (("same_word", same_pairs), ("induction_text", induction_pairs)):
+            pairs[name] = _pair_tensors(found, dev)
+            rows = torch.zeros((b, t), device=dev)
+            if pairs[name] is not None:
+                pb, pq, _ = pairs[name]
+                rows[pb, pq] = 1
+            masks[NAMES.index(name)] = real * rows
+        masks[NAMES.index("content")] = real * has_upos.unsqueeze(1).float()
+        row_w = torch.stack(masks, -1)                               # [b, t, metric]
+        unit_counts = row_w.sum(1)                                   # [b, metric]
         counts = unit_counts.sum(0).double()                         # committed in end_batch
-        keys = torch.stack([batch.sep_mask.float(), batch.punct_mask.float()], -1)  # [b, t, 2]: key-side masks
         log_visible = torch.log(visible.clamp_min(2).float())
         ent_w = torch.stack([real, masks[NAMES.index("entropy_norm")] / log_visible], -1)  # [b, t, 2]
         self._batch = {
-            "keys": keys.unsqueeze(1),                               # [b, 1, t, 2]
-            "last": (lengths - 1).clamp_min(0),                      # [b, 1]: the last real token
+            "keys": keys,
+            "last": (lengths[:, 0] - 1).clamp_min(0),               # [b]: the last real token
             "entropy": ent_w,
             "real": real,
+            "row_w": row_w[..., :LINEAR],
             "informative": masks[NAMES.index("entropy_norm")],
             "pos": pos,
+            "segments": segments if any(segments) else None,
+            "pairs": pairs,
             "counts": counts,
             "unit": ([e.index for e in batch.encoded], unit_counts) if self.keep_units else None,
         }
-
-    # Query rows per chunk for the statistics that need a whole row at a time (distance, entropy):
-    # temporaries stay [batch, head, ROWS, key] however long the input.
-    ROWS = 256
-    row_blocks = True  # reads query-row blocks (``batch.row_start``): every statistic here is per row
 
     def update(self, view: LayerView) -> None:
         import torch
 
         g = self._batch
-        a = view.tokens                                              # [b, h, rows, t]: rows r0.. of the map
-        b, h, q, t = a.shape
+        a = view.tokens                                              # [b, h, rows, w]: rows r0.. of the map
+        b, h, q, _ = a.shape
+        t = view.batch.token_mask.shape[1]
         r0 = view.batch.row_start
-        pos = g["pos"]
         if r0 == 0:
             dev = a.device
-            g["rows"] = {"stats": torch.zeros((b, h, t, 9), device=dev), "plogp": torch.zeros((b, h, t), device=dev),
-                         "conf": torch.zeros((b, h, t), device=dev),
-                         "argmax": torch.zeros((b, h, t), dtype=torch.long, device=dev),
+            g["rows"] = {"stats": torch.zeros((b, h, t, LINEAR), device=dev),
+                         "plogp": torch.zeros((b, h, t), device=dev), "conf": torch.zeros((b, h, t), device=dev),
+                         "bucket": torch.zeros((b, h, t), dtype=torch.long, device=dev),
                          "visible": None if view.batch.visible is None else torch.zeros((b, t), device=dev)}
         buf = g["rows"]
-
-        # Row statistics, [b, h, rows] each; no [t, t] weight plane is ever built.
-        def diagonal(k: int) -> Any:  # A[i, i + k] at map row i, 0 where i + k is outside the map
-            o = r0 + k
-            start = max(0, -o)
-            if start >= q or o >= t:
-                return a.new_zeros((b, h, q), dtype=torch.float32)
-            d = a.diagonal(offset=o, dim1=-2, dim2=-1).float()
-            return torch.nn.functional.pad(d, (start, q - start - d.shape[-1]))
-        last = torch.gather(a, -1, g["last"].view(b, 1, 1, 1).expand(b, h, q, 1))[..., 0].float()
-        masked = torch.matmul(a.float(), g["keys"])                  # [b, h, rows, 2]: sep, punct
-        local = sum(diagonal(k) for k in range(-self.window, self.window + 1))
-        distance, plogp, conf, argmax = [], [], [], []
-        for c0 in range(0, q, self.ROWS):
-            block = a[:, :, c0:c0 + self.ROWS].float()              # [b, h, chunk, t]
-            gap = (pos[r0 + c0:r0 + c0 + block.shape[2], None] - pos[None, :]).abs().float()
-            distance.append((block * gap).sum(-1))
-            plogp.append(torch.log(block.clamp_min(1e-30)).mul_(block).sum(-1))
-            c, m = block.max(-1)
-            conf.append(c)
-            argmax.append(m)
+        facts = view.row_stats()
         rows = slice(r0, r0 + q)
-        buf["stats"][:, :, rows] = torch.stack([diagonal(0), diagonal(-1), diagonal(1), a[..., 0].float(), last,
-                                                masked[..., 0], masked[..., 1], local, torch.cat(distance, -1)], -1)
-        buf["plogp"][:, :, rows] = torch.cat(plogp, -1)
-        buf["conf"][:, :, rows] = torch.cat(conf, -1)
-        buf["argmax"][:, :, rows] = torch.cat(argmax, -1)
+        for c0 in range(0, q, self.ROWS):
+            n = min(self.ROWS, q - c0)
+            chunk = slice(r0 + c0, r0 + c0 + n)
+            buf["stats"][:, :, chunk], buf["bucket"][:, :, chunk] = self._linear(
+                a[:, :, c0:c0 + n], r0 + c0, facts.confidence[:, :, c0:c0 + n])
+        buf["plogp"][:, :, rows] = -facts.entropy
+        buf["conf"][:, :, rows] = facts.confidence
         if buf["visible"] is not None:
             buf["visible"][:, rows] = view.batch.visible.to(buf["visible"].dtype)
         if r0 + q < t:
@@ -149,11 +259,129 @@ class PositionalScorer:
         # reduced for all layers at once, and a batch cut short leaves the totals consistent.
         g.setdefault("layers", []).append(view.layer)
         g.setdefault("entropy_w", []).append(self._entropy_weights(buf["visible"]))
-        g.setdefault("linear_sums", []).append(torch.einsum("bhtk,bt->bhk", buf["stats"], g["real"]))  # [b, h, linear]
+        g.setdefault("linear_sums", []).append(torch.einsum("bhtk,btk->bhk", buf["stats"], g["row_w"]))
         g.setdefault("plogp", []).append(buf["plogp"])
         g.setdefault("conf", []).append(buf["conf"])
-        g.setdefault("argmax", []).append(buf["argmax"])
+        g.setdefault("bucket", []).append(buf["bucket"])
         del g["rows"]
+
+    def _linear(self, a: Any, g0: int, confidence: Any) -> tuple[Any, Any]:
+        """The linear metrics ``[b, h, n, LINEAR]`` of map rows ``g0..g0+n-1`` (``a``: their attention over
+        keys ``0..w-1``; later keys get none), and each row's argmax-offset bucket (``offset + max_offset``,
+        or ``2 * max_offset + 1`` further away). No ``[t, t]`` plane: the band of keys near the diagonal,
+        one product with key columns, and triangles of at most ``n x n`` beside the diagonal."""
+        import torch
+
+        g = self._batch
+        b, h, n, w = a.shape
+        pos = g["pos"][:w]
+        a = a.float()
+        m = max(self.max_offset, self.window, 1)
+        # band[..., r, m + k] = A[g0 + r, g0 + r + k] for |k| <= m, 0 outside the block's keys
+        strip = a.new_zeros((b, h, n, n + 2 * m))
+        lo, hi = max(0, g0 - m), min(w, g0 + n + m)
+        if hi > lo:
+            strip[..., lo - (g0 - m):hi - (g0 - m)] = a[..., lo:hi]
+        sb, sh, sr, _ = strip.stride()
+        band = strip.as_strided((b, h, n, 2 * m + 1), (sb, sh, sr + 1, 1))
+
+        def triangle(c0: int, below: bool) -> Any:  # sum over keys c0 + c, 0 <= c < n, with c < row (below) or c >= row
+            lo, hi = max(0, c0), min(w, c0 + n)
+            if hi <= lo:
+                return a.new_zeros((b, h, n))
+            c = torch.arange(lo - c0, hi - c0, device=a.device)
+            r = torch.arange(n, device=a.device).unsqueeze(1)
+            keep = (c < r) if below else (c >= r)
+            return (a[..., lo:hi] * keep).sum(-1)
+
+        rel = (pos - g0).float()                                     # key position relative to the first row
+        cols = [g["keys"][:, :w], rel.expand(b, w).unsqueeze(-1)]
+        for d in FAR:   # keys that every row of the chunk sees as further than d
+            far = pos < g0 - d
+            if not self.causal:
+                far = far | (pos > g0 + n + d)
+            cols.append(far.float().expand(b, w).unsqueeze(-1))
+        if not self.causal:  # keys right of the chunk, for the distance
+            right = (pos >= g0 + n).float()
+            cols += [right.expand(b, w).unsqueeze(-1), (rel * right).expand(b, w).unsqueeze(-1)]
+        # one [b, h*n, w] x [b, w, columns] product
+        sums = torch.matmul(a.reshape(b, h * n, w), torch.cat(cols, -1)).view(b, h, n, -1)
+        sep, punct, content, mass, rel_sum = (sums[..., k] for k in range(5))
+        ri = torch.arange(n, device=a.device, dtype=torch.float32)
+        # distance: sum_j A (i - j) + 2 sum_{j > i} A (j - i); the second is 0 in a decoder
+        distance = ri * mass - rel_sum
+        if not self.causal:
+            right_mass, right_rel = sums[..., 5 + len(FAR)], sums[..., 6 + len(FAR)]
+            square = a[..., g0:min(w, g0 + n)]
+            gap = (torch.arange(square.shape[-1], device=a.device).unsqueeze(0) - ri.unsqueeze(1)).clamp_min(0)
+            ahead = (square * gap).sum(-1) + right_rel - ri * right_mass
+            distance = distance + 2 * ahead
+        far_mass = []
+        for k, d in enumerate(FAR):
+            beyond = sums[..., 5 + k] + triangle(g0 - d, below=True)
+            if not self.causal:
+                beyond = beyond + triangle(g0 + d + 1, below=False)
+            far_mass.append(beyond)
+        last = g["last"].view(b, 1, 1, 1)
+        at_last = torch.gather(a, -1, last.clamp_max(w - 1).expand(b, h, n, 1))[..., 0] * (last[..., 0] < w)
+        local = band[..., m - self.window:m + self.window + 1].sum(-1)
+        other = self._other_sentences(a, g0, mass)
+        same = self._pair_mass(a, g0, "same_word")
+        induction = self._pair_mass(a, g0, "induction_text")
+        stats = torch.stack([band[..., m], band[..., m - 1], band[..., m + 1], a[..., 0], at_last, sep, punct, local,
+                             distance, *far_mass, other, same, induction, content], -1)
+        return stats, self._offset_bucket(a, g0, band[..., m - self.max_offset:m + self.max_offset + 1], confidence)
+
+    def _offset_bucket(self, a: Any, g0: int, band: Any, confidence: Any) -> Any:
+        """Each row's argmax offset as a bucket: the first key holding the row's largest weight, when it is
+        within max_offset of the query, else the "further away" bucket."""
+        import torch
+
+        b, h, n, w = a.shape
+        mo = self.max_offset
+        best, at = band.max(-1)                                      # first of equals within the band
+        # a key left of the band that holds the largest weight comes first: then the argmax is further away
+        edge = g0 - mo                                               # keys < edge are left of every row's band
+        left = a[..., :edge].amax(-1) if edge > 0 else a.new_zeros((b, h, n))
+        lo, hi = max(0, edge), min(w, edge + n)
+        if hi > lo:
+            c = torch.arange(lo - edge, hi - edge, device=a.device)
+            before = c < torch.arange(n, device=a.device).unsqueeze(1)
+            left = torch.maximum(left, (a[..., lo:hi] * before).amax(-1))
+        inside = (best == confidence) & (left < confidence)
+        return torch.where(inside, at, torch.full_like(at, 2 * mo + 1))
+
+    def _other_sentences(self, a: Any, g0: int, mass: Any) -> Any:
+        """Mass outside each row's own sentence (0 for inputs of one sentence)."""
+        segments = self._batch["segments"]
+        if segments is None:
+            return a.new_zeros(a.shape[:3])
+        b, h, n, w = a.shape
+        own = a.new_zeros((b, h, n))
+        for i, segs in enumerate(segments):
+            for s0, s1 in segs:
+                lo, hi = max(s0, g0), min(s1, g0 + n)
+                if lo < hi and s0 < w:
+                    own[i, :, lo - g0:hi - g0] = a[i, :, lo - g0:hi - g0, s0:min(s1, w)].sum(-1)
+        has = a.new_tensor([bool(segs) for segs in segments]).view(b, 1, 1)
+        return (mass - own) * has
+
+    def _pair_mass(self, a: Any, g0: int, name: str) -> Any:
+        """Mass on the keys that the batch's (query, key) pairs of measure ``name`` give these rows."""
+        import torch
+
+        pairs = self._batch["pairs"][name]
+        b, h, n, w = a.shape
+        if pairs is None:
+            return a.new_zeros((b, h, n))
+        pb, pq, pk = pairs
+        lo, hi = torch.searchsorted(pq, torch.tensor([g0, g0 + n], device=pq.device)).tolist()
+        pb, pq, pk = pb[lo:hi], pq[lo:hi] - g0, pk[lo:hi]
+        keep = pk < w
+        pb, pq, pk = pb[keep], pq[keep], pk[keep]
+        out = a.new_zeros((b * n, h))
+        out.index_add_(0, pb * n + pq, a[pb, :, pq, pk])
+        return out.view(b, n, h).permute(0, 2, 1)
 
     def _entropy_weights(self, visible: Any) -> Any:
         """[b, t, 2] row weights for entropy and normalised entropy. ``visible``: this layer's visible keys
@@ -179,20 +407,18 @@ class PositionalScorer:
         linear = torch.stack(g.pop("linear_sums"), 1)               # [b, layer, h, linear]
         plogp = torch.stack(g.pop("plogp"), 1)                       # [b, layer, h, t]
         conf = torch.stack(g.pop("conf"), 1)
-        argmax = torch.stack(g.pop("argmax"), 1)
-        b, n_layers, h, t = argmax.shape
+        bucket = torch.stack(g.pop("bucket"), 1)                     # [b, layer, h, t]
+        b, n_layers, h, t = bucket.shape
         entropy = -torch.einsum("blht,bltk->blhk", plogp, torch.stack(g.pop("entropy_w"), 1))  # [b, layer, h, 2]
         confidence = torch.einsum("blht,bt->blh", conf, g["real"])
         per = torch.cat([linear, entropy, confidence.unsqueeze(-1)], -1)   # [b, layer, h, metric]
         self.sums[layers] += per.sum(0).double()
         m = self.max_offset
-        off = argmax - g["pos"]                                      # [b, layer, h, t]
-        bucket = torch.where(off.abs() <= m, off + m, torch.full_like(off, 2 * m + 1))
         # One histogram per sentence, layer and head (the per-sentence counts serve the intervals).
-        bucket = bucket + (2 * m + 2) * torch.arange(b * n_layers * h, device=off.device).view(b, n_layers, h, 1)
+        bucket = bucket + (2 * m + 2) * torch.arange(b * n_layers * h, device=bucket.device).view(b, n_layers, h, 1)
         # Rows with a single visible key (a decoder's first token) say nothing about position.
         weights = g["informative"].view(b, 1, 1, t).expand_as(bucket)
-        hist = torch.zeros(b * n_layers * h * (2 * m + 2), device=off.device)
+        hist = torch.zeros(b * n_layers * h * (2 * m + 2), device=bucket.device)
         hist.scatter_add_(0, bucket.reshape(-1), weights.reshape(-1))
         hist = hist.view(b, n_layers, h, 2 * m + 2)
         self.offsets[layers] += hist.sum(0).double()
