@@ -329,3 +329,63 @@ def pool_words(attn: Any, batch: Batch) -> Any:
     keys = keys.view(b, h, t, c).transpose(1, 2).reshape(b, t, h * c)          # [b, tok, h*col]
     out = torch.bmm(batch.from_mat, keys)                                      # [b, col, h*col]
     return out.view(b, c, h, c).transpose(1, 2)                                # [b, h, col, col]
+
+
+class WordRows:
+    """Word-level attention rows assembled from blocks of token rows (capture in row blocks).
+
+    A word's row is the mean of its pieces' rows, its column the sum of its pieces' columns, as in
+    ``pool_words``. A block is scored up to the last position where every input of the batch is between
+    two words; the rows after it wait for the next block. ``feed(view)`` returns
+    ``(rows [b, head, R, col], word [b, R])``: the complete word rows so far and each one's word index
+    (-1 for filler rows), or None when no word is complete yet.
+    """
+
+    def __init__(self, batch: Batch) -> None:
+        import torch
+
+        self.batch = batch
+        b, t = batch.col_of.shape
+        word_of = torch.where(batch.col_of < batch.max_words, batch.col_of, torch.full_like(batch.col_of, -1))
+        starts = torch.ones((b, t + 1), dtype=torch.bool, device=word_of.device)  # a cut before token p is safe
+        same = (word_of[:, 1:] == word_of[:, :-1]) & (word_of[:, 1:] >= 0)
+        starts[:, 1:t] = ~same
+        self.safe = starts.all(0).tolist()          # cut positions that split no word of any input
+        self.word_of = word_of
+        self.cols = batch.max_words + batch.max_specials
+        self.pending = None                          # token rows [b, h, n, cols] not yet cut, pooled over keys
+        self.pending_start = 0
+
+    def feed(self, tokens: Any, row_start: int) -> Any:
+        import torch
+
+        b, h, n, w = tokens.shape
+        keys = tokens.new_zeros((b, h, n, self.cols + 1))
+        col = self.batch.col_of[:, :w].clamp_max(self.cols)          # padding keys -> the dump column
+        for i in range(b):
+            keys[i].index_add_(-1, col[i], tokens[i].float())
+        keys = keys[..., : self.cols]                                 # [b, h, n, col]: columns summed over pieces
+        if self.pending is not None:
+            keys = torch.cat([self.pending, keys], 2)
+        first = self.pending_start
+        end = row_start + n
+        cut = end if end >= len(self.safe) - 1 else max(p for p in range(first, end + 1) if self.safe[p])
+        ready, self.pending = keys[:, :, : cut - first], (keys[:, :, cut - first:] if cut < end else None)
+        self.pending_start = cut
+        if cut == first:
+            return None
+        word = self.word_of[:, first:cut]                              # [b, rows]
+        lo = int(word[word >= 0].min()) if bool((word >= 0).any()) else 0
+        hi = int(word.max()) + 1 if bool((word >= 0).any()) else 0
+        if hi <= lo:
+            return None
+        rows = ready.new_zeros((b, h, hi - lo + 1, self.cols))        # the last row takes specials and padding
+        idx = torch.where(word >= 0, word - lo, torch.full_like(word, hi - lo))
+        pieces = torch.zeros((b, hi - lo + 1), device=ready.device)
+        for i in range(b):
+            rows[i].index_add_(1, idx[i], ready[i])
+            pieces[i].index_add_(0, idx[i], torch.ones_like(idx[i], dtype=torch.float32))
+        rows = rows[:, :, :-1] / pieces[:, None, :-1, None].clamp_min(1)
+        index = torch.arange(lo, hi, device=ready.device).expand(b, -1)
+        real = pieces[:, :-1] > 0
+        return rows, torch.where(real, index, torch.full_like(index, -1))

@@ -80,11 +80,15 @@ def session(state: Session) -> Iterator[Session]:
 
 
 def _mask_function(*args: Any, **kwargs: Any) -> Any:
-    """transformers' boolean SDPA mask, always materialised (never skipped for ``is_causal``): the
-    probabilities need the exact mask, padding, causality and sliding window included."""
+    """transformers' boolean SDPA mask. Materialised (not skipped for ``is_causal``) for whole maps, whose
+    probabilities need the exact mask; a capture in row blocks lets transformers skip a plain causal or
+    full mask (no padding, no window that bites), and each block builds its own rows of it, so that no
+    ``[T, T]`` mask exists for a long input either."""
     from transformers.masking_utils import sdpa_mask
 
-    kwargs.update(allow_is_causal_skip=False, allow_is_bidirectional_skip=False)
+    state = _session.get()
+    skip = state is not None and bool(state.block_rows)
+    kwargs.update(allow_is_causal_skip=skip, allow_is_bidirectional_skip=skip)
     return sdpa_mask(*args, **kwargs)
 
 
@@ -224,6 +228,9 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     buffers: tuple = (None, None)
     if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities)
         buffers = (queries.new_empty(b * heads * step * k_len), queries.new_empty(b * heads * step * k_len))
+    # A causal mask that transformers skipped (no padding, no window that bites): each block makes its rows.
+    implicit = (attention_mask is None and q_len > 1 and k_len == q_len
+                and bool(is_causal if is_causal is not None else getattr(module, "is_causal", False)))
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
     # block needs only the keys up to its last row.
     for r0 in range(0, q_len, step):
@@ -232,6 +239,9 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         mask = attention_mask
         if mask is not None and mask.dim() == 4:
             mask = mask[:, :, r0:r1, :width]
+        elif implicit:
+            rows_at = torch.arange(r0, r1, device=query.device).unsqueeze(1)
+            mask = (torch.arange(width, device=query.device) <= rows_at).view(1, 1, r1 - r0, width)
         shape = (b, heads, r1 - r0, width)
         s_out, p_out = ((buf[: b * heads * (r1 - r0) * width].view(shape) for buf in buffers)
                         if buffers[0] is not None else (None, None))

@@ -513,7 +513,7 @@ def describe(model: Any, tokenizer: Any, name: str, source: str, spec: ArchSpec,
         is_decoder=spec.is_decoder, num_layers=int(n_layers), num_heads=int(n_heads), num_kv_heads=int(n_kv),
         max_length=max_len, special_tokens=specials,
         revision=str(getattr(config, "_commit_hash", "") or ""), tokenizer=type(tokenizer).__name__,
-        attention=attention,
+        attention=attention, part="encoder" if getattr(config, "is_encoder_decoder", False) else "",
     )
 
 

@@ -202,7 +202,7 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
         relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
         meta.update(kind="sentences", words=sum(len(s) for s in sentences), relations=relations)
         scorers = make_scorers(tasks, num_layers=L, num_heads=H, relations=relations, causal=info.is_decoder,
-                               window=window, keep_units=keep_units)
+                               window=window, keep_units=keep_units, sinks=info.sinks)
         return Job(source.name, source, sentences, scorers, meta)
     if isinstance(source, DocumentCorpus):
         from .analysis.coref import CorefScorer, make_windows
@@ -270,8 +270,10 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
 
 
 # Bytes of float32 probabilities per row block: small enough to stay in the CPU's cache between the
-# passes over it (scores, softmax, the scorers, P V), large enough that the per-block work in Python is small.
+# passes over it (scores, softmax, the scorers, P V), large enough that the per-block work in Python is small;
+# and at least MIN_BLOCK_ROWS rows (a 32k-token input would otherwise take thousands of tiny blocks).
 BLOCK_BYTES = 16 * 2 ** 20
+MIN_BLOCK_ROWS = 64
 
 
 def block_rows(scorers: list, num_heads: int, attention_memory: float) -> Any:
@@ -280,12 +282,13 @@ def block_rows(scorers: list, num_heads: int, attention_memory: float) -> Any:
     the whole map is that small."""
     if not scorers or not all(getattr(s, "row_blocks", False) for s in scorers):
         return None
-    budget = min(BLOCK_BYTES, attention_memory * 2 ** 20)
+    budget = attention_memory * 2 ** 20
 
     def rows(batch: Any) -> int | None:
         b, t = batch.input_ids.shape
         per_row = b * num_heads * t * 4
-        n = max(1, int(budget // per_row))
+        # the block's scores and probabilities and the scorers' temporaries stay within the budget
+        n = max(1, min(int(budget // (4 * per_row)), max(MIN_BLOCK_ROWS, int(BLOCK_BYTES // per_row))))
         if n >= t:
             return None
         return n - n % 32 if n > 64 else n   # whole tiles for the matrix products
@@ -403,7 +406,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
             bootstrap: int = 1000, control: str | None = None, select_on: Any = None, n_examples: int = 3,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False,
-            trust_remote_code: bool = False, attention_memory: float = 512):
+            trust_remote_code: bool = False, attention_memory: float = 512, documents: int | None = None):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -425,7 +428,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     the report (``result.examples``). ``trust_remote_code``: let a model folder run its own Python code
     (``auto_map``); off unless asked. ``attention_memory``: MiB that one layer's attention may take; when
     every task reads row blocks (positional) and a batch's maps are larger, attention is computed and
-    scored in blocks of query rows, so no ``[head, T, T]`` tensor is made. Returns an
+    scored in blocks of query rows, so no ``[head, T, T]`` tensor is made. ``documents``: join consecutive
+    sentences of each treebank or text into documents of at most this many words (sentence boundaries,
+    trees and tags kept), for the long-range measures; inputs longer than the model are skipped. Returns an
     :class:`AnalysisResult`.
     """
     import pandas as pd
@@ -446,6 +451,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         raise HeadscopeError(f"max sentences must be at least 1, got {max_sentences}")
     if not attention_memory > 0:
         raise HeadscopeError(f"attention memory must be more than 0 MiB, got {attention_memory}")
+    if documents is not None and documents < 1:
+        raise HeadscopeError(f"documents need at least 1 word each, got {documents}")
     if bootstrap < 0:
         raise HeadscopeError(f"bootstrap replicates must be 0 (no intervals) or more, got {bootstrap}")
     torch.manual_seed(seed)
@@ -459,6 +466,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     repeats = RepeatedTokens(count=induction_count, length=induction_length, seed=seed)
     plan = _plan(task_list, _unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences,
                  repeats=repeats)
+    if documents is not None:
+        from .datasets.documents import documents as join_documents
+
+        plan = [(join_documents(s, documents) if isinstance(s, Corpus) else s, ts) for s, ts in plan]
     loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code)
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
@@ -537,6 +548,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                        "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
                        "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
                        "trust_remote_code": trust_remote_code, "attention_memory": attention_memory,
+                       "documents": documents,
                        "max_length": info.max_length, **({"induction_count": induction_count,
                                                           "induction_length": induction_length}
                                                          if "induction" in task_list else {})},

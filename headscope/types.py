@@ -79,6 +79,7 @@ class ModelInfo:
     tokenizer: str = ""
     attention: str = ""        # how attention is read: headscope's attention function, or hooks (capture path)
     sinks: bool = False        # attention sinks (GPT-OSS): a virtual key takes a share of every row
+    part: str = ""             # "encoder": the encoder of an encoder-decoder is what is analysed
 
     @property
     def kv_group_size(self) -> int:
@@ -92,7 +93,9 @@ class ModelInfo:
         kind = "decoder (causal)" if self.is_decoder else "encoder (bidirectional)"
         return (f"{self.name}: {self.architecture} {kind}, {self.num_layers} layers x {self.num_heads} "
                 f"query heads ({self.num_kv_heads} KV heads), max {self.max_length} tokens, "
-                f"special tokens {', '.join(self.special_tokens) or 'none'}")
+                f"special tokens {', '.join(self.special_tokens) or 'none'}"
+                + ("; the encoder of an encoder-decoder is analysed (its decoder is not)" if self.part == "encoder"
+                   else ""))
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,9 @@ def test_capture_equals_eager_as_object_and_from_folder(family, tmp_path):
     decoder = FAMILIES[family][1]
     loaded = load_model(model, tokenizer=tok, name=family)
     assert loaded.info.is_decoder is decoder, (family, loaded.info)
+    # an encoder-decoder is read on its encoder, and says so
+    assert (loaded.info.part == "encoder") is (family in ("t5", "bart"))
+    assert ("the encoder of an encoder-decoder is analysed" in loaded.info.describe()) is (family in ("t5", "bart"))
     assert captured_equals_eager(loaded) <= 1e-5
     model.save_pretrained(tmp_path / family)
     tok.save_pretrained(tmp_path / family)
@@ -199,12 +202,12 @@ def test_row_blocks_score_like_whole_maps(family):
     texts = ["the cat sat on the mat and the dog sat on the rug .", "birds sing", "a b c d e f g h i j k l m n o"]
     sentences = [Sentence(words=tuple(w.split()), sent_id=str(i)) for i, w in enumerate(texts * 4)]  # 12: intervals
     whole = headscope.analyze(loaded, sentences, tasks="positional", n_examples=0, bootstrap=200).scores
-    # a budget that leaves room for 3 rows of the batch: rows = budget / (batch * heads * t * 4)
+    # a budget that leaves room for 3 rows of the batch: rows = budget / (4 * batch * heads * t * 4 bytes)
     from headscope.alignment import collate, encode_sentences
 
     enc = encode_sentences(tok, sentences, bos_id=tok.bos_token_id if loaded.info.is_decoder else None)
     t = max(len(e) for e in enc)
-    mib = 3 * len(sentences) * loaded.info.num_heads * t * 4 / 2 ** 20
+    mib = 3 * len(sentences) * loaded.info.num_heads * t * 16 / 2 ** 20
     batch = collate(sentences, enc, pad_id=0, device="cpu", causal=loaded.info.is_decoder)
     from headscope.analysis.positional import PositionalScorer
 
@@ -226,6 +229,28 @@ def test_attention_sinks_are_a_model_fact_and_rows_may_sum_below_one():
     model, tok = build("gpt-oss")
     loaded = load_model(model, tokenizer=tok)
     assert loaded.info.sinks is True and load_model(build("llama")[0], tokenizer=tok).info.sinks is False
-    scores = headscope.analyze(loaded, ["the cat sat on the mat", "a dog barked"], tasks="positional", bootstrap=0,
-                               n_examples=0).scores
+    texts = ["the cat sat on the mat", "a dog barked"]
+    scores = headscope.analyze(loaded, texts, tasks="positional", bootstrap=0, n_examples=0).scores
     assert len(scores) and scores["score"].notna().all()
+    # the sink's share is a measure: 1 minus the row's mass on real keys, from transformers' eager maps
+    import numpy as np
+    import torch
+
+    from headscope.alignment import encode_sentences
+    from headscope.types import Sentence
+
+    shares: dict = {}
+    for text in texts:
+        (enc,) = encode_sentences(tok, [Sentence(words=tuple(text.split()))], bos_id=tok.bos_token_id)
+        ids = torch.tensor([enc.input_ids])
+        for layer, att in enumerate(eager_forward(model, input_ids=ids, attention_mask=torch.ones_like(ids)).attentions):
+            for head in range(att.shape[1]):
+                shares.setdefault((layer, head), []).extend((1 - att[0, head].sum(-1)).tolist())
+    sink = scores[scores["relation"] == "sink"]
+    assert len(sink) == loaded.info.num_layers * loaded.info.num_heads
+    for r in sink.itertuples():
+        assert r.score == pytest.approx(np.mean(shares[(r.layer, r.head)]), abs=1e-5)
+    assert sink["score"].max() > 0.01   # the sinks take a visible share
+    llama = load_model(build("llama")[0], tokenizer=build("llama")[1])
+    assert "sink" not in set(headscope.analyze(llama, texts, tasks="positional", bootstrap=0,
+                                               n_examples=0).scores["relation"])

@@ -223,7 +223,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert run["tasks"] == ["syntax", "positional", "pairs"]
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
                              "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None, "bootstrap": 1000,
-                             "control": None, "trust_remote_code": False, "attention_memory": 512,
+                             "control": None, "trust_remote_code": False, "attention_memory": 512, "documents": None,
                              "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
         assert run["versions"][pkg] and run["versions"][pkg] != "not installed", pkg
@@ -289,6 +289,21 @@ def test_positional_on_text_file(tiny_bert_dir, text_file, tmp_path):
     df = read_scores(out)
     assert set(df["task"]) == {"positional"} and set(df["dataset"]) == {"plain"}
     assert not (out / "figures").exists()  # --no-figures
+
+
+def test_documents_join_sentences_for_the_long_range_measures(tiny_bert_dir, good_conllu, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", "--model", tiny_bert_dir, "--data", good_conllu, "--tasks", "positional,syntax",
+                    "--documents", 100, "--no-figures", "-q", "--out", out)
+    assert_ok(result)
+    assert "scored 1 sentences" in result.stdout   # the file's 3 sentences are one document
+    assert read_run(out)["config"]["documents"] == 100
+    df = read_scores(out)
+    assert "other_sentences" in set(df[df["task"] == "positional"]["relation"])
+    assert (df[(df["task"] == "syntax") & (df["relation"] == "all") & df["baseline"].isna()]["n"] == 6).all()
+    bad = invoke("run", "--model", tiny_bert_dir, "--data", good_conllu, "--documents", 0, "-q",
+                 "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "--documents" in bad.output and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("task", ["syntax", "tree", "positional,syntax"])

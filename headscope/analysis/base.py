@@ -96,7 +96,7 @@ def make_scorers(tasks: list[str], *, num_layers: int, num_heads: int, relations
             out.append(SyntaxScorer(num_layers, num_heads, relations, causal=causal, keep_units=keep))
         elif name == "positional":
             out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal,
-                                        keep_units=keep))
+                                        keep_units=keep, sinks=options.get("sinks", False)))
         elif name == "tree":
             out.append(TreeScorer(num_layers, num_heads, keep_units=keep))
         # coref, gap and pairs scorers are built by the pipeline, which knows their documents

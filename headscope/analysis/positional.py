@@ -30,6 +30,7 @@ METRICS = (
     ("induction_text", "mass", "attention to the token after an earlier occurrence of the query's token, "
                                "before the query (induction on the text itself; rows that have one)"),
     ("content", "mass", "attention to content words (UPOS NOUN, PROPN, VERB, ADJ, ADV; inputs with UPOS)"),
+    ("sink", "mass", "the attention sink's share of the row (models with attention sinks, GPT-OSS)"),
     ("entropy", "nats", "row entropy"),
     ("entropy_norm", "ratio", "row entropy / log(number of visible keys), rows with >= 2 visible keys"),
     ("confidence", "max_weight", "Voita confidence: max_j A[i,j]"),
@@ -139,6 +140,7 @@ class PositionalScorer:
     counts: Any = field(default=None, repr=False)  # [metric] rows counted (same for every head)
     offsets: Any = field(default=None, repr=False)  # [layer, head, 2*max_offset+2]; last bucket = further away
     keep_units: bool = True      # per-sentence sums, for bootstrap intervals over sentences
+    sinks: bool = False          # the model has attention sinks: rows sum to 1 minus the sink's share
     _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence sums [L, H, metric] and counts,
     #                                                 argmax-offset counts [L, H, 2*max_offset+1] and rows
     _ci: Any = field(default=None, repr=False)
@@ -208,6 +210,7 @@ class PositionalScorer:
                 rows[pb, pq] = 1
             masks[NAMES.index(name)] = real * rows
         masks[NAMES.index("content")] = real * has_upos.unsqueeze(1).float()
+        masks[NAMES.index("sink")] = real * float(self.sinks)
         row_w = torch.stack(masks, -1)                               # [b, t, metric]
         unit_counts = row_w.sum(1)                                   # [b, metric]
         counts = unit_counts.sum(0).double()                         # committed in end_batch
@@ -329,7 +332,7 @@ class PositionalScorer:
         same = self._pair_mass(a, g0, "same_word")
         induction = self._pair_mass(a, g0, "induction_text")
         stats = torch.stack([band[..., m], band[..., m - 1], band[..., m + 1], a[..., 0], at_last, sep, punct, local,
-                             distance, *far_mass, other, same, induction, content], -1)
+                             distance, *far_mass, other, same, induction, content, 1 - mass], -1)
         return stats, self._offset_bucket(a, g0, band[..., m - self.max_offset:m + self.max_offset + 1], confidence)
 
     def _offset_bucket(self, a: Any, g0: int, band: Any, confidence: Any) -> Any:
@@ -436,7 +439,8 @@ class PositionalScorer:
             self._ci = None
 
     def merge(self, other: "PositionalScorer") -> "PositionalScorer":
-        out = PositionalScorer(self.num_layers, self.num_heads, self.window, self.causal, self.max_offset)
+        out = PositionalScorer(self.num_layers, self.num_heads, self.window, self.causal, self.max_offset,
+                               sinks=self.sinks)
         out.sums = self.sums.cpu() + other.sums.cpu()
         out.counts = self.counts.cpu() + other.counts.cpu()
         out.offsets = self.offsets.cpu() + other.offsets.cpu()

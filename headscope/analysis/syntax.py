@@ -122,12 +122,68 @@ class SyntaxScorer:
             self._batch["unit"] = ([e.index for e in batch.encoded], onehot.sum(1),
                                    torch.einsum("bwk,bwr->bkr", hit.float(), onehot))
 
+    row_blocks = True  # reads query-row blocks: dep_to_head per word row, head_to_dep as a running column max
+
     def update(self, view: LayerView) -> None:
-        # Keep only the small word block; all layers of the batch are scored at once in end_batch,
-        # which costs a sixth of the tensor operations of scoring layer by layer.
+        g = self._batch
         w = view.batch.max_words
-        self._batch.setdefault("layers", []).append(view.layer)
-        self._batch.setdefault("words", []).append(view.words[:, :, :w, :w])
+        t = view.batch.token_mask.shape[1]
+        if view.batch.row_start == 0 and view.tokens.shape[2] == t:
+            # A whole map: keep only the small word block; all layers of the batch are scored at once in
+            # end_batch, which costs a sixth of the tensor operations of scoring layer by layer.
+            g.setdefault("layers", []).append(view.layer)
+            g.setdefault("words", []).append(view.words[:, :, :w, :w])
+            return
+        self._update_block(view)
+
+    def _update_block(self, view: LayerView) -> None:
+        """One block of query rows: its complete word rows give their dep_to_head predictions, and every
+        word column's best attending word so far (head_to_dep) is kept; the last block scores the layer."""
+        import torch
+
+        from ..alignment import WordRows
+
+        g = self._batch
+        batch = view.batch
+        b, h = view.tokens.shape[:2]
+        w = batch.max_words
+        t = batch.token_mask.shape[1]
+        if batch.row_start == 0:
+            dev = view.tokens.device
+            g["block"] = {"rows": WordRows(batch),
+                          "d2h": torch.full((b, h, w + 1), -1, dtype=torch.long, device=dev),
+                          "best": torch.full((b, h, w), -float("inf"), device=dev),
+                          "h2d": torch.full((b, h, w), -1, dtype=torch.long, device=dev)}
+        state = g["block"]
+        got = state["rows"].feed(view.tokens, batch.row_start)
+        if got is not None:
+            rows, word = got                                          # [b, h, R, col], [b, R]
+            scores = rows[..., :w]
+            col = torch.arange(w, device=scores.device)
+            real = batch.word_mask.unsqueeze(1)                       # [b, 1, w]: real word columns
+            excluded = (col == word.unsqueeze(-1)) | ~real             # [b, R, w]
+            if self.causal:
+                excluded_d2h = excluded | (col > word.unsqueeze(-1))   # a dependent sees earlier words only
+                excluded_h2d = excluded | (word.unsqueeze(-1) < col)   # word j attends to d only when d <= j
+            else:
+                excluded_d2h = excluded_h2d = excluded
+            pred = (scores - 2.0 * excluded_d2h.unsqueeze(1).float()).argmax(-1)        # [b, h, R]
+            slot = torch.where(word >= 0, word, torch.full_like(word, w)).unsqueeze(1).expand_as(pred)
+            state["d2h"].scatter_(2, slot, pred)
+            masked = scores - 2.0 * excluded_h2d.unsqueeze(1).float()
+            masked = masked.masked_fill((word < 0).view(b, 1, -1, 1), -float("inf"))   # filler rows never win
+            top, at = masked.max(2)                                     # [b, h, w]: first of equals
+            better = top > state["best"]                                # strict: earlier rows win ties
+            state["best"] = torch.where(better, top, state["best"])
+            state["h2d"] = torch.where(better, torch.gather(word.unsqueeze(1).expand(b, h, -1), 2, at), state["h2d"])
+        if batch.row_start + view.tokens.shape[2] < t:
+            return
+        heads = g["heads"].unsqueeze(1)
+        reach_d2h, reach_h2d = (r.unsqueeze(1) for r in g["reach"])
+        hits = torch.stack([(state["d2h"][..., :w] == heads) & reach_d2h, (state["h2d"] == heads) & reach_h2d], 1)
+        g.setdefault("layers", []).append(view.layer)
+        g.setdefault("hits", []).append(hits)                         # [b, dir, h, w]
+        del g["block"]
 
     def end_batch(self) -> None:
         import torch
@@ -139,18 +195,23 @@ class SyntaxScorer:
         self.total += total
         self.reachable += reachable
         self.offset_correct += offset_correct
-        if not g.get("words"):
+        if not g.get("words") and not g.get("hits"):
             return
-        words = torch.stack(g.pop("words"), 1)                        # [b, layer, h, w, w]
         layers = g.pop("layers")
-        b, n_layers, h, w, _ = words.shape
-        words = words.view(b, n_layers * h, w, w)
-        hits = []
-        # The transpose is made contiguous: argmax over a strided last dim is several times slower.
-        for k, scores in enumerate((words, words.transpose(-1, -2).contiguous())):
-            pred = (scores - g["masks"][k]).argmax(-1)                # [b, layer*h, w]
-            hits.append((pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1))
-        both = torch.cat(hits, 1).float()                             # [b, 2*layer*h, w]
+        if g.get("words"):
+            words = torch.stack(g.pop("words"), 1)                    # [b, layer, h, w, w]
+            b, n_layers, h, w, _ = words.shape
+            words = words.view(b, n_layers * h, w, w)
+            hits = []
+            # The transpose is made contiguous: argmax over a strided last dim is several times slower.
+            for k, scores in enumerate((words, words.transpose(-1, -2).contiguous())):
+                pred = (scores - g["masks"][k]).argmax(-1)            # [b, layer*h, w]
+                hits.append((pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1))
+            both = torch.cat(hits, 1).float()                         # [b, 2*layer*h, w]
+        else:                                                         # scored block by block, layer by layer
+            stacked = torch.stack(g.pop("hits"), 2)                   # [b, dir, layer, h, w]
+            b, _, n_layers, h, w = stacked.shape
+            both = stacked.reshape(b, 2 * n_layers * h, w).float()
         per = torch.einsum("bhw,bwr->bhr", both, g["onehot"])        # [b, 2*layer*h, rel+all]
         counts = per.sum(0).double().view(2, n_layers, h, -1)
         self.correct[layers] += counts.transpose(0, 1)

@@ -151,6 +151,8 @@ def run(
     attention_memory: Annotated[float, typer.Option("--attention-memory", min=1, help="MiB one layer's attention "
                                 "may take; larger maps are computed and scored in blocks of query rows when every "
                                 "task reads blocks (positional).")] = 512,
+    documents: Annotated[Optional[int], typer.Option("--documents", min=1, help="Join consecutive sentences into "
+                         "documents of at most this many words (long-range measures; boundaries kept).")] = None,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from rich.console import Console
@@ -180,7 +182,7 @@ def run(
                              prepend_bos=prepend_bos, bootstrap=bootstrap,
                              control=control.value if control else None, select_on=select_on,
                              progress=on_progress, partial_on_interrupt=True, trust_remote_code=trust_remote_code,
-                             attention_memory=attention_memory)
+                             attention_memory=attention_memory, documents=documents)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
