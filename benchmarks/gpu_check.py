@@ -5,8 +5,14 @@
    on CUDA (TF32 off); prints the largest score difference per model.
 2. A BERT-base-shaped random model (12 layers x 12 heads, 768 wide): bare eager forward vs the
    syntax + positional pipeline over a treebank, medians of repeats and their ratio, on CUDA.
+3. Long context in bf16: a smollm2-shaped random Llama (30 layers, 576 wide, 9 query / 3 KV heads) on
+   one ``--tokens`` document (default 8192) of the bundled sample's sentences, joined: the bare SDPA
+   forward against ``analyze(tasks="positional")`` (positional, long-range and text-induction measures,
+   attention in row blocks), medians and their ratio; host synchronisations counted during the analysis
+   (``torch.cuda.set_sync_debug_mode``: a few per batch are expected, none per layer); and the CPU/CUDA
+   agreement of the same analysis on a 2-layer copy at 1,024 tokens in float32.
 
-    python benchmarks/gpu_check.py [--data EWT.conllu] [--repeats 3]
+    python benchmarks/gpu_check.py [--data EWT.conllu] [--repeats 3] [--tokens 8192]
 """
 
 from __future__ import annotations
@@ -85,6 +91,105 @@ def pipeline_vs_forward(data: str, repeats: int, batch_size: int, device: str, l
           f"{statistics.median(ratios):.2f}")
 
 
+def _long_document(tok, tokens: int):
+    """The bundled sample's sentences joined (again and again) until the encoding has ``tokens`` tokens."""
+    from headscope.alignment import encode_sentences
+    from headscope.datasets import join_sentences, load_sample
+
+    sample = list(load_sample().sentences)
+    group, k = [], 0
+    while True:
+        group.append(sample[k % len(sample)])
+        k += 1
+        (enc,) = encode_sentences(tok, [join_sentences(group)], bos_id=tok.bos_token_id)
+        if len(enc) > tokens:
+            group.pop()
+            return join_sentences(group)
+
+
+def _smollm2_shape(tok, layers: int, tokens: int, dtype, device: str):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from headscope.models import load_model
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=tokens + 64,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg).to(dtype).eval()
+    return load_model(model, tokenizer=tok, name=f"smollm2-shape-{layers}L", device=device)
+
+
+def long_context(device: str, tokens: int, repeats: int) -> None:
+    import warnings
+
+    import torch
+    from conftest import bpe_tokenizer
+
+    import headscope
+    from headscope.alignment import encode_sentences
+    from headscope.models import model_body
+
+    tok = bpe_tokenizer()
+    doc = _long_document(tok, tokens)
+    (enc,) = encode_sentences(tok, [doc], bos_id=tok.bos_token_id)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    loaded = _smollm2_shape(tok, 30, tokens, dtype, device)
+    ids = torch.tensor([enc.input_ids], device=loaded.device)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def bare() -> float:
+        from headscope.attention import NAME
+
+        loaded.model.set_attn_implementation("sdpa")
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model_body(loaded.model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        sync()
+        loaded.model.set_attn_implementation(NAME)
+        return time.perf_counter() - start
+
+    def analysis() -> float:
+        sync()
+        start = time.perf_counter()
+        headscope.analyze(loaded, [doc], tasks="positional", bootstrap=0, n_examples=0, batch_size=1)
+        sync()
+        return time.perf_counter() - start
+
+    bare(), analysis()                                                   # warm-up
+    b, a = [], []
+    for _ in range(repeats):
+        b.append(bare())
+        a.append(analysis())
+    syncs = 0
+    if device.startswith("cuda"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                analysis()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+    print(f"{len(enc)} tokens, {dtype}, 30 layers: bare SDPA median {statistics.median(b):.2f} s, analysis "
+          f"median {statistics.median(a):.2f} s, ratio {statistics.median(a) / statistics.median(b):.2f}, "
+          f"median paired ratio {statistics.median(x / y for x, y in zip(a, b)):.2f}; host syncs during one "
+          f"analysis: {syncs} (30 layers, 1 batch)")
+    small = _long_document(tok, 1024)
+    cpu = headscope.analyze(_smollm2_shape(tok, 2, 1024, torch.float32, "cpu"), [small], tasks="positional",
+                            bootstrap=0, n_examples=0).scores
+    dev = headscope.analyze(_smollm2_shape(tok, 2, 1024, torch.float32, device), [small], tasks="positional",
+                            bootstrap=0, n_examples=0).scores
+    m = cpu.merge(dev, on=["relation", "metric", "layer", "head"], suffixes=("_cpu", "_dev"))
+    print(f"2 layers, 1,024 tokens, float32: {len(m)} of {len(cpu)} rows matched, max |score diff| "
+          f"{(m['score_cpu'] - m['score_dev']).abs().max():.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ud_english_ewt" /
@@ -93,6 +198,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda", help="cpu for a dry run of this script")
     parser.add_argument("--limit", type=int, default=None, help="first N sentences of --data")
+    parser.add_argument("--tokens", type=int, default=8192, help="length of the long-context document")
     args = parser.parse_args()
     import torch
 
@@ -101,7 +207,11 @@ def main() -> None:
     t0 = time.perf_counter()
     same_scores_on_gpu(args.device)
     print(f"[equality check {time.perf_counter() - t0:.0f} s]")
-    pipeline_vs_forward(args.data, args.repeats, args.batch_size, args.device, args.limit)
+    if Path(args.data).is_file():
+        pipeline_vs_forward(args.data, args.repeats, args.batch_size, args.device, args.limit)
+    else:
+        print(f"[no treebank at {args.data}: pipeline-vs-forward skipped]")
+    long_context(args.device, args.tokens, args.repeats)
 
 
 if __name__ == "__main__":

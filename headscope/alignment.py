@@ -336,9 +336,9 @@ class WordRows:
 
     A word's row is the mean of its pieces' rows, its column the sum of its pieces' columns, as in
     ``pool_words``. A block is scored up to the last position where every input of the batch is between
-    two words; the rows after it wait for the next block. ``feed(view)`` returns
-    ``(rows [b, head, R, col], word [b, R])``: the complete word rows so far and each one's word index
-    (-1 for filler rows), or None when no word is complete yet.
+    two words; the rows after it wait for the next block. ``feed(tokens, row_start)`` returns
+    ``(rows [b, head, R, col], word [b, R], lo)``: the complete word rows of words ``lo..lo+R-1`` and each
+    one's word index (-1 where that input has no such word here), or None when no word is complete yet.
     """
 
     def __init__(self, batch: Batch) -> None:
@@ -352,6 +352,7 @@ class WordRows:
         starts[:, 1:t] = ~same
         self.safe = starts.all(0).tolist()          # cut positions that split no word of any input
         self.word_of = word_of
+        self.host = word_of.cpu().numpy()            # word ranges are read here: no device round trip per block
         self.cols = batch.max_words + batch.max_specials
         self.pending = None                          # token rows [b, h, n, cols] not yet cut, pooled over keys
         self.pending_start = 0
@@ -375,10 +376,10 @@ class WordRows:
         if cut == first:
             return None
         word = self.word_of[:, first:cut]                              # [b, rows]
-        lo = int(word[word >= 0].min()) if bool((word >= 0).any()) else 0
-        hi = int(word.max()) + 1 if bool((word >= 0).any()) else 0
-        if hi <= lo:
+        host = self.host[:, first:cut]
+        if not (host >= 0).any():
             return None
+        lo, hi = int(host[host >= 0].min()), int(host.max()) + 1
         rows = ready.new_zeros((b, h, hi - lo + 1, self.cols))        # the last row takes specials and padding
         idx = torch.where(word >= 0, word - lo, torch.full_like(word, hi - lo))
         pieces = torch.zeros((b, hi - lo + 1), device=ready.device)
@@ -388,4 +389,4 @@ class WordRows:
         rows = rows[:, :, :-1] / pieces[:, None, :-1, None].clamp_min(1)
         index = torch.arange(lo, hi, device=ready.device).expand(b, -1)
         real = pieces[:, :-1] > 0
-        return rows, torch.where(real, index, torch.full_like(index, -1))
+        return rows, torch.where(real, index, torch.full_like(index, -1)), lo

@@ -106,3 +106,45 @@ def test_syntax_on_documents_in_blocks_matches_the_reference(family, sample):
     for r in heads.itertuples():
         assert r.score == pytest.approx(correct[(r.layer, r.head, r.relation, r.direction)] / total[r.relation],
                                         abs=1e-9)
+
+
+def test_coref_in_blocks_equals_whole_maps_and_the_reference(tiny):
+    """Mention heads' word rows gathered block by block: the same accuracies as whole maps, and as the
+    one-window-at-a-time reference."""
+    import headscope
+    from test_coref import STORY, doc
+    from reference import reference_coref
+
+    from headscope.analysis.coref import make_windows
+    from headscope.types import DocumentCorpus
+
+    _, loaded = tiny
+    docs = [STORY, doc(["The dog barked at the cat .", "The dog ran after it ."],
+                       [(0, 1, "d"), (4, 5, "c"), (7, 8, "d"), (11, 11, "c")], "d2")]
+    corpus = DocumentCorpus("toy", tuple(docs))
+    whole = headscope.analyze(loaded, corpus, tasks="coref", bootstrap=0, n_examples=0).scores
+    blocked = headscope.analyze(loaded, corpus, tasks="coref", bootstrap=0, n_examples=0,
+                                attention_memory=1e-4).scores            # blocks of one or two rows
+    key = ["relation", "baseline", "layer", "head"]
+    m = whole.merge(blocked, on=key, suffixes=("", "_b"))
+    assert len(m) == len(whole) == len(blocked) and (m["score"] == m["score_b"]).all()
+    lengths = [[len(loaded.tokenizer(list(s.words), is_split_into_words=True, add_special_tokens=False)["input_ids"])
+                for s in d.sentences] for d in docs]
+    sents, wins, _ = make_windows(docs, lengths, loaded.info.max_length,
+                                  len(loaded.tokenizer(["a"], is_split_into_words=True)["input_ids"]) - 1)
+    correct, total = reference_coref(loaded.model, loaded.tokenizer, sents, wins)
+    for r in blocked[blocked["baseline"].isna()].itertuples():
+        assert r.score == pytest.approx(correct[(r.layer, r.head, r.relation)] / total[r.relation], abs=1e-6)
+
+
+def test_induction_in_blocks_equals_whole_maps(tiny):
+    import headscope
+
+    _, loaded = tiny
+    args = dict(tasks="induction", induction_count=12, induction_length=8, batch_size=4, bootstrap=200)
+    whole = headscope.analyze(loaded, None, **args).scores
+    blocked = headscope.analyze(loaded, None, attention_memory=1e-4, **args).scores   # one-row blocks
+    m = whole.merge(blocked, on=["relation", "layer", "head"], suffixes=("", "_b"))
+    assert len(m) == len(whole) == len(blocked) == 3 * loaded.info.num_layers * loaded.info.num_heads
+    assert (m["score"] - m["score_b"]).abs().max() <= 1e-6
+    assert m["ci_low"].notna().all() and (m["ci_low"] - m["ci_low_b"]).abs().max() <= 1e-6

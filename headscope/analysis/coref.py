@@ -233,13 +233,38 @@ class CorefScorer:
             "layers": [], "maps": [],
         })
 
+    row_blocks = True  # reads query-row blocks: only the mention heads' word rows are needed
+
     def update(self, view: LayerView) -> None:
+        import torch
+
+        from ..alignment import WordRows
+
         g = self._batch
         if "rows" not in g:
             return
-        w = view.batch.max_words
-        g["layers"].append(view.layer)
-        g["maps"].append(view.words[g["rows"], :, g["heads"], :w])   # [m, head, w]: each mention head's row
+        batch = view.batch
+        w = batch.max_words
+        t = batch.token_mask.shape[1]
+        if batch.row_start == 0 and view.tokens.shape[2] == t:     # a whole map
+            g["layers"].append(view.layer)
+            g["maps"].append(view.words[g["rows"], :, g["heads"], :w])   # [m, head, w]: each mention head's row
+            return
+        if batch.row_start == 0:
+            g["block"] = (WordRows(batch), view.tokens.new_zeros((len(g["rows"]), view.tokens.shape[1], w)))
+        assembler, maps = g["block"]
+        got = assembler.feed(view.tokens, batch.row_start)
+        if got is not None:
+            rows, word, lo = got
+            at = g["heads"] - lo
+            here = (at >= 0) & (at < word.shape[1])
+            here &= word[g["rows"], at.clamp(0, word.shape[1] - 1)] >= 0
+            if bool(here.any()):
+                maps[here] = rows[g["rows"][here], :, at[here], :w]
+        if batch.row_start + view.tokens.shape[2] >= t:
+            g["layers"].append(view.layer)
+            g["maps"].append(maps)
+            del g["block"]
 
     def end_batch(self) -> None:
         import torch

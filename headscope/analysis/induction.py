@@ -149,10 +149,24 @@ class InductionScorer:
                        "onehot": onehot, "pending": onehot.sum(0).double().cpu().numpy(), "layers": [], "vals": [],
                        "unit": ([e.index for e in batch.encoded], unit_onehot)}
 
+    row_blocks = True  # reads query-row blocks: each target is one (query, key) weight
+
     def update(self, view: LayerView) -> None:
         b, q, k = self._batch["idx"]
-        self._batch["layers"].append(view.layer)
-        self._batch["vals"].append(view.tokens[b, :, q, k])          # [rows, head]
+        a = view.tokens
+        r0, t = view.batch.row_start, view.batch.token_mask.shape[1]
+        if r0 == 0 and a.shape[2] == t:                               # a whole map
+            self._batch["layers"].append(view.layer)
+            self._batch["vals"].append(a[b, :, q, k])                 # [rows, head]
+            return
+        if r0 == 0:
+            self._batch["block"] = a.new_zeros((len(q), a.shape[1]))
+        vals = self._batch["block"]
+        here = (q >= r0) & (q < r0 + a.shape[2]) & (k < a.shape[3])  # targets whose query row is in this block
+        vals[here] = a[b[here], :, q[here] - r0, k[here]].to(vals.dtype)
+        if r0 + a.shape[2] >= t:
+            self._batch["layers"].append(view.layer)
+            self._batch["vals"].append(self._batch.pop("block"))
 
     def end_batch(self) -> None:
         import torch

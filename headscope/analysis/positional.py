@@ -117,7 +117,8 @@ def _pair_tensors(found: list, device: Any) -> Any:
     pq = np.concatenate([q for q, _ in found])
     pk = np.concatenate([k for _, k in found])
     order = np.argsort(pq, kind="stable")
-    return tuple(torch.from_numpy(x[order]).to(device) for x in (pb, pq, pk))
+    # the sorted queries stay on the host too: a block finds its pairs there, with no device round trip
+    return tuple(torch.from_numpy(x[order]).to(device) for x in (pb, pq, pk)) + (pq[order],)
 
 
 @dataclass
@@ -206,7 +207,7 @@ class PositionalScorer:
             pairs[name] = _pair_tensors(found, dev)
             rows = torch.zeros((b, t), device=dev)
             if pairs[name] is not None:
-                pb, pq, _ = pairs[name]
+                pb, pq, _, _ = pairs[name]
                 rows[pb, pq] = 1
             masks[NAMES.index(name)] = real * rows
         masks[NAMES.index("content")] = real * has_upos.unsqueeze(1).float()
@@ -371,19 +372,20 @@ class PositionalScorer:
 
     def _pair_mass(self, a: Any, g0: int, name: str) -> Any:
         """Mass on the keys that the batch's (query, key) pairs of measure ``name`` give these rows."""
-        import torch
+        import numpy as np
 
         pairs = self._batch["pairs"][name]
         b, h, n, w = a.shape
         if pairs is None:
             return a.new_zeros((b, h, n))
-        pb, pq, pk = pairs
-        lo, hi = torch.searchsorted(pq, torch.tensor([g0, g0 + n], device=pq.device)).tolist()
+        pb, pq, pk, host = pairs
+        lo, hi = (int(x) for x in np.searchsorted(host, [g0, g0 + n]))
         pb, pq, pk = pb[lo:hi], pq[lo:hi] - g0, pk[lo:hi]
-        keep = pk < w
-        pb, pq, pk = pb[keep], pq[keep], pk[keep]
+        # keys come before their queries (or anywhere in an encoder's full-width block): always inside
+        # the block's keys; the guard keeps it so without a boolean selection (a device round trip)
+        vals = a[pb, :, pq, pk.clamp_max(w - 1)] * (pk < w).unsqueeze(1)
         out = a.new_zeros((b * n, h))
-        out.index_add_(0, pb * n + pq, a[pb, :, pq, pk])
+        out.index_add_(0, pb * n + pq, vals)
         return out.view(b, n, h).permute(0, 2, 1)
 
     def _entropy_weights(self, visible: Any) -> Any:

@@ -157,7 +157,7 @@ class SyntaxScorer:
         state = g["block"]
         got = state["rows"].feed(view.tokens, batch.row_start)
         if got is not None:
-            rows, word = got                                          # [b, h, R, col], [b, R]
+            rows, word, _ = got                                       # [b, h, R, col], [b, R]
             scores = rows[..., :w]
             col = torch.arange(w, device=scores.device)
             real = batch.word_mask.unsqueeze(1)                       # [b, 1, w]: real word columns
