@@ -224,7 +224,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     if fused:  # one product gives P V and P K
         right = torch.cat([values, keys.float()], -1)
     dv = values.shape[-1]
-    out = values.new_empty((b, heads, q_len, dv))
+    out = values.new_empty((b, heads, q_len, dv)) if blocked else None
     buffers: tuple = (None, None)
     if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities)
         buffers = (queries.new_empty(b * heads * step * k_len), queries.new_empty(b * heads * step * k_len))
@@ -251,9 +251,13 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
                                else 0, scores_out=s_out, probs_out=p_out)
         if fused:
             both = torch.matmul(probs, right[:, :, :width])
-            out[:, :, r0:r1] = both[..., :dv]
+            rows_out = both[..., :dv]
         else:
-            out[:, :, r0:r1] = torch.matmul(probs.to(values.dtype), values[:, :, :width])
+            rows_out = torch.matmul(probs.to(values.dtype), values[:, :, :width])
+        if blocked:
+            out[:, :, r0:r1] = rows_out
+        else:
+            out = rows_out
         if state.on_attention is None:
             continue
         state.row_start = r0

@@ -57,68 +57,89 @@ def _segments(sentence: Any, word_ids: Any) -> list[tuple[int, int]]:
 
 def _group_pairs(groups: Any, unit: Any, earlier: bool) -> tuple[Any, Any]:
     """(query, key) token pairs with the same group id (>= 0) and a different unit; with ``earlier``, the
-    key's unit comes first. Built group by group with numpy: a long document has millions of pairs."""
+    key's unit comes first. All groups at once with numpy: a batch of short sentences has thousands of
+    small groups, a long document has groups of thousands."""
     import numpy as np
 
     order = np.argsort(groups, kind="stable")
     g = groups[order]
     order, g = order[g >= 0], g[g >= 0]
+    empty = np.zeros(0, dtype=np.int64)
     if len(g) < 2:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return empty, empty
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    ends = np.r_[starts[1:], len(g)]
-    qs, ks = [], []
-    for s, e in zip(starts, ends):
-        if e - s < 2:
-            continue
-        toks = order[s:e]
-        q, k = np.repeat(toks, len(toks)), np.tile(toks, len(toks))
-        keep = unit[k] < unit[q] if earlier else unit[k] != unit[q]
-        qs.append(q[keep])
-        ks.append(k[keep])
-    if not qs:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(qs), np.concatenate(ks)
+    sizes = np.diff(np.r_[starts, len(g)])
+    if not (sizes >= 2).any():
+        return empty, empty
+    members = order                                    # tokens sorted by group
+    size_of = np.repeat(sizes, sizes)                  # each sorted token's group size
+    start_of = np.repeat(starts, sizes)
+    many = size_of >= 2
+    order, size_of, start_of = order[many], size_of[many], start_of[many]
+    q = np.repeat(order, size_of)                      # each token once per member of its group
+    first = np.cumsum(size_of) - size_of
+    within = np.arange(len(q)) - np.repeat(first, size_of)
+    k = members[np.repeat(start_of, size_of) + within]
+    keep = unit[k] < unit[q] if earlier else unit[k] != unit[q]
+    return q[keep], k[keep]
 
 
-def _same_word_pairs(sentence: Any, word_ids: Any, causal: bool, punct: Any) -> tuple[Any, Any]:
-    """(query token, key token) pairs where the key is a piece of another occurrence of the query's word
-    (case-folded form; earlier occurrences only in a decoder); punctuation words are left out."""
+def _batch_pairs(batch: Batch, causal: bool) -> dict:
+    """The batch's (input, query token, key token) pairs for ``same_word`` (a piece of another occurrence of
+    the query's word, case-folded, punctuation left out; earlier occurrences only in a decoder) and for
+    ``induction_text`` (the token after an earlier occurrence of the query's token id, before the query;
+    special tokens left out), found for the whole batch at once."""
     import numpy as np
 
-    forms: dict[str, int] = {}
-    form_of = np.array([-1 if punct[w] else forms.setdefault(word.casefold(), len(forms))
-                        for w, word in enumerate(sentence.words)] + [-1], dtype=np.int64)
-    wids = np.asarray(word_ids, dtype=np.int64)
-    return _group_pairs(form_of[wids], wids, earlier=causal)   # word -1 (special) reads the last entry, -1
-
-
-def _induction_pairs(input_ids: Any, word_ids: Any) -> tuple[Any, Any]:
-    """(query token, key token) pairs where the key follows an earlier occurrence of the query's token id
-    and comes before the query (induction on the text itself); special tokens are left out."""
-    import numpy as np
-
-    ids = np.asarray(input_ids, dtype=np.int64)
-    ids = np.where(np.asarray(word_ids) >= 0, ids, -1)
-    pos = np.arange(len(ids))
-    q, j = _group_pairs(ids, pos, earlier=True)
+    b, t = batch.token_mask.shape
+    word = np.full((b, t), -1, dtype=np.int64)
+    ids = np.full((b, t), -1, dtype=np.int64)
+    form = np.full((b, t), -1, dtype=np.int64)
+    forms: dict = {}
+    for i, (s, e) in enumerate(zip(batch.sentences, batch.encoded)):
+        n = len(e)
+        wids = np.asarray(e.word_ids, dtype=np.int64)
+        word[i, :n] = wids
+        upos = s.upos or (None,) * len(s.words)
+        of_word = np.array([-1 if is_punct(x, u) else forms.setdefault((i, x.casefold()), len(forms))
+                            for x, u in zip(s.words, upos)] + [-1], dtype=np.int64)
+        form[i, :n] = of_word[wids]                                  # specials (word -1) read the last entry
+        ids[i, :n] = np.where(wids >= 0, np.asarray(e.input_ids, dtype=np.int64), -1)
+    flat_word = (word + np.arange(b)[:, None] * (t + 1)).reshape(-1)   # distinct across inputs
+    q, k = _group_pairs(form.reshape(-1), flat_word, earlier=causal)
+    out = {"same_word": (q // t, q % t, k % t)}
+    vocab = int(ids.max()) + 1 if ids.size else 1
+    groups = np.where(ids >= 0, ids + np.arange(b)[:, None] * vocab, -1).reshape(-1)
+    q, j = _group_pairs(groups, np.arange(b * t), earlier=True)
     keep = j + 1 < q
-    return q[keep], j[keep] + 1
+    q, j = q[keep], j[keep]
+    out["induction_text"] = (q // t, q % t, j % t + 1)
+    return out
 
 
-def _pair_tensors(found: list, device: Any) -> Any:
-    """Per-input (query, key) pairs as (batch, query, key) long tensors sorted by query; None when empty."""
+class _Stashed:
+    """What ``_rows`` reads of a view, for stashed whole maps scored together."""
+
+    def __init__(self, facts: Any, t: int, visible: Any) -> None:
+        from types import SimpleNamespace
+
+        self.facts = facts
+        self.layer = -1
+        self.batch = SimpleNamespace(token_mask=SimpleNamespace(shape=(None, t)), row_start=0, visible=visible)
+
+
+def _pair_tensors(found: tuple, device: Any) -> Any:
+    """(input, query, key) pairs as long tensors sorted by query, plus the sorted queries on the host;
+    None when there are none."""
     import numpy as np
     import torch
 
-    if not any(len(q) for q, _ in found):
+    pb, pq, pk = found
+    if not len(pq):
         return None
-    pb = np.concatenate([np.full(len(q), i, dtype=np.int64) for i, (q, _) in enumerate(found)])
-    pq = np.concatenate([q for q, _ in found])
-    pk = np.concatenate([k for _, k in found])
     order = np.argsort(pq, kind="stable")
     # the sorted queries stay on the host too: a block finds its pairs there, with no device round trip
-    return tuple(torch.from_numpy(x[order]).to(device) for x in (pb, pq, pk)) + (pq[order],)
+    return tuple(torch.from_numpy(np.ascontiguousarray(x[order])).to(device) for x in (pb, pq, pk)) + (pq[order],)
 
 
 @dataclass
@@ -175,19 +196,19 @@ class PositionalScorer:
         visible = (pos + 1).unsqueeze(0).expand_as(tm) if self.causal else lengths.expand_as(tm)
         real = tm.float()
         # keys: sep, punct, content, and a column of ones (the row's mass)
+        import numpy as np
+
         has_upos = torch.tensor([s.upos is not None for s in batch.sentences], device=dev)
-        content = torch.zeros((b, t), dtype=torch.bool)
-        segments, same_pairs, induction_pairs = [], [], []
+        content = np.zeros((b, t), dtype=bool)
+        segments = []
         punct_words = batch.punct_mask  # token level
         for i, (s, e) in enumerate(zip(batch.sentences, batch.encoded)):
             segments.append(_segments(s, e.word_ids))
-            upos = s.upos or (None,) * len(s.words)
             if s.upos is not None:
-                content[i, :len(e)] = torch.tensor([w >= 0 and upos[w] in CONTENT_UPOS for w in e.word_ids])
-            punct = [is_punct(x, u) for x, u in zip(s.words, upos)]
-            same_pairs.append(_same_word_pairs(s, e.word_ids, self.causal, punct))
-            induction_pairs.append(_induction_pairs(e.input_ids, e.word_ids))
-        content = content.to(dev)
+                is_content = np.array([u in CONTENT_UPOS for u in s.upos] + [False])
+                content[i, :len(e)] = is_content[np.asarray(e.word_ids)]
+        content = torch.from_numpy(content).to(dev)
+        found = _batch_pairs(batch, self.causal)
         keys = torch.stack([batch.sep_mask.float(), punct_words.float(), content.float(), real], -1)  # [b, t, 4]
         masks = [real] * len(NAMES)
         masks[NAMES.index("prev")] = real * (pos >= 1)
@@ -203,8 +224,8 @@ class PositionalScorer:
                 other[i, first_end if self.causal else 0:segs[-1][1]] = 1
         masks[NAMES.index("other_sentences")] = real * other
         pairs = {}
-        for name, found in (("same_word", same_pairs), ("induction_text", induction_pairs)):
-            pairs[name] = _pair_tensors(found, dev)
+        for name in ("same_word", "induction_text"):
+            pairs[name] = _pair_tensors(found[name], dev)
             rows = torch.zeros((b, t), device=dev)
             if pairs[name] is not None:
                 pb, pq, _, _ = pairs[name]
@@ -239,6 +260,24 @@ class PositionalScorer:
         b, h, q, _ = a.shape
         t = view.batch.token_mask.shape[1]
         r0 = view.batch.row_start
+        if r0 == 0 and q == t and a.numel() * 4 * self.num_layers <= self.STASH_BYTES:
+            # A small whole map: kept until end_batch, which reads every layer's map in one pass (the
+            # work per small tensor operation, not the arithmetic, is what costs here).
+            g.setdefault("stash", []).append((view.layer, a.float(), view.row_stats(), view.batch.visible))
+            return
+        self._rows(view, a)
+
+    # Whole maps of all layers of a batch below this size are scored together in end_batch.
+    STASH_BYTES = 64 * 2 ** 20
+
+    def _rows(self, view: LayerView, a: Any) -> None:
+        """Row statistics of one block (or whole map) of one layer, filed under its layer at the last block."""
+        import torch
+
+        g = self._batch
+        b, h, q, _ = a.shape
+        t = view.batch.token_mask.shape[1]
+        r0 = view.batch.row_start
         if r0 == 0:
             dev = a.device
             g["rows"] = {"stats": torch.zeros((b, h, t, LINEAR), device=dev),
@@ -246,7 +285,7 @@ class PositionalScorer:
                          "bucket": torch.zeros((b, h, t), dtype=torch.long, device=dev),
                          "visible": None if view.batch.visible is None else torch.zeros((b, t), device=dev)}
         buf = g["rows"]
-        facts = view.row_stats()
+        facts = view.row_stats() if not isinstance(view, _Stashed) else view.facts
         rows = slice(r0, r0 + q)
         for c0 in range(0, q, self.ROWS):
             n = min(self.ROWS, q - c0)
@@ -278,9 +317,9 @@ class PositionalScorer:
 
         g = self._batch
         b, h, n, w = a.shape
-        pos = g["pos"][:w]
         a = a.float()
         m = max(self.max_offset, self.window, 1)
+        geo = self._geometry(g0, n, w, h, a.device)
         # band[..., r, m + k] = A[g0 + r, g0 + r + k] for |k| <= m, 0 outside the block's keys
         strip = a.new_zeros((b, h, n, n + 2 * m))
         lo, hi = max(0, g0 - m), min(w, g0 + n + m)
@@ -288,46 +327,28 @@ class PositionalScorer:
             strip[..., lo - (g0 - m):hi - (g0 - m)] = a[..., lo:hi]
         sb, sh, sr, _ = strip.stride()
         band = strip.as_strided((b, h, n, 2 * m + 1), (sb, sh, sr + 1, 1))
-
-        def triangle(c0: int, below: bool) -> Any:  # sum over keys c0 + c, 0 <= c < n, with c < row (below) or c >= row
-            lo, hi = max(0, c0), min(w, c0 + n)
-            if hi <= lo:
-                return a.new_zeros((b, h, n))
-            c = torch.arange(lo - c0, hi - c0, device=a.device)
-            r = torch.arange(n, device=a.device).unsqueeze(1)
-            keep = (c < r) if below else (c >= r)
-            return (a[..., lo:hi] * keep).sum(-1)
-
-        rel = (pos - g0).float()                                     # key position relative to the first row
-        cols = [g["keys"][:, :w], rel.expand(b, w).unsqueeze(-1)]
-        for d in FAR:   # keys that every row of the chunk sees as further than d
-            far = pos < g0 - d
-            if not self.causal:
-                far = far | (pos > g0 + n + d)
-            cols.append(far.float().expand(b, w).unsqueeze(-1))
-        if not self.causal:  # keys right of the chunk, for the distance
-            right = (pos >= g0 + n).float()
-            cols += [right.expand(b, w).unsqueeze(-1), (rel * right).expand(b, w).unsqueeze(-1)]
+        zeros = geo["zeros"]
         # one [b, h*n, w] x [b, w, columns] product
-        sums = torch.matmul(a.reshape(b, h * n, w), torch.cat(cols, -1)).view(b, h, n, -1)
+        sums = torch.matmul(a.reshape(b, h * n, w), geo["columns"]).view(b, h, n, -1)
         sep, punct, content, mass, rel_sum = (sums[..., k] for k in range(5))
-        ri = torch.arange(n, device=a.device, dtype=torch.float32)
+        ri = geo["ri"]
         # distance: sum_j A (i - j) + 2 sum_{j > i} A (j - i); the second is 0 in a decoder
         distance = ri * mass - rel_sum
         if not self.causal:
-            right_mass, right_rel = sums[..., 5 + len(FAR)], sums[..., 6 + len(FAR)]
+            right_mass, right_rel = sums[..., 5], sums[..., 6]
             square = a[..., g0:min(w, g0 + n)]
-            gap = (torch.arange(square.shape[-1], device=a.device).unsqueeze(0) - ri.unsqueeze(1)).clamp_min(0)
-            ahead = (square * gap).sum(-1) + right_rel - ri * right_mass
+            ahead = (square * geo["gap"]).sum(-1) + right_rel - ri * right_mass
             distance = distance + 2 * ahead
         far_mass = []
-        for k, d in enumerate(FAR):
-            beyond = sums[..., 5 + k] + triangle(g0 - d, below=True)
-            if not self.causal:
-                beyond = beyond + triangle(g0 + d + 1, below=False)
+        for column, triangles in geo["far"]:
+            if column is None:                 # no key of this block is more than d from any of its rows
+                far_mass.append(zeros)
+                continue
+            beyond = sums[..., column]
+            for lo, hi, keep in triangles:
+                beyond = beyond + (a[..., lo:hi] * keep).sum(-1)
             far_mass.append(beyond)
-        last = g["last"].view(b, 1, 1, 1)
-        at_last = torch.gather(a, -1, last.clamp_max(w - 1).expand(b, h, n, 1))[..., 0] * (last[..., 0] < w)
+        at_last = torch.gather(a, -1, geo["last"].expand(b, h, n, 1))[..., 0] * geo["last_ok"]
         local = band[..., m - self.window:m + self.window + 1].sum(-1)
         other = self._other_sentences(a, g0, mass)
         same = self._pair_mass(a, g0, "same_word")
@@ -336,6 +357,58 @@ class PositionalScorer:
                              distance, *far_mass, other, same, induction, content, 1 - mass], -1)
         return stats, self._offset_bucket(a, g0, band[..., m - self.max_offset:m + self.max_offset + 1], confidence)
 
+    def _geometry(self, g0: int, n: int, w: int, h: int, device: Any) -> dict:
+        """What the rows ``g0..g0+n-1`` over keys ``0..w-1`` need besides their weights, the same for every
+        layer of a batch (a batch of whole maps makes it once): the key columns of the one product (sep,
+        punct, content, ones, position relative to g0, then for encoders the keys right of the rows and
+        their relative positions, then one column per long-range threshold that some key passes), the
+        triangles beside the diagonal for each threshold, and the distance weights of the square."""
+        import torch
+
+        g = self._batch
+        cache = g.setdefault("geometry", {})
+        key = (g0, n, w, h)
+        if key in cache:
+            return cache[key]
+        b = g["keys"].shape[0]
+        pos = g["pos"][:w]
+        rel = (pos - g0).float()
+        ri = torch.arange(n, device=device, dtype=torch.float32)
+        cols = [g["keys"][:, :w], rel.expand(b, w).unsqueeze(-1)]
+        if not self.causal:
+            right = (pos >= g0 + n).float()
+            cols += [right.expand(b, w).unsqueeze(-1), (rel * right).expand(b, w).unsqueeze(-1)]
+        rows = torch.arange(n, device=device).unsqueeze(1)
+
+        def triangle(c0: int, below: bool) -> Any:  # keys c0 + c, 0 <= c < n, with c < row (below) or c >= row
+            lo, hi = max(0, c0), min(w, c0 + n)
+            if hi <= lo:
+                return None
+            c = torch.arange(lo - c0, hi - c0, device=device)
+            return lo, hi, ((c < rows) if below else (c >= rows)).float()
+
+        far = []
+        for d in FAR:
+            if w <= d + 1:
+                far.append((None, ()))
+                continue
+            outside = pos < g0 - d            # keys that every row sees as further than d
+            if not self.causal:
+                outside = outside | (pos > g0 + n + d)
+            cols.append(outside.float().expand(b, w).unsqueeze(-1))
+            parts = [triangle(g0 - d, True)] + ([] if self.causal else [triangle(g0 + d + 1, False)])
+            far.append((len(cols) + 2, tuple(p for p in parts if p is not None)))   # 4 key columns come first
+        square = min(w, g0 + n) - g0
+        last = g["last"].view(b, 1, 1, 1)
+        geo = {"columns": torch.cat(cols, -1), "ri": ri, "far": far,
+               "gap": (torch.arange(max(square, 0), device=device).unsqueeze(0) - ri.unsqueeze(1)).clamp_min(0),
+               "last": last.clamp_max(w - 1), "last_ok": (last[..., 0] < w).float(),
+               "zeros": torch.zeros((b, h, n), device=device)}
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = geo
+        return geo
+
     def _offset_bucket(self, a: Any, g0: int, band: Any, confidence: Any) -> Any:
         """Each row's argmax offset as a bucket: the first key holding the row's largest weight, when it is
         within max_offset of the query, else the "further away" bucket."""
@@ -343,6 +416,9 @@ class PositionalScorer:
 
         b, h, n, w = a.shape
         mo = self.max_offset
+        if n * w <= self.ROWS * self.ROWS:   # a short map: one argmax pass is cheaper than the band's parts
+            off = a.argmax(-1) - (g0 + torch.arange(n, device=a.device))   # first of equals
+            return torch.where(off.abs() <= mo, off + mo, torch.full_like(off, 2 * mo + 1))
         best, at = band.max(-1)                                      # first of equals within the band
         # a key left of the band that holds the largest weight comes first: then the argmax is further away
         edge = g0 - mo                                               # keys < edge are left of every row's band
@@ -401,10 +477,39 @@ class PositionalScorer:
         # rows counted stay those of the batch's rule; only the log(number of visible keys) follows the mask
         return torch.stack([g["real"], g["informative"] / torch.log(vis.clamp_min(2))], -1)
 
+    def _score_stash(self) -> None:
+        """The stashed whole maps of every layer, read as one map with the layers' heads side by side."""
+        import torch
+
+        g = self._batch
+        stash = g.pop("stash", None)
+        if not stash:
+            return
+        batch_t = stash[0][1].shape[-1]
+        layers = [x[0] for x in stash]
+        maps = torch.cat([x[1] for x in stash], 1)                  # [b, layers*h, t, t]
+        from ..attention import RowStats
+
+        facts = RowStats(torch.cat([x[2].entropy for x in stash], 1), torch.cat([x[2].confidence for x in stash], 1))
+        visible = stash[0][3]
+        view = _Stashed(facts, batch_t, visible)
+        self._rows(view, maps)
+        h = self.num_heads
+        entry = {k: g[k].pop() for k in ("entropy_w", "linear_sums", "plogp", "conf", "bucket")}
+        g["layers"].pop()
+        for k, layer in enumerate(layers):
+            part = slice(k * h, (k + 1) * h)
+            g["layers"].append(layer)
+            vis = stash[k][3]
+            g["entropy_w"].append(entry["entropy_w"] if vis is visible else self._entropy_weights(vis))
+            for name in ("linear_sums", "plogp", "conf", "bucket"):
+                g[name].append(entry[name][:, part])
+
     def end_batch(self) -> None:
         import torch
 
         g = self._batch
+        self._score_stash()
         if not g.get("layers"):
             return
         layers = g.pop("layers")
