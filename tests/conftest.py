@@ -105,6 +105,22 @@ def tiny_qwen2():
     return Qwen2ForCausalLM(cfg).eval(), tok
 
 
+def long_models():
+    """{"llama": (model, tokenizer), "bert": ...}: tiny random Llama (GQA) and BERT with room for 1,024
+    tokens, for documents long enough to read in row blocks."""
+    import torch
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(sentencepiece_tokenizer(True)), hidden_size=32,
+                                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, max_position_embeddings=1024,
+                                         initializer_range=0.5)).eval()
+    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=1024, initializer_range=0.5)).eval()
+    return {"llama": (llama, sentencepiece_tokenizer(True)), "bert": (bert, wordpiece_tokenizer())}
+
+
 TINY = {"bert": tiny_bert, "gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2}
 
 

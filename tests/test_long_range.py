@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic as syn  # noqa: E402
-from conftest import sentencepiece_tokenizer, wordpiece_tokenizer  # noqa: E402
+from conftest import long_models  # noqa: E402
 from reference import reference_positional  # noqa: E402
 
 from headscope.analysis.base import LayerView  # noqa: E402
@@ -131,19 +131,6 @@ def test_documents_join_consecutive_sentences_and_keep_their_trees(sample):
         Sentence(words=("a", "b"), sentence_starts=(1,))
 
 
-def _long_models():
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(sentencepiece_tokenizer(True)), hidden_size=32,
-                                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, max_position_embeddings=1024,
-                                         initializer_range=0.5)).eval()
-    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=1024, initializer_range=0.5)).eval()
-    return {"llama": (llama, sentencepiece_tokenizer(True)), "bert": (bert, wordpiece_tokenizer())}
-
-
 @pytest.mark.parametrize("family", ["llama", "bert"])
 def test_documents_in_row_blocks_match_the_reference(family, sample):
     """A ~300-word document of the sample's sentences, scored from whole maps and from 16-row blocks; both
@@ -151,7 +138,7 @@ def test_documents_in_row_blocks_match_the_reference(family, sample):
     import headscope
     from headscope.models import load_model
 
-    model, tok = _long_models()[family]
+    model, tok = long_models()[family]
     loaded = load_model(model, tokenizer=tok)
     docs = [d for d in documents(sample, words=300).sentences if len(d.sentence_starts) > 1][:2]
     whole = headscope.analyze(loaded, docs, tasks="positional", n_examples=0, bootstrap=0).scores

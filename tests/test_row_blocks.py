@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic as syn  # noqa: E402
-from conftest import sentencepiece_tokenizer, wordpiece_tokenizer  # noqa: E402
+from conftest import long_models  # noqa: E402
 from reference import reference_syntax  # noqa: E402
 
 from headscope.alignment import EncodedSentence, collate  # noqa: E402
@@ -69,26 +69,13 @@ def test_syntax_in_blocks_of_any_size_equals_whole_maps(causal):
         assert (m["n"] == m["n_b"]).all() and (m["n_reachable"] == m["n_reachable_b"]).all()
 
 
-def _long_models():
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(sentencepiece_tokenizer(True)), hidden_size=32,
-                                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, max_position_embeddings=1024,
-                                         initializer_range=0.5)).eval()
-    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=1024, initializer_range=0.5)).eval()
-    return {"llama": (llama, sentencepiece_tokenizer(True)), "bert": (bert, wordpiece_tokenizer())}
-
-
 @pytest.mark.parametrize("family", ["llama", "bert"])
 def test_syntax_on_documents_in_blocks_matches_the_reference(family, sample):
     import headscope
     from headscope.alignment import encode_sentences
     from headscope.models import load_model
 
-    model, tok = _long_models()[family]
+    model, tok = long_models()[family]
     loaded = load_model(model, tokenizer=tok)
     docs = list(documents(sample, words=250).sentences[:2])
     t = max(len(e) for e in encode_sentences(tok, docs))
