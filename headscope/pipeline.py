@@ -427,11 +427,11 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     (held-out selection). ``n_examples``: sentences whose word-level attention maps are kept for
     the report (``result.examples``). ``trust_remote_code``: let a model folder run its own Python code
     (``auto_map``); off unless asked. ``attention_memory``: MiB that one layer's attention may take; when
-    every task reads row blocks (positional) and a batch's maps are larger, attention is computed and
-    scored in blocks of query rows, so no ``[head, T, T]`` tensor is made. ``documents``: join consecutive
-    sentences of each treebank or text into documents of at most this many words (sentence boundaries,
-    trees and tags kept), for the long-range measures; inputs longer than the model are skipped. Returns an
-    :class:`AnalysisResult`.
+    every task reads row blocks (positional, syntax, coref, induction) and a batch's maps are larger,
+    attention is computed and scored in blocks of query rows, so no ``[head, T, T]`` tensor is made.
+    ``documents``: join consecutive sentences of each treebank or text into documents of at most this
+    many words (sentence boundaries, trees and tags kept), for the long-range measures; inputs longer
+    than the model are skipped. Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch

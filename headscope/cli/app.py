@@ -150,7 +150,7 @@ def run(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     attention_memory: Annotated[float, typer.Option("--attention-memory", min=1, help="MiB one layer's attention "
                                 "may take; larger maps are computed and scored in blocks of query rows when every "
-                                "task reads blocks (positional).")] = 512,
+                                "task reads blocks (positional, syntax, coref, induction).")] = 512,
     documents: Annotated[Optional[int], typer.Option("--documents", min=1, help="Join consecutive sentences into "
                          "documents of at most this many words (long-range measures; boundaries kept).")] = None,
 ) -> None:
