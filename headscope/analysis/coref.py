@@ -236,8 +236,6 @@ class CorefScorer:
     row_blocks = True  # reads query-row blocks: only the mention heads' word rows are needed
 
     def update(self, view: LayerView) -> None:
-        import torch
-
         from ..alignment import WordRows
 
         g = self._batch

@@ -253,8 +253,6 @@ class PositionalScorer:
         }
 
     def update(self, view: LayerView) -> None:
-        import torch
-
         g = self._batch
         a = view.tokens                                              # [b, h, rows, w]: rows r0.. of the map
         b, h, q, _ = a.shape
@@ -315,7 +313,6 @@ class PositionalScorer:
         one product with key columns, and triangles of at most ``n x n`` beside the diagonal."""
         import torch
 
-        g = self._batch
         b, h, n, w = a.shape
         a = a.float()
         m = max(self.max_offset, self.window, 1)
