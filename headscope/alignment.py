@@ -238,7 +238,7 @@ class Batch:
     visible: Any = None
     # first query row of the attention block being scored (capture in row blocks); 0 for whole maps
     row_start: int = 0
-    # attention.RowStats of the block being scored (entropy, confidence, argmax per row) when the capture
+    # attention.RowStats of the block being scored (entropy and confidence per row) when the capture
     # computed them; None otherwise (LayerView.row_stats then reads them from the probabilities)
     row_stats: Any = None
     _pooling: Any = None

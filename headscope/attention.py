@@ -49,7 +49,7 @@ class Session:
     block_rows: int | None = None   # query rows per block; None: the whole map at once
     row_start: int = 0              # first query row of the block being handed over
     causal: bool = False            # a decoder: a block of rows needs the keys up to its last row only
-    row_stats: bool = False         # compute each block's RowStats (entropy, confidence, argmax) for ``rows``
+    row_stats: bool = False         # compute each block's RowStats (entropy, confidence) for ``rows``
     rows: Any = None                # RowStats of the block being handed over, when asked for
 
     def start_forward(self) -> None:
@@ -101,33 +101,18 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, _mask_function)
 
 
-def probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | None, *, softcap: float | None = None,
-                  sinks: Any = None, position_bias: Any = None) -> Any:
-    """Attention probabilities ``[batch, head, query, key]`` in float32, as the model computes them.
+def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None, sinks: Any = None,
+           position_bias: Any = None, visible_from: int = 0, scores_out: Any = None, probs_out: Any = None
+           ) -> tuple[Any, Any]:
+    """Probabilities ``[batch, head, query, key]`` in float32, as the model computes them, and the
+    (masked) scores, for one block of query rows against keys ``keys_t`` ``[batch, head, dim, key]``
+    (GQA/MQA keys already repeated); ``query`` is scaled and float32 already.
 
-    ``key`` may have fewer heads than ``query`` (GQA/MQA: each KV head serves a contiguous group).
     ``attention_mask`` is boolean (True = may attend) or additive; ``softcap`` squashes the scores
     (Gemma 2); ``sinks`` are per-head logits of a virtual key that takes its share of each row and is
     then dropped (GPT-OSS); ``position_bias`` is added to the scores (T5). Masked scores get the
     float32 minimum, as in eager attention, so a row with no visible key (padding) is uniform rather
     than NaN; scorers never read such rows.
-    """
-    n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:
-        key = key.repeat_interleave(n_rep, dim=1)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    # scaling the queries first costs [q, d] multiplications instead of [q, k]
-    keys_t = key.float().transpose(-1, -2)
-    probs, _ = _block(query.float() * scale, keys_t, attention_mask, softcap=softcap, sinks=sinks,
-                      position_bias=position_bias)
-    return probs
-
-
-def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None, sinks: Any = None,
-           position_bias: Any = None, visible_from: int = 0, scores_out: Any = None, probs_out: Any = None
-           ) -> tuple[Any, Any]:
-    """Probabilities and (masked) scores of one block of query rows against keys ``keys_t``
-    ``[batch, head, dim, key]``; ``query`` is scaled and float32 already.
 
     ``visible_from``: the caller knows that every key left of this column is visible to every row
     unless the mask says otherwise somewhere there, which is checked; then only the columns from there
@@ -210,8 +195,9 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     blocked = bool(state.block_rows) and state.block_rows < q_len
     step = max(1, state.block_rows) if blocked else q_len
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    queries = query.float() * scale
-    keys_t = keys.float().transpose(-1, -2)
+    queries = query.float() * scale   # scaling the queries first costs [q, d] multiplications, not [q, k]
+    keys_f = keys.float()
+    keys_t = keys_f.transpose(-1, -2)
     if blocked:
         keys_t = keys_t.contiguous()  # each block reads a prefix of the keys' columns
     # Row facts from the scores: entropy = logsumexp * (row mass) - sum_j p_j s_j, where logsumexp is
@@ -222,7 +208,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     facts = state.row_stats and state.on_attention is not None
     fused = facts and plain and values.dtype == torch.float32
     if fused:  # one product gives P V and P K
-        right = torch.cat([values, keys.float()], -1)
+        right = torch.cat([values, keys_f], -1)
     dv = values.shape[-1]
     out = values.new_empty((b, heads, q_len, dv)) if blocked else None
     buffers: tuple = (None, None)
@@ -268,7 +254,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
             if plain:
                 conf = probs.amax(-1)
                 lse = scores.amax(-1) - torch.log(conf)
-                pk = both[..., dv:] if fused else torch.matmul(probs, keys.float()[:, :, :width])
+                pk = both[..., dv:] if fused else torch.matmul(probs, keys_f[:, :, :width])
                 expected = (queries[:, :, r0:r1] * pk).sum(-1)          # sum_j p_j s_j
                 entropy = lse * probs.sum(-1) - expected if sinks is not None else lse - expected
                 state.rows = RowStats(entropy.clamp_(min=0), conf)
