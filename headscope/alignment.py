@@ -324,11 +324,10 @@ def pool_words(attn: Any, batch: Batch) -> Any:
     a = attn.to(batch.from_mat.dtype)
     b, h, t, _ = a.shape
     c = batch.to_mat.shape[1]
-    # Two batched matmuls over the batch (not b*h tiny ones): sum key pieces, then average query pieces.
-    keys = torch.bmm(a.reshape(b, h * t, t), batch.to_mat.transpose(1, 2))      # [b, h*tok, col]
-    keys = keys.view(b, h, t, c).transpose(1, 2).reshape(b, t, h * c)          # [b, tok, h*col]
-    out = torch.bmm(batch.from_mat, keys)                                      # [b, col, h*col]
-    return out.view(b, c, h, c).transpose(1, 2)                                # [b, h, col, col]
+    # Sum key pieces in one product over the batch (not b*h tiny ones), then average query pieces with
+    # the batch's [col, tok] matrix broadcast over heads: no transposed copy, and the result is contiguous.
+    keys = torch.bmm(a.reshape(b, h * t, t), batch.to_mat.transpose(1, 2)).view(b, h, t, c)
+    return torch.matmul(batch.from_mat.unsqueeze(1), keys)                    # [b, h, col, col]
 
 
 class WordRows:

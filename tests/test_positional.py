@@ -120,3 +120,44 @@ def test_matches_reference_on_tiny_models(tiny, sample):
     for r in df[(df["relation"] == "argmax_offset") & (df["metric"] == "share")].itertuples():
         counts = ref_offsets[(r.layer, r.head)]
         assert r.score == pytest.approx(max(c for o, c in counts.items() if abs(o) <= 8) / sum(counts.values()))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_one_product_per_whole_map_equals_the_band_path(causal):
+    """Whole maps are scored by one product with batch weights and a first-maximum search; long inputs read
+    the band near the diagonal. Both give the same table, argmax offsets exactly, on maps full of ties (weights
+    in eighths), joined sentences, repeated words and tokens, and padding."""
+    from headscope.datasets import join_sentences
+    from headscope.types import Sentence
+
+    doc = join_sentences([Sentence(words=tuple(f"x{i % 7}" for i in range(k, k + 12)), sent_id=str(k),
+                                   upos=tuple("NOUN" if i % 3 else "DET" for i in range(12))) for k in (0, 12, 24)])
+    short = Sentence(words=("a", "b", "a", ",", "b"), sent_id="s", upos=("DET", "NOUN", "DET", "PUNCT", "NOUN"))
+    b = syn.batch([doc, short], causal=causal)
+    b.input_ids[:, 1:] = b.input_ids[:, 1:] % 9 + 1          # repeated tokens: induction pairs on the text
+    b.encoded = [type(e)(e.index, tuple(int(x) for x in b.input_ids[i, :len(e)]), e.word_ids, e.sep_tokens,
+                         e.n_words) for i, e in enumerate(b.encoded)]
+    t = b.input_ids.shape[1]
+    torch.manual_seed(1)
+    maps = torch.randint(0, 4, (2, 3, t, t)).float()
+    if causal:
+        maps = maps * torch.ones(t, t).tril()
+    maps = syn.normalise(maps, b)
+    maps = (maps * 8).round() / 8                             # many rows with several equal largest weights
+    maps = syn.normalise(maps, b)
+    tables = []
+    for whole_bytes in (PositionalScorer.WHOLE_BYTES, 0):
+        scorer = PositionalScorer(2, 3, causal=causal)
+        scorer.WHOLE_BYTES = whole_bytes
+        scorer.start_batch(b)
+        for layer in range(2):
+            scorer.update(syn.LayerView(layer, maps.roll(layer, 1), b))
+        assert (scorer._batch["whole"] is None) == (whole_bytes == 0)
+        scorer.end_batch()
+        tables.append(scorer.result())
+    m = tables[0].merge(tables[1], on=["layer", "head", "relation", "metric"])
+    assert len(m) == len(tables[0]) == len(tables[1])
+    assert {"other_sentences", "same_word", "induction_text", "content", "distance"} <= set(m["relation"])
+    assert (m["score_x"] - m["score_y"]).abs().max() < 1e-5 and (m["n_x"] == m["n_y"]).all()
+    offsets = m[m["relation"] == "argmax_offset"]
+    assert (offsets["score_x"] == offsets["score_y"]).all()

@@ -117,17 +117,6 @@ def _batch_pairs(batch: Batch, causal: bool) -> dict:
     return out
 
 
-class _Stashed:
-    """What ``_rows`` reads of a view, for stashed whole maps scored together."""
-
-    def __init__(self, facts: Any, t: int, visible: Any) -> None:
-        from types import SimpleNamespace
-
-        self.facts = facts
-        self.layer = -1
-        self.batch = SimpleNamespace(token_mask=SimpleNamespace(shape=(None, t)), row_start=0, visible=visible)
-
-
 def _pair_tensors(found: tuple, device: Any) -> Any:
     """(input, query, key) pairs as long tensors sorted by query, plus the sorted queries on the host;
     None when there are none."""
@@ -253,20 +242,100 @@ class PositionalScorer:
         }
 
     def update(self, view: LayerView) -> None:
-        g = self._batch
         a = view.tokens                                              # [b, h, rows, w]: rows r0.. of the map
-        b, h, q, _ = a.shape
         t = view.batch.token_mask.shape[1]
-        r0 = view.batch.row_start
-        if r0 == 0 and q == t and a.numel() * 4 * self.num_layers <= self.STASH_BYTES:
-            # A small whole map: kept until end_batch, which reads every layer's map in one pass (the
-            # work per small tensor operation, not the arithmetic, is what costs here).
-            g.setdefault("stash", []).append((view.layer, a.float(), view.row_stats(), view.batch.visible))
+        if view.batch.row_start == 0 and a.shape[2] == t and self._whole_weights() is not None:
+            self._whole(view, a.float())
             return
         self._rows(view, a)
 
-    # Whole maps of all layers of a batch below this size are scored together in end_batch.
-    STASH_BYTES = 64 * 2 ** 20
+    # A whole map whose batch weights (``[b, t * t, metric]``) fit in this many bytes is scored by
+    # ``_whole``: one product gives every linear measure's row-weighted sum at once.
+    WHOLE_BYTES = 32 * 2 ** 20
+
+    def _whole_weights(self) -> Any:
+        """``[b, t * t, LINEAR]``: the weight of key j in row i for each linear measure, times the row's
+        weight for that measure, so that one product of a whole map with it gives the batch's per-input
+        sums. Made once per batch on first use (every layer reads the same), None when too large."""
+        import torch
+
+        g = self._batch
+        if "whole" in g:
+            return g["whole"]
+        b, t = g["real"].shape
+        if b * t * t * LINEAR * 4 > self.WHOLE_BYTES:
+            g["whole"] = None
+            return None
+        dev = g["real"].device
+        pos = g["pos"]
+        d = pos.unsqueeze(1) - pos.unsqueeze(0)                     # [query, key]: i - j
+        far = d.abs()
+        w = torch.zeros((b, t, t, LINEAR), device=dev)
+        col = NAMES.index
+        for name, plane in (("self", d == 0), ("prev", d == 1), ("next", d == -1), ("local", far <= self.window),
+                            *((f"beyond_{x}", far > x) for x in FAR)):
+            w[..., col(name)] = plane.float()
+        w[..., col("distance")] = far.float()
+        w[:, :, 0, col("first")] = 1
+        w[torch.arange(b, device=dev), :, g["last"], col("last")] = 1
+        keys = g["keys"]                                              # [b, t, (sep, punct, content, ones)]
+        for k, name in enumerate(("sep", "punct", "content")):
+            w[..., col(name)] = keys[:, None, :, k]
+        w[..., col("sink")] = -1                                      # sink = 1 - mass: the 1 is added back
+        if g["segments"] is not None:
+            seg = torch.full((b, t), -1, dtype=torch.long, device=dev)
+            for i, segs in enumerate(g["segments"]):
+                for k, (s0, s1) in enumerate(segs):
+                    seg[i, s0:s1] = k
+            has = (seg[:, :1] >= 0).unsqueeze(-1)
+            w[..., col("other_sentences")] = ((seg.unsqueeze(2) != seg.unsqueeze(1)) & has).float()
+        for name, pairs in g["pairs"].items():
+            if pairs is not None:
+                pb, pq, pk, _ = pairs
+                w[pb, pq, pk, col(name)] = 1
+        w *= g["row_w"].unsqueeze(2)                                 # [b, t, 1, metric]: row weights
+        g["whole"] = w.view(b, t * t, LINEAR)
+        g["sink_rows"] = g["row_w"][..., col("sink")].sum(1)        # [b]
+        return g["whole"]
+
+    def _bucket_weights(self, t: int, device: Any) -> Any:
+        """``[t, t, 2]`` for ``_whole``'s argmax offset: key j of row i counts in column 0 when it lies left
+        of the row's offset window, and with weight 2**-(j - i + max_offset) in column 1 inside it (a sum
+        of distinct powers of two, exact in float32, whose leading bit names the first key)."""
+        import torch
+
+        cache = self.__dict__.setdefault("_bucket_cache", {})
+        key = (t, str(device))
+        if key not in cache:
+            pos = torch.arange(t, device=device)
+            k = pos.unsqueeze(0) - pos.unsqueeze(1) + self.max_offset   # [query, key]: j - i + max_offset
+            inside = (k >= 0) & (k <= 2 * self.max_offset)
+            cache[key] = torch.stack([(k < 0).float(), torch.where(inside, torch.exp2(-k.float()), 0.0)], -1)
+        return cache[key]
+
+    def _whole(self, view: LayerView, a: Any) -> None:
+        """One layer's whole map: every linear measure's per-input sum from one product with the batch
+        weights, and each row's argmax-offset bucket from where its largest weight first occurs."""
+        import torch
+
+        g = self._batch
+        b, h, t, _ = a.shape
+        facts = view.row_stats()
+        lin = torch.bmm(a.reshape(b, h, t * t), g["whole"])          # [b, h, LINEAR]
+        lin[..., NAMES.index("sink")] += g["sink_rows"].unsqueeze(1)
+        # the first key of each row holding the row's largest weight: inside the offset window (the
+        # leading bit of the powers of two it holds there) unless one left of the window holds it too
+        top = torch.eq(a, facts.confidence.unsqueeze(-1), out=torch.empty_like(a))
+        bits = torch.einsum("bhij,ijk->bhik", top, self._bucket_weights(t, a.device))
+        first = 1 - torch.frexp(bits[..., 1]).exponent               # j - i + max_offset of the first
+        further = (bits[..., 0] > 0) | (bits[..., 1] == 0)
+        bucket = torch.where(further, torch.full_like(first, 2 * self.max_offset + 1), first).long()
+        g.setdefault("layers", []).append(view.layer)
+        g.setdefault("entropy_w", []).append(self._entropy_weights(view.batch.visible))
+        g.setdefault("linear_sums", []).append(lin)
+        g.setdefault("plogp", []).append(-facts.entropy)
+        g.setdefault("conf", []).append(facts.confidence)
+        g.setdefault("bucket", []).append(bucket)
 
     def _rows(self, view: LayerView, a: Any) -> None:
         """Row statistics of one block (or whole map) of one layer, filed under its layer at the last block."""
@@ -283,7 +352,7 @@ class PositionalScorer:
                          "bucket": torch.zeros((b, h, t), dtype=torch.long, device=dev),
                          "visible": None if view.batch.visible is None else torch.zeros((b, t), device=dev)}
         buf = g["rows"]
-        facts = view.row_stats() if not isinstance(view, _Stashed) else view.facts
+        facts = view.row_stats()
         rows = slice(r0, r0 + q)
         for c0 in range(0, q, self.ROWS):
             n = min(self.ROWS, q - c0)
@@ -475,39 +544,10 @@ class PositionalScorer:
         # rows counted stay those of the batch's rule; only the log(number of visible keys) follows the mask
         return torch.stack([g["real"], g["informative"] / torch.log(vis.clamp_min(2))], -1)
 
-    def _score_stash(self) -> None:
-        """The stashed whole maps of every layer, read as one map with the layers' heads side by side."""
-        import torch
-
-        g = self._batch
-        stash = g.pop("stash", None)
-        if not stash:
-            return
-        batch_t = stash[0][1].shape[-1]
-        layers = [x[0] for x in stash]
-        maps = torch.cat([x[1] for x in stash], 1)                  # [b, layers*h, t, t]
-        from ..attention import RowStats
-
-        facts = RowStats(torch.cat([x[2].entropy for x in stash], 1), torch.cat([x[2].confidence for x in stash], 1))
-        visible = stash[0][3]
-        view = _Stashed(facts, batch_t, visible)
-        self._rows(view, maps)
-        h = self.num_heads
-        entry = {k: g[k].pop() for k in ("entropy_w", "linear_sums", "plogp", "conf", "bucket")}
-        g["layers"].pop()
-        for k, layer in enumerate(layers):
-            part = slice(k * h, (k + 1) * h)
-            g["layers"].append(layer)
-            vis = stash[k][3]
-            g["entropy_w"].append(entry["entropy_w"] if vis is visible else self._entropy_weights(vis))
-            for name in ("linear_sums", "plogp", "conf", "bucket"):
-                g[name].append(entry[name][:, part])
-
     def end_batch(self) -> None:
         import torch
 
         g = self._batch
-        self._score_stash()
         if not g.get("layers"):
             return
         layers = g.pop("layers")

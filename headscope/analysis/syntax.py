@@ -167,7 +167,7 @@ class SyntaxScorer:
                 excluded_h2d = excluded | (word.unsqueeze(-1) < col)   # word j attends to d only when d <= j
             else:
                 excluded_d2h = excluded_h2d = excluded
-            pred = (scores - 2.0 * excluded_d2h.unsqueeze(1).float()).argmax(-1)        # [b, h, R]
+            pred = (scores - 2.0 * excluded_d2h.unsqueeze(1).float()).max(-1)[1]        # [b, h, R]: first of equals
             slot = torch.where(word >= 0, word, torch.full_like(word, w)).unsqueeze(1).expand_as(pred)
             state["d2h"].scatter_(2, slot, pred)
             masked = scores - 2.0 * excluded_h2d.unsqueeze(1).float()
@@ -203,9 +203,11 @@ class SyntaxScorer:
             b, n_layers, h, w, _ = words.shape
             words = words.view(b, n_layers * h, w, w)
             hits = []
-            # The transpose is made contiguous: argmax over a strided last dim is several times slower.
+            # The transpose is made contiguous: argmax over a strided last dim is several times slower. Both
+            # are this scorer's own copies, so the exclusions are subtracted in place; max gives the first
+            # index of equals like argmax, at two thirds of its cost on CPU.
             for k, scores in enumerate((words, words.transpose(-1, -2).contiguous())):
-                pred = (scores - g["masks"][k]).argmax(-1)            # [b, layer*h, w]
+                pred = scores.sub_(g["masks"][k]).max(-1)[1]           # [b, layer*h, w]
                 hits.append((pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1))
             both = torch.cat(hits, 1).float()                         # [b, 2*layer*h, w]
         else:                                                         # scored block by block, layer by layer
