@@ -51,6 +51,7 @@ class Session:
     causal: bool = False            # a decoder: a block of rows needs the keys up to its last row only
     row_stats: bool = False         # compute each block's RowStats (entropy, confidence) for ``rows``
     rows: Any = None                # RowStats of the block being handed over, when asked for
+    visible_of: Any = None          # (mask, block, counts): the visible keys of the last mask seen
 
     def start_forward(self) -> None:
         self.position = 0
@@ -241,8 +242,13 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         if state.on_attention is None:
             continue
         state.row_start = r0
-        state.visible = (mask.sum(-1)[:, 0] if mask is not None and mask.dtype == torch.bool and mask.dim() == 4
-                         else None)
+        state.visible = None
+        if mask is not None and mask.dtype == torch.bool and mask.dim() == 4:
+            # layers of one kind share one mask: count its visible keys once per forward and block
+            seen = state.visible_of
+            if seen is None or seen[0] is not attention_mask or seen[1] != (r0, r1, width):
+                seen = state.visible_of = (attention_mask, (r0, r1, width), mask.sum(-1)[:, 0])
+            state.visible = seen[2]
         state.rows = None
         if facts:
             if plain:

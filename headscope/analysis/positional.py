@@ -540,9 +540,14 @@ class PositionalScorer:
         g = self._batch
         if visible is None:
             return g["entropy"]
+        seen = g.get("entropy_of")
+        if seen is not None and seen[0] is visible:    # the layers of one mask share their counts
+            return seen[1]
         vis = visible.to(g["real"].device).float()
         # rows counted stay those of the batch's rule; only the log(number of visible keys) follows the mask
-        return torch.stack([g["real"], g["informative"] / torch.log(vis.clamp_min(2))], -1)
+        weights = torch.stack([g["real"], g["informative"] / torch.log(vis.clamp_min(2))], -1)
+        g["entropy_of"] = (visible, weights)
+        return weights
 
     def end_batch(self) -> None:
         import torch
