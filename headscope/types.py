@@ -14,7 +14,8 @@ class Sentence:
     ``space_after[i]`` says whether running text has a space after word i (UD ``SpaceAfter=No``,
     words inside a multiword token); ``None`` when unknown, read as a space after every word.
     ``sentence_starts``: for a document of joined sentences, the word index where each begins (0 first);
-    trees then index the whole document's words.
+    trees then index the whole document's words. ``lemmas``: each word's lemma (UD LEMMA; ``"_"`` where
+    unknown), or ``None`` when the data has none.
     """
 
     words: tuple[str, ...]
@@ -25,10 +26,11 @@ class Sentence:
     source: str = ""
     space_after: tuple[bool, ...] | None = None
     sentence_starts: tuple[int, ...] | None = None
+    lemmas: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.words)
-        for name in ("heads", "relations", "upos", "space_after"):
+        for name in ("heads", "relations", "upos", "space_after", "lemmas"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"Sentence {self.sent_id!r}: {name} has {len(value)} items for {n} words")

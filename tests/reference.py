@@ -99,6 +99,12 @@ def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
     return correct, total
 
 
+def _form(s, w: int) -> str:
+    """What same_word compares: the word's lemma where the data has one, else the word; case-folded."""
+    lemma = s.lemmas[w] if s.lemmas is not None else "_"
+    return (s.words[w] if lemma == "_" else lemma).casefold()
+
+
 def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal: bool = False, raw: bool = False):
     """{(layer, head, metric): mean over rows} for the positional metrics, plus argmax-offset counts;
     with ``raw``, the sums and row counts behind the means instead of the means."""
@@ -155,8 +161,7 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
                     wq = word_ids[i]
                     if wq is not None and not word_punct[wq]:
                         same = np.array([word_ids[j] is not None and word_ids[j] != wq
-                                         and s.words[word_ids[j]].casefold() == s.words[wq].casefold()
-                                         for j in keys])
+                                         and _form(s, word_ids[j]) == _form(s, wq) for j in keys])
                         if same.any():
                             add(k + ("same_word",), row[same].sum())
                     if wq is not None:

@@ -634,6 +634,16 @@ def test_form_with_two_spaces(tmp_path):
         assert err.line == 2
     else:
         assert corpus.sentences[0].words == ("New  York",)
+        assert corpus.sentences[0].lemmas == ("New  York",)
+
+
+def test_lemmas_are_kept_and_absent_ones_are_none(tmp_path):
+    path = write(tmp_path, ["# sent_id = a", tok(1, "Dogs", 2, "nsubj", "NOUN", lemma="dog"),
+                            tok(2, "ran", 0, "root", "VERB"), "", "# sent_id = b", tok(1, "Go", 0, "root", "VERB")])
+    a, b = load_conllu(path).sentences
+    assert a.lemmas == ("dog", "_") and b.lemmas is None
+    with pytest.raises(ValueError, match="lemmas has 1 items for 2 words"):
+        type(a)(words=("x", "y"), lemmas=("x",))
 
 
 @pytest.mark.parametrize("row", [tok("02", "b", 1, "dep"), tok(2, "b", "01", "dep")], ids=["id-02", "head-01"])

@@ -161,3 +161,29 @@ def test_documents_in_row_blocks_match_the_reference(family, sample):
         for r in got.itertuples():
             # float32 sums: distances of ~100 tokens hold 7 significant digits
             assert r.score == pytest.approx(ref[(r.layer, r.head, r.relation)], abs=2e-5, rel=1e-6), (family, r.relation)
+
+
+def test_same_word_reads_lemmas_where_the_data_has_them():
+    """ "was" and "is" share the lemma "be": a head that looks from "is" back to "was" puts its mass on the same
+    lemma; without lemmas the words differ and no row has a match."""
+    words = ("it", "was", "so", "it", "is")
+    lemmas = ("it", "be", "so", "it", "be")
+    t = len(words)
+    a = torch.zeros(1, 1, t, t)
+    for i in range(t):
+        a[0, 0, i, 1 if i == 4 else i] = 1.0
+    got = {}
+    for name, s in (("lemmas", Sentence(words=words, lemmas=lemmas, sent_id="l")),
+                    ("words", Sentence(words=words, sent_id="w"))):
+        df = syn.run(PositionalScorer(1, 1, causal=True), syn.batch([s], specials=False, causal=True), a)
+        got[name] = df[df["relation"] == "same_word"]
+    # rows with an earlier same lemma: "it" (3) and "is" (4); "is" looks at "was"
+    assert float(got["lemmas"]["score"].iloc[0]) == pytest.approx(0.5) and int(got["lemmas"]["n"].iloc[0]) == 2
+    # by words only "it" repeats, and it looks at itself
+    assert float(got["words"]["score"].iloc[0]) == pytest.approx(0.0) and int(got["words"]["n"].iloc[0]) == 1
+
+
+def test_documents_keep_lemmas():
+    parts = [Sentence(words=("a", "b"), lemmas=("A", "_"), sent_id="1"), Sentence(words=("c",), lemmas=("c",), sent_id="2")]
+    assert join_sentences(parts).lemmas == ("A", "_", "c")
+    assert join_sentences([parts[0], Sentence(words=("d",), sent_id="3")]).lemmas is None

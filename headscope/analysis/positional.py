@@ -25,8 +25,9 @@ METRICS = (
     ("distance", "tokens", "mean attention distance sum_j A[i,j] |i-j|"),
     *((f"beyond_{d}", "mass", f"attention to keys more than {d} tokens away (rows that can see one)") for d in FAR),
     ("other_sentences", "mass", "attention to other sentences of a document (rows that can see one)"),
-    ("same_word", "mass", "attention to other occurrences of the query's word, case-folded (earlier ones in a "
-                          "decoder; rows of non-punctuation words that have one)"),
+    ("same_word", "mass", "attention to other occurrences of the query's lemma (the case-folded word where the "
+                          "data has no lemma; earlier ones in a decoder; rows of non-punctuation words that have "
+                          "one)"),
     ("induction_text", "mass", "attention to the token after an earlier occurrence of the query's token, "
                                "before the query (induction on the text itself; rows that have one)"),
     ("content", "mass", "attention to content words (UPOS NOUN, PROPN, VERB, ADJ, ADV; inputs with UPOS)"),
@@ -86,7 +87,8 @@ def _group_pairs(groups: Any, unit: Any, earlier: bool) -> tuple[Any, Any]:
 
 def _batch_pairs(batch: Batch, causal: bool) -> dict:
     """The batch's (input, query token, key token) pairs for ``same_word`` (a piece of another occurrence of
-    the query's word, case-folded, punctuation left out; earlier occurrences only in a decoder) and for
+    the query's lemma, or its case-folded word where the data gives no lemma, punctuation left out; earlier
+    occurrences only in a decoder) and for
     ``induction_text`` (the token after an earlier occurrence of the query's token id, before the query;
     special tokens left out), found for the whole batch at once."""
     import numpy as np
@@ -101,8 +103,9 @@ def _batch_pairs(batch: Batch, causal: bool) -> dict:
         wids = np.asarray(e.word_ids, dtype=np.int64)
         word[i, :n] = wids
         upos = s.upos or (None,) * len(s.words)
-        of_word = np.array([-1 if is_punct(x, u) else forms.setdefault((i, x.casefold()), len(forms))
-                            for x, u in zip(s.words, upos)] + [-1], dtype=np.int64)
+        lemmas = s.lemmas or ("_",) * len(s.words)
+        of_word = np.array([-1 if is_punct(x, u) else forms.setdefault((i, (x if m == "_" else m).casefold()), len(forms))
+                            for x, u, m in zip(s.words, upos, lemmas)] + [-1], dtype=np.int64)
         form[i, :n] = of_word[wids]                                  # specials (word -1) read the last entry
         ids[i, :n] = np.where(wids >= 0, np.asarray(e.input_ids, dtype=np.int64), -1)
     flat_word = (word + np.arange(b)[:, None] * (t + 1)).reshape(-1)   # distinct across inputs

@@ -9,7 +9,7 @@ from ..types import Corpus, Sentence
 
 def join_sentences(sentences: Iterable[Sentence]) -> Sentence:
     """One Sentence of the given sentences in order: words, trees (heads re-indexed into the document),
-    UPOS and spacing carried over, ``sentence_starts`` marking where each began."""
+    UPOS, lemmas and spacing carried over, ``sentence_starts`` marking where each began."""
     sentences = list(sentences)
     if not sentences:
         raise ValueError("join_sentences needs at least one sentence")
@@ -17,10 +17,12 @@ def join_sentences(sentences: Iterable[Sentence]) -> Sentence:
     heads: list[int] = []
     relations: list[str] = []
     upos: list[str] = []
+    lemmas: list[str] = []
     spaces: list[bool] = []
     starts: list[int] = []
     trees = all(s.has_tree for s in sentences)
     tagged = all(s.upos is not None for s in sentences)
+    lemmatised = all(s.lemmas is not None for s in sentences)
     for s in sentences:
         offset = len(words)
         starts.append(offset)
@@ -30,12 +32,15 @@ def join_sentences(sentences: Iterable[Sentence]) -> Sentence:
             relations.extend(s.relations)
         if tagged:
             upos.extend(s.upos)
+        if lemmatised:
+            lemmas.extend(s.lemmas)
         spaces.extend(s.space_after if s.space_after is not None else (True,) * len(s))
     first, last = sentences[0], sentences[-1]
     sent_id = first.sent_id if len(sentences) == 1 else f"{first.sent_id}..{last.sent_id}"
     return Sentence(words=tuple(words), heads=tuple(heads) if trees else None,
                     relations=tuple(relations) if trees else None, upos=tuple(upos) if tagged else None,
-                    sent_id=sent_id, source=first.source, space_after=tuple(spaces), sentence_starts=tuple(starts))
+                    sent_id=sent_id, source=first.source, space_after=tuple(spaces), sentence_starts=tuple(starts),
+                    lemmas=tuple(lemmas) if lemmatised else None)
 
 
 def documents(corpus: Corpus, words: int) -> Corpus:

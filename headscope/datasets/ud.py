@@ -242,12 +242,14 @@ def _to_sentence(lines: list[tuple[int, str]], path: str, sent_id: str | None, r
     except ParseException as exc:
         raise DataError(f"{exc}", path=path, line=lines[0][0], sent_id=sent_id) from None
     tokens = [t for t in parsed[0] if isinstance(t["id"], int)]
+    lemmas = tuple((t["lemma"] or "_").replace(_SPACE, " ") for t in tokens)
     return Sentence(
         space_after=_spaces_after(parsed[0]),
         words=tuple(t["form"].replace(_SPACE, " ") for t in tokens),
         heads=tuple(int(t["head"]) - 1 for t in tokens),
         relations=relations,
         upos=tuple(t["upos"] or "_" for t in tokens),
+        lemmas=lemmas if any(x != "_" for x in lemmas) else None,
         sent_id=sent_id or f"{Path(path).name}:{lines[0][0]}",
         source=f"{path}:{lines[0][0]}",
     )
