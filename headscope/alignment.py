@@ -236,6 +236,9 @@ class Batch:
     # [batch, query] keys each row may attend to in the layer being scored, counted from the model's own
     # mask (causality, sliding window, padding); set by the capture per layer, None when unknown (hooks)
     visible: Any = None
+    # [batch, query, key] bool: the model's own mask of that block (True = may attend), when it passed one
+    # (padding, sliding windows); None when the batch's rule holds (all real keys, or those up to the query)
+    key_mask: Any = None
     # first query row of the attention block being scored (capture in row blocks); 0 for whole maps
     row_start: int = 0
     # attention.RowStats of the block being scored (entropy and confidence per row) when the capture

@@ -52,6 +52,7 @@ class Session:
     row_stats: bool = False         # compute each block's RowStats (entropy, confidence) for ``rows``
     rows: Any = None                # RowStats of the block being handed over, when asked for
     visible_of: Any = None          # (mask, block, counts): the visible keys of the last mask seen
+    key_mask: Any = None            # [batch, rows, keys] bool: the model's mask of the block handed over, if any
 
     def start_forward(self) -> None:
         self.position = 0
@@ -243,6 +244,9 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
             continue
         state.row_start = r0
         state.visible = None
+        # the model's own mask of this block (the implicit one is the plain causal rule, which scorers know)
+        state.key_mask = mask[:, 0] if not implicit and mask is not None and mask.dtype == torch.bool and mask.dim() == 4 \
+            else None
         if mask is not None and mask.dtype == torch.bool and mask.dim() == 4:
             # layers of one kind share one mask: count its visible keys once per forward and block
             seen = state.visible_of

@@ -183,6 +183,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         batch = state["batch"]
         batch.row_start = getattr(capturing, "row_start", 0)
         batch.visible = getattr(capturing, "visible", None)
+        batch.key_mask = getattr(capturing, "key_mask", None)
         batch.row_stats = getattr(capturing, "rows", None)
         if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads, sinks=info.sinks)

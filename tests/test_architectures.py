@@ -254,3 +254,67 @@ def test_attention_sinks_are_a_model_fact_and_rows_may_sum_below_one():
     llama = load_model(build("llama")[0], tokenizer=build("llama")[1])
     assert "sink" not in set(headscope.analyze(llama, texts, tasks="positional", bootstrap=0,
                                                n_examples=0).scores["relation"])
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_syntax_reach_follows_a_sliding_window(blocks, sample):
+    """Mistral with a 4-token window: a dependent's head counts as reachable in a layer only when some piece of
+    one sees some piece of the other through the window, so n_reachable falls below the causal rule's count;
+    the heads' hits equal the one-sentence-at-a-time eager reference's hits on reachable heads, whole maps or
+    blocks of 3 query rows, padded batches included."""
+    import torch
+
+    import headscope
+    from headscope.alignment import encode_sentences
+    from headscope.models import load_model
+
+    window = 4
+    model, tok = build("mistral")
+    loaded = load_model(model, tokenizer=tok)
+    sentences = [s for s in sample.sentences if s.has_tree][:6]
+    encoded = encode_sentences(tok, sentences, bos_id=tok.bos_token_id)
+    t = max(len(e) for e in encoded)
+    mib = 3 * 3 * loaded.info.num_heads * t * 16 / 2 ** 20 if blocks else 256   # 3 rows of the longest batch
+    if blocks:
+        from headscope.alignment import collate
+        from headscope.analysis.syntax import SyntaxScorer
+        from headscope.pipeline import block_rows
+
+        longest = sorted(range(6), key=lambda i: -len(encoded[i]))[:3]
+        batch = collate([sentences[i] for i in longest], [encoded[i] for i in longest], pad_id=0, device="cpu",
+                        causal=True)
+        assert block_rows([SyntaxScorer(1, 1, [])], loaded.info.num_heads, mib)(batch) == 3
+    scores = headscope.analyze(loaded, sentences, tasks="syntax", bootstrap=0, n_examples=0, batch_size=3,
+                               attention_memory=mib).scores
+    heads = scores[scores["layer"].notna() & (scores["relation"] == "all")]
+    reach = {d: 0 for d in ("dep_to_head", "head_to_dep")}
+    rule = dict(reach)
+    hits: dict = {}
+    for s, enc in zip(sentences, encoded):
+        pieces = {}
+        for p, w in enumerate(enc.word_ids):
+            pieces.setdefault(w, []).append(p)
+        ids = torch.tensor([enc.input_ids])
+        maps = eager_forward(model.model, input_ids=ids, attention_mask=torch.ones_like(ids)).attentions
+        for d, gold in enumerate(s.heads):
+            if gold < 0:
+                continue
+            for direction, (q, k) in (("dep_to_head", (d, gold)), ("head_to_dep", (gold, d))):
+                seen = any(p - window < c <= p for p in pieces[q] for c in pieces[k])
+                reach[direction] += seen
+                rule[direction] += k < q
+                for layer, att in enumerate(maps):
+                    a = att[0].float()
+                    for head in range(a.shape[0]):
+                        w = torch.stack([a[head][pieces[i]].mean(0) for i in range(len(s))])   # word rows
+                        w = torch.stack([w[:, pieces[i]].sum(1) for i in range(len(s))], 1)
+                        # dep_to_head ranks the keys of row d, head_to_dep the queries of column d (first of equals)
+                        row = w[d] if direction == "dep_to_head" else w[:, d]
+                        allowed = [j for j in range(len(s)) if (j < d if direction == "dep_to_head" else j > d)]
+                        pred = max(allowed, key=lambda j: (float(row[j]), -j)) if allowed else -1
+                        key = (layer, head, direction)
+                        hits[key] = hits.get(key, 0) + int(seen and pred == gold)
+    for (layer, head, direction), n in hits.items():
+        got = heads[(heads["layer"] == layer) & (heads["head"] == head) & (heads["direction"] == direction)]
+        assert int(got["n_reachable"].iloc[0]) == reach[direction] < rule[direction]
+        assert round(float(got["score"].iloc[0]) * int(got["n"].iloc[0])) == n, (layer, head, direction)

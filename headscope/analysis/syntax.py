@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Batch
+from ..alignment import Batch, pool_words
 from ..schema import frame
 from .base import LayerView, UnitStore
 
@@ -39,7 +39,9 @@ class SyntaxScorer:
 
     ``dep_to_head``: pred(d) = argmax_{j≠d} A[d, j]; ``head_to_dep``: pred(d) = argmax_{j≠d} A[j, d].
     Only word columns compete (special tokens are cropped, not renormalised). In a decoder only
-    visible positions compete and an instance counts as reachable only if its head is visible.
+    visible positions compete and an instance counts as reachable only if its head is visible: by the
+    causal rule, and in a layer whose own mask hides more (a sliding window) by that mask, so
+    ``n_reachable`` is per layer.
     """
 
     num_layers: int
@@ -49,7 +51,7 @@ class SyntaxScorer:
     task: str = "syntax"
     correct: Any = field(default=None, repr=False)    # [layer, dir, head, rel+all]
     total: Any = field(default=None, repr=False)      # [rel+all]
-    reachable: Any = field(default=None, repr=False)  # [dir, rel+all]
+    reachable: Any = field(default=None, repr=False)  # [layer, dir, rel+all]
     offset_correct: Any = field(default=None, repr=False)  # [dir, offset, rel+all]
     keep_units: bool = True      # per-sentence counts, for bootstrap intervals over sentences
     _units: Any = field(default=None, repr=False)   # UnitStore: per-sentence correct, total, offsets
@@ -67,7 +69,7 @@ class SyntaxScorer:
         if self.correct is None:
             self.correct = torch.zeros((self.num_layers, 2, self.num_heads, r), dtype=torch.float64)
             self.total = torch.zeros(r, dtype=torch.float64)
-            self.reachable = torch.zeros((2, r), dtype=torch.float64)
+            self.reachable = torch.zeros((self.num_layers, 2, r), dtype=torch.float64)
             self.offset_correct = torch.zeros((2, len(OFFSETS), r), dtype=torch.float64)
 
     def start_batch(self, batch: Batch) -> None:
@@ -110,7 +112,7 @@ class SyntaxScorer:
         offsets = torch.tensor(OFFSETS, device=dev)
         hit = ((heads.unsqueeze(-1) - pos.view(1, -1, 1)) == offsets) & valid.unsqueeze(-1)  # [b, w, offset]
         by_offset = torch.einsum("bwk,bwr->kr", hit.float(), onehot).double()
-        reachable, offset_correct = torch.zeros_like(self.reachable), torch.zeros_like(self.offset_correct)
+        reachable, offset_correct = torch.zeros_like(self.reachable[0]), torch.zeros_like(self.offset_correct)
         for k, reach in enumerate((reach_d2h, reach_h2d)):
             reachable[k] = torch.einsum("bw,bwr->r", reach.float(), onehot).double()
             # In a decoder dep_to_head can only look left (k < 0) and head_to_dep only right.
@@ -133,8 +135,56 @@ class SyntaxScorer:
             # end_batch, which costs a sixth of the tensor operations of scoring layer by layer.
             g.setdefault("layers", []).append(view.layer)
             g.setdefault("words", []).append(view.words[:, :, :w, :w])
+            if view.batch.key_mask is not None:
+                g.setdefault("own_reach", {})[view.layer] = self._mask_reach(view.batch)
             return
         self._update_block(view)
+
+    def _mask_reach(self, batch: Batch) -> tuple[Any, Any]:
+        """(dep_to_head, head_to_dep) reach ``[b, w]`` under the layer's own mask of a whole map: the head
+        word is visible from the dependent (or the dependent from the head) through some pair of their
+        pieces, on top of the batch's rule. Layers that share a mask share the answer."""
+        import torch
+
+        g = self._batch
+        seen = g.get("mask_of")
+        if seen is not None and seen[0] is batch.key_mask:
+            return seen[1]
+        w = batch.max_words
+        vis = pool_words(batch.key_mask.unsqueeze(1).float(), batch)[:, 0, :w, :w] > 0   # [b, query, key]
+        at = g["heads"].clamp_min(0)
+        d2h = torch.gather(vis, 2, at.unsqueeze(-1))[..., 0]          # vis[d, head(d)]
+        h2d = torch.gather(vis, 1, at.unsqueeze(1))[:, 0]             # vis[head(d), d]
+        out = (g["reach"][0] & d2h, g["reach"][1] & h2d)
+        g["mask_of"] = (batch.key_mask, out)
+        return out
+
+    def _mask_reach_block(self, batch: Batch, state: dict) -> None:
+        """The layer's own mask, block by block: complete word rows of it give dep_to_head's reach of those
+        rows and head_to_dep's reach of the dependents whose head they are."""
+        import torch
+
+        from ..alignment import WordRows
+
+        g = self._batch
+        b, w = g["heads"].shape
+        if batch.row_start == 0:
+            state["mask"] = {"rows": WordRows(batch), "d2h": torch.zeros((b, w + 1), dtype=torch.bool,
+                                                                          device=g["heads"].device),
+                             "h2d": torch.zeros((b, w), dtype=torch.bool, device=g["heads"].device)}
+        own = state["mask"]
+        got = own["rows"].feed(batch.key_mask.unsqueeze(1).float(), batch.row_start)
+        if got is None:
+            return
+        rows, word, lo = got
+        vis = rows[:, 0, :, :w] > 0                                   # [b, R, w]: rows of words lo..lo+R-1
+        heads = g["heads"]
+        of_row = torch.gather(heads.clamp_min(0), 1, word.clamp_min(0))  # each row word's own head
+        seen = torch.gather(vis, 2, of_row.unsqueeze(-1))[..., 0] & (word >= 0)
+        own["d2h"].scatter_(1, torch.where(word >= 0, word, torch.full_like(word, w)), seen)
+        n = vis.shape[1]
+        inside = (heads >= lo) & (heads < lo + n)                     # dependents whose head's row is here
+        own["h2d"] |= torch.gather(vis, 1, (heads - lo).clamp(0, n - 1).unsqueeze(1))[:, 0] & inside
 
     def _update_block(self, view: LayerView) -> None:
         """One block of query rows: its complete word rows give their dep_to_head predictions, and every
@@ -155,6 +205,8 @@ class SyntaxScorer:
                           "best": torch.full((b, h, w), -float("inf"), device=dev),
                           "h2d": torch.full((b, h, w), -1, dtype=torch.long, device=dev)}
         state = g["block"]
+        if batch.key_mask is not None:
+            self._mask_reach_block(batch, state)
         got = state["rows"].feed(view.tokens, batch.row_start)
         if got is not None:
             rows, word, _ = got                                       # [b, h, R, col], [b, R]
@@ -179,7 +231,11 @@ class SyntaxScorer:
         if batch.row_start + view.tokens.shape[2] < t:
             return
         heads = g["heads"].unsqueeze(1)
-        reach_d2h, reach_h2d = (r.unsqueeze(1) for r in g["reach"])
+        reach = g["reach"]
+        if "mask" in state:
+            reach = (reach[0] & state["mask"]["d2h"][:, :w], reach[1] & state["mask"]["h2d"])
+            g.setdefault("own_reach", {})[view.layer] = reach
+        reach_d2h, reach_h2d = (r.unsqueeze(1) for r in reach)
         hits = torch.stack([(state["d2h"][..., :w] == heads) & reach_d2h, (state["h2d"] == heads) & reach_h2d], 1)
         g.setdefault("layers", []).append(view.layer)
         g.setdefault("hits", []).append(hits)                         # [b, dir, h, w]
@@ -193,6 +249,12 @@ class SyntaxScorer:
             return
         total, reachable, offset_correct = g.pop("pending")
         self.total += total
+        own = g.pop("own_reach", {})
+        if own:   # layers whose own mask hides heads that the rule would show
+            reachable = reachable.expand(self.num_layers, -1, -1).clone()
+            for layer, pair in own.items():
+                for k, reach in enumerate(pair):
+                    reachable[layer, k] = torch.einsum("bw,bwr->r", reach.float(), g["onehot"]).double()
         self.reachable += reachable
         self.offset_correct += offset_correct
         if not g.get("words") and not g.get("hits"):
@@ -208,7 +270,11 @@ class SyntaxScorer:
             # index of equals like argmax, at two thirds of its cost on CPU.
             for k, scores in enumerate((words, words.transpose(-1, -2).contiguous())):
                 pred = scores.sub_(g["masks"][k]).max(-1)[1]           # [b, layer*h, w]
-                hits.append((pred == g["heads"].unsqueeze(1)) & g["reach"][k].unsqueeze(1))
+                reach = g["reach"][k].unsqueeze(1)
+                if own:                                               # per layer: [b, layer*h, w]
+                    reach = torch.stack([own[layer][k] if layer in own else g["reach"][k] for layer in layers],
+                                        1).repeat_interleave(h, 1)
+                hits.append((pred == g["heads"].unsqueeze(1)) & reach)
             both = torch.cat(hits, 1).float()                         # [b, 2*layer*h, w]
         else:                                                         # scored block by block, layer by layer
             stacked = torch.stack(g.pop("hits"), 2)                   # [b, dir, layer, h, w]
@@ -232,7 +298,7 @@ class SyntaxScorer:
             idx = [names.index(r) for r in src.relations] + [len(names)]
             out.correct[..., idx] += src.correct.cpu()
             out.total[idx] += src.total.cpu()
-            out.reachable[:, idx] += src.reachable.cpu()
+            out.reachable[..., idx] += src.reachable.cpu()
             out.offset_correct[..., idx] += src.offset_correct.cpu()
         out.keep_units = False   # per-sentence counts are per relation list; intervals need one scorer's units
         return out
@@ -283,8 +349,9 @@ class SyntaxScorer:
             if n == 0:
                 continue
             for k, direction in enumerate(DIRECTIONS):
+                # baselines are no layer's: they take the most any layer reaches (the rule's count)
                 base = {"task": self.task, "relation": rel, "direction": direction, "metric": "accuracy",
-                        "n": n, "n_reachable": int(reach[k, r])}
+                        "n": n, "n_reachable": int(reach[:, k, r].max())}
                 for j, off in enumerate(OFFSETS):
                     if self.causal and not (off < 0 if k == 0 else off > 0):
                         continue
@@ -295,7 +362,8 @@ class SyntaxScorer:
                     for head in range(self.num_heads):
                         lo, hi = ((ci["heads"][0][layer, k, head, r], ci["heads"][1][layer, k, head, r]) if ci
                                   else (nan, nan))
-                        rows.append({**base, "layer": layer, "head": head, "score": correct[layer, k, head, r] / n,
+                        rows.append({**base, "layer": layer, "head": head, "n_reachable": int(reach[layer, k, r]),
+                                     "score": correct[layer, k, head, r] / n,
                                      "ci_low": lo, "ci_high": hi,
                                      "p_value": ci["p"][layer, k, head, r] if ci else nan})
         return frame(rows)
