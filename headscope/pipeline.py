@@ -436,9 +436,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     import pandas as pd
     import torch
 
-    from .alignment import encode_sentences
-    from .analysis.base import LayerView, parse_tasks
-    from .capture import capture
+    from .analysis.base import parse_tasks
     from .interrupts import Noted, interruptible, shielded
     from .models import load_model
     from .result import AnalysisResult

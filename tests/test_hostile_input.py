@@ -271,7 +271,7 @@ def test_long_chain_tree_is_checked_in_linear_time(tmp_path):
     cycle = [tok(1, "r", 0, "root")] + lines[1:-1] + [tok(n, f"w{n}", 2, "dep")]
     with pytest.raises(DataError) as exc:
         load_conllu(write(tmp_path, cycle + ["", tok(1, "x", 0, "root")], "cycle.conllu"))
-    assert f"makes a cycle 2 -> 3 -> 4" in str(exc.value) and f"-> ... -> 2 ({n - 1} words)" in str(exc.value)
+    assert "makes a cycle 2 -> 3 -> 4" in str(exc.value) and f"-> ... -> 2 ({n - 1} words)" in str(exc.value)
 
 
 def test_sentences_longer_than_the_model_are_not_tokenized():

@@ -16,7 +16,7 @@ from reference import full_attentions, word_attention  # noqa: E402
 
 import headscope  # noqa: E402
 from headscope.errors import HeadscopeError  # noqa: E402
-from headscope.probes import ParentProbe, ProbeData, collect_features, relation_probe  # noqa: E402
+from headscope.probes import ParentProbe, collect_features, relation_probe  # noqa: E402
 from headscope.probes.controls import BEHAVIOURS, control_heads, control_relations  # noqa: E402
 from headscope.probes.experiment import _head_weights, design, parse_features, parse_probes  # noqa: E402
 from headscope.probes.features import FeatureCollector  # noqa: E402

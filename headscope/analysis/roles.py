@@ -73,7 +73,7 @@ TESTED = {
 
 def criteria(is_decoder: bool) -> list[tuple[str, str]]:
     """``(role, criterion)`` for every role, in words, as the reports print them."""
-    out = [(f"syntax:<relation> <direction>",
+    out = [("syntax:<relation> <direction>",
             f"accuracy beats the best fixed-offset baseline of that relation and direction: one-sided paired "
             f"bootstrap test over sentences, Benjamini–Hochberg q < {ALPHA} over every head x relation x "
             f"direction of the dataset, by at least {100 * MARGIN:.0f} points; relation with >= {MIN_N} "

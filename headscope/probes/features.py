@@ -110,7 +110,6 @@ class FeatureCollector:
         self._maps[view.layer] = view.words.float().cpu()
 
     def end_batch(self) -> None:
-        import numpy as np
         import torch
 
         batch = self._batch
