@@ -208,6 +208,11 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     # the entropy is read from the probabilities.
     plain = softcap is None and bias is None and (attention_mask is None or attention_mask.dtype == torch.bool)
     facts = state.row_stats and state.on_attention is not None
+    # Blocks of a long input: one product per block gives P V and P K, V and K joined once per layer. A
+    # whole map takes two products, as joining them would cost a copy larger than the second product.
+    fused = blocked and facts and plain and values.dtype == torch.float32
+    if fused:
+        right = torch.cat([values, keys_f], -1)
     dv = values.shape[-1]
     out = values.new_empty((b, heads, q_len, dv)) if blocked else None
     buffers: tuple = (None, None)
@@ -234,8 +239,11 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
                                position_bias=bias[:, :, r0:r1, :width] if bias is not None and bias.dim() == 4
                                else bias, visible_from=r0 if blocked and state.causal and queries.device.type == "cpu"
                                else 0, scores_out=s_out, probs_out=p_out)
-        # (P V and P K as two products: joining V and K first costs a copy as large as both)
-        rows_out = torch.matmul(probs.to(values.dtype), values[:, :, :width])
+        if fused:
+            both = torch.matmul(probs, right[:, :, :width])
+            rows_out = both[..., :dv]
+        else:
+            rows_out = torch.matmul(probs.to(values.dtype), values[:, :, :width])
         if blocked:
             out[:, :, r0:r1] = rows_out
         else:
@@ -258,7 +266,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
             if plain:
                 conf = probs.amax(-1)
                 lse = scores.amax(-1) - torch.log(conf)
-                pk = torch.matmul(probs, keys_f[:, :, :width])
+                pk = both[..., dv:] if fused else torch.matmul(probs, keys_f[:, :, :width])
                 expected = (queries[:, :, r0:r1] * pk).sum(-1)          # sum_j p_j s_j
                 entropy = lse * probs.sum(-1) - expected if sinks is not None else lse - expected
                 state.rows = RowStats(entropy.clamp_(min=0), conf)
