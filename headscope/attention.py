@@ -25,6 +25,8 @@ class Call:
     sinks: bool
     softcap: float | None
     sliding_window: int | None
+    queries: int = 0       # query and key positions of the call (cross-attention has keys of another input)
+    keys: int = 0
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Session:
     rows: Any = None                # RowStats of the block being handed over, when asked for
     visible_of: Any = None          # (mask, block, counts): the visible keys of the last mask seen
     key_mask: Any = None            # [batch, rows, keys] bool: the model's mask of the block handed over, if any
+    watch: Any = None               # a set of modules: only their calls are captured (an encoder-decoder's
+    #                                 decoder self-attention); the others run transformers' SDPA
 
     def start_forward(self) -> None:
         self.position = 0
@@ -177,7 +181,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     import torch
 
     state = _session.get()
-    if state is None:
+    if state is None or (state.watch is not None and module not in state.watch):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -188,7 +192,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     layer = state.next_layer(module)
     if not state.modules:
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
-                                softcap, kwargs.get("sliding_window")))
+                                softcap, kwargs.get("sliding_window"), query.shape[2], key.shape[2]))
     n_rep = query.shape[1] // value.shape[1]
     keys = key.repeat_interleave(n_rep, dim=1) if n_rep > 1 else key
     values = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value

@@ -70,7 +70,8 @@ def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], No
         if getattr(loaded.model.config, "_attn_implementation", None) != NAME:
             loaded.model.set_attn_implementation(NAME)  # changed since loading (e.g. a shared config)
         state = Session(modules=list(loaded.attention_modules), on_attention=on_attention,
-                        causal=loaded.info.is_decoder, row_stats=row_stats)
+                        causal=loaded.info.is_decoder, row_stats=row_stats,
+                        watch=set(loaded.attention_modules) if loaded.info.part == "decoder" else None)
         with session(state):
             yield state
         return
@@ -85,11 +86,21 @@ def forward_kwargs(loaded: LoadedModel) -> dict:
     from .models import model_accepts
 
     out = {}
-    if model_accepts(loaded.model, "use_cache"):
+    if model_accepts(loaded.model, "use_cache", loaded.info.part):
         out["use_cache"] = False
     if loaded.info.attention != VIA_INTERFACE:
         out["output_attentions"] = True
     return out
+
+
+def model_inputs(loaded: LoadedModel, batch: Batch) -> dict:
+    """The inputs of one captured forward of ``batch``. An encoder-decoder read on its decoder is
+    teacher-forced: the encoder reads the batch without its leading start token, and the decoder reads
+    the batch (start token first), whose self-attention is what the capture sees."""
+    if loaded.info.part == "decoder":
+        return {"input_ids": batch.input_ids[:, 1:], "attention_mask": batch.attention_mask[:, 1:],
+                "decoder_input_ids": batch.input_ids, "decoder_attention_mask": batch.attention_mask}
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
 
 
 def start_forward(capturing: Any) -> None:
@@ -176,7 +187,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
     device = loaded.device
     from .models import model_body
 
-    body = model_body(loaded.model)
+    body = model_body(loaded.model, info.part)
     state: dict[str, Any] = {"batch": None, "seen": set(), "check": check}
 
     def on_attention(layer: int, weights: Any) -> None:
@@ -204,8 +215,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             state["batch"] = batch
             if on_batch_start is not None:
                 on_batch_start(batch)
-            kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                      **forward_kwargs(loaded)}
+            kwargs = {**model_inputs(loaded, batch), **forward_kwargs(loaded)}
             start_forward(capturing)
             if capturing is not None:
                 capturing.block_rows = block_rows(batch) if block_rows is not None else None

@@ -156,8 +156,12 @@ def _quiet_transformers() -> None:
 
 def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | None = None,
                name: str | None = None, dtype: Any = None, trust_remote_code: bool = False,
-               capture: str = "auto") -> LoadedModel:
+               capture: str = "auto", part: str | None = None) -> LoadedModel:
     """Load ``model`` (alias, HF id, local folder, or an ``nn.Module`` given with its tokenizer).
+
+    An encoder-decoder is read on its encoder; ``part="decoder"`` reads its decoder's self-attention
+    instead, the decoder teacher-forced on the input (the encoder reads the input, the decoder reads
+    it again after its start token).
 
     Models that use transformers' AttentionInterface get headscope's attention function as their
     attention implementation (``headscope.attention``); the others are set to eager attention and
@@ -215,16 +219,18 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
     if getattr(tokenizer, "is_fast", False) is not True:
         raise ModelError(f"{display}: headscope needs a fast (Rust) tokenizer for word alignment "
                          f"(word_ids), got {type(tokenizer).__name__}")
-    loaded = prepare(hf_model, tokenizer, display, source, capture=capture)
+    loaded = prepare(hf_model, tokenizer, display, source, capture=capture, part=part)
     if revision:
         loaded.info = dataclasses.replace(loaded.info, revision=revision)
     return loaded
 
 
 CAPTURE = ("auto", "hooks")
+PARTS = ("encoder", "decoder")
 
 
-def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: str = "auto") -> LoadedModel:
+def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: str = "auto",
+            part: str | None = None) -> LoadedModel:
     """Set up how ``hf_model``'s attention is read, find its attention modules, and describe it.
 
     ``capture="auto"``: headscope's attention function where the model supports transformers'
@@ -233,7 +239,16 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
     """
     if capture not in CAPTURE:
         raise ValueError(f"capture must be one of {CAPTURE}, got {capture!r}")
-    calls = _use_interface(hf_model, tokenizer, name) if capture == "auto" else None
+    if part is not None and part not in PARTS:
+        raise ModelError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+    decoder_part = part == "decoder"
+    if decoder_part and not getattr(hf_model.config, "is_encoder_decoder", False):
+        raise ModelError(f"{name}: part 'decoder' reads the decoder of an encoder-decoder (T5, BART), and "
+                         f"{type(hf_model).__name__} is not one; leave the part out")
+    calls = _use_interface(hf_model, tokenizer, name, decoder_part) if capture == "auto" else None
+    if decoder_part and not calls:
+        raise ModelError(f"{name}: the decoder's self-attention is read only through headscope's attention function, "
+                         f"which this model does not take; analyse its encoder (leave the part out)")
     if calls:
         from .attention import VIA_INTERFACE
 
@@ -243,6 +258,8 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
         info = describe(hf_model, tokenizer, name, source, spec, attention=VIA_INTERFACE,
                         query_heads=calls[0].query_heads, kv_heads=calls[0].kv_heads)
         info = dataclasses.replace(info, sinks=any(c.sinks for c in calls))
+        if decoder_part:
+            info = dataclasses.replace(info, part="decoder", num_layers=len(calls))
     else:
         from .attention import VIA_HOOKS
 
@@ -253,7 +270,7 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
     return LoadedModel(hf_model, tokenizer, info, modules)
 
 
-def _use_interface(model: Any, tokenizer: Any, name: str) -> list | None:
+def _use_interface(model: Any, tokenizer: Any, name: str, decoder: bool = False) -> list | None:
     """Give ``model`` headscope's attention function; the calls of its first forward when every layer
     really computes attention through it, else None (the model is left as it was).
 
@@ -272,8 +289,8 @@ def _use_interface(model: Any, tokenizer: Any, name: str) -> list | None:
         else:
             for c in configs:
                 c._attn_implementation = NAME
-        calls = _discover(model, tokenizer, name) if getattr(model.config, "_attn_implementation", None) == NAME \
-            else None
+        calls = _discover(model, tokenizer, name, decoder) \
+            if getattr(model.config, "_attn_implementation", None) == NAME else None
     except (ModelError, ValueError, TypeError, AttributeError):
         calls = None
     if calls is None:
@@ -292,9 +309,11 @@ def _configs(model: Any) -> list:
     return list(out.values())
 
 
-def _discover(model: Any, tokenizer: Any, name: str) -> list:
+def _discover(model: Any, tokenizer: Any, name: str, decoder: bool = False) -> list:
     """One small forward through headscope's attention function: every layer's attention module (in call
-    order), its query and KV heads, and whether its mask is causal."""
+    order), its query and KV heads, and whether its mask is causal. ``decoder``: the self-attention
+    modules of an encoder-decoder's decoder, told apart from its cross-attention and from the encoder by
+    giving the decoder an input of another length."""
     import torch
 
     from .attention import Session, session
@@ -303,38 +322,54 @@ def _discover(model: Any, tokenizer: Any, name: str) -> list:
     vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
     ids = [i if 0 <= i < vocab else 0 for i in ids] + [0] * max(0, 3 - len(ids))
     device = next(model.parameters()).device
-    inputs = {"input_ids": torch.tensor([ids], device=device),
-              "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device)}
-    body = model_body(model)
+
+    def tensors(x: list) -> tuple:
+        return torch.tensor([x], device=device), torch.ones(1, len(x), dtype=torch.long, device=device)
+
+    inputs = dict(zip(("input_ids", "attention_mask"), tensors(ids)))
+    if decoder:   # the encoder reads 3 tokens, the decoder 5: self-attention is the calls with 5 queries and keys
+        inputs = dict(zip(("input_ids", "attention_mask"), tensors(ids[:3])))
+        inputs.update(zip(("decoder_input_ids", "decoder_attention_mask"), tensors((ids * 5)[:5])))
+    body = model_body(model, "decoder" if decoder else "")
     state = Session()
     state.start_forward()
     try:
         with session(state), torch.inference_mode():
-            body(**inputs, **({"use_cache": False} if model_accepts(model, "use_cache") else {}))
+            body(**inputs, **({"use_cache": False} if model_accepts(model, "use_cache", "decoder" if decoder else "")
+                              else {}))
     except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot be read this way
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{name}: a first forward through headscope's attention function failed: {first}") from None
+    calls = state.calls
     n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    if not state.calls or (isinstance(n_layers, int) and len(state.calls) != n_layers):
-        raise ModelError(f"{name}: expected one attention call per layer ({n_layers}), saw {len(state.calls)}; "
-                         f"this architecture is not supported yet")
-    return state.calls
+    if decoder:
+        inside = set(model.get_decoder().modules()) if callable(getattr(model, "get_decoder", None)) else set()
+        calls = [c for c in calls if c.module in inside and c.queries == c.keys == 5]
+        n_layers = next((v for v in (getattr(model.config, k, None) for k in ("num_decoder_layers", "decoder_layers"))
+                         if isinstance(v, int)), n_layers)
+    if not calls or (isinstance(n_layers, int) and len(calls) != n_layers):
+        raise ModelError(f"{name}: expected one {'decoder self-' if decoder else ''}attention call per layer "
+                         f"({n_layers}), saw {len(calls)}; this architecture is not supported yet")
+    return calls
 
 
-def model_body(model: Any) -> Any:
-    """What a capture runs: the encoder of an encoder-decoder, else the base model without its head."""
+def model_body(model: Any, part: str = "") -> Any:
+    """What a capture runs: the encoder of an encoder-decoder (the whole model when its decoder is read,
+    ``part="decoder"``), else the base model without its head."""
     if getattr(model.config, "is_encoder_decoder", False) and callable(getattr(model, "get_encoder", None)):
+        if part == "decoder":
+            return getattr(model, "base_model", None) or model
         return model.get_encoder()
     return getattr(model, "base_model", None) or model
 
 
-def model_accepts(model: Any, name: str) -> bool:
+def model_accepts(model: Any, name: str, part: str = "") -> bool:
     """Whether the forward of the part a capture runs (``model_body``) takes keyword ``name`` by name
     (``**kwargs`` counts only for ``output_attentions``, which transformers' models take so)."""
     import inspect
 
     try:
-        params = inspect.signature(model_body(model).forward).parameters
+        params = inspect.signature(model_body(model, part).forward).parameters
     except (TypeError, ValueError):
         return False
     if name in params:

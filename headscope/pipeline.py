@@ -174,6 +174,8 @@ def leading_token(loaded: Any, prepend_bos: bool | None) -> int | None:
     ``prepend_bos=None`` means yes for decoders (their first position is the attention sink, and
     without a BOS the first word would take that role) and no for encoders (they have [CLS]).
     """
+    if loaded.info.part == "decoder":   # an encoder-decoder's decoder reads its start token first
+        return getattr(loaded.model.config, "decoder_start_token_id", None)
     if prepend_bos is None:
         prepend_bos = loaded.info.is_decoder
     return loaded.tokenizer.bos_token_id if prepend_bos else None
@@ -237,8 +239,9 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
     if isinstance(source, RepeatedTokens):
         # Decoders read [BOS] r r; encoders the same tokens without BOS (METRICS §5).
         embeddings = loaded.model.get_input_embeddings() if hasattr(loaded.model, "get_input_embeddings") else None
+        decoder_part = loaded.info.part == "decoder"   # the decoder reads its start token first
         seqs = make_sequences(loaded.tokenizer, count=source.count, length=source.length, seed=source.seed,
-                              bos=lead,
+                              bos=lead or decoder_part, first=bos_id if decoder_part else None,
                               vocab_size=getattr(embeddings, "num_embeddings", None))
         sentences, encoded = encode_sequences(seqs)
         meta.update(kind="generated", sequences=len(seqs), length=source.length, seed=source.seed,
@@ -406,7 +409,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
             bootstrap: int = 1000, control: str | None = None, select_on: Any = None, n_examples: int = 3,
             progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False,
-            trust_remote_code: bool = False, attention_memory: float = 512, documents: int | None = None):
+            trust_remote_code: bool = False, attention_memory: float = 512, documents: int | None = None,
+            part: str | None = None):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -431,7 +435,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     attention is computed and scored in blocks of query rows, so no ``[head, T, T]`` tensor is made.
     ``documents``: join consecutive sentences of each treebank or text into documents of at most this
     many words (sentence boundaries, trees and tags kept), for the long-range measures; inputs longer
-    than the model are skipped. Returns an :class:`AnalysisResult`.
+    than the model are skipped. ``part="decoder"``: read an encoder-decoder's decoder self-attention,
+    teacher-forced on the input, instead of its encoder (see ``load_model``). Returns an
+    :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -468,7 +474,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         from .datasets.documents import documents as join_documents
 
         plan = [(join_documents(s, documents) if isinstance(s, Corpus) else s, ts) for s, ts in plan]
-    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code, part=part)
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
     bos_id = leading_token(loaded, prepend_bos)
@@ -546,7 +552,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                        "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
                        "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
                        "trust_remote_code": trust_remote_code, "attention_memory": attention_memory,
-                       "documents": documents,
+                       "documents": documents, "part": part,
                        "max_length": info.max_length, **({"induction_count": induction_count,
                                                           "induction_length": induction_length}
                                                          if "induction" in task_list else {})},

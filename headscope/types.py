@@ -81,7 +81,8 @@ class ModelInfo:
     tokenizer: str = ""
     attention: str = ""        # how attention is read: headscope's attention function, or hooks (capture path)
     sinks: bool = False        # attention sinks (GPT-OSS): a virtual key takes a share of every row
-    part: str = ""             # "encoder": the encoder of an encoder-decoder is what is analysed
+    part: str = ""             # an encoder-decoder's part analysed: "encoder" (the default) or "decoder"
+    #                            (its decoder's self-attention, teacher-forced on the input)
 
     @property
     def kv_group_size(self) -> int:
@@ -96,8 +97,9 @@ class ModelInfo:
         return (f"{self.name}: {self.architecture} {kind}, {self.num_layers} layers x {self.num_heads} "
                 f"query heads ({self.num_kv_heads} KV heads), max {self.max_length} tokens, "
                 f"special tokens {', '.join(self.special_tokens) or 'none'}"
-                + ("; the encoder of an encoder-decoder is analysed (its decoder is not)" if self.part == "encoder"
-                   else ""))
+                + {"encoder": "; the encoder of an encoder-decoder is analysed (its decoder is not)",
+                   "decoder": "; the decoder's self-attention of an encoder-decoder is analysed, teacher-forced on "
+                              "the input (the encoder reads it too)"}.get(self.part, ""))
 
 
 @dataclass(frozen=True)

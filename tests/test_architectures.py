@@ -318,3 +318,70 @@ def test_syntax_reach_follows_a_sliding_window(blocks, sample):
         got = heads[(heads["layer"] == layer) & (heads["head"] == head) & (heads["direction"] == direction)]
         assert int(got["n_reachable"].iloc[0]) == reach[direction] < rule[direction]
         assert round(float(got["score"].iloc[0]) * int(got["n"].iloc[0])) == n, (layer, head, direction)
+
+
+def captured_decoder_equals_eager(loaded) -> float:
+    """Largest difference between the captured decoder self-attention of an encoder-decoder and transformers'
+    eager ``decoder_attentions`` for the same teacher-forced inputs, over real positions."""
+    import torch
+
+    from headscope.alignment import collate, encode_sentences
+    from headscope.capture import attention_capture, forward_kwargs, model_inputs, start_forward
+    from headscope.models import model_body
+    from headscope.pipeline import leading_token
+
+    sents = _sentences()
+    enc = encode_sentences(loaded.tokenizer, sents, bos_id=leading_token(loaded, None))
+    batch = collate(sents, enc, pad_id=loaded.tokenizer.pad_token_id or 0, device="cpu", causal=True)
+    inputs = model_inputs(loaded, batch)
+    assert (inputs["decoder_input_ids"][:, 0] == loaded.model.config.decoder_start_token_id).all()
+    got: dict = {}
+    body = model_body(loaded.model, "decoder")
+    with attention_capture(loaded, lambda layer, w: got.setdefault(layer, w.clone())) as capturing, \
+            torch.inference_mode():
+        start_forward(capturing)
+        body(**inputs, **forward_kwargs(loaded))
+    ref = eager_forward(body, **inputs).decoder_attentions
+    assert sorted(got) == list(range(len(ref))) == list(range(loaded.info.num_layers))
+    valid = batch.token_mask[:, None, :, None] & batch.token_mask[:, None, None, :]
+    worst = 0.0
+    for layer, r in enumerate(ref):
+        assert got[layer].shape == r.shape, (layer, got[layer].shape, r.shape)
+        worst = max(worst, float(((got[layer] - r.float()).abs() * valid).max()))
+    return worst
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_an_encoder_decoder_can_be_read_on_its_decoder_self_attention(family, tmp_path):
+    """part="decoder": the decoder's self-attention (not its cross-attention, not the encoder), teacher-forced
+    after the decoder start token, equal to eager ``decoder_attentions``; scored as a causal model; the same from
+    a saved folder. The default stays the encoder."""
+    import headscope
+    from headscope.models import load_model
+
+    model, tok = build(family)
+    loaded = load_model(model, tokenizer=tok, part="decoder")
+    assert loaded.info.part == "decoder" and loaded.info.is_decoder
+    assert "decoder's self-attention" in loaded.info.describe()
+    decoder = model.get_decoder()
+    assert all(any(m is x for x in decoder.modules()) for m in loaded.attention_modules)
+    assert captured_decoder_equals_eager(loaded) <= 1e-5
+    result = headscope.analyze(loaded, [s for s in _sentences()], tasks="positional", bootstrap=0, n_examples=0)
+    first = result.scores[(result.scores["relation"] == "entropy_norm")]
+    assert len(first) == loaded.info.num_layers * loaded.info.num_heads
+    model.save_pretrained(tmp_path / family)
+    tok.save_pretrained(tmp_path / family)
+    again = load_model(tmp_path / family, part="decoder")
+    assert again.info.part == "decoder" and captured_decoder_equals_eager(again) <= 1e-5
+    assert load_model(tmp_path / family).info.part == "encoder"
+
+
+def test_part_decoder_needs_an_encoder_decoder():
+    from headscope.errors import ModelError
+    from headscope.models import load_model
+
+    model, tok = build("bert")
+    with pytest.raises(ModelError, match="not one; leave the part out"):
+        load_model(model, tokenizer=tok, part="decoder")
+    with pytest.raises(ModelError, match="part must be one of encoder, decoder"):
+        load_model(model, tokenizer=tok, part="middle")

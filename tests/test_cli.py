@@ -224,6 +224,7 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
                              "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None, "bootstrap": 1000,
                              "control": None, "trust_remote_code": False, "attention_memory": 512, "documents": None,
+                             "part": None,
                              "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
         assert run["versions"][pkg] and run["versions"][pkg] != "not installed", pkg
@@ -304,6 +305,28 @@ def test_documents_join_sentences_for_the_long_range_measures(tiny_bert_dir, goo
     bad = invoke("run", "--model", tiny_bert_dir, "--data", good_conllu, "--documents", 0, "-q",
                  "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "--documents" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_part_decoder_reads_an_encoder_decoders_decoder(tiny_bert_dir, good_conllu, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_architectures import build
+
+    model, tok = build("t5")
+    folder = tmp_path / "t5"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    out = tmp_path / "out"
+    result = invoke("run", "--model", folder, "--data", good_conllu, "--tasks", "positional,syntax", "--part",
+                    "decoder", "--no-figures", "-q", "--bootstrap", 0, "--out", out)
+    assert_ok(result)
+    run = read_run(out)
+    assert run["config"]["part"] == "decoder" and run["model"]["part"] == "decoder" and run["model"]["is_decoder"]
+    df = read_scores(out)
+    assert {"syntax", "positional"} <= set(df["task"])
+    bad = invoke("run", "--model", tiny_bert_dir, "--data", good_conllu, "--part", "decoder", "-q",
+                 "--out", tmp_path / "bad")
+    assert_one_line_error(bad, "not one; leave the part out")
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("task", ["syntax", "tree", "positional,syntax"])

@@ -33,11 +33,12 @@ class RepeatedSequence:
 
 
 def make_sequences(tokenizer: Any, *, count: int, length: int, seed: int, bos: bool,
-                   vocab_size: int | None = None) -> list[RepeatedSequence]:
+                   vocab_size: int | None = None, first: int | None = None) -> list[RepeatedSequence]:
     """``count`` sequences of ``length`` distinct random non-special tokens, each repeated once.
 
     Tokens are distinct within a sequence so that every token of the second copy has exactly one
-    earlier occurrence. ``bos`` puts the tokenizer's BOS token (or, lacking one, its CLS token) first.
+    earlier occurrence. ``bos`` puts the tokenizer's BOS token (or, lacking one, its CLS token) first,
+    or ``first`` where given (an encoder-decoder's decoder start token).
     ``vocab_size`` (the model's embedding rows) caps the ids drawn when the tokenizer knows more.
     """
     import numpy as np
@@ -49,7 +50,8 @@ def make_sequences(tokenizer: Any, *, count: int, length: int, seed: int, bos: b
     vocab = np.array([i for i in range(size) if i not in special])
     if len(vocab) < length:
         raise ValueError(f"the vocabulary has only {len(vocab)} ordinary tokens for sequences of {length}")
-    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    if first is None:
+        first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
     lead = (first,) if bos and first is not None else ()
     rng = np.random.default_rng(seed)
     out = []

@@ -34,6 +34,11 @@ class Control(str, enum.Enum):
     random_init = "random-init"
 
 
+class Part(str, enum.Enum):
+    encoder = "encoder"
+    decoder = "decoder"
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
 
@@ -152,6 +157,8 @@ def run(
                                 "task reads blocks (positional, syntax, coref, induction).")] = 512,
     documents: Annotated[Optional[int], typer.Option("--documents", min=1, help="Join consecutive sentences into "
                          "documents of at most this many words (long-range measures; boundaries kept).")] = None,
+    part: Annotated[Optional[Part], typer.Option("--part", help="An encoder-decoder's part to analyse: its encoder "
+                    "(the default) or its decoder's self-attention, teacher-forced on the input.")] = None,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from rich.console import Console
@@ -181,7 +188,8 @@ def run(
                              prepend_bos=prepend_bos, bootstrap=bootstrap,
                              control=control.value if control else None, select_on=select_on,
                              progress=on_progress, partial_on_interrupt=True, trust_remote_code=trust_remote_code,
-                             attention_memory=attention_memory, documents=documents)
+                             attention_memory=attention_memory, documents=documents,
+                             part=part.value if part else None)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
