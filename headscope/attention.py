@@ -53,7 +53,7 @@ class Session:
     causal: bool = False            # a decoder: a block of rows needs the keys up to its last row only
     row_stats: bool = False         # compute each block's RowStats (entropy, confidence) for ``rows``
     rows: Any = None                # RowStats of the block being handed over, when asked for
-    visible_of: Any = None          # (mask, block, counts): the visible keys of the last mask seen
+    visible_of: Any = None          # (mask, block, counts, mask block): the last mask seen and its counts
     key_mask: Any = None            # [batch, rows, keys] bool: the model's mask of the block handed over, if any
     watch: Any = None               # a set of modules: only their calls are captured (an encoder-decoder's
     #                                 decoder self-attention); the others run transformers' SDPA
@@ -255,16 +255,15 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         if state.on_attention is None:
             continue
         state.row_start = r0
-        state.visible = None
-        # the model's own mask of this block (the implicit one is the plain causal rule, which scorers know)
-        state.key_mask = mask[:, 0] if not implicit and mask is not None and mask.dtype == torch.bool and mask.dim() == 4 \
-            else None
+        state.visible = state.key_mask = None
         if mask is not None and mask.dtype == torch.bool and mask.dim() == 4:
-            # layers of one kind share one mask: count its visible keys once per forward and block
+            # Layers of one kind share one mask: its visible keys are counted once per forward and block,
+            # and scorers see the same mask object (the implicit one is the plain causal rule they know).
             seen = state.visible_of
             if seen is None or seen[0] is not attention_mask or seen[1] != (r0, r1, width):
-                seen = state.visible_of = (attention_mask, (r0, r1, width), mask.sum(-1)[:, 0])
+                seen = state.visible_of = (attention_mask, (r0, r1, width), mask.sum(-1)[:, 0], mask[:, 0])
             state.visible = seen[2]
+            state.key_mask = None if implicit else seen[3]
         state.rows = None
         if facts:
             if plain:
