@@ -135,15 +135,17 @@ class SyntaxScorer:
             # end_batch, which costs a sixth of the tensor operations of scoring layer by layer.
             g.setdefault("layers", []).append(view.layer)
             g.setdefault("words", []).append(view.words[:, :, :w, :w])
-            if view.batch.key_mask is not None:
-                g.setdefault("own_reach", {})[view.layer] = self._mask_reach(view.batch)
+            own = self._mask_reach(view.batch) if view.batch.key_mask is not None else None
+            if own is not None:
+                g.setdefault("own_reach", {})[view.layer] = own
             return
         self._update_block(view)
 
-    def _mask_reach(self, batch: Batch) -> tuple[Any, Any]:
+    def _mask_reach(self, batch: Batch) -> tuple[Any, Any] | None:
         """(dep_to_head, head_to_dep) reach ``[b, w]`` under the layer's own mask of a whole map: the head
         word is visible from the dependent (or the dependent from the head) through some pair of their
-        pieces, on top of the batch's rule. Layers that share a mask share the answer."""
+        pieces, on top of the batch's rule; None when that is the rule's (padding only). Layers that share
+        a mask share the answer."""
         import torch
 
         g = self._batch
@@ -156,6 +158,8 @@ class SyntaxScorer:
         d2h = torch.gather(vis, 2, at.unsqueeze(-1))[..., 0]          # vis[d, head(d)]
         h2d = torch.gather(vis, 1, at.unsqueeze(1))[:, 0]             # vis[head(d), d]
         out = (g["reach"][0] & d2h, g["reach"][1] & h2d)
+        if all(torch.equal(a, r) for a, r in zip(out, g["reach"])):
+            out = None                                                # the mask hides nothing the rule shows
         g["mask_of"] = (batch.key_mask, out)
         return out
 
