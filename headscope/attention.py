@@ -108,8 +108,8 @@ def register() -> None:
 
 
 def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None, sinks: Any = None,
-           position_bias: Any = None, visible_from: int = 0, scores_out: Any = None, probs_out: Any = None
-           ) -> tuple[Any, Any]:
+           position_bias: Any = None, visible_from: int = 0, mask_from: int = 0, scores_out: Any = None,
+           probs_out: Any = None) -> tuple[Any, Any]:
     """Probabilities ``[batch, head, query, key]`` in float32, as the model computes them, and the
     (masked) scores, for one block of query rows against keys ``keys_t`` ``[batch, head, dim, key]``
     (GQA/MQA keys already repeated); ``query`` is scaled and float32 already.
@@ -122,7 +122,9 @@ def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None,
 
     ``visible_from``: the caller knows that every key left of this column is visible to every row
     unless the mask says otherwise somewhere there, which is checked; then only the columns from there
-    on are masked (a decoder's block: the triangle at its diagonal). ``scores_out``/``probs_out``:
+    on are masked (a decoder's block: the triangle at its diagonal). ``mask_from``: a boolean mask that
+    covers only the keys from this column on (every key left of it is visible, unchecked: the implicit
+    causal rule's triangle). ``scores_out``/``probs_out``:
     buffers to compute into (a long input's blocks reuse them).
     """
     import torch
@@ -134,7 +136,9 @@ def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None,
         scores = scores + position_bias.float()
     if attention_mask is not None:
         mask = attention_mask[..., : keys_t.shape[-1]]
-        if mask.dtype == torch.bool:
+        if mask_from:
+            scores[..., mask_from:].masked_fill_(~mask, torch.finfo(torch.float32).min)
+        elif mask.dtype == torch.bool:
             c0 = visible_from if 0 < visible_from < mask.shape[-1] and bool(mask[..., :visible_from].all()) else 0
             scores[..., c0:].masked_fill_(~mask[..., c0:], torch.finfo(torch.float32).min)
         else:
@@ -161,6 +165,28 @@ def row_stats(probs: Any) -> RowStats:
     import torch
 
     return RowStats(torch.special.entr(probs).sum(-1), probs.amax(-1))
+
+
+def _log_normaliser(probs: Any, scores: Any, confidence: Any, diagonal_from: int | None) -> Any:
+    """Each row's logarithm of its softmax normaliser (``[batch, head, rows]``): ``s_j - log p_j`` for any
+    visible key j. Self-attention reads it at the row's own key (``diagonal_from``: the column of the
+    block's first row) or at the first key, whichever holds more weight, which saves a pass over the
+    scores; rows where both hold too little for a precise logarithm, and other calls, take the largest
+    score: ``max s - log max p``."""
+    import torch
+
+    if diagonal_from is None:
+        return scores.amax(-1) - torch.log(confidence)
+    n = probs.shape[-2]
+    own_p = probs[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1)
+    own_s = scores[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1)
+    at_own = own_p >= probs[..., 0]
+    p = torch.where(at_own, own_p, probs[..., 0])
+    lse = torch.where(at_own, own_s, scores[..., 0]) - torch.log(p)
+    weak = p < 1e-30
+    if probs.device.type != "cpu" or bool(weak.any()):   # no host round trip on an accelerator
+        lse = torch.where(weak, scores.amax(-1) - torch.log(confidence), lse)
+    return lse
 
 
 def _is_causal(attention_mask: Any) -> bool | None:
@@ -202,37 +228,38 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     step = max(1, state.block_rows) if blocked else q_len
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     queries = query.float() * scale   # scaling the queries first costs [q, d] multiplications, not [q, k]
-    keys_f = keys.float()
-    keys_t = keys_f.transpose(-1, -2)
+    keys_t = keys.float().transpose(-1, -2)
     if blocked:
         keys_t = keys_t.contiguous()  # each block reads a prefix of the keys' columns
     # Row facts from the scores: entropy = logsumexp * (row mass) - sum_j p_j s_j, where logsumexp is
-    # max s - log max p and sum_j p_j s_j is q . (P K), one more product next to P V (no logarithm over
-    # the map). Exact for plain scores; softcap and position bias change the scores after q k, so there
-    # the entropy is read from the probabilities.
+    # max s - log max p and sum_j p_j s_j is one pass over the scores and probabilities already made (no
+    # logarithm over the map, no product with the keys). Exact for plain scores; softcap and position bias
+    # change the scores after q k, so there the entropy is read from the probabilities.
     plain = softcap is None and bias is None and (attention_mask is None or attention_mask.dtype == torch.bool)
     facts = state.row_stats and state.on_attention is not None
-    # Blocks of a long input: one product per block gives P V and P K, V and K joined once per layer. A
-    # whole map takes two products, as joining them would cost a copy larger than the second product.
-    fused = blocked and facts and plain and values.dtype == torch.float32
-    if fused:
-        right = torch.cat([values, keys_f], -1)
-    dv = values.shape[-1]
-    out = values.new_empty((b, heads, q_len, dv)) if blocked else None
+    out = values.new_empty((b, heads, q_len, values.shape[-1])) if blocked else None
     buffers: tuple = (None, None)
     if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities)
         buffers = (queries.new_empty(b * heads * step * k_len), queries.new_empty(b * heads * step * k_len))
     # A causal mask that transformers skipped (no padding, no window that bites): each block makes its rows.
     implicit = (attention_mask is None and q_len > 1 and k_len == q_len
                 and bool(is_causal if is_causal is not None else getattr(module, "is_causal", False)))
+    triangle = None
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
     # block needs only the keys up to its last row.
     for r0 in range(0, q_len, step):
         r1 = min(q_len, r0 + step)
         width = min(k_len, r1) if blocked and state.causal else k_len
-        mask = attention_mask
+        mask, mask_from = attention_mask, 0
         if mask is not None and mask.dim() == 4:
             mask = mask[:, :, r0:r1, :width]
+        elif implicit and width == r1:
+            # the causal rule's rows: keys left of the block are visible, the square at its diagonal is a
+            # triangle (the same one for every block of the layer)
+            if triangle is None:
+                pos = torch.arange(step, device=query.device)
+                triangle = (pos <= pos.unsqueeze(1)).view(1, 1, step, step)
+            mask, mask_from = triangle[..., : r1 - r0, : r1 - r0], r0
         elif implicit:
             rows_at = torch.arange(r0, r1, device=query.device).unsqueeze(1)
             mask = (torch.arange(width, device=query.device) <= rows_at).view(1, 1, r1 - r0, width)
@@ -242,12 +269,8 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         probs, scores = _block(queries[:, :, r0:r1], keys_t[..., :width], mask, softcap=softcap, sinks=sinks,
                                position_bias=bias[:, :, r0:r1, :width] if bias is not None and bias.dim() == 4
                                else bias, visible_from=r0 if blocked and state.causal and queries.device.type == "cpu"
-                               else 0, scores_out=s_out, probs_out=p_out)
-        if fused:
-            both = torch.matmul(probs, right[:, :, :width])
-            rows_out = both[..., :dv]
-        else:
-            rows_out = torch.matmul(probs.to(values.dtype), values[:, :, :width])
+                               else 0, mask_from=mask_from, scores_out=s_out, probs_out=p_out)
+        rows_out = torch.matmul(probs.to(values.dtype), values[:, :, :width])
         if blocked:
             out[:, :, r0:r1] = rows_out
         else:
@@ -256,23 +279,23 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
             continue
         state.row_start = r0
         state.visible = state.key_mask = None
-        if mask is not None and mask.dtype == torch.bool and mask.dim() == 4:
+        if mask is not None and mask.dtype == torch.bool and mask.dim() == 4 and not implicit:
             # Layers of one kind share one mask: its visible keys are counted once per forward and block,
             # and scorers see the same mask object (the implicit one is the plain causal rule they know).
             seen = state.visible_of
             if seen is None or seen[0] is not attention_mask or seen[1] != (r0, r1, width):
                 seen = state.visible_of = (attention_mask, (r0, r1, width), mask.sum(-1)[:, 0], mask[:, 0])
             state.visible = seen[2]
-            state.key_mask = None if implicit else seen[3]
+            state.key_mask = seen[3]
         state.rows = None
         if facts:
             if plain:
                 conf = probs.amax(-1)
-                lse = scores.amax(-1) - torch.log(conf)
-                pk = both[..., dv:] if fused else torch.matmul(probs, keys_f[:, :, :width])
-                expected = (queries[:, :, r0:r1] * pk).sum(-1)          # sum_j p_j s_j
+                lse = _log_normaliser(probs, scores, conf, r0 if k_len == q_len else None)
+                expected = torch.einsum("bhqk,bhqk->bhq", probs, scores)     # sum_j p_j s_j
                 entropy = lse * probs.sum(-1) - expected if sinks is not None else lse - expected
-                state.rows = RowStats(entropy.clamp_(min=0), conf)
+                # a row with no visible key (padding, never read) could overflow to inf: keep it finite
+                state.rows = RowStats(entropy.nan_to_num_(0.0, 0.0, 0.0).clamp_(min=0), conf)
             else:
                 state.rows = row_stats(probs)
         state.on_attention(layer, probs)

@@ -105,3 +105,39 @@ def test_sentences_longer_than_the_model_are_skipped_and_counted(tiny_bert_loade
     (ds,) = result.meta["datasets"]
     assert ds["skipped_too_long"] == 1
     assert ds["scored"] == 3
+
+
+@pytest.mark.parametrize("block_rows", [None, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_row_facts_from_the_scores_equal_those_read_from_the_probabilities(block_rows, causal):
+    """The attention function's entropy and confidence (read off the scores: log normaliser at the row's own
+    key or first key) equal entr(p) and max p, also for rows where both of those keys get almost no weight
+    (two logits 200 above the rest elsewhere), which take the largest score instead."""
+    import torch
+
+    from headscope import attention
+
+    torch.manual_seed(0)
+    b, h, t, d = 2, 3, 8, 4
+    q, k, v = torch.randn(b, h, t, d), torch.randn(b, h, t, d), torch.randn(b, h, t, d)
+    k[:, :, 2] = k[:, :, 3] = q[:, :, 5] * 100 / q[:, :, 5].norm(dim=-1, keepdim=True) ** 2 * d ** 0.5
+    q[:, :, 5] *= 2       # row 5: half its weight on key 2 and half on key 3 (scores 200 above the others)
+    module = torch.nn.Module()
+    module.is_causal = causal
+    got = {}
+
+    def keep(layer, probs):
+        r0 = state.row_start
+        got.setdefault("p", []).append((r0, probs.clone()))
+        got.setdefault("rows", []).append((r0, state.rows))
+
+    state = attention.Session(modules=[module], on_attention=keep, block_rows=block_rows, causal=causal,
+                              row_stats=True)
+    with attention.session(state):
+        attention.attention_forward(module, q, k, v, None, scaling=d ** -0.5, is_causal=causal)
+    for (r0, p), (_, rows) in zip(got["p"], got["rows"]):
+        assert torch.allclose(rows.confidence, p.amax(-1))
+        assert torch.allclose(rows.entropy, torch.special.entr(p).sum(-1), atol=2e-5)
+    five = [(r0, p) for r0, p in got["p"] if r0 <= 5 < r0 + p.shape[2]][0]
+    assert torch.allclose(five[1][:, :, 5 - five[0], 2:4], torch.tensor(0.5))   # own and first keys get ~0
+    assert (five[1][:, :, 5 - five[0], [0, 5]] < 1e-30).all()

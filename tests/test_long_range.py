@@ -132,9 +132,10 @@ def test_documents_join_consecutive_sentences_and_keep_their_trees(sample):
 
 
 @pytest.mark.parametrize("family", ["llama", "bert"])
-def test_documents_in_row_blocks_match_the_reference(family, sample):
+def test_documents_in_row_blocks_match_the_reference(family, sample, monkeypatch):
     """A ~300-word document of the sample's sentences, scored from whole maps and from 16-row blocks; both
-    equal the one-row-at-a-time reference, the long-range measures included."""
+    equal the one-row-at-a-time reference, the long-range measures included (also when only some blocks'
+    geometry is kept for the next layers)."""
     import headscope
     from headscope.models import load_model
 
@@ -152,8 +153,13 @@ def test_documents_in_row_blocks_match_the_reference(family, sample):
     # one document per batch: no padding, so transformers skips the mask and each block makes its own rows
     alone = headscope.analyze(loaded, docs, tasks="positional", n_examples=0, bootstrap=0, batch_size=1,
                               attention_memory=mib).scores
+    from headscope.analysis.positional import PositionalScorer
+
+    monkeypatch.setattr(PositionalScorer, "GEOMETRY_BYTES", 64 * 2 ** 10)
+    forgetful = headscope.analyze(loaded, docs, tasks="positional", n_examples=0, bootstrap=0, batch_size=1,
+                                  attention_memory=mib).scores
     ref, _ = reference_positional(loaded.model, tok, docs, causal=loaded.info.is_decoder)
-    for df in (whole, blocked, alone):
+    for df in (whole, blocked, alone, forgetful):
         got = df[df["relation"] != "argmax_offset"]
         assert {r for r in got["relation"]} >= {"beyond_64", "beyond_256", "other_sentences", "same_word", "content",
                                                 "induction_text"}

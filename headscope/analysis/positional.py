@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from .base import LayerView, UnitStore
 # (relation name, metric unit, description). The masses and distance are linear in the row (a weighted
 # sum of its keys); entropy, entropy_norm and confidence come last.
 FAR = (64, 256, 1024)   # long-range thresholds in tokens
+PAIR_MEASURES = ("same_word", "induction_text")   # masses on keys paired with the query (see _batch_pairs)
 CONTENT_UPOS = frozenset({"NOUN", "PROPN", "VERB", "ADJ", "ADV"})
 METRICS = (
     ("self", "mass", "attention to the query token itself"),
@@ -121,17 +123,17 @@ def _batch_pairs(batch: Batch, causal: bool) -> dict:
 
 
 def _pair_tensors(found: tuple, device: Any) -> Any:
-    """(input, query, key) pairs as long tensors sorted by query, plus the sorted queries on the host;
+    """(input, query, key, ...) pairs as long tensors sorted by query, plus the sorted queries on the host;
     None when there are none."""
     import numpy as np
     import torch
 
-    pb, pq, pk = found
+    pq = found[1]
     if not len(pq):
         return None
     order = np.argsort(pq, kind="stable")
     # the sorted queries stay on the host too: a block finds its pairs there, with no device round trip
-    return tuple(torch.from_numpy(np.ascontiguousarray(x[order])).to(device) for x in (pb, pq, pk)) + (pq[order],)
+    return tuple(torch.from_numpy(np.ascontiguousarray(x[order])).to(device) for x in found) + (pq[order],)
 
 
 @dataclass
@@ -216,12 +218,14 @@ class PositionalScorer:
                 other[i, first_end if self.causal else 0:segs[-1][1]] = 1
         masks[NAMES.index("other_sentences")] = real * other
         pairs = {}
-        for name in ("same_word", "induction_text"):
+        # both measures' pairs in one list (a block reads them with one gather); column = which measure
+        both = [(*found[name], np.full(len(found[name][1]), k)) for k, name in enumerate(PAIR_MEASURES)]
+        pairs_both = _pair_tensors(tuple(np.concatenate(x) for x in zip(*both)), dev)
+        for name in PAIR_MEASURES:
             pairs[name] = _pair_tensors(found[name], dev)
             rows = torch.zeros((b, t), device=dev)
             if pairs[name] is not None:
-                pb, pq, _, _ = pairs[name]
-                rows[pb, pq] = 1
+                rows[pairs[name][0], pairs[name][1]] = 1
             masks[NAMES.index(name)] = real * rows
         masks[NAMES.index("content")] = real * has_upos.unsqueeze(1).float()
         masks[NAMES.index("sink")] = real * float(self.sinks)
@@ -240,6 +244,7 @@ class PositionalScorer:
             "pos": pos,
             "segments": segments if any(segments) else None,
             "pairs": pairs,
+            "pairs_both": pairs_both,
             "counts": counts,
             "unit": ([e.index for e in batch.encoded], unit_counts) if self.keep_units else None,
         }
@@ -255,6 +260,9 @@ class PositionalScorer:
     # A whole map whose batch weights (``[b, t * t, metric]``) fit in this many bytes is scored by
     # ``_whole``: one product gives every linear measure's row-weighted sum at once.
     WHOLE_BYTES = 32 * 2 ** 20
+    # The geometry of a long input's row blocks (``_geometry``: key columns, triangles) kept for the next
+    # layers, at most this many bytes per batch.
+    GEOMETRY_BYTES = 128 * 2 ** 20
 
     def _whole_weights(self) -> Any:
         """``[b, t * t, LINEAR]``: the weight of key j in row i for each linear measure, times the row's
@@ -419,9 +427,12 @@ class PositionalScorer:
             far_mass.append(beyond)
         at_last = torch.gather(a, -1, geo["last"].expand(b, h, n, 1))[..., 0] * geo["last_ok"]
         local = band[..., m - self.window:m + self.window + 1].sum(-1)
-        other = self._other_sentences(a, g0, mass)
-        same = self._pair_mass(a, g0, "same_word")
-        induction = self._pair_mass(a, g0, "induction_text")
+        if geo["own"] is None:                 # one sentence per input: nothing outside it
+            other = zeros
+        else:                                  # mass outside the row's own sentence (the product's column)
+            own_at, has = geo["own"]
+            other = (mass - torch.gather(sums, -1, own_at.expand(b, h, n, 1))[..., 0]) * has
+        same, induction = self._pair_masses(a, g0).unbind(-1)
         stats = torch.stack([band[..., m], band[..., m - 1], band[..., m + 1], a[..., 0], at_last, sep, punct, local,
                              distance, *far_mass, other, same, induction, content, 1 - mass], -1)
         return stats, self._offset_bucket(a, g0, band[..., m - self.max_offset:m + self.max_offset + 1], confidence)
@@ -467,15 +478,39 @@ class PositionalScorer:
             cols.append(outside.float().expand(b, w).unsqueeze(-1))
             parts = [triangle(g0 - d, True)] + ([] if self.causal else [triangle(g0 + d + 1, False)])
             far.append((len(cols) + 2, tuple(p for p in parts if p is not None)))   # 4 key columns come first
+        own = None
+        if g["segments"] is not None:
+            # one column per sentence that meets these rows (its keys), and each row's column; rows in no
+            # sentence point at a column of zeros
+            def meeting(segs: list) -> list:   # sentences are sorted: from the last one starting by g0
+                lo = max(0, bisect.bisect_right(segs, g0, key=lambda x: x[0]) - 1)
+                hi = bisect.bisect_left(segs, g0 + n, key=lambda x: x[0])
+                return [(s0, s1) for s0, s1 in segs[lo:hi] if max(s0, g0) < min(s1, g0 + n) and s0 < w]
+
+            meets = [meeting(segs) for segs in g["segments"]]
+            k = max(map(len, meets))
+            seg_cols = torch.zeros((b, w, k + 1), device=device)
+            own_at = torch.full((b, 1, n, 1), k, dtype=torch.long)
+            for i, segs in enumerate(meets):
+                for c, (s0, s1) in enumerate(segs):
+                    seg_cols[i, s0:min(s1, w), c] = 1
+                    own_at[i, 0, max(s0, g0) - g0:min(s1, g0 + n) - g0] = c
+            base = sum(c.shape[-1] for c in cols)
+            cols.append(seg_cols)
+            has = torch.tensor([bool(segs) for segs in g["segments"]], device=device).view(b, 1, 1).float()
+            own = ((own_at + base).to(device), has)
         square = min(w, g0 + n) - g0
         last = g["last"].view(b, 1, 1, 1)
         geo = {"columns": torch.cat(cols, -1), "ri": ri, "far": far,
                "gap": (torch.arange(max(square, 0), device=device).unsqueeze(0) - ri.unsqueeze(1)).clamp_min(0),
                "last": last.clamp_max(w - 1), "last_ok": (last[..., 0] < w).float(),
-               "zeros": torch.zeros((b, h, n), device=device)}
-        if len(cache) > 64:
-            cache.clear()
-        cache[key] = geo
+               "zeros": torch.zeros((b, h, n), device=device), "own": own}
+        # every layer walks the same blocks in order: keep the first blocks' geometry until the budget is
+        # spent (a cache that forgot the oldest would forget each block just before the next layer needs it)
+        size = sum(x.numel() * x.element_size() for x in (geo["columns"], geo["gap"], geo["zeros"]))
+        if g.get("geometry_bytes", 0) + size <= self.GEOMETRY_BYTES:
+            g["geometry_bytes"] = g.get("geometry_bytes", 0) + size
+            cache[key] = geo
         return geo
 
     def _offset_bucket(self, a: Any, g0: int, band: Any, confidence: Any) -> Any:
@@ -501,38 +536,24 @@ class PositionalScorer:
         inside = (best == confidence) & (left < confidence)
         return torch.where(inside, at, torch.full_like(at, 2 * mo + 1))
 
-    def _other_sentences(self, a: Any, g0: int, mass: Any) -> Any:
-        """Mass outside each row's own sentence (0 for inputs of one sentence)."""
-        segments = self._batch["segments"]
-        if segments is None:
-            return a.new_zeros(a.shape[:3])
-        b, h, n, w = a.shape
-        own = a.new_zeros((b, h, n))
-        for i, segs in enumerate(segments):
-            for s0, s1 in segs:
-                lo, hi = max(s0, g0), min(s1, g0 + n)
-                if lo < hi and s0 < w:
-                    own[i, :, lo - g0:hi - g0] = a[i, :, lo - g0:hi - g0, s0:min(s1, w)].sum(-1)
-        has = a.new_tensor([bool(segs) for segs in segments]).view(b, 1, 1)
-        return (mass - own) * has
-
-    def _pair_mass(self, a: Any, g0: int, name: str) -> Any:
-        """Mass on the keys that the batch's (query, key) pairs of measure ``name`` give these rows."""
+    def _pair_masses(self, a: Any, g0: int) -> Any:
+        """``[b, h, n, 2]``: mass on the keys that the batch's (query, key) pairs of each of PAIR_MEASURES
+        give these rows."""
         import numpy as np
 
-        pairs = self._batch["pairs"][name]
         b, h, n, w = a.shape
+        pairs = self._batch["pairs_both"]
         if pairs is None:
-            return a.new_zeros((b, h, n))
-        pb, pq, pk, host = pairs
+            return a.new_zeros((b, h, n, 2))
+        pb, pq, pk, which, host = pairs
         lo, hi = (int(x) for x in np.searchsorted(host, [g0, g0 + n]))
-        pb, pq, pk = pb[lo:hi], pq[lo:hi] - g0, pk[lo:hi]
+        pb, pq, pk, which = pb[lo:hi], pq[lo:hi] - g0, pk[lo:hi], which[lo:hi]
         # keys come before their queries (or anywhere in an encoder's full-width block): always inside
         # the block's keys; the guard keeps it so without a boolean selection (a device round trip)
         vals = a[pb, :, pq, pk.clamp_max(w - 1)] * (pk < w).unsqueeze(1)
-        out = a.new_zeros((b * n, h))
-        out.index_add_(0, pb * n + pq, vals)
-        return out.view(b, n, h).permute(0, 2, 1)
+        out = a.new_zeros((b * n * 2, h))
+        out.index_add_(0, (pb * n + pq) * 2 + which, vals)
+        return out.view(b, n, 2, h).permute(0, 3, 1, 2)
 
     def _entropy_weights(self, visible: Any) -> Any:
         """[b, t, 2] row weights for entropy and normalised entropy. ``visible``: this layer's visible keys
