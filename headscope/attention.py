@@ -170,22 +170,20 @@ def row_stats(probs: Any) -> RowStats:
 def _log_normaliser(probs: Any, scores: Any, confidence: Any, diagonal_from: int | None) -> Any:
     """Each row's logarithm of its softmax normaliser (``[batch, head, rows]``): ``s_j - log p_j`` for any
     visible key j. Self-attention reads it at the row's own key (``diagonal_from``: the column of the
-    block's first row) or at the first key, whichever holds more weight, which saves a pass over the
-    scores; rows where both hold too little for a precise logarithm, and other calls, take the largest
-    score: ``max s - log max p``."""
+    block's first row), which saves a pass over the scores; rows whose own key holds too little weight
+    for a precise logarithm, and other calls, take the largest score: ``max s - log max p``."""
     import torch
 
     if diagonal_from is None:
         return scores.amax(-1) - torch.log(confidence)
     n = probs.shape[-2]
     own_p = probs[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1)
-    own_s = scores[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1)
-    at_own = own_p >= probs[..., 0]
-    p = torch.where(at_own, own_p, probs[..., 0])
-    lse = torch.where(at_own, own_s, scores[..., 0]) - torch.log(p)
-    weak = p < 1e-30
-    if probs.device.type != "cpu" or bool(weak.any()):   # no host round trip on an accelerator
-        lse = torch.where(weak, scores.amax(-1) - torch.log(confidence), lse)
+    lse = scores[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1) - torch.log(own_p)
+    weak = own_p < 1e-30    # also rows that may not see themselves: padding
+    if probs.device.type != "cpu":                      # no host round trip on an accelerator
+        return torch.where(weak, scores.amax(-1) - torch.log(confidence), lse)
+    if bool(weak.any()):
+        lse[weak] = scores[weak].amax(-1) - torch.log(confidence[weak])
     return lse
 
 

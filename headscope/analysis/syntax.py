@@ -90,21 +90,20 @@ class SyntaxScorer:
         eye = torch.eye(w, dtype=torch.bool, device=dev)
         key_ok = batch.word_mask.unsqueeze(1)                         # [b, 1, w]
         later = pos.unsqueeze(0) > pos.unsqueeze(1)                   # [w, w]: key j after query d
-        # d2h ranks keys j for dependent d; h2d ranks queries j that attend to d.
-        mask_d2h = ~key_ok | eye
-        mask_h2d = ~key_ok | eye
+        # d2h ranks the keys j of row d, h2d the queries j of column d: both leave out filler words, the
+        # word itself and, in a decoder, keys after their query. On the map A[query, key] that is one
+        # mask for both (a filler row or column is never scored in the other direction).
+        excluded = ~key_ok | ~key_ok.transpose(1, 2) | eye
         reach_d2h = valid.clone()
         reach_h2d = valid.clone()
         if self.causal:
-            mask_d2h = mask_d2h | later             # A[d, j] with j > d is invisible
-            mask_h2d = mask_h2d | later.T           # A[j, d] with j < d is invisible
+            excluded = excluded | later             # A[d, j] with j > d, and A[j, d] with j < d: invisible
             reach_d2h &= heads < pos
             reach_h2d &= heads > pos
         # Attention is in [0, 1], so subtracting 2 where a candidate is excluded takes it out of the
         # argmax without a masked copy (ties keep torch's first-index rule).
         self._batch = {
-            "heads": heads, "onehot": onehot,
-            "masks": (2.0 * mask_d2h.unsqueeze(1).float(), 2.0 * mask_h2d.unsqueeze(1).float()),
+            "heads": heads, "onehot": onehot, "excluded": 2.0 * excluded.unsqueeze(1).float(),
             "reach": (reach_d2h, reach_h2d),
         }
         # Batch totals are committed in end_batch with the heads' counts, so that a batch cut short
@@ -269,11 +268,12 @@ class SyntaxScorer:
             b, n_layers, h, w, _ = words.shape
             words = words.view(b, n_layers * h, w, w)
             hits = []
-            # The transpose is made contiguous: argmax over a strided last dim is several times slower. Both
-            # are this scorer's own copies, so the exclusions are subtracted in place; max gives the first
-            # index of equals like argmax, at two thirds of its cost on CPU.
-            for k, scores in enumerate((words, words.transpose(-1, -2).contiguous())):
-                pred = scores.sub_(g["masks"][k]).max(-1)[1]           # [b, layer*h, w]
+            # The words are this scorer's own copy: the exclusions are subtracted in place, once for both
+            # directions. max gives the first index of equals like argmax, at two thirds of its cost on CPU,
+            # and over queries (dim -2) as fast as over keys, with no transposed copy.
+            words.sub_(g["excluded"])
+            for k in range(2):
+                pred = words.max(-1 - k)[1]                           # [b, layer*h, w]
                 reach = g["reach"][k].unsqueeze(1)
                 if own:                                               # per layer: [b, layer*h, w]
                     reach = torch.stack([own[layer][k] if layer in own else g["reach"][k] for layer in layers],
