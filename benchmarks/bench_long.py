@@ -35,7 +35,7 @@ def document(data: str, tokens: int, loaded):
     import headscope
     from headscope.alignment import encode_sentences
     from headscope.datasets import join_sentences
-    from headscope.pipeline import leading_token
+    from headscope.models import leading_token
 
     corpus = headscope.load_conllu(data, limit=max(2000, tokens // 8))
     bos = leading_token(loaded, None)

@@ -9,25 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HeadscopeError
+from .tasks import BOUNDED_METRICS, measures
 
 log = logging.getLogger(__name__)
 
-# Metrics that are fractions in [0, 1] (the others, nats and tokens, have their own scale; offsets are labels).
-FRACTIONS = ("accuracy", "uas", "mass", "ratio", "share", "max_weight", "feminine/masculine")
 MIN_N = 30   # "largest changes" skip measures with fewer instances (a one-sentence relation swings by 100 points)
 KEYS = ["dataset", "task", "relation", "direction", "metric", "layer", "head"]
-# Measures drawn as difference heatmaps when present: (task, relation, direction, metric, file stem).
-DIFF_MAPS = (
-    ("syntax", "all", "dep_to_head", "accuracy", "syntax_all_dep_to_head"),
-    ("syntax", "all", "head_to_dep", "accuracy", "syntax_all_head_to_dep"),
-    ("positional", "prev", None, "mass", "positional_prev"),
-    ("positional", "first", None, "mass", "positional_first"),
-    ("positional", "entropy_norm", None, "ratio", "positional_entropy_norm"),
-    ("coref", "all", None, "accuracy", "coref_all"),
-    ("gap", "all", None, "accuracy", "gap_all"),
-    ("pairs", "pair", None, "accuracy", "pairs"),
-    ("induction", "induction", None, "mass", "induction"),
-)
 
 
 def _read_run(path: Path) -> tuple[Any, dict]:
@@ -112,7 +99,7 @@ class Comparison:
     def top(self, k: int = 10):
         """The ``k`` head x measure rows with the largest absolute difference (fraction-valued measures,
         measured on at least ``MIN_N`` instances in both runs when any are)."""
-        t = self.table[self.table["metric"].isin(FRACTIONS)]
+        t = self.table[self.table["metric"].isin(BOUNDED_METRICS)]
         enough = t[(t["n_a"].fillna(0) >= MIN_N) & (t["n_b"].fillna(0) >= MIN_N)]
         t = enough if len(enough) else t
         return t.loc[t["diff"].abs().sort_values(ascending=False).index[:k]]
@@ -125,14 +112,15 @@ class Comparison:
         import matplotlib.pyplot as plt
         import seaborn as sns
 
-        from .reports.figures import _file_part, _plain
+        from .reports.figures import file_part, plain_text
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         t = self.table
         for dataset in t["dataset"].dropna().unique():
-            for task, rel, direction, metric, stem in DIFF_MAPS:
+            for task, rel, direction, metric, stem in ((m.task, m.relation, m.direction, m.metric, m.stem)
+                                                       for m in measures(where="diff")):
                 s = t[(t["dataset"] == dataset) & (t["task"] == task) & (t["relation"] == rel)
                       & (t["metric"] == metric)]
                 s = s[s["direction"] == direction] if direction else s[s["direction"].isna()]
@@ -147,10 +135,10 @@ class Comparison:
                             cbar_kws={"shrink": 0.8, "label": "A − B"})
                 ax.set_xlabel("head (0-based)")
                 ax.set_ylabel("layer (0-based)")
-                ax.set_title(_plain(f"{rel} {direction or ''} {metric}: {self.label_a} − {self.label_b}"
+                ax.set_title(plain_text(f"{rel} {direction or ''} {metric}: {self.label_a} − {self.label_b}"
                                     f" ({dataset})"), fontsize=9)
                 fig.tight_layout()
-                name = f"diff_{_file_part(dataset)}_{stem}.png"
+                name = f"diff_{file_part(dataset)}_{stem}.png"
                 fig.savefig(out / name, dpi=110, bbox_inches="tight")
                 plt.close(fig)
                 written.append(name)

@@ -183,12 +183,12 @@ class Explanation:
 
         names = [name(r) for r in top.itertuples()]
         fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(self.labels) + 3.0), max(3.0, 0.35 * len(top) + 1.5)))
-        from .reports.figures import _plain
+        from .reports.figures import plain_text
 
-        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=[_plain(x) for x in self.labels],
-                    yticklabels=[_plain(x) for x in names],
+        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=[plain_text(x) for x in self.labels],
+                    yticklabels=[plain_text(x) for x in names],
                     cbar_kws={"shrink": 0.8, "label": "attention"})
-        ax.set_title(_plain(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first"),
+        ax.set_title(plain_text(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first"),
                      fontsize=10)
         ax.tick_params(axis="x", labelrotation=60, labelsize=8)
         ax.tick_params(axis="y", labelsize=8)
@@ -243,7 +243,7 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     import pandas as pd
 
     from .models import load_model
-    from .pipeline import leading_token
+    from .models import leading_token
 
     sent = split_words(sentence) if isinstance(sentence, str) else Sentence(words=tuple(sentence), sent_id="explain")
     if not sent.words:

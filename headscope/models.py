@@ -571,3 +571,16 @@ def random_init(loaded: LoadedModel, *, seed: int = 0) -> LoadedModel:
                       capture="auto" if loaded.info.attention == VIA_INTERFACE else "hooks")
     control.info = dataclasses.replace(control.info, revision=loaded.info.revision)
     return control
+
+
+def leading_token(loaded: Any, prepend_bos: bool | None) -> int | None:
+    """The token every input starts with when the tokenizer does not add it: a decoder's BOS.
+
+    ``prepend_bos=None`` means yes for decoders (their first position is the attention sink, and
+    without a BOS the first word would take that role) and no for encoders (they have [CLS]).
+    """
+    if loaded.info.part == "decoder":   # an encoder-decoder's decoder reads its start token first
+        return getattr(loaded.model.config, "decoder_start_token_id", None)
+    if prepend_bos is None:
+        prepend_bos = loaded.info.is_decoder
+    return loaded.tokenizer.bos_token_id if prepend_bos else None

@@ -5,33 +5,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import HeadscopeError
+from .tasks import (DATA_KINDS, SENTENCE_KINDS, TASKS, Build, auto_tasks, build_scorers, default_tasks,
+                    parse_tasks)
 from .types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TASKS = ("syntax", "positional", "pairs")
-# With data but no task list, each dataset gets what it supports (the costly tree task only on request).
-AUTO_TASKS = ("syntax", "positional", "coref", "gap", "pairs")
-
-# What each task reads. "treebank": sentences with trees; "sentences": any sentences.
-TASK_DATA = {"syntax": "treebank", "tree": "treebank", "positional": "sentences", "coref": "documents",
-             "gap": "gap", "pairs": "pairs", "induction": "generated"}
-NEEDS = {
-    "treebank": "dependency trees (a .conllu treebank)",
-    "sentences": "sentences (.conllu, .txt or .jsonl)",
-    "documents": "coreference documents (CoNLL-2012 .conll, CorefUD .conllu, e2e jsonlines, or a folder of them)",
-    "gap": "GAP rows (.tsv)",
-    "pairs": "minimal pairs (.jsonl)",
-    "generated": "nothing (its sequences are generated)",
-}
-
 
 def _kinds(source: Any) -> set[str]:
     if isinstance(source, Corpus):
@@ -86,7 +70,7 @@ def _jobs_of(source: Any, tasks: list[str]) -> list[tuple[Any, list[str]]]:
     one, coreference reads its whole documents."""
     if not isinstance(source, DocumentCorpus):
         return [(source, tasks)]
-    by_sentence = [t for t in tasks if TASK_DATA[t] in ("treebank", "sentences")]
+    by_sentence = [t for t in tasks if TASKS[t].data in SENTENCE_KINDS]
     rest = [t for t in tasks if t not in by_sentence]
     return ([(source.as_corpus(), by_sentence)] if by_sentence else []) + [(source, rest)]
 
@@ -97,12 +81,12 @@ def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sent
     from .datasets import load_sample
     from .datasets.pairs import load_bundled_pairs
 
-    jobs = [job for s in sources for job in _jobs_of(s, [t for t in tasks if TASK_DATA[t] in _kinds(s)])]
+    jobs = [job for s in sources for job in _jobs_of(s, [t for t in tasks if TASKS[t].data in _kinds(s)])]
     covered = {t for _, ts in jobs for t in ts}
     missing = [t for t in tasks if t not in covered]
-    if not sources and any(TASK_DATA[t] in ("treebank", "sentences") for t in missing):
+    if not sources and any(TASKS[t].data in SENTENCE_KINDS for t in missing):
         sample = load_sample(keep_subtypes=keep_subtypes, limit=max_sentences)
-        jobs.append((sample, [t for t in missing if TASK_DATA[t] in ("treebank", "sentences")]))
+        jobs.append((sample, [t for t in missing if TASKS[t].data in SENTENCE_KINDS]))
     if "pairs" in missing:
         jobs.append((load_bundled_pairs(limit=max_sentences), ["pairs"]))
     if "induction" in missing and repeats is not None:
@@ -111,8 +95,8 @@ def _plan(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sent
     for t in tasks:
         if t not in covered:
             given = ", ".join(getattr(s, "path", "") or s.name for s in sources) or "no data"
-            hint = " (plain text supports --tasks positional)" if TASK_DATA[t] == "treebank" else ""
-            raise HeadscopeError(f"task {t} needs {NEEDS[TASK_DATA[t]]}; got {given}. Pass such a file with "
+            hint = " (plain text supports --tasks positional)" if TASKS[t].data == "treebank" else ""
+            raise HeadscopeError(f"task {t} needs {DATA_KINDS[TASKS[t].data]}; got {given}. Pass such a file with "
                                  f"--data, or drop {t} from --tasks{hint}")
     return [(s, ts) for s, ts in jobs if ts]
 
@@ -130,18 +114,6 @@ def _unique_names(sources: list[Any]) -> list[Any]:
             name, k = f"{base}-{k}", k + 1
         seen.add(name)
         out.append(c if name == c.name else dataclasses.replace(c, name=name))
-    return out
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("headscope", "torch", "transformers", "tokenizers", "numpy", "pandas", "conllu", "networkx"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
     return out
 
 
@@ -168,19 +140,6 @@ class Job:
     encoded: list | None = None    # model inputs given as token ids (generated data); else tokenized
 
 
-def leading_token(loaded: Any, prepend_bos: bool | None) -> int | None:
-    """The token every input starts with when the tokenizer does not add it: a decoder's BOS.
-
-    ``prepend_bos=None`` means yes for decoders (their first position is the attention sink, and
-    without a BOS the first word would take that role) and no for encoders (they have [CLS]).
-    """
-    if loaded.info.part == "decoder":   # an encoder-decoder's decoder reads its start token first
-        return getattr(loaded.model.config, "decoder_start_token_id", None)
-    if prepend_bos is None:
-        prepend_bos = loaded.info.is_decoder
-    return loaded.tokenizer.bos_token_id if prepend_bos else None
-
-
 def _bos_meta(loaded: Any, encoded: list) -> dict:
     tok = loaded.tokenizer
     first = encoded[0] if encoded else None
@@ -191,23 +150,24 @@ def _bos_meta(loaded: Any, encoded: list) -> dict:
 
 def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int,
               bos_id: int | None = None, lead: bool = False, keep_units: bool = True) -> Job:
+    """The job of one dataset: its model inputs, prepared as its kind of data needs, and the registered
+    scorers of ``tasks`` built on them."""
     from .alignment import encode_sentences
-    from .analysis.base import make_scorers
 
     info = loaded.info
-    L, H = info.num_layers, info.num_heads
+    build = Build(info.num_layers, info.num_heads, causal=info.is_decoder, sinks=info.sinks, window=window,
+                  keep_units=keep_units)
     meta = {"name": source.name, "path": getattr(source, "path", ""), "sha256": getattr(source, "checksum", ""),
             "tasks": tasks, "skipped_bad_data": getattr(source, "skipped", 0),
             "skipped_examples": list(getattr(source, "skipped_reasons", ())[:10])}
+    encoded = None
     if isinstance(source, Corpus):
         sentences = list(source.sentences[:max_sentences] if max_sentences else source.sentences)
         relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
         meta.update(kind="sentences", words=sum(len(s) for s in sentences), relations=relations)
-        scorers = make_scorers(tasks, num_layers=L, num_heads=H, relations=relations, causal=info.is_decoder,
-                               window=window, keep_units=keep_units, sinks=info.sinks)
-        return Job(source.name, source, sentences, scorers, meta)
-    if isinstance(source, DocumentCorpus):
-        from .analysis.coref import CorefScorer, make_windows
+        build = dataclasses.replace(build, relations=tuple(relations))
+    elif isinstance(source, DocumentCorpus):
+        from .analysis.coref import make_windows
 
         docs = list(source.documents[:max_sentences] if max_sentences else source.documents)
         flat = [s for d in docs for s in d.sentences]
@@ -219,24 +179,25 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
             k += len(d.sentences)
         sentences, windows, stats = make_windows(docs, lengths, info.max_length, specials)
         meta.update(kind="documents", format=source.format, documents=len(docs))
-        return Job(source.name, source, sentences, [CorefScorer(L, H, windows, stats, keep_units=keep_units)], meta)
-    if isinstance(source, GapCorpus):
-        from .analysis.gap import GapScorer
-
+        build = dataclasses.replace(build, inputs=(windows, stats))
+    elif isinstance(source, GapCorpus):
         examples = list(source.examples[:max_sentences] if max_sentences else source.examples)
         sentences = [Sentence(words=ex.words, sent_id=ex.example_id, source=ex.source, space_after=ex.space_after)
                      for ex in examples]
         meta.update(kind="gap", rows=len(examples))
-        return Job(source.name, source, sentences, [GapScorer(L, H, examples, keep_units=keep_units)], meta)
-    if isinstance(source, PairCorpus):
-        from .analysis.pairs import PairScorer, pair_sentences
+        build = dataclasses.replace(build, inputs=examples)
+    elif isinstance(source, PairCorpus):
+        from .analysis.pairs import pair_sentences
 
         pairs = list(source.pairs[:max_sentences] if max_sentences else source.pairs)
         meta.update(kind="pairs", pairs=len(pairs))
-        return Job(source.name, source, pair_sentences(pairs), [PairScorer(L, H, pairs, keep_units=keep_units)], meta)
-    from .analysis.induction import InductionScorer, RepeatedTokens, encode_sequences, make_sequences
+        sentences = pair_sentences(pairs)
+        build = dataclasses.replace(build, inputs=pairs)
+    else:
+        from .analysis.induction import RepeatedTokens, encode_sequences, make_sequences
 
-    if isinstance(source, RepeatedTokens):
+        if not isinstance(source, RepeatedTokens):
+            raise HeadscopeError(f"unsupported data object {type(source).__name__}")
         # Decoders read [BOS] r r; encoders the same tokens without BOS (METRICS §5).
         embeddings = loaded.model.get_input_embeddings() if hasattr(loaded.model, "get_input_embeddings") else None
         decoder_part = loaded.info.part == "decoder"   # the decoder reads its start token first
@@ -246,8 +207,8 @@ def _make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int 
         sentences, encoded = encode_sequences(seqs)
         meta.update(kind="generated", sequences=len(seqs), length=source.length, seed=source.seed,
                     bos=bool(seqs[0].bos))
-        return Job(source.name, source, sentences, [InductionScorer(L, H, seqs)], meta, encoded)
-    raise HeadscopeError(f"unsupported data object {type(source).__name__}")
+        build = dataclasses.replace(build, inputs=seqs)
+    return Job(source.name, source, sentences, build_scorers(tasks, build), meta, encoded)
 
 
 def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> list[dict]:
@@ -416,10 +377,11 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
     or a ``LoadedModel``. ``data``: None (bundled samples), a path, a Corpus / DocumentCorpus /
     GapCorpus / PairCorpus, Sentences, strings, or a list of those. ``tasks``: any of ``syntax``,
-    ``positional``, ``tree``, ``coref``, ``gap``, ``pairs``; each runs on the data that suits it
-    (``pairs`` and the treebank tasks fall back to the bundled samples). ``tasks=None``: without data
-    ``syntax, positional, pairs`` on the bundled samples; with data, every task (but ``tree``) that
-    the data supports. ``max_sentences`` caps
+    ``positional``, ``tree``, ``coref``, ``gap``, ``pairs``, ``induction`` (``headscope.tasks.TASKS``); each
+    runs on the data that suits it (``pairs`` and the treebank tasks fall back to the bundled samples,
+    ``induction`` generates its sequences). ``tasks=None``: without data ``syntax, positional, pairs`` on
+    the bundled samples; with data, every task but ``tree`` and ``induction`` that the data supports.
+    ``max_sentences`` caps
     sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
     first when it does not add one (default: for decoders). ``bootstrap``: replicates for the 95%
     intervals over units (``ci_low``/``ci_high``; sentences, documents for coreference, rows for GAP,
@@ -442,9 +404,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     import pandas as pd
     import torch
 
-    from .analysis.base import parse_tasks
     from .interrupts import Noted, interruptible, shielded
-    from .models import load_model
+    from .models import leading_token, load_model
+    from .provenance import package_versions
     from .result import AnalysisResult
     from .schema import frame
 
@@ -464,7 +426,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     sources = _as_sources(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
     if task_list is None:
         kinds = set().union(*(_kinds(s) for s in sources)) if sources else set()
-        task_list = [t for t in AUTO_TASKS if TASK_DATA[t] in kinds] if sources else list(DEFAULT_TASKS)
+        task_list = auto_tasks(kinds) if sources else default_tasks()
     from .analysis.induction import RepeatedTokens
 
     repeats = RepeatedTokens(count=induction_count, length=induction_length, seed=seed)
@@ -495,7 +457,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
         for src in picked:
             name = src.name if src.name not in plan_names else f"{src.name} (selection)"
             src = src if name == src.name else dataclasses.replace(src, name=name)
-            ts = [t for t in task_list if TASK_DATA[t] in _kinds(src)]
+            ts = [t for t in task_list if TASKS[t].data in _kinds(src)]
             if not ts:
                 raise HeadscopeError(f"--select-on {getattr(src, 'path', '') or src.name}: none of the tasks "
                                      f"{', '.join(task_list)} can run on it")
@@ -567,7 +529,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
                            "report_on": [s.name for s, _ in plan if s.name not in {x.name for x, _ in selection}]}
                           if selection else None),
             "datasets": datasets,
-            "versions": _versions(),
+            "versions": package_versions(),
             "seconds": round(time.perf_counter() - t0, 3),
         }
     return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples)

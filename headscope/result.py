@@ -19,6 +19,34 @@ class AnalysisResult:
     meta: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)   # further tidy tables by name, e.g. "mentions"
     examples: list = field(default_factory=list)  # word-level attention maps of a few sentences (explain.word_maps)
+    _roles: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def select_on(self) -> str | None:
+        """The dataset the best heads were chosen on (held-out selection), or None."""
+        return ((self.meta.get("selection") or {}).get("select_on") or [None])[0]
+
+    @property
+    def report_datasets(self) -> list[str] | None:
+        """The datasets reported on: every dataset scored but the selection data (None: not recorded)."""
+        if "datasets" not in self.meta:
+            return None
+        picked = set((self.meta.get("selection") or {}).get("select_on") or [])
+        return [d["name"] for d in self.meta["datasets"] if d["name"] not in picked]
+
+    @property
+    def roles(self) -> Any:
+        """Every head's roles on the reported datasets, by the criteria of ``analysis.roles.criteria``, with the
+        run's random-init control when it had one: the table that roles.csv and the reports show."""
+        if self._roles is None:
+            from .analysis.roles import assign_roles
+
+            info = self.model
+            control = (self.meta.get("control") or {}).get("model")
+            self._roles = assign_roles(self.scores, model=info.name, is_decoder=info.is_decoder, control=control,
+                                       datasets=self.report_datasets, num_layers=info.num_layers,
+                                       num_heads=info.num_heads)
+        return self._roles
 
     def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
                 dataset: str | None, baselines: bool):

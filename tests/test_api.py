@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -59,7 +61,9 @@ def test_result_queries_and_save(tiny_bert_loaded, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"scores.csv", "report.md", "run.json", "figures"}
     run = json.loads((out / "run.json").read_text())
     assert run["datasets"][0]["scored"] == 10 and run["complete"] is True
-    assert "L" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    row = [line for line in report.splitlines() if line.startswith("| all | dep_to_head |")]
+    assert len(row) == 1 and f"| L{int(best['layer'])}.H{int(best['head'])} |" in row[0]   # the same best head
 
 
 def pd_na():
@@ -73,6 +77,16 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "README has no python example"
     monkeypatch.chdir(tmp_path)
-    for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})
-    assert (tmp_path / "headscope-out" / "scores.csv").is_file()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for code in blocks:
+            exec(compile(code, "README.md", "exec"), {})
+    # what the first example prints is what its saved scores say
+    import pandas as pd
+
+    scores = pd.read_csv(tmp_path / "headscope-out" / "scores.csv")
+    det = scores[(scores["task"] == "syntax") & (scores["relation"] == "det") & (scores["direction"] == "dep_to_head")]
+    head = det[det["baseline"].isna()].nlargest(1, "score").iloc[0]
+    base = det[det["baseline"].notna()]["score"].max()
+    line = f"det: L{int(head['layer'])}.H{int(head['head'])} {head['score']:.2f} (best offset baseline {base:.2f})"
+    assert line in printed.getvalue().splitlines()

@@ -328,7 +328,7 @@ def captured_decoder_equals_eager(loaded) -> float:
     from headscope.alignment import collate, encode_sentences
     from headscope.capture import attention_capture, forward_kwargs, model_inputs, start_forward
     from headscope.models import model_body
-    from headscope.pipeline import leading_token
+    from headscope.models import leading_token
 
     sents = _sentences()
     enc = encode_sentences(loaded.tokenizer, sents, bos_id=leading_token(loaded, None))

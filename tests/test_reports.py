@@ -391,3 +391,34 @@ def test_explain_on_a_decoder_first_word_has_nothing_to_link_to():
     e = headscope.explain("It was raining hard .", word=1, model=loaded)
     assert (e.table["target"] == "It").all() and (e.table["second"] == "—").all()
     assert "| — |" in e.markdown()
+
+
+def test_every_detail_section_names_the_head_chosen_on_the_selection_data():
+    """Held-out selection holds in every section of report.md, not only syntax: with head L0.H0 best on the
+    reported data and L0.H1 best on the selection data, each section names L0.H1 and its score here."""
+    from headscope.reports import markdown
+    from headscope.schema import frame
+
+    def rows(dataset, task, relation, metric, scores, direction=None, baseline=None):
+        return [{"model": "m", "dataset": dataset, "task": task, "relation": relation, "direction": direction,
+                 "metric": metric, "layer": None if baseline else 0, "head": None if baseline else h,
+                 "baseline": baseline, "score": s, "ci_low": s - 0.01, "ci_high": s + 0.01, "n": 100,
+                 "n_reachable": 100} for h, s in enumerate(scores)]
+
+    table = []
+    for dataset, scores in (("report", (0.9, 0.6)), ("pick", (0.2, 0.7))):
+        for rel in ("prev", "self"):
+            table += rows(dataset, "positional", rel, "mass", scores)
+        table += rows(dataset, "tree", "all", "uas", scores, direction="dep_to_head")
+        table += rows(dataset, "pairs", "pair", "accuracy", scores)
+        table += rows(dataset, "gap", "all", "accuracy", scores)
+    df = frame(table)
+    positional = "\n".join(markdown._positional_section(df, "report", select_on="pick"))
+    assert "| prev | L0.H1 | 0.600" in positional and "| self | L0.H1 | 0.600" in positional
+    assert "| dep_to_head | L0.H1 | 60.0" in "\n".join(markdown._tree_section(df, "report", select_on="pick"))
+    pairs = markdown._pairs_section(df, "report", select_on="pick")
+    listed = [line for line in pairs if line.startswith("- ")]
+    assert "chosen on pick" in "\n".join(pairs) and listed[0].startswith("- L0.H1: 60.0%")
+    assert "best head L0.H1 | 60.0" in "\n".join(markdown._gap_section(df, "report", select_on="pick"))
+    # without selection, the best head here
+    assert "| prev | L0.H0 | 0.900" in "\n".join(markdown._positional_section(df, "report"))

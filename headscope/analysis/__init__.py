@@ -1,7 +1,7 @@
-"""Streaming, mergeable scorers for attention heads, and the registry of task names."""
+"""Streaming, mergeable scorers for attention heads (the task registry is ``headscope.tasks``)."""
 
 from __future__ import annotations
 
-from .base import TASKS, LayerView, Scorer, make_scorers
+from .base import LayerView, Scorer, UnitStore
 
-__all__ = ["TASKS", "LayerView", "Scorer", "make_scorers"]
+__all__ = ["LayerView", "Scorer", "UnitStore"]

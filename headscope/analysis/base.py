@@ -1,4 +1,4 @@
-"""Scorer interface, the per-layer view handed to scorers, and the task registry."""
+"""Scorer interface, the per-layer view handed to scorers, and per-unit rows for intervals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..alignment import Batch, pool_words
-from ..errors import HeadscopeError
 
 
 @dataclass
@@ -50,57 +49,6 @@ class Scorer(Protocol):
     def merge(self, other: "Scorer") -> "Scorer": ...
 
     def result(self) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    needs_tree: bool
-    description: str
-
-
-TASKS: dict[str, Task] = {
-    "syntax": Task("syntax", True, "per-head dependency accuracy by relation, both directions, offset baselines"),
-    "positional": Task("positional", False, "attention mass on self/prev/next/first/last/[SEP]/punctuation, "
-                                            "distance, entropy, confidence, positional-head flag"),
-    "tree": Task("tree", True, "per-head maximum-spanning-arborescence UAS (slower)"),
-    "coref": Task("coref", False, "antecedent selection accuracy by mention type, with nearest / head-match / "
-                                  "rule baselines (coreference documents)"),
-    "gap": Task("gap", False, "GAP: pronoun-to-name accuracy by gender and the feminine/masculine bias ratio"),
-    "pairs": Task("pairs", False, "Winograd-style minimal pairs: right candidate in both sentences (chance 25%)"),
-    "induction": Task("induction", False, "induction / duplicate-token / previous-token scores on generated "
-                                          "[BOS] r r sequences of random tokens"),
-}
-
-
-def parse_tasks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
-    names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
-    if not names:
-        raise HeadscopeError(f"no task given; choose from {', '.join(TASKS)}")
-    unknown = [t for t in names if t not in TASKS]
-    if unknown:
-        raise HeadscopeError(f"unknown task '{unknown[0]}'; choose from {', '.join(TASKS)}")
-    return list(dict.fromkeys(names))
-
-
-def make_scorers(tasks: list[str], *, num_layers: int, num_heads: int, relations: list[str], causal: bool,
-                 **options: Any) -> list[Scorer]:
-    from .positional import PositionalScorer
-    from .syntax import SyntaxScorer
-    from .tree import TreeScorer
-
-    out: list[Scorer] = []
-    for name in tasks:
-        keep = options.get("keep_units", True)
-        if name == "syntax":
-            out.append(SyntaxScorer(num_layers, num_heads, relations, causal=causal, keep_units=keep))
-        elif name == "positional":
-            out.append(PositionalScorer(num_layers, num_heads, window=options.get("window", 3), causal=causal,
-                                        keep_units=keep, sinks=options.get("sinks", False)))
-        elif name == "tree":
-            out.append(TreeScorer(num_layers, num_heads, keep_units=keep))
-        # coref, gap and pairs scorers are built by the pipeline, which knows their documents
-    return out
 
 
 class UnitStore:

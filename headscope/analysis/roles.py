@@ -2,73 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-ALPHA = 0.05            # Benjamini–Hochberg false discovery rate for "beats the best baseline"
-MIN_N = 30              # a relation / mention type needs this many instances before it can name a role
-MARGIN = 0.05           # ... and the head must beat the best baseline by this much (5 points of accuracy)
-MASS = 0.5              # positional roles: lower 95% bound of the mean attention mass on the target
-LOCAL = 0.8             # local window: lower bound of the mass within +-window tokens
-BROAD = 0.85            # broad: lower bound of the normalised entropy
-PATTERN = 0.4           # induction / duplicate-token: lower bound of the mean attention to the target
+from ..tasks import ALPHA, MARGIN, MIN_N, TASKS, rules
+
+__all__ = ["ALPHA", "MARGIN", "MIN_N", "assign_roles", "criteria", "primary_roles", "short_label"]
 
 ROLE_COLUMNS = ["model", "dataset", "layer", "head", "role", "family", "task", "relation", "direction", "metric",
                 "score", "ci_low", "ci_high", "baseline", "baseline_score", "baseline_ci_low", "baseline_ci_high",
                 "q_value", "control_best", "control_ci_low", "control_ci_high", "beats_control", "criterion"]
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A threshold role: a head has it when the lower bound of its interval (or its score) clears ``threshold``."""
-
-    role: str
-    family: str
-    task: str
-    relation: str
-    metric: str
-    threshold: float
-    text: str
-
-
-def _rules(is_decoder: bool) -> list[Rule]:
-    first = "BOS sink" if is_decoder else "[CLS] sink"
-    rules = [
-        Rule("previous-token", "positional", "positional", "prev", "mass", MASS,
-             f"mean attention mass on the previous token, 95% lower bound >= {MASS}"),
-        Rule("self", "positional", "positional", "self", "mass", MASS,
-             f"mean attention mass on the token itself, 95% lower bound >= {MASS}"),
-        Rule(first, "sink", "positional", "first", "mass", MASS,
-             f"mean attention mass on the first token ({'BOS' if is_decoder else '[CLS]'}), 95% lower bound "
-             f">= {MASS}"),
-        Rule("punctuation", "positional", "positional", "punct", "mass", MASS,
-             f"mean attention mass on punctuation, 95% lower bound >= {MASS}"),
-        Rule("local window", "positional", "positional", "local", "mass", LOCAL,
-             f"mean attention mass within the local window, 95% lower bound >= {LOCAL}, and no previous / next / "
-             f"self role (it spreads over the window)"),
-        Rule("broad", "broad", "positional", "entropy_norm", "ratio", BROAD,
-             f"normalised attention entropy, 95% lower bound >= {BROAD} (close to uniform)"),
-        Rule("induction", "induction", "induction", "induction", "mass", PATTERN,
-             f"mean attention from the second copy to the token after the earlier copy, 95% lower bound "
-             f">= {PATTERN}"),
-        Rule("duplicate-token", "induction", "induction", "duplicate", "mass", PATTERN,
-             f"mean attention from the second copy to the same token's earlier copy, 95% lower bound >= {PATTERN}"),
-    ]
-    if not is_decoder:
-        rules.insert(1, Rule("next-token", "positional", "positional", "next", "mass", MASS,
-                             f"mean attention mass on the next token, 95% lower bound >= {MASS}"))
-        rules.insert(4, Rule("[SEP] sink", "sink", "positional", "sep", "mass", MASS,
-                             f"mean attention mass on [SEP], 95% lower bound >= {MASS}"))
-    return rules
-
-
 # Tasks with baselines: a head has the role when it beats the best baseline after BH (q < ALPHA).
-TESTED = {
-    "syntax": ("syntax", "best fixed-offset baseline"),
-    "coref": ("coreference", "best rule baseline (nearest, same head word, ...)"),
-    "gap": ("coreference", "nearest-name baseline"),
-    "tree": ("syntax", "right/left-branching tree"),
-}
+TESTED = {t.name: (t.tested.family, t.tested.baseline) for t in TASKS.values() if t.tested is not None}
 
 
 def criteria(is_decoder: bool) -> list[tuple[str, str]]:
@@ -81,7 +27,7 @@ def criteria(is_decoder: bool) -> list[tuple[str, str]]:
            ("coreference", f"antecedent accuracy (coreference documents, resampled by document) beats the best rule "
                            f"baseline, or GAP accuracy (rows) beats the nearest-name baseline, BH q < {ALPHA}, by at least {100 * MARGIN:.0f} points; >= {MIN_N} "
                            f"instances")]
-    out += [(r.role, r.text) for r in _rules(is_decoder)]
+    out += [(r.role, r.text) for r in rules(is_decoder)]
     out.append(("control", "with --control random-init, a role also needs its 95% lower bound above the best score "
                            "any head of the re-initialised model reaches on the same measure (otherwise architecture, "
                            "position or tokenisation alone explain it); beats_control says how each role fared. "
@@ -169,7 +115,7 @@ def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: 
                 add(r, role, family, f"beats {against} (BH q = {r['q_value']:.2g} < {ALPHA})", b)
         # Threshold roles on positional and induction measures.
         have: dict[tuple[int, int], set] = {}
-        for rule in _rules(is_decoder):
+        for rule in rules(is_decoder):
             t = d[(d["task"] == rule.task) & (d["relation"] == rule.relation) & (d["metric"] == rule.metric)]
             if t.empty:
                 continue

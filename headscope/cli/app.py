@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..tasks import TASKS, default_tasks
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find out what every attention head of a transformer does.")
 
@@ -32,6 +34,17 @@ Format = enum.Enum("Format", [(name, name) for name in _formats()], type=str)
 
 class Control(str, enum.Enum):
     random_init = "random-init"
+
+
+def _tasks_help() -> str:
+    names = ", ".join(TASKS)
+    default = ", ".join(default_tasks())
+    auto = ", ".join(t.name for t in TASKS.values() if t.auto)
+    return (f"Comma-separated: {names} (see `headscope tasks`). Default: without --data, {default} on the bundled "
+            f"samples; with --data, those of {auto} that the data supports.")
+
+
+TASKS_HELP = _tasks_help()
 
 
 class Part(str, enum.Enum):
@@ -113,10 +126,7 @@ def run(
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Data file or coreference folder "
                     "(.conllu, .txt, .jsonl, .conll, .jsonlines, GAP .tsv, pairs .jsonl); repeat for several. "
                     "Default: the bundled English sample treebank and minimal pairs.")] = None,
-    tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help="Comma-separated: syntax, positional, tree, "
-                     "coref, gap, pairs (see `headscope tasks`). Default: without --data, syntax, positional and "
-                     "pairs on the bundled samples; with --data, every task but tree that the data supports.")]
-    = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help=TASKS_HELP)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv, report.md, run.json, "
                                                            "figures/.")] = Path("headscope-out"),
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = 32,
@@ -374,10 +384,8 @@ def models() -> None:
 @app.command()
 def tasks() -> None:
     """List the analysis tasks."""
-    from ..analysis.base import TASKS
-
     for task in TASKS.values():
-        typer.echo(f"{task.name:11s} {task.description}" + ("  [needs trees]" if task.needs_tree else ""))
+        typer.echo(f"{task.name:11s} {task.description}" + ("  [needs trees]" if task.data == "treebank" else ""))
 
 
 def main() -> None:

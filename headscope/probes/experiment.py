@@ -176,7 +176,7 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
     import pandas as pd
 
     from ..models import load_model, random_init
-    from ..pipeline import _versions
+    from ..provenance import package_versions
 
     probe_list = parse_probes(probes)
     feature_list = parse_features(features)
@@ -209,7 +209,7 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
             "prepend_bos": prepend_bos,
             "train": {"name": train_c.name, "path": train_c.path, "sha256": train_c.checksum},
             "test": {"name": test_c.name, "path": test_c.path, "sha256": test_c.checksum},
-            "models": meta_models, "model": dataclasses.asdict(loaded.info), "versions": _versions(),
+            "models": meta_models, "model": dataclasses.asdict(loaded.info), "versions": package_versions(),
             "seconds": round(time.perf_counter() - t0, 1)}
     return ProbeResult(table=table, heads=head_table, meta=meta)
 
@@ -218,7 +218,7 @@ def _probe_models(models: list, train_c: Corpus, test_c: Corpus, probe_list: lis
                   rows: list, heads: list, meta_models: list, *, seed: int, alpha: float, pca_dim: int,
                   drop_heads: bool, batch_size: int, prepend_bos: bool | None) -> None:
     """Features, probes and controls for each model in turn; each model's rows are added when it is done."""
-    from ..pipeline import leading_token
+    from ..models import leading_token
     from .features import collect_features
 
     for lm in models:

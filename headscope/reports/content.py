@@ -6,20 +6,8 @@ import math
 from typing import Any
 
 from ..schema import head_label
+from ..tasks import ALPHA, measures
 
-# (task, relation or None for every relation, metric): the measures shown as "top heads" tables.
-TOP_MEASURES = (
-    ("syntax", None, "accuracy"),
-    ("tree", "all", "uas"),
-    ("positional", "prev", "mass"), ("positional", "next", "mass"), ("positional", "self", "mass"),
-    ("positional", "first", "mass"), ("positional", "last", "mass"), ("positional", "sep", "mass"),
-    ("positional", "punct", "mass"), ("positional", "local", "mass"), ("positional", "entropy_norm", "ratio"),
-    ("positional", "confidence", "max_weight"), ("positional", "argmax_offset", "share"),
-    ("coref", None, "accuracy"),
-    ("gap", None, "accuracy"),
-    ("pairs", "pair", "accuracy"),
-    ("induction", None, "mass"),
-)
 MAX_SYNTAX_RELATIONS = 20
 
 
@@ -47,6 +35,30 @@ def _key_rows(df, task: str, relation: str | None, metric: str):
     return sub
 
 
+def best_head(heads: Any, selection: Any = None, *, lowest: bool = False) -> tuple[Any, bool]:
+    """The best head's row among ``heads`` (one measure's head rows on the reported data), and whether it was
+    chosen on ``selection`` (the same measure's head rows on the held-out selection data): the head that
+    scores best there, reported here; the best head here when there is no selection or it lacks the head.
+    ``lowest``: the best is the lowest score (the most focused head's entropy)."""
+    def top(rows: Any) -> Any:
+        return rows.loc[rows["score"].idxmin() if lowest else rows["score"].idxmax()]
+
+    if selection is not None and len(selection):
+        pick = top(selection)
+        match = heads[(heads["layer"] == pick["layer"]) & (heads["head"] == pick["head"])]
+        if len(match):
+            return match.iloc[0], True
+    return top(heads), False
+
+
+def ranked_heads(heads: Any, k: int, selection: Any = None) -> Any:
+    """The ``k`` best head rows of ``heads``, ranked on ``selection`` when given (as in :func:`best_head`)."""
+    if selection is None or not len(selection):
+        return heads.nlargest(k, "score")
+    order = selection.nlargest(len(selection), "score")[["layer", "head"]]
+    return order.merge(heads, on=["layer", "head"], how="inner").head(k)
+
+
 def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = None, control: str | None = None,
               causal: bool = False) -> list[dict]:
     """For every measure of ``dataset``: the best head (chosen on ``select_on`` when given), its score and
@@ -61,7 +73,7 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
         sel = s[s["baseline"].isna() & s["layer"].notna()]
     ctrl = df[(df["model"] == control) & df["baseline"].isna()] if control else None
     out = []
-    for task, relation, metric in TOP_MEASURES:
+    for task, relation, metric in ((m.task, m.relation, m.metric) for m in measures(where="top")):
         heads = _key_rows(heads_all, task, relation, metric)
         if heads.empty:
             continue
@@ -77,21 +89,12 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
                                                    else heads["direction"].isna())]
             if causal and task == "positional" and rel == "next":
                 continue
-            picked_on = dataset
+            s = None
             if sel is not None:
                 s = _key_rows(sel, task, rel, metric)
                 s = s[(s["direction"] == direction) if direction else s["direction"].isna()]
-                if len(s):
-                    best = s.loc[s["score"].idxmax()]
-                    h_best = h[(h["layer"] == best["layer"]) & (h["head"] == best["head"])]
-                    if len(h_best):
-                        top, picked_on = h_best.iloc[0], select_on
-                    else:
-                        top = h.loc[h["score"].idxmax()]
-                else:
-                    top = h.loc[h["score"].idxmax()]
-            else:
-                top = h.loc[h["score"].idxmax()]
+            top, chosen = best_head(h, s)
+            picked_on = select_on if chosen else dataset
             b = _key_rows(bases_all, task, rel, metric)
             b = b[(b["direction"] == direction) if direction else b["direction"].isna()]
             bt = b.loc[b["score"].idxmax()] if len(b) else None
@@ -106,7 +109,7 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
                    "baseline_ci_low": _f(bt["ci_low"]) if bt is not None else None,
                    "baseline_ci_high": _f(bt["ci_high"]) if bt is not None else None}
             q = row["q_value"]
-            row["beats_baseline"] = None if q is None else bool(q < 0.05)
+            row["beats_baseline"] = None if q is None else bool(q < ALPHA)
             if ctrl is not None:
                 c = _key_rows(ctrl, task, rel, metric)
                 c = c[(c["direction"] == direction) if direction else c["direction"].isna()]

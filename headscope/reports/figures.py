@@ -5,31 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..tasks import measures
+
 log = logging.getLogger(__name__)
 
-HEATMAPS = (
-    # (task, relation, direction, metric, file stem, title)
-    ("syntax", "all", "dep_to_head", "accuracy", "syntax_all_dep_to_head", "Syntax accuracy, all relations, dep→head"),
-    ("syntax", "all", "head_to_dep", "accuracy", "syntax_all_head_to_dep", "Syntax accuracy, all relations, head→dep"),
-    ("tree", "all", "dep_to_head", "uas", "tree_uas_dep_to_head", "Decoded-tree UAS, dep→head"),
-    ("positional", "prev", None, "mass", "positional_prev", "Mass on the previous token"),
-    ("positional", "next", None, "mass", "positional_next", "Mass on the next token"),
-    ("positional", "self", None, "mass", "positional_self", "Mass on the token itself"),
-    ("positional", "first", None, "mass", "positional_first", "Mass on the first token ([CLS]/BOS)"),
-    ("positional", "sep", None, "mass", "positional_sep", "Mass on [SEP]/EOS"),
-    ("positional", "punct", None, "mass", "positional_punct", "Mass on punctuation"),
-    ("positional", "entropy_norm", None, "ratio", "positional_entropy_norm", "Normalised entropy"),
-    ("coref", "all", None, "accuracy", "coref_all", "Antecedent selection accuracy, all mentions"),
-    ("coref", "pronoun", None, "accuracy", "coref_pronoun", "Antecedent selection accuracy, pronouns"),
-    ("gap", "all", None, "accuracy", "gap_all", "GAP accuracy (pronoun → name)"),
-    ("pairs", "pair", None, "accuracy", "pairs", "Minimal pairs: both sentences right (chance 0.25)"),
-    ("induction", "induction", None, "mass", "induction", "Induction (prefix-matching) score"),
-    ("induction", "previous", None, "mass", "induction_previous", "Previous-token score on repeated tokens"),
-)
 TOP_RELATIONS = 6
 
 
-def _plot(grid, title: str, path: Path, vmax: float | None = 1.0) -> None:
+def heatmap_png(grid, title: str, path: Path, vmax: float | None = 1.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,13 +41,13 @@ def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_r
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    specs = list(HEATMAPS)
+    specs = [(m.task, m.relation, m.direction, m.metric, m.stem, m.title) for m in measures(where="heatmap")]
     syn = heads[(heads["task"] == "syntax") & (heads["relation"] != "all")]
     for rel in syn.groupby("relation")["n"].max().sort_values(ascending=False).index[:TOP_RELATIONS if per_relation
                                                                                     else 0]:
-        stem, k = f"syntax_{_file_part(rel)}_dep_to_head", 2
+        stem, k = f"syntax_{file_part(rel)}_dep_to_head", 2
         while any(spec[4] == stem for spec in specs):       # two relations with the same file-safe name
-            stem, k = f"syntax_{_file_part(rel)}-{k}_dep_to_head", k + 1
+            stem, k = f"syntax_{file_part(rel)}-{k}_dep_to_head", k + 1
         specs.append(("syntax", rel, "dep_to_head", "accuracy", stem,
                       f"Syntax accuracy, {rel}, dep→head"))
     todo = []
@@ -80,9 +63,9 @@ def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_r
     for dataset, stem, title, metric, s in todo:
         shared = stems.count(stem) > 1          # the same figure for several datasets: name them apart
         grid = s.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
-        name = prefix + (f"{_file_part(dataset)}_" if shared else "") + stem + ".png"
+        name = prefix + (f"{file_part(dataset)}_" if shared else "") + stem + ".png"
         try:
-            _plot(grid, _plain(title + (f" — {dataset}" if shared else "") + suffix), out_dir / name,
+            heatmap_png(grid, plain_text(title + (f" — {dataset}" if shared else "") + suffix), out_dir / name,
                   vmax=None if metric == "tokens" else 1.0)
         except Exception as exc:  # one figure's failure costs only that figure
             log.warning("figure %s was not written: %s", name, exc)
@@ -91,7 +74,7 @@ def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_r
     return written
 
 
-def _file_part(text: str) -> str:
+def file_part(text: str) -> str:
     """A dataset name as a safe piece of a file name."""
     import re
 
@@ -102,7 +85,7 @@ FAMILY_COLORS = {"syntax": "#4c72b0", "coreference": "#c44e52", "induction": "#8
                  "sink": "#937860", "broad": "#dd8452", "none": "#f2f2f2"}
 
 
-def _plain(label: str) -> str:
+def plain_text(label: str) -> str:
     """Data text shown as literal text by matplotlib (a ``$`` would start mathtext)."""
     return str(label).replace("$", r"\$")
 
@@ -128,14 +111,14 @@ def role_map(grid: list, path: Path, title: str) -> None:
         for head, cell in enumerate(row):
             if cell["label"]:
                 extra = "+" if len(cell["roles"]) > 1 else ""
-                ax.text(head, layer, _plain(cell["label"][:7] + extra), ha="center", va="center", fontsize=size,
+                ax.text(head, layer, plain_text(cell["label"][:7] + extra), ha="center", va="center", fontsize=size,
                         color="white" if cell["family"] not in ("none", "broad") else "black")
     ax.set_xticks(range(n_heads))
     ax.set_yticks(range(n_layers))
     ax.tick_params(labelsize=7)
     ax.set_xlabel("head (0-based)")
     ax.set_ylabel("layer (0-based)")
-    ax.set_title(_plain(title), fontsize=10)
+    ax.set_title(plain_text(title), fontsize=10)
     used = sorted({c["family"] for row in grid for c in row}, key=families.index)
     ax.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in used], loc="upper left",
               bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
@@ -152,7 +135,7 @@ def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    labels = [_plain(w) for w in example["labels"]]
+    labels = [plain_text(w) for w in example["labels"]]
     n = len(labels)
     k = max(1, len(heads))
     side = max(3.2, 0.28 * n + 1.4)
@@ -160,7 +143,7 @@ def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -
     for ax, (layer, head, role) in zip(axes[0], heads):
         sns.heatmap(example["attention"][layer, head], ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, square=True,
                     xticklabels=labels, yticklabels=labels, cbar=False)
-        ax.set_title(_plain(f"L{layer}.H{head}" + (f" ({role})" if role else "")), fontsize=9)
+        ax.set_title(plain_text(f"L{layer}.H{head}" + (f" ({role})" if role else "")), fontsize=9)
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
         ax.tick_params(axis="y", labelrotation=0, labelsize=7)
     axes[0][0].set_ylabel("from (query word)")

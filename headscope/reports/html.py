@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from ..tasks import ALPHA, MARGIN, MIN_N
+
 
 def data_uri(path: Path) -> str:
     """A PNG as a ``data:`` URI, so the page needs no other file."""
@@ -15,11 +17,12 @@ def render_html(content: dict, figures: dict) -> str:
     """The page. Every value from data or models goes through Jinja's autoescaping."""
     import jinja2
 
-    from .markdown import _interval, _pct_or_mass, _q
+    from .markdown import interval_text, score_text, q_text
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                              autoescape=True)
-    env.globals.update(score=_pct_or_mass, ci=lambda lo, hi, metric: _interval(lo, hi, metric).strip(), qfmt=_q)
+    env.globals.update(score=score_text, ci=lambda lo, hi, metric: interval_text(lo, hi, metric).strip(), qfmt=q_text,
+                       alpha=ALPHA, margin_points=f"{100 * MARGIN:.0f}", min_n=MIN_N)
     template = env.get_template("report.html.j2")
     no_role = [f"L{layer}.H{head}" for layer, row in enumerate(content["roles"]["grid"])
                for head, cell in enumerate(row) if not cell["roles"]]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..schema import head_label
-
+from ..tasks import MASS, measures
+from .content import best_head, ranked_heads
 
 _MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]",
                "\\": "\\\\", "\n": " ", "\r": " "}
@@ -28,7 +29,7 @@ def _ci(row: Any) -> str:
     return f" [{_fmt(lo)}, {_fmt(hi)}]"
 
 
-def _q(q: Any) -> str:
+def q_text(q: Any) -> str:
     if q is None or q != q or str(q) == "<NA>":
         return "—"
     return "<1e-4" if q < 1e-4 else f"{q:.2g}"
@@ -53,6 +54,27 @@ def _head_kv(layer: int, head: int, info: Any) -> str:
     return label
 
 
+def _chosen(select_on: str | None) -> str:
+    return f"chosen on {md_text(select_on)}, reported here" if select_on else "chosen on the same data"
+
+
+def _selected(df, task: str, select_on: str | None):
+    """The head rows of ``task`` on the selection data (None without held-out selection)."""
+    if not select_on:
+        return None
+    rows = df[(df["task"] == task) & (df["dataset"] == select_on) & df["baseline"].isna() & df["layer"].notna()]
+    return rows if len(rows) else None   # the task did not run on the selection data
+
+
+def _same(rows, relation: str | None = None, direction: str | None = None):
+    """``rows`` (None passes through) of one relation and direction."""
+    if rows is None:
+        return None
+    if relation is not None:
+        rows = rows[rows["relation"] == relation]
+    return rows if direction is None else rows[rows["direction"] == direction]
+
+
 def _syntax_section(df, dataset: str, causal: bool = False, select_on: str | None = None) -> list[str]:
     sub = df[(df["task"] == "syntax") & (df["dataset"] == dataset)]
     if sub.empty:
@@ -63,7 +85,7 @@ def _syntax_section(df, dataset: str, causal: bool = False, select_on: str | Non
              f"Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline "
              f"({chosen}); [95% bootstrap interval over sentences]; q: Benjamini–Hochberg-corrected p-value that the "
              f"head beats that baseline."]
-    sel = df[(df["task"] == "syntax") & (df["dataset"] == select_on) & df["baseline"].isna()] if select_on else None
+    sel = _selected(df, "syntax", select_on)
     if causal:
         lines[-1] += (" Causal model: `reachable` counts the instances the mask lets any head get right "
                       "(dep_to_head: the head word is to the left; head_to_dep: to the right); accuracy is over "
@@ -82,13 +104,7 @@ def _syntax_section(df, dataset: str, causal: bool = False, select_on: str | Non
             h = heads[(heads["relation"] == rel) & (heads["direction"] == direction)]
             if h.empty:
                 continue
-            top = h.loc[h["score"].idxmax()]
-            if sel is not None:
-                s_ = sel[(sel["relation"] == rel) & (sel["direction"] == direction)]
-                if len(s_):
-                    pick = s_.loc[s_["score"].idxmax()]
-                    match = h[(h["layer"] == pick["layer"]) & (h["head"] == pick["head"])]
-                    top = match.iloc[0] if len(match) else top
+            top, _ = best_head(h, _same(sel, rel, direction))
             if int(top["n_reachable"]) == 0:
                 lines.append(f"| {md_text(rel)} | {direction} | {int(top['n'])} | 0 | — | — | — | — | — | — |")
                 continue
@@ -102,12 +118,13 @@ def _syntax_section(df, dataset: str, causal: bool = False, select_on: str | Non
             lines.append(f"| {md_text(rel)} | {direction} | {int(top['n'])} | {int(top['n_reachable'])} | "
                          f"{head_label(top['layer'], top['head'])} | {_fmt(top['score'])}{_ci(top)} | {bname} | "
                          f"{_fmt(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''} | "
-                         f"{_fmt(margin) if margin == margin else '—'} | {_q(top.get('q_value'))} |")
+                         f"{_fmt(margin) if margin == margin else '—'} | {q_text(top.get('q_value'))} |")
     return lines
 
 
-def _tree_section(df, dataset: str) -> list[str]:
+def _tree_section(df, dataset: str, select_on: str | None = None) -> list[str]:
     sub = df[(df["task"] == "tree") & (df["dataset"] == dataset)]
+    sel = _selected(df, "tree", select_on)
     if sub.empty:
         return []
     lines = ["", f"### Whole-tree UAS — {md_text(dataset)}", "",
@@ -117,7 +134,7 @@ def _tree_section(df, dataset: str) -> list[str]:
         h = s[s["baseline"].isna()]
         if h.empty:
             continue
-        top = h.loc[h["score"].idxmax()]
+        top, _ = best_head(h, _same(sel, None, direction))
         base = {str(r["baseline"]): float(r["score"]) for _, r in s[s["baseline"].notna()].iterrows()}
         lines.append(f"| {direction} | {head_label(top['layer'], top['head'])} | {_fmt(top['score'])}{_ci(top)} | "
                      f"{_fmt(base.get('right_branching', float('nan')))} | "
@@ -125,24 +142,22 @@ def _tree_section(df, dataset: str) -> list[str]:
     return lines
 
 
-POSITIONAL_SHOWN = ("self", "prev", "next", "first", "last", "sep", "punct", "local")
-
-
-def _positional_section(df, dataset: str, causal: bool = False) -> list[str]:
+def _positional_section(df, dataset: str, causal: bool = False, select_on: str | None = None) -> list[str]:
     from ..analysis.positional import POSITIONAL_SHARE
 
     sub = df[(df["task"] == "positional") & (df["dataset"] == dataset)]
+    sel = _selected(df, "positional", select_on)
     if sub.empty:
         return []
     lines = ["", f"### Positional patterns — {md_text(dataset)}", "",
              "Mean attention mass per query token; the head with the most of each, and how many heads put "
              "over half their attention there.", "",
-             "| pattern | top head | mass | heads > 0.5 | layer means (0..L-1) |", "|---|---|---:|---:|---|"]
-    for name in POSITIONAL_SHOWN:
+             f"| pattern | top head | mass | heads > {MASS} | layer means (0..L-1) |", "|---|---|---:|---:|---|"]
+    for name in (m.relation for m in measures(where="detail", task="positional")):
         s = sub[(sub["relation"] == name)]
         if s.empty:
             continue
-        top = s.loc[s["score"].idxmax()]
+        top, _ = best_head(s, _same(sel, name))
         if causal and name == "next":
             lines.append("| next | — | — | — | not visible under the causal mask |")
             continue
@@ -150,13 +165,13 @@ def _positional_section(df, dataset: str, causal: bool = False) -> list[str]:
         lo, hi = top.get("ci_low"), top.get("ci_high")
         interval = f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi and lo is not None else ""
         lines.append(f"| {name} | {head_label(top['layer'], top['head'])} | {top['score']:.3f}{interval} | "
-                     f"{int((s['score'] > 0.5).sum())} | {' '.join(f'{v:.2f}' for v in by_layer)} |")
+                     f"{int((s['score'] > MASS).sum())} | {' '.join(f'{v:.2f}' for v in by_layer)} |")
     ent = sub[sub["relation"] == "entropy_norm"]
     conf = sub[sub["relation"] == "confidence"]
     if len(ent) and len(conf):
-        lo = ent.loc[ent["score"].idxmin()]
-        hi = ent.loc[ent["score"].idxmax()]
-        c = conf.loc[conf["score"].idxmax()]
+        lo, _ = best_head(ent, _same(sel, "entropy_norm"), lowest=True)
+        hi, _ = best_head(ent, _same(sel, "entropy_norm"))
+        c, _ = best_head(conf, _same(sel, "confidence"))
         lines += ["", f"- Most focused head (lowest normalised entropy): {head_label(lo['layer'], lo['head'])} "
                       f"({lo['score']:.3f}); broadest: {head_label(hi['layer'], hi['head'])} ({hi['score']:.3f}).",
                   f"- Most confident head (Voita): {head_label(c['layer'], c['head'])} (mean max weight "
@@ -171,7 +186,8 @@ def _positional_section(df, dataset: str, causal: bool = False) -> list[str]:
                               f"{100 * r['score']:.0f}%)" for _, r in flagged.iterrows())
             lines.append(f"- Positional heads (argmax at one offset in ≥ {POSITIONAL_SHARE:.0%} of rows): {items}.")
         else:
-            best = merged.loc[merged["score"].idxmax()]
+            shares = None if sel is None else sel[(sel["relation"] == "argmax_offset") & (sel["metric"] == "share")]
+            best, _ = best_head(merged, shares)
             lines.append(f"- No positional head (≥ {POSITIONAL_SHARE:.0%} of rows at one offset); closest: "
                          f"{head_label(best['layer'], best['head'])} at offset {int(best['score_offset']):+d} "
                          f"({100 * best['score']:.0f}%).")
@@ -202,29 +218,32 @@ def _data_line(d: dict, max_length: int) -> str:
     return text + "."
 
 
-def _best_vs_baselines(sub, relation: str):
+def _best_vs_baselines(sub, relation: str, sel=None):
     heads = sub[(sub["relation"] == relation) & sub["baseline"].isna()]
     if heads.empty:
         return None, {}
-    top = heads.loc[heads["score"].idxmax()]
+    top, _ = best_head(heads, _same(sel, relation))
     bases = {str(r["baseline"]): float(r["score"]) for _, r in sub[(sub["relation"] == relation)
                                                                    & sub["baseline"].notna()].iterrows()}
     return top, bases
 
 
-def _coref_section(df, dataset: str, d: dict) -> list[str]:
+def _coref_section(df, dataset: str, d: dict, select_on: str | None = None) -> list[str]:
     from ..analysis.coref import BASELINES, GROUPS
 
     sub = df[(df["task"] == "coref") & (df["dataset"] == dataset)]
+    sel = _selected(df, "coref", select_on)
+    sel = None if sel is None else sel[sel["metric"] == "accuracy"]
     if sub.empty:
         return []
     lines = ["", f"### Coreference — {md_text(dataset)}", "",
              "Antecedent selection accuracy (%): the mention's head word attends most, among earlier words, to the "
-             "head of an antecedent (best head chosen on the same data), against rule baselines.", "",
+             f"head of an antecedent (best head {_chosen(select_on if sel is not None else None)}), against rule "
+             "baselines.", "",
              "| mention type | n | best head | score | " + " | ".join(BASELINES) + " |",
              "|---|---:|---|---:|" + "---:|" * len(BASELINES)]
     for group in GROUPS:
-        top, bases = _best_vs_baselines(sub, group)
+        top, bases = _best_vs_baselines(sub, group, sel)
         if top is None:
             continue
         lines.append(f"| {group} | {int(top['n'])} | {head_label(top['layer'], top['head'])} | "
@@ -233,11 +252,12 @@ def _coref_section(df, dataset: str, d: dict) -> list[str]:
     return lines
 
 
-def _gap_section(df, dataset: str) -> list[str]:
+def _gap_section(df, dataset: str, select_on: str | None = None) -> list[str]:
     sub = df[(df["task"] == "gap") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    top, bases = _best_vs_baselines(sub, "all")
+    sel = _selected(df, "gap", select_on)
+    top, bases = _best_vs_baselines(sub, "all", None if sel is None else sel[sel["metric"] == "accuracy"])
     pick = sub[(sub["layer"] == top["layer"]) & (sub["head"] == top["head"])]
     val = {r["relation"]: r for _, r in pick.iterrows()}
     near = {r["relation"]: r for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
@@ -261,22 +281,25 @@ def _gap_section(df, dataset: str) -> list[str]:
     return lines
 
 
-def _pairs_section(df, dataset: str) -> list[str]:
+def _pairs_section(df, dataset: str, select_on: str | None = None) -> list[str]:
     sub = df[(df["task"] == "pairs") & (df["dataset"] == dataset)]
     if sub.empty:
         return []
-    heads = sub[(sub["relation"] == "pair") & sub["baseline"].isna()].nlargest(5, "score")
+    sel = _selected(df, "pairs", select_on)
+    heads = ranked_heads(sub[(sub["relation"] == "pair") & sub["baseline"].isna()], 5, _same(sel, "pair"))
     n = int(heads["n"].iloc[0])
     lines = ["", f"### Minimal pairs — {md_text(dataset)}", "",
              f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
-             f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads:", ""]
+             f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads"
+             + (f" ({_chosen(select_on)}):" if sel is not None else ":"), ""]
     lines += [f"- {head_label(r['layer'], r['head'])}: {_fmt(r['score'])}%{_ci(r)} of pairs"
               for _, r in heads.iterrows()]
     return lines
 
 
-def _induction_section(df, dataset: str, d: dict, info: Any = None) -> list[str]:
+def _induction_section(df, dataset: str, d: dict, info: Any = None, select_on: str | None = None) -> list[str]:
     sub = df[(df["task"] == "induction") & (df["dataset"] == dataset)]
+    sel = _selected(df, "induction", select_on)
     if sub.empty:
         return []
     lines = ["", f"### Induction, duplicate-token and previous-token heads — {md_text(dataset)}", "",
@@ -284,7 +307,7 @@ def _induction_section(df, dataset: str, d: dict, info: Any = None) -> list[str]
              f"{'BOS ' if d.get('bos') else ''}r r of {d.get('length', '?')} random tokens (rows with a target only).",
              "", "| pattern | top heads (score) |", "|---|---|"]
     for pattern in ("induction", "duplicate", "previous"):
-        top = sub[sub["relation"] == pattern].nlargest(3, "score")
+        top = ranked_heads(sub[sub["relation"] == pattern], 3, _same(sel, pattern))
         lines.append(f"| {pattern} | " + ", ".join(f"{_head_kv(r['layer'], r['head'], info)} ({r['score']:.3f})"
                                                  for _, r in top.iterrows()) + " |")
     icl = d.get("in_context_loss") or {}
@@ -298,16 +321,16 @@ def _induction_section(df, dataset: str, d: dict, info: Any = None) -> list[str]
     return lines
 
 
-def _pct_or_mass(value: Any, metric: Any) -> str:
+def score_text(value: Any, metric: Any) -> str:
     if value is None or value != value:
         return "—"
     return _fmt(value) if metric in ("accuracy", "uas") else f"{value:.3f}"
 
 
-def _interval(lo: Any, hi: Any, metric: Any) -> str:
+def interval_text(lo: Any, hi: Any, metric: Any) -> str:
     if lo is None or hi is None or lo != lo or hi != hi:
         return " [no interval]"
-    return f" [{_pct_or_mass(lo, metric)}, {_pct_or_mass(hi, metric)}]"
+    return f" [{score_text(lo, metric)}, {score_text(hi, metric)}]"
 
 
 def _roles_section(content: dict) -> list[str]:
@@ -332,16 +355,16 @@ def _roles_section(content: dict) -> list[str]:
               + (" control best | beats control |" if control else ""),
               "|---|---|---|---:|---|---:|---|" + ("---:|---|" if control else "")]
     for r in roles["table"]:
-        base = (f"{md_text(r['baseline'])}: {_pct_or_mass(r['baseline_score'], r['metric'])}"
-                f"{_interval(r.get('baseline_ci_low'), r.get('baseline_ci_high'), r['metric'])}" if r["baseline"] else "—")
+        base = (f"{md_text(r['baseline'])}: {score_text(r['baseline_score'], r['metric'])}"
+                f"{interval_text(r.get('baseline_ci_low'), r.get('baseline_ci_high'), r['metric'])}" if r["baseline"] else "—")
         beats = "—" if r["q_value"] is None else ("yes" if r["q_value"] < ALPHA else "no")
         line = (f"| L{r['layer']}.H{r['head']} | {md_text(r['role'])} | {md_text(r['dataset'])} | "
-                f"{_pct_or_mass(r['score'], r['metric'])}{_interval(r['ci_low'], r['ci_high'], r['metric'])} | "
-                f"{base} | {_q(r['q_value'])} | {beats} |")
+                f"{score_text(r['score'], r['metric'])}{interval_text(r['ci_low'], r['ci_high'], r['metric'])} | "
+                f"{base} | {q_text(r['q_value'])} | {beats} |")
         if control:
             bc = r.get("beats_control")
-            line += (f" {_pct_or_mass(r.get('control_best'), r['metric'])}"
-                     f"{_interval(r.get('control_ci_low'), r.get('control_ci_high'), r['metric'])} | "
+            line += (f" {score_text(r.get('control_best'), r['metric'])}"
+                     f"{interval_text(r.get('control_ci_low'), r.get('control_ci_high'), r['metric'])} | "
                      f"{'—' if bc is None else 'yes' if bc else 'no'} |")
         lines.append(line)
     none = [f"L{layer}.H{head}" for layer, row in enumerate(grid) for head, c in enumerate(row) if not c["roles"]]
@@ -363,14 +386,14 @@ def _top_section(content: dict) -> list[str]:
         for r in rows:
             m = r["metric"]
             measure = md_text(r["relation"]) + (f" {r['direction']}" if r["direction"] else "")
-            base = (f"{_pct_or_mass(r['baseline_score'], m)}{_interval(r['baseline_ci_low'], r['baseline_ci_high'], m)}"
+            base = (f"{score_text(r['baseline_score'], m)}{interval_text(r['baseline_ci_low'], r['baseline_ci_high'], m)}"
                     if r["baseline"] else "—")
             line = (f"| {r['task']} | {measure} | {r['n'] if r['n'] is not None else ''} | {r['head']} | "
-                    f"{md_text(r['selected_on'])} | {_pct_or_mass(r['score'], m)}{_interval(r['ci_low'], r['ci_high'], m)}"
-                    f" | {md_text(r['baseline'] or '—')} | {base} | {_q(r['q_value'])} |")
+                    f"{md_text(r['selected_on'])} | {score_text(r['score'], m)}{interval_text(r['ci_low'], r['ci_high'], m)}"
+                    f" | {md_text(r['baseline'] or '—')} | {base} | {q_text(r['q_value'])} |")
             if control:
-                line += (f" {r['control_head']} {_pct_or_mass(r['control_score'], m)}"
-                         f"{_interval(r['control_ci_low'], r['control_ci_high'], m)} |" if "control_score" in r
+                line += (f" {r['control_head']} {score_text(r['control_score'], m)}"
+                         f"{interval_text(r['control_ci_low'], r['control_ci_high'], m)} |" if "control_score" in r
                          else " — |")
             lines.append(line)
     return lines
@@ -387,8 +410,8 @@ def _control_section(content: dict) -> list[str]:
         m = r["metric"]
         lines.append(f"| {md_text(r['dataset'])} | {r['task']} | {md_text(r['relation'])}"
                      f"{' ' + r['direction'] if r['direction'] else ''} | {r['head']} | "
-                     f"{_pct_or_mass(r['score'], m)}{_interval(r['ci_low'], r['ci_high'], m)} | {r['control_head']} | "
-                     f"{_pct_or_mass(r['control_score'], m)}{_interval(r['control_ci_low'], r['control_ci_high'], m)} |")
+                     f"{score_text(r['score'], m)}{interval_text(r['ci_low'], r['ci_high'], m)} | {r['control_head']} | "
+                     f"{score_text(r['control_score'], m)}{interval_text(r['control_ci_low'], r['control_ci_high'], m)} |")
     return lines
 
 
@@ -426,13 +449,14 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
         name = d["name"]
         if name in (selection.get("select_on") or []):
             continue
-        lines += _syntax_section(df, name, info.is_decoder, select_on if select_on != name else None)
-        lines += _tree_section(df, name)
-        lines += _positional_section(df, name, info.is_decoder)
-        lines += _coref_section(df, name, d)
-        lines += _gap_section(df, name)
-        lines += _pairs_section(df, name)
-        lines += _induction_section(df, name, d, info)
+        chosen_on = select_on if select_on != name else None
+        lines += _syntax_section(df, name, info.is_decoder, chosen_on)
+        lines += _tree_section(df, name, chosen_on)
+        lines += _positional_section(df, name, info.is_decoder, chosen_on)
+        lines += _coref_section(df, name, d, chosen_on)
+        lines += _gap_section(df, name, chosen_on)
+        lines += _pairs_section(df, name, chosen_on)
+        lines += _induction_section(df, name, d, info, chosen_on)
     if content is not None and content.get("examples") and content.get("example_heads"):
         lines += ["", "## Example sentences", "",
                   "Word-level attention maps of " + ", ".join(content.get("example_heads", [])) +

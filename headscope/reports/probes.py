@@ -70,7 +70,7 @@ def render_probe_markdown(result: Any, figure_files: list[str]) -> str:
 
 
 def _head_figures(result: Any, folder: Path) -> list[str]:
-    from .figures import _plot
+    from .figures import heatmap_png
 
     files = []
     for model in dict.fromkeys(result.heads["model"]):
@@ -78,7 +78,7 @@ def _head_figures(result: Any, folder: Path) -> list[str]:
         grid = h.pivot_table(index="layer", columns="head", values="share").to_numpy()
         stem = "probe_head_share" + ("" if model == result.meta["model"]["name"] else "_control")
         folder.mkdir(parents=True, exist_ok=True)
-        _plot(grid, f"{model}: share of the parent probe's weight", folder / f"{stem}.png", vmax=None)
+        heatmap_png(grid, f"{model}: share of the parent probe's weight", folder / f"{stem}.png", vmax=None)
         files.append(f"{stem}.png")
     return files
 

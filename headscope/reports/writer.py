@@ -68,12 +68,10 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
     """Everything but the figures runs shielded from Ctrl-C (``noted`` says whether one came)."""
     import time
 
-    from ..analysis.roles import assign_roles
     from ..interrupts import interruptible
     from .content import build_content
 
     started = time.perf_counter()
-    info = result.model
     scores = result.scores
     write_csv(scores, out_dir / "scores.csv")
     run = dict(result.meta)
@@ -81,10 +79,7 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
         run["command"] = command
     run.setdefault("command", "headscope (library call)")
     control = (run.get("control") or {}).get("model")
-    selection = run.get("selection") or {}
-    report_sets = [d["name"] for d in run.get("datasets", []) if d["name"] not in (selection.get("select_on") or [])]
-    roles = assign_roles(scores, model=info.name, is_decoder=info.is_decoder, control=control, datasets=report_sets,
-                         num_layers=info.num_layers, num_heads=info.num_heads)
+    roles = result.roles
     write_csv(roles, out_dir / "roles.csv")
     run["files"] = ["scores.csv", "roles.csv", "report.md", "report.html", "report.json", "run.json"]
     for name, table in getattr(result, "tables", {}).items():
