@@ -106,13 +106,7 @@ class Comparison:
 
     def figures(self, out_dir: str | Path) -> list[str]:
         """Difference heatmaps (A - B, diverging colours) for the headline measures present."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import seaborn as sns
-
-        from .reports.figures import file_part, plain_text
+        from .reports.figures import file_part, heatmap_png, plain_text
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -128,19 +122,10 @@ class Comparison:
                     continue
                 grid = s.pivot_table(index="layer", columns="head", values="diff", aggfunc="mean")
                 lim = max(float(abs(grid.to_numpy()).max()), 1e-6)
-                n_layers, n_heads = grid.shape
-                fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_heads + 1.5), max(3.0, 0.35 * n_layers + 1.2)))
-                sns.heatmap(grid, ax=ax, cmap="RdBu_r", center=0.0, vmin=-lim, vmax=lim,
-                            annot=n_heads * n_layers <= 200, fmt=".2f", annot_kws={"size": 6},
-                            cbar_kws={"shrink": 0.8, "label": "A − B"})
-                ax.set_xlabel("head (0-based)")
-                ax.set_ylabel("layer (0-based)")
-                ax.set_title(plain_text(f"{rel} {direction or ''} {metric}: {self.label_a} − {self.label_b}"
-                                    f" ({dataset})"), fontsize=9)
-                fig.tight_layout()
                 name = f"diff_{file_part(dataset)}_{stem}.png"
-                fig.savefig(out / name, dpi=110, bbox_inches="tight")
-                plt.close(fig)
+                heatmap_png(grid, plain_text(f"{rel} {direction or ''} {metric}: {self.label_a} − {self.label_b}"
+                                             f" ({dataset})"), out / name, vmin=-lim, vmax=lim, cmap="RdBu_r",
+                            label="A − B")
                 written.append(name)
         return written
 

@@ -1,9 +1,12 @@
-"""Seaborn layer × head heatmaps from the tidy score table (the only place wide grids exist)."""
+"""The figures: layer × head heatmaps from the tidy score table (the only place wide grids exist), the role map
+and example maps, drawn by forked worker processes."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from ..tasks import measures
 
@@ -12,35 +15,80 @@ log = logging.getLogger(__name__)
 TOP_RELATIONS = 6
 
 
-def heatmap_png(grid, title: str, path: Path, vmax: float | None = 1.0) -> None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    n_layers, n_heads = grid.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_heads + 1.5), max(3.0, 0.35 * n_layers + 1.2)))
-    sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=vmax, annot=n_heads * n_layers <= 200, fmt=".2f",
-                annot_kws={"size": 6}, cbar_kws={"shrink": 0.8})
+    return plt
+
+
+def _cells(ax: Any, values: Any, image: Any, size: float) -> None:
+    """Each cell's value written on it, dark on light cells and light on dark ones."""
+    import numpy as np
+
+    rgba = image.cmap(image.norm(values))
+    light = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) > 0.408
+    for (i, j), v in np.ndenumerate(values):
+        if v == v:
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=size, color="black" if light[i, j] else "white")
+
+
+def heatmap_png(grid: Any, title: str, path: Path, vmax: float | None = 1.0, *, vmin: float = 0.0,
+                cmap: str = "viridis", label: str | None = None) -> None:
+    """A layer × head grid (a DataFrame indexed by layer, columns by head) as an annotated heatmap PNG.
+
+    Plain matplotlib with fixed margins: one image, one pass of drawing (no second layout pass)."""
+    import numpy as np
+
+    plt = _pyplot()
+    values = grid.to_numpy(dtype=float)
+    n_layers, n_heads = values.shape
+    if vmax is None:
+        finite = values[np.isfinite(values)]
+        vmax = float(finite.max()) if finite.size and finite.max() > vmin else vmin + 1.0
+    width, height = max(4.0, 0.45 * n_heads + 1.5), max(3.0, 0.35 * n_layers + 1.2)
+    left, right, bottom, top = 0.65, 1.05, 0.55, 0.4           # inches: labels, colour bar, title
+    fig = plt.figure(figsize=(width, height))
+    box = [left / width, bottom / height, 1 - (left + right) / width, 1 - (bottom + top) / height]
+    ax = fig.add_axes(box)
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ticks = 7 if max(n_layers, n_heads) <= 24 else 5
+    ax.set_xticks(range(n_heads), [str(c) for c in grid.columns], fontsize=ticks)
+    ax.set_yticks(range(n_layers), [str(i) for i in grid.index], fontsize=ticks)
+    if n_heads * n_layers <= 200:
+        _cells(ax, values, image, 6)
     ax.set_xlabel("head (0-based)")
     ax.set_ylabel("layer (0-based)")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    ax.set_title(title, fontsize=10 if label is None else 9)
+    bar = fig.add_axes([box[0] + box[2] + 0.15 / width, box[1] + 0.1 * box[3], 0.15 / width, 0.8 * box[3]])
+    colours = fig.colorbar(image, cax=bar)
+    colours.ax.tick_params(labelsize=7)
+    if label:
+        colours.set_label(label, fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_relation: bool = True) -> list[str]:
-    """Write one PNG per (task, pattern) present in ``scores`` (one model's rows); return the file names.
+@dataclass(frozen=True)
+class Figure:
+    """One figure to draw: the function of this module named ``draw``, called as ``draw(*args, path)``, writes
+    ``name`` (a file of the figures folder). A name, not the function, travels to the worker process."""
+
+    name: str
+    draw: str
+    args: tuple = ()
+
+
+def heatmap_figures(scores, *, prefix: str = "", suffix: str = "", per_relation: bool = True) -> list[Figure]:
+    """One heatmap per registered (task, pattern) present in ``scores`` (one model's rows).
 
     ``prefix`` / ``suffix`` go on file names / titles (the control's figures); ``per_relation``
     adds the most frequent syntax relations."""
     heads = scores[scores["baseline"].isna() & scores["layer"].notna()]
     if heads.empty:
         return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     specs = [(m.task, m.relation, m.direction, m.metric, m.stem, m.title) for m in measures(where="heatmap")]
     syn = heads[(heads["task"] == "syntax") & (heads["relation"] != "all")]
     for rel in syn.groupby("relation")["n"].max().sort_values(ascending=False).index[:TOP_RELATIONS if per_relation
@@ -60,17 +108,86 @@ def heatmaps(scores, out_dir: Path, *, prefix: str = "", suffix: str = "", per_r
             if not s.empty:
                 todo.append((dataset, stem, title, metric, s))
     stems = [stem for _, stem, *_ in todo]
+    out = []
     for dataset, stem, title, metric, s in todo:
         shared = stems.count(stem) > 1          # the same figure for several datasets: name them apart
         grid = s.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
         name = prefix + (f"{file_part(dataset)}_" if shared else "") + stem + ".png"
-        try:
-            heatmap_png(grid, plain_text(title + (f" — {dataset}" if shared else "") + suffix), out_dir / name,
-                  vmax=None if metric == "tokens" else 1.0)
-        except Exception as exc:  # one figure's failure costs only that figure
-            log.warning("figure %s was not written: %s", name, exc)
-            continue
-        written.append(name)
+        out.append(Figure(name, "_heatmap", (grid, plain_text(title + (f" — {dataset}" if shared else "") + suffix),
+                                           None if metric == "tokens" else 1.0)))
+    return out
+
+
+def _heatmap(grid: Any, title: str, vmax: float | None, path: Path) -> None:
+    heatmap_png(grid, title, path, vmax=vmax)
+
+
+def _ignore_ctrl_c() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides what a Ctrl-C stops
+
+
+def _draw_one(figure: Figure, folder: Path) -> tuple[str, str | None]:
+    """Draw one figure; ``("ok" | "error" | "interrupted", message)`` (a worker never raises)."""
+    try:
+        globals()[figure.draw](*figure.args, folder / figure.name)
+        return "ok", None
+    except KeyboardInterrupt:
+        return "interrupted", None
+    except Exception as exc:  # one figure's failure costs only that figure
+        return "error", str(exc)
+
+
+# Figures are drawn by this many forked worker processes (at most one per CPU); matplotlib spends most of a
+# figure in Python, so processes, not threads. Where fork is not available they are drawn one by one.
+FIGURE_WORKERS = 4
+
+
+def draw_figures(figures: list[Figure], folder: Path, done: Callable[[str], None] | None = None) -> list[str]:
+    """Draw ``figures`` into ``folder``, in parallel where the machine allows; return the names written, in
+    order. ``done(name)`` is called for each as it is finished. A figure that fails is a warning; a Ctrl-C
+    stops the drawing (raised here after the workers are stopped), keeping the figures finished before it."""
+    import multiprocessing
+    import os
+
+    written: list[str] = []
+
+    def settle(figure: Figure, outcome: tuple[str, str | None]) -> None:
+        status, message = outcome
+        if status == "interrupted":
+            raise KeyboardInterrupt
+        if status == "error":
+            log.warning("figure %s was not written: %s", figure.name, message)
+            return
+        written.append(figure.name)
+        if done is not None:
+            done(figure.name)
+
+    workers = min(FIGURE_WORKERS, os.cpu_count() or 1, len(figures))
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for figure in figures:
+            settle(figure, _draw_one(figure, folder))
+        return written
+    # A forked child inherits the loaded modules (no second import of matplotlib). tokenizers warns at a fork
+    # after it has used its threads unless its setting is explicit; the children never tokenize.
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = previous or "true"
+    try:
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_ctrl_c)
+    finally:
+        if previous is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+    try:
+        pending = [(f, pool.apply_async(_draw_one, (f, folder))) for f in figures]
+        for figure, outcome in pending:
+            settle(figure, outcome.get())
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     return written
 
 
@@ -88,6 +205,10 @@ FAMILY_COLORS = {"syntax": "#4c72b0", "coreference": "#c44e52", "induction": "#8
 def plain_text(label: str) -> str:
     """Data text shown as literal text by matplotlib (a ``$`` would start mathtext)."""
     return str(label).replace("$", r"\$")
+
+
+def _role_map(grid: list, title: str, path: Path) -> None:
+    role_map(grid, path, title)
 
 
 def role_map(grid: list, path: Path, title: str) -> None:
@@ -129,26 +250,23 @@ def role_map(grid: list, path: Path, title: str) -> None:
 
 def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -> None:
     """Word-level attention of a few heads for one sentence, words on both axes (rows attend to columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
+    plt = _pyplot()
     labels = [plain_text(w) for w in example["labels"]]
     n = len(labels)
     k = max(1, len(heads))
-    side = max(3.2, 0.28 * n + 1.4)
-    fig, axes = plt.subplots(1, k, figsize=(side * k, side), squeeze=False)
-    for ax, (layer, head, role) in zip(axes[0], heads):
-        sns.heatmap(example["attention"][layer, head], ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, square=True,
-                    xticklabels=labels, yticklabels=labels, cbar=False)
+    side = max(2.4, 0.2 * n + 0.6)                            # inches per map
+    longest = max((len(w) for w in labels), default=1)
+    margin = 0.35 + 0.065 * longest                           # room for the word labels
+    width, height = margin + k * (side + 0.25) + 0.2, side + margin + 0.45
+    fig = plt.figure(figsize=(width, height))
+    for i, (layer, head, role) in enumerate(heads):
+        ax = fig.add_axes([(margin + i * (side + 0.25)) / width, margin / height, side / width, side / height])
+        ax.imshow(example["attention"][layer, head], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), labels if i == 0 else [""] * n, fontsize=7)
         ax.set_title(plain_text(f"L{layer}.H{head}" + (f" ({role})" if role else "")), fontsize=9)
-        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-        ax.tick_params(axis="y", labelrotation=0, labelsize=7)
-    axes[0][0].set_ylabel("from (query word)")
-    for ax in axes[0]:
-        ax.set_xlabel("to (key word)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+        ax.set_xlabel("to (key word)", fontsize=8)
+        if i == 0:
+            ax.set_ylabel("from (query word)", fontsize=8)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -131,7 +131,7 @@ class _Drawn:
 
 def _draw(result: Any, roles: Any, content: dict, control: str | None, fig_dir: Path, drawn: _Drawn) -> None:
     """Heatmaps, the role map and the example maps into ``fig_dir``, noting each in ``drawn`` when done."""
-    from .figures import example_maps, heatmaps, role_map
+    from .figures import Figure, draw_figures, heatmap_figures
 
     info, scores = result.model, result.scores
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -143,20 +143,31 @@ def _draw(result: Any, roles: Any, content: dict, control: str | None, fig_dir: 
             log.warning("%s not written: %s", what, exc)
             return default
 
-    own = scores[scores["model"] == info.name]
-    drawn.heatmaps = attempt("heatmaps", lambda: heatmaps(own, fig_dir), [])
-    if control:
-        drawn.control = attempt("control heatmaps", lambda: heatmaps(
-            scores[scores["model"] == control], fig_dir, prefix="control_", suffix=" (random-init control)",
-            per_relation=False), [])
-    drawn.role_map = attempt("role map", lambda: role_map(content["roles"]["grid"], fig_dir / "role_map.png",
-                                                          f"Head roles — {info.name}") or True, False)
+    own = attempt("heatmaps", lambda: heatmap_figures(scores[scores["model"] == info.name]), [])
+    controls = attempt("control heatmaps", lambda: heatmap_figures(
+        scores[scores["model"] == control], prefix="control_", suffix=" (random-init control)",
+        per_relation=False), []) if control else []
+    figures = own + controls + [Figure("role_map.png", "_role_map", (content["roles"]["grid"],
+                                                                      f"Head roles — {info.name}"))]
     heads = _example_heads(roles, info.num_layers, info.num_heads)
+    examples = {}
     for i, ex in enumerate(getattr(result, "examples", [])):
-        name = f"example_{i + 1}.png"
-        if attempt(f"example map {name}", lambda: example_maps(ex, heads, fig_dir / name) or True, False):
-            drawn.examples.append((name, ex, " ".join(ex["words"])))
+        examples[f"example_{i + 1}.png"] = ex
+        figures.append(Figure(f"example_{i + 1}.png", "example_maps", (ex, heads)))
+    kinds = {f.name: kind for kind, group in (("own", own), ("control", controls)) for f in group}
+
+    def done(name: str) -> None:
+        if kinds.get(name) == "own":
+            drawn.heatmaps.append(name)
+        elif kinds.get(name) == "control":
+            drawn.control.append(name)
+        elif name == "role_map.png":
+            drawn.role_map = True
+        else:
+            drawn.examples.append((name, examples[name], " ".join(examples[name]["words"])))
             drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in heads]
+
+    draw_figures(figures, fig_dir, done)
 
 
 def _write_reports(result: Any, content: dict, drawn: _Drawn, out_dir: Path) -> None:
