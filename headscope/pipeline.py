@@ -376,11 +376,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
     or a ``LoadedModel``. ``data``: None (bundled samples), a path, a Corpus / DocumentCorpus /
-    GapCorpus / PairCorpus, Sentences, strings, or a list of those. ``tasks``: any of ``syntax``,
-    ``positional``, ``tree``, ``coref``, ``gap``, ``pairs``, ``induction`` (``headscope.tasks.TASKS``); each
-    runs on the data that suits it (``pairs`` and the treebank tasks fall back to the bundled samples,
-    ``induction`` generates its sequences). ``tasks=None``: without data ``syntax, positional, pairs`` on
-    the bundled samples; with data, every task but ``tree`` and ``induction`` that the data supports.
+    GapCorpus / PairCorpus, Sentences, strings, or a list of those. ``tasks``: any of TASK_NAMES
+    (``headscope.tasks.TASKS``); each runs on the data that suits it (``pairs`` and the treebank tasks fall back to the bundled samples,
+    ``induction`` generates its sequences). ``tasks=None``: without data DEFAULT_NAMES on the bundled
+    samples; with data, those of AUTO_NAMES that the data supports.
     ``max_sentences`` caps
     sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
     first when it does not add one (default: for decoders). ``bootstrap``: replicates for the 95%
@@ -533,3 +532,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             "seconds": round(time.perf_counter() - t0, 3),
         }
     return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples)
+
+
+# the task lists of the docstring come from the registry
+analyze.__doc__ = (analyze.__doc__.replace("TASK_NAMES", ", ".join(f"``{name}``" for name in TASKS))
+                   .replace("DEFAULT_NAMES", ", ".join(f"``{name}``" for name in default_tasks()))
+                   .replace("AUTO_NAMES", ", ".join(f"``{t.name}``" for t in TASKS.values() if t.auto)))

@@ -171,6 +171,12 @@ def _induction(b: Build) -> Any:
     return InductionScorer(b.num_layers, b.num_heads, b.inputs)
 
 
+def _final(b: Build) -> Any:
+    from .analysis.final import FinalWordScorer
+
+    return FinalWordScorer(b.num_layers, b.num_heads, keep_units=b.keep_units)
+
+
 def _mass(relation: str, title: str, **shown: Any) -> Measure:
     return Measure("positional", relation, None, "mass", title, f"positional_{relation}", **shown)
 
@@ -267,6 +273,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
              _threshold("duplicate-token", "induction", "induction", "duplicate", "mass", PATTERN,
                         "mean attention from the second copy to the same token's earlier copy"),
          )),
+    Task("final", "sentences", "attention mass on the sentence's final word (usually its closing punctuation)",
+         _final, measures=(Measure("final", "final_word", None, "mass", "Mass on the sentence's final word",
+                                   "final_word", heatmap=True, diff=True, top=True),)),
 )}
 
 

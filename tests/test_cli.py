@@ -614,7 +614,7 @@ def test_tasks_lists_all_tasks():
     result = invoke("tasks")
     assert_ok(result)
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
-    assert set(lines) == {"syntax", "positional", "tree", "coref", "gap", "pairs", "induction"}
+    assert set(lines) == {"syntax", "positional", "tree", "coref", "gap", "pairs", "induction", "final"}
     assert lines["syntax"].endswith("[needs trees]") and lines["tree"].endswith("[needs trees]")
     assert "[needs trees]" not in lines["positional"]
 
