@@ -51,6 +51,16 @@ class Scorer(Protocol):
     def result(self) -> Any: ...
 
 
+def check_same_inputs(a: Any, b: Any, what: str) -> None:
+    """Two scorers merge when they read parts of the same inputs (shards of one job): their ``what`` must be
+    equal, else a clear error."""
+    if a is not b and (len(a) != len(b) or list(a) != list(b)):
+        from ..errors import HeadscopeError
+
+        raise HeadscopeError(f"cannot merge scorers of different {what} ({len(a)} and {len(b)}); merge the shards "
+                             f"of one dataset, built from the same {what}")
+
+
 class UnitStore:
     """Per-unit (sentence, document) rows for bootstrap intervals: one array per field, indexed by unit.
 
@@ -115,6 +125,18 @@ class UnitStore:
                 grown = np.zeros((new,) + arr.shape[1:], dtype=arr.dtype)
                 grown[:cap] = arr
                 self.arrays[name] = grown
+
+    def merge(self, other: "UnitStore") -> "UnitStore":
+        """The rows of both stores: two scorers of disjoint units of one job (shards) give the store that one
+        scorer of all their units gives; a unit in both is added up, as :meth:`add` would."""
+        import numpy as np
+
+        out = UnitStore()
+        for store in (self, other):
+            index = np.flatnonzero(store.seen)
+            if len(index):
+                out.add(index, **{name: arr[index] for name, arr in store.arrays.items()})
+        return out
 
     def get(self, name: str) -> Any:
         """The field's rows of every unit seen, in unit order."""

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import Document, Sentence
-from .base import LayerView, UnitStore
+from .base import LayerView, UnitStore, check_same_inputs
 from .mentions import TYPES, MentionInfo, agree, mention_infos
 
 BASELINES = ("nearest", "head_match", "rules")
@@ -293,23 +293,14 @@ class CorefScorer:
             self._ci = None
 
     def merge(self, other: "CorefScorer") -> "CorefScorer":
-        stats = None
-        if self.stats is not None and other.stats is not None:
-            a, b = self.stats, other.stats
-            stats = WindowStats(
-                documents=a.documents + b.documents, windows=a.windows + b.windows, mentions=a.mentions + b.mentions,
-                with_antecedent=a.with_antecedent + b.with_antecedent, scored=a.scored + b.scored,
-                dropped_out_of_window=a.dropped_out_of_window + b.dropped_out_of_window,
-                dropped_too_long=a.dropped_too_long + b.dropped_too_long,
-                dropped_crosses_window=a.dropped_crosses_window + b.dropped_crosses_window,
-                head_rules={k: a.head_rules.get(k, 0) + b.head_rules.get(k, 0) for k in {*a.head_rules, *b.head_rules}},
-                types={k: a.types.get(k, 0) + b.types.get(k, 0) for k in {*a.types, *b.types}},
-                table=a.table + b.table)
-        out = CorefScorer(self.num_layers, self.num_heads, self.windows + other.windows, stats)
+        """The scorer of both shards of one job (the same windows, each scored by one of them)."""
+        check_same_inputs(self.windows, other.windows, "windows")
+        out = CorefScorer(self.num_layers, self.num_heads, self.windows, self.stats,
+                          keep_units=self.keep_units and other.keep_units)
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.baseline_correct = self.baseline_correct + other.baseline_correct
-        out.keep_units = False   # unit indices are per window list; intervals need one scorer's units
+        out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:

@@ -71,9 +71,10 @@ class FinalWordScorer:
         self._batch = {}
 
     def merge(self, other: "FinalWordScorer") -> "FinalWordScorer":
-        out = FinalWordScorer(self.num_layers, self.num_heads, keep_units=False)
+        out = FinalWordScorer(self.num_layers, self.num_heads, keep_units=self.keep_units and other.keep_units)
         out.mass = self.mass.cpu() + other.mass.cpu()
         out.rows = self.rows + other.rows
+        out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import GapExample
-from .base import LayerView, UnitStore
+from .base import LayerView, UnitStore, check_same_inputs
 
 GROUPS = ("all", "masculine", "feminine")
 DIRECTION = "pronoun_to_name"
@@ -165,11 +165,12 @@ class GapScorer:
             self._ci = None
 
     def merge(self, other: "GapScorer") -> "GapScorer":
-        out = GapScorer(self.num_layers, self.num_heads, list(self.examples) + list(other.examples))
+        check_same_inputs(self.examples, other.examples, "GAP rows")
+        out = GapScorer(self.num_layers, self.num_heads, self.examples, keep_units=self.keep_units and other.keep_units)
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.nearest = self.nearest + other.nearest
-        out.keep_units = False   # unit indices are per example list; intervals need one scorer's units
+        out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:

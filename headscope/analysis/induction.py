@@ -8,7 +8,7 @@ from typing import Any
 from ..alignment import Batch, EncodedSentence
 from ..schema import frame
 from ..types import Sentence
-from .base import LayerView, UnitStore
+from .base import LayerView, UnitStore, check_same_inputs
 
 PATTERNS = ("induction", "duplicate", "previous")
 
@@ -188,9 +188,11 @@ class InductionScorer:
                 self._ci = None
 
     def merge(self, other: "InductionScorer") -> "InductionScorer":
-        out = InductionScorer(self.num_layers, self.num_heads, self.sequences + other.sequences)
+        check_same_inputs(self.sequences, other.sequences, "sequences")
+        out = InductionScorer(self.num_layers, self.num_heads, self.sequences)
         out.sums = self.sums + other.sums
         out.rows = self.rows + other.rows
+        out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:

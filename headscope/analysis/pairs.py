@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import MinimalPair, Sentence
-from .base import LayerView
+from .base import LayerView, check_same_inputs
 
 DIRECTION = "pronoun_to_candidate"
 # Baselines that always prefer one candidate: the first (index 0) or the nearer one (index 1).
@@ -88,10 +88,10 @@ class PairScorer:
         self._ci = None
 
     def merge(self, other: "PairScorer") -> "PairScorer":
-        out = PairScorer(self.num_layers, self.num_heads, self.pairs)
+        check_same_inputs(self.pairs, other.pairs, "pairs")
+        out = PairScorer(self.num_layers, self.num_heads, self.pairs, keep_units=self.keep_units and other.keep_units)
         out.right = self.right | other.right
         out.seen = self.seen | other.seen
-        out.keep_units = False
         return out
 
     def _per_pair(self) -> tuple[Any, Any, Any]:

@@ -618,7 +618,8 @@ class PositionalScorer:
         out.sums = self.sums.cpu() + other.sums.cpu()
         out.counts = self.counts.cpu() + other.counts.cpu()
         out.offsets = self.offsets.cpu() + other.offsets.cpu()
-        out.keep_units = False
+        out.keep_units = self.keep_units and other.keep_units
+        out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:

@@ -304,7 +304,10 @@ class SyntaxScorer:
             out.total[idx] += src.total.cpu()
             out.reachable[..., idx] += src.reachable.cpu()
             out.offset_correct[..., idx] += src.offset_correct.cpu()
-        out.keep_units = False   # per-sentence counts are per relation list; intervals need one scorer's units
+        # shards of one job share its relation list: their per-sentence counts join; other lists do not line up
+        out.keep_units = self.keep_units and other.keep_units and self.relations == other.relations
+        if out.keep_units:
+            out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:

@@ -176,7 +176,8 @@ class TreeScorer:
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.baseline_correct = self.baseline_correct + other.baseline_correct
-        out.keep_units = False   # unit indices are per input list; intervals need one scorer's units
+        out.keep_units = self.keep_units and other.keep_units   # shards of one job: units are disjoint
+        out._units = self._units.merge(other._units)
         return out
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
