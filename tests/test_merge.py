@@ -102,3 +102,47 @@ def test_scorers_of_different_inputs_do_not_merge(tiny_bert_loaded):
     pairs = load_bundled_pairs().pairs
     with pytest.raises(HeadscopeError, match="cannot merge scorers of different pairs"):
         PairScorer(1, 1, pairs[:4]).merge(PairScorer(1, 1, pairs[4:8]))
+
+
+def _to_disk_and_back(state: dict, path: Path) -> dict:
+    """``state`` through an .npz file (plain arrays only: no pickle allowed on the way back)."""
+    flat = {k: v for k, v in state.items() if k != "units"}
+    flat.update({f"units/{k}": v for k, v in (state.get("units") or {}).items()})
+    np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+    with np.load(path, allow_pickle=False) as f:
+        back = {k: f[k] for k in f.files}
+    units = {k.split("/", 1)[1]: back.pop(k) for k in list(back) if k.startswith("units/")}
+    back["task"] = str(back["task"])
+    return {**back, **({"units": units} if units else {})}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_state_goes_to_disk_and_back_into_a_fresh_scorer(task, tiny_bert_loaded, sample, tmp_path):
+    """A shard's state, written as plain arrays and read into a scorer built again for the same job, merges with
+    the other shard into the one-pass table: what a resumed or distributed run does."""
+    from headscope.pipeline import _make_job
+
+    sources = _sources(sample)
+    if task not in sources:
+        pytest.skip(f"needs ../shared/data for {task}")
+
+    def job():
+        return _make_job(sources[task], [task], tiny_bert_loaded, max_sentences=None, window=3, bos_id=None)
+
+    whole, first, second = job(), job(), job()
+    _score(tiny_bert_loaded, whole, lambda i: True)
+    pair = 2 if task == "pairs" else 1
+    _score(tiny_bert_loaded, first, lambda i: i // pair % 2 == 0)
+    _score(tiny_bert_loaded, second, lambda i: i // pair % 2 == 1)
+    restored = job().scorers[0].from_state(_to_disk_and_back(first.scorers[0].state(), tmp_path / "shard.npz"))
+    merged = restored.merge(second.scorers[0])
+    for s in (merged, whole.scorers[0]):
+        s.intervals(n_boot=100, seed=2)
+    key = ["relation", "direction", "metric", "baseline", "layer", "head"]
+    want, got = (s.result().sort_values(key, na_position="first").reset_index(drop=True)
+                 for s in (whole.scorers[0], merged))
+    for col in ("score", "ci_low", "ci_high", "n"):
+        assert np.allclose(want[col].to_numpy(dtype=float), got[col].to_numpy(dtype=float), rtol=1e-5, atol=1e-6,
+                           equal_nan=True), (task, col)
+    with pytest.raises(HeadscopeError, match="cannot go into"):
+        job().scorers[0].from_state({**first.scorers[0].state(), "task": "other"})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from ..alignment import Batch, pool_words
 
@@ -35,20 +36,92 @@ class LayerView:
         return self._words
 
 
-class Scorer(Protocol):
-    """Accumulates sums and counts over batches; mergeable across shards; ends in a tidy table."""
+class Scorer(abc.ABC):
+    """Accumulates sums and counts over batches, merges with the scorer of another shard, ends in a tidy table.
+
+    A scorer is built for one job's inputs (``headscope.tasks``). Per batch: ``start_batch``, ``update``
+    for every layer (or row block of a layer), ``end_batch``, which commits the batch, so that a run cut
+    short leaves consistent sums. ``ACCUMULATORS`` names the attributes that hold the sums: ``state``
+    gives them and the per-unit rows as plain arrays, and ``from_state`` puts them back into a scorer
+    built for the same inputs (shards written to disk, a run resumed)."""
 
     task: str
+    ACCUMULATORS: ClassVar[tuple[str, ...]] = ()
+    row_blocks: ClassVar[bool] = False        # reads blocks of query rows (``batch.row_start``)
+    wants_row_stats: ClassVar[bool] = False   # uses the capture's entropy and confidence per row
 
-    def start_batch(self, batch: Batch) -> None: ...
+    def start_batch(self, batch: Batch) -> None:
+        """Get ready for a batch (its gold structure, masks); the default has nothing to prepare."""
 
-    def update(self, view: LayerView) -> None: ...
+    @abc.abstractmethod
+    def update(self, view: LayerView) -> None:
+        """Read one layer's attention (or a block of its query rows) for the current batch."""
 
-    def end_batch(self) -> None: ...
+    def end_batch(self) -> None:
+        """Commit the batch to the sums; the default has nothing pending."""
 
-    def merge(self, other: "Scorer") -> "Scorer": ...
+    @abc.abstractmethod
+    def merge(self, other: "Scorer") -> "Scorer":
+        """The scorer of both shards (disjoint inputs of one job): sums added, per-unit rows joined."""
 
-    def result(self) -> Any: ...
+    def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
+        """Bootstrap intervals over units, kept for ``result``; the default computes none."""
+
+    @abc.abstractmethod
+    def result(self) -> Any:
+        """The tidy score table (``schema.SCORE_COLUMNS``)."""
+
+    def state(self) -> dict:
+        """The sums (``ACCUMULATORS``) and per-unit rows as numpy arrays and numbers, nothing else."""
+        import numpy as np
+
+        out: dict = {"task": self.task, "keep_units": bool(getattr(self, "keep_units", False))}
+        for name in self.ACCUMULATORS:
+            value = getattr(self, name)
+            out[name] = value.detach().cpu().numpy().copy() if hasattr(value, "detach") else np.array(value)
+        units = getattr(self, "_units", None)
+        if units is not None:
+            out["units"] = {"seen": units.seen.copy(), **{k: a.copy() for k, a in units.arrays.items()}}
+        return out
+
+    def from_state(self, state: dict) -> "Scorer":
+        """A copy of this scorer (built for the same inputs, nothing scored yet) holding ``state``'s sums."""
+        import copy
+
+        import numpy as np
+
+        from ..errors import HeadscopeError
+
+        if state.get("task") != self.task:
+            raise HeadscopeError(f"a {state.get('task')} state cannot go into a {self.task} scorer")
+        out = copy.copy(self)
+        for name in self.ACCUMULATORS:
+            current, value = getattr(self, name), np.asarray(state[name])
+            if np.shape(current) != value.shape:
+                raise HeadscopeError(f"{self.task} state: {name} has shape {value.shape}, this scorer's "
+                                     f"{tuple(np.shape(current))}; build the scorer for the same model and data")
+            if hasattr(current, "detach"):
+                import torch
+
+                value = torch.from_numpy(value.copy()).to(dtype=current.dtype, device=current.device)
+            elif np.ndim(current) == 0:
+                value = type(current)(value)
+            else:
+                value = value.astype(np.asarray(current).dtype, copy=True)
+            setattr(out, name, value)
+        if hasattr(self, "keep_units"):
+            out.keep_units = bool(state.get("keep_units", False))
+        if hasattr(self, "_units"):
+            units = UnitStore()
+            rows = state.get("units") or {}
+            if "seen" in rows:
+                units.seen = np.asarray(rows["seen"], dtype=bool).copy()
+                units.arrays = {k: np.asarray(v).copy() for k, v in rows.items() if k != "seen"}
+            out._units = units
+        for name, empty in (("_ci", None), ("_batch", {}), ("_pending", None)):
+            if hasattr(out, name):
+                setattr(out, name, copy.copy(empty))
+        return out
 
 
 def check_same_inputs(a: Any, b: Any, what: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import Document, Sentence
-from .base import LayerView, UnitStore, check_same_inputs
+from .base import LayerView, Scorer, UnitStore, check_same_inputs
 from .mentions import TYPES, MentionInfo, agree, mention_infos
 
 BASELINES = ("nearest", "head_match", "rules")
@@ -153,9 +153,11 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
 
 
 @dataclass
-class CorefScorer:
+class CorefScorer(Scorer):
     """Per head: does the mention's head word attend most, among the words before the mention,
     to the head word of one of its antecedents (within the window)? By mention type."""
+
+    ACCUMULATORS = ("correct", "total", "baseline_correct")
 
     num_layers: int
     num_heads: int

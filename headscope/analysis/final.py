@@ -8,14 +8,16 @@ from typing import Any
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView, UnitStore
+from .base import LayerView, Scorer, UnitStore
 
 
 @dataclass
-class FinalWordScorer:
+class FinalWordScorer(Scorer):
     """Row-averaged mass on the final word's tokens, per layer × head, over every real query token.
 
     Reads row blocks of any size (each statistic is one row's); keeps per-sentence sums for intervals."""
+
+    ACCUMULATORS = ("mass", "rows")
 
     num_layers: int
     num_heads: int

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import GapExample
-from .base import LayerView, UnitStore, check_same_inputs
+from .base import LayerView, Scorer, UnitStore, check_same_inputs
 
 GROUPS = ("all", "masculine", "feminine")
 DIRECTION = "pronoun_to_name"
@@ -54,11 +54,13 @@ def ratio_of_ratios_intervals(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *,
 
 
 @dataclass
-class GapScorer:
+class GapScorer(Scorer):
     """A head picks the name (A or B) whose words receive more attention from the pronoun (the sum
     over the name's words; a tie picks neither). Accuracy over rows with exactly one referent,
     overall and by pronoun gender, and the bias ratio feminine / masculine. Baseline: the name
     nearer the pronoun (in words)."""
+
+    ACCUMULATORS = ("correct", "total", "nearest")
 
     num_layers: int
     num_heads: int

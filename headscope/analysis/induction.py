@@ -8,7 +8,7 @@ from typing import Any
 from ..alignment import Batch, EncodedSentence
 from ..schema import frame
 from ..types import Sentence
-from .base import LayerView, UnitStore, check_same_inputs
+from .base import LayerView, Scorer, UnitStore, check_same_inputs
 
 PATTERNS = ("induction", "duplicate", "previous")
 
@@ -105,10 +105,12 @@ def in_context_loss(model: Any, sequences: list[RepeatedSequence], *, batch_size
 
 
 @dataclass
-class InductionScorer:
+class InductionScorer(Scorer):
     """Per head, the mean attention from each row to its target, over rows that have one:
     induction (prefix matching) = the token after the earlier occurrence of the current token,
     duplicate = that earlier occurrence, previous = the previous position (every row but the first)."""
+
+    ACCUMULATORS = ("sums", "rows")
 
     num_layers: int
     num_heads: int

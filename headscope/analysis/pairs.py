@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import MinimalPair, Sentence
-from .base import LayerView, check_same_inputs
+from .base import LayerView, Scorer, check_same_inputs
 
 DIRECTION = "pronoun_to_candidate"
 # Baselines that always prefer one candidate: the first (index 0) or the nearer one (index 1).
@@ -24,10 +24,12 @@ def pair_sentences(pairs: Sequence[MinimalPair]) -> list[Sentence]:
 
 
 @dataclass
-class PairScorer:
+class PairScorer(Scorer):
     """In each sentence a head prefers the candidate whose head noun the pronoun attends to more
     (a tie prefers neither). A pair counts only when both sentences are right, so a head that
     always prefers one position (e.g. the nearer noun) scores 0 and chance is 25%."""
+
+    ACCUMULATORS = ("right", "seen")
 
     num_layers: int
     num_heads: int

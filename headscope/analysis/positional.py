@@ -8,7 +8,7 @@ from typing import Any
 
 from ..alignment import Batch, is_punct
 from ..schema import frame
-from .base import LayerView, UnitStore
+from .base import LayerView, Scorer, UnitStore
 
 # (relation name, metric unit, description). The masses and distance are linear in the row (a weighted
 # sum of its keys); entropy, entropy_norm and confidence come last.
@@ -137,7 +137,7 @@ def _pair_tensors(found: tuple, device: Any) -> Any:
 
 
 @dataclass
-class PositionalScorer:
+class PositionalScorer(Scorer):
     """Row-averaged attention statistics per layer × head over real (non-padding) query tokens.
 
     Keys are the visible real tokens: all of them in an encoder, those up to the query in a decoder.
@@ -145,6 +145,8 @@ class PositionalScorer:
     positional-head flag: a head is positional when one offset holds >= 90% of rows.
     Reads attention in blocks of query rows of any size: every statistic is one row's.
     """
+
+    ACCUMULATORS = ("sums", "counts", "offsets")
 
     num_layers: int
     num_heads: int

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..alignment import Batch, pool_words
 from ..schema import frame
-from .base import LayerView, UnitStore
+from .base import LayerView, Scorer, UnitStore
 
 DIRECTIONS = ("dep_to_head", "head_to_dep")
 OFFSETS = (-3, -2, -1, 1, 2, 3)
@@ -34,7 +34,7 @@ def gold_tensors(batch: Batch, relations: dict[str, int]) -> tuple[Any, Any]:
 
 
 @dataclass
-class SyntaxScorer:
+class SyntaxScorer(Scorer):
     """Counts, per layer × head × direction × relation, how often the most-attended word is the gold head.
 
     ``dep_to_head``: pred(d) = argmax_{j≠d} A[d, j]; ``head_to_dep``: pred(d) = argmax_{j≠d} A[j, d].
@@ -43,6 +43,8 @@ class SyntaxScorer:
     causal rule, and in a layer whose own mask hides more (a sliding window) by that mask, so
     ``n_reachable`` is per layer.
     """
+
+    ACCUMULATORS = ("correct", "total", "reachable", "offset_correct")
 
     num_layers: int
     num_heads: int

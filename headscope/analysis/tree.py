@@ -9,7 +9,7 @@ import numpy as np
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView, UnitStore
+from .base import LayerView, Scorer, UnitStore
 
 DIRECTIONS = ("dep_to_head", "head_to_dep")
 BASELINES = ("right_branching", "left_branching")
@@ -97,13 +97,15 @@ def _chu_liu_edmonds(s: np.ndarray, root: int) -> np.ndarray:
 
 
 @dataclass
-class TreeScorer:
+class TreeScorer(Scorer):
     """UAS of every head's decoded tree against the gold tree, over non-root words.
 
     ``dep_to_head`` weighs edge h -> d by A[d, h]; ``head_to_dep`` by A[h, d]. Baselines:
     right-branching (each word headed by the previous word) and left-branching (by the next word).
     Decodes every sentence and head on the CPU, so it costs more than the other tasks.
     """
+
+    ACCUMULATORS = ("correct", "total", "baseline_correct")
 
     num_layers: int
     num_heads: int
