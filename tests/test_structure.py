@@ -152,3 +152,30 @@ def test_coreference_measures_are_produced_by_their_scorers(tiny_bert_loaded):
     result = headscope.analyze(tiny_bert_loaded, data, tasks="coref,gap", max_sentences=2, bootstrap=0,
                                n_examples=0)
     assert _declared(result.scores, "coref") == [] and _declared(result.scores, "gap") == []
+
+
+def test_every_format_declares_a_loader_that_takes_its_options():
+    import importlib
+    import inspect
+
+    from headscope.datasets.formats import FORMATS
+
+    for f in FORMATS.values():
+        module, _, function = f.loader.partition(":")
+        load = getattr(importlib.import_module(f"headscope.datasets.{module}"), function)
+        params = inspect.signature(load).parameters
+        assert {"on_error", "limit", *f.options} <= set(params), f.name
+        assert f.kinds and f.endings, f.name
+
+
+def test_shared_endings_are_told_apart_by_sniffing(tmp_path):
+    from headscope.datasets.formats import detect_format
+
+    cases = {"a.jsonl": ('{"doc_key": "d", "sentences": [["A"]], "clusters": []}', "jsonlines"),
+             "b.jsonl": ('{"id": 1, "pronoun": "it", "candidates": ["x", "y"]}', "pairs"),
+             "c.jsonl": ('{"words": ["A", "b"]}', "jsonl"),
+             "d.conllu": ("1\tA\ta\tX\t_\t_\t0\troot\t_\tEntity=(e1)\n", "corefud"),
+             "e.conllu": ("1\tA\ta\tX\t_\t_\t0\troot\t_\tNamedEntity=(e1)\n", "conllu")}
+    for name, (text, want) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert detect_format(tmp_path / name) == want, name

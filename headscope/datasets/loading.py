@@ -11,32 +11,13 @@ from typing import Any
 
 from ..errors import DataError
 from ..types import Corpus
-from .formats import COREF_FORMATS, FORMATS, SENTENCE_FORMATS, detect_format, endings
+from .formats import COREF_FORMATS, FORMATS, SENTENCE_FORMATS, detect_format, endings, load_file
 from .reading import check_options, read_file
-from .text import load_text
-from .ud import load_conllu, parse_conllu
+from .ud import parse_conllu
 
 log = logging.getLogger(__name__)
 
 SAMPLE = "sample_en.conllu"
-
-
-def _load_file(p: Path, fmt: str, *, keep_subtypes: bool, on_error: str, limit: int | None) -> Any:
-    if fmt == "conllu":
-        return load_conllu(p, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
-    if fmt in ("text", "jsonl"):
-        return load_text(p, fmt=fmt, on_error=on_error, limit=limit)
-    if fmt == "pairs":
-        from .pairs import load_pairs
-
-        return load_pairs(p, on_error=on_error, limit=limit)
-    if fmt == "gap":
-        from .gap import load_gap
-
-        return load_gap(p, on_error=on_error, limit=limit)
-    from .coref import load_coref
-
-    return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
 
 
 # Files that come with corpora and are documentation, whatever their suffix (LICENSE.txt, README.md).
@@ -88,7 +69,7 @@ def _load_sentence_folder(folder: Path, files: dict[Path, str], *, keep_subtypes
         hasher.update(read_file(f, "a data file"))
         if limit is not None and len(sentences) >= limit:
             continue
-        corpus = _load_file(f, fmt, keep_subtypes=keep_subtypes, on_error=on_error,
+        corpus = load_file(f, fmt, keep_subtypes=keep_subtypes, on_error=on_error,
                             limit=None if limit is None else limit - len(sentences))
         sentences.extend(corpus.sentences)
         reasons.extend(corpus.skipped_reasons)
@@ -118,7 +99,7 @@ def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool =
 
             return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
         return _load_sentence_folder(p, files, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
-    return _load_file(p, fmt or detect_format(p), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
+    return load_file(p, fmt or detect_format(p), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
 
 
 def sample_path() -> Path:
