@@ -8,11 +8,11 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
+from .config import RunConfig
 from .errors import HeadscopeError
-from .tasks import (DATA_KINDS, SENTENCE_KINDS, TASKS, Build, auto_tasks, build_scorers, default_tasks,
-                    parse_tasks)
+from .tasks import DATA_KINDS, SENTENCE_KINDS, TASKS, Build, auto_tasks, build_scorers, default_tasks
 from .types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
 
 log = logging.getLogger(__name__)
@@ -363,15 +363,9 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
     return tables, datasets, extra, interrupted
 
 
-def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[str] | None = None,
-            tokenizer: Any = None, batch_size: int = 32, device: str | None = None,
-            max_sentences: int | None = None, keep_subtypes: bool = False, on_error: str = "fail",
-            fmt: str | None = None, window: int = 3, seed: int = 0,
-            induction_count: int = 64, induction_length: int = 32, prepend_bos: bool | None = None,
-            bootstrap: int = 1000, control: str | None = None, select_on: Any = None, n_examples: int = 3,
-            progress: Callable[[int, int], None] | None = None, partial_on_interrupt: bool = False,
-            trust_remote_code: bool = False, attention_memory: float = 512, documents: int | None = None,
-            part: str | None = None):
+def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None = None, tokenizer: Any = None,
+            select_on: Any = None, progress: Callable[[int, int], None] | None = None,
+            partial_on_interrupt: bool = False, **options: Any):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -380,6 +374,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     (``headscope.tasks.TASKS``); each runs on the data that suits it (``pairs`` and the treebank tasks fall back to the bundled samples,
     ``induction`` generates its sequences). ``tasks=None``: without data DEFAULT_NAMES on the bundled
     samples; with data, those of AUTO_NAMES that the data supports.
+    The settings are those of :class:`headscope.config.RunConfig`, given as keywords (``tasks=``,
+    ``batch_size=``, ...) or as ``config=``; each is checked there before anything runs.
     ``max_sentences`` caps
     sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
     first when it does not add one (default: for decoders). ``bootstrap``: replicates for the 95%
@@ -409,17 +405,15 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     from .result import AnalysisResult
     from .schema import frame
 
-    task_list = parse_tasks(tasks) if tasks is not None else None
-    if batch_size < 1:
-        raise HeadscopeError(f"batch size must be at least 1, got {batch_size}")
-    if max_sentences is not None and max_sentences < 1:
-        raise HeadscopeError(f"max sentences must be at least 1, got {max_sentences}")
-    if not attention_memory > 0:
-        raise HeadscopeError(f"attention memory must be more than 0 MiB, got {attention_memory}")
-    if documents is not None and documents < 1:
-        raise HeadscopeError(f"documents need at least 1 word each, got {documents}")
-    if bootstrap < 0:
-        raise HeadscopeError(f"bootstrap replicates must be 0 (no intervals) or more, got {bootstrap}")
+    if config is not None and options:
+        raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
+    cfg = config if config is not None else RunConfig.of(options)
+    tasks, batch_size, device, max_sentences = cfg.tasks, cfg.batch_size, cfg.device, cfg.max_sentences
+    keep_subtypes, on_error, fmt, window, seed = cfg.keep_subtypes, cfg.on_error, cfg.fmt, cfg.window, cfg.seed
+    induction_count, induction_length, prepend_bos = cfg.induction_count, cfg.induction_length, cfg.prepend_bos
+    bootstrap, control, n_examples, trust_remote_code = cfg.bootstrap, cfg.control, cfg.n_examples, cfg.trust_remote_code
+    attention_memory, documents, part = cfg.attention_memory, cfg.documents, cfg.part
+    task_list = list(tasks) if tasks is not None else None
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     sources = _as_sources(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
@@ -439,8 +433,6 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
     bos_id = leading_token(loaded, prepend_bos)
-    if control not in (None, "random-init"):
-        raise HeadscopeError(f"unknown control '{control}'; the only one is random-init")
     models = [loaded]
     if control == "random-init":
         from .models import random_init
@@ -509,14 +501,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, tasks: str | Sequence[st
             "complete": interrupted is None,
             **({"interrupted": interrupted} if interrupted else {}),
             "tasks": task_list,
-            "config": {"batch_size": batch_size, "device": str(loaded.device), "max_sentences": max_sentences,
-                       "keep_subtypes": keep_subtypes, "on_error": on_error, "window": window, "seed": seed,
-                       "prepend_bos": prepend_bos, "bootstrap": bootstrap, "control": control,
-                       "trust_remote_code": trust_remote_code, "attention_memory": attention_memory,
-                       "documents": documents, "part": part,
-                       "max_length": info.max_length, **({"induction_count": induction_count,
-                                                          "induction_length": induction_length}
-                                                         if "induction" in task_list else {})},
+            "config": cfg.record(device=str(loaded.device), max_length=info.max_length, tasks=task_list),
             "model": asdict(info),
             "models": [m.info.name for m in models],
             "control": ({"kind": control, "model": models[1].info.name, "seed": seed,

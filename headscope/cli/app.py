@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import DEFAULTS
 from ..tasks import TASKS, default_tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -129,7 +130,7 @@ def run(
     tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help=TASKS_HELP)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv, report.md, run.json, "
                                                            "figures/.")] = Path("headscope-out"),
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = DEFAULTS.batch_size,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps.")]
     = None,
     max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", "-n", min=1,
@@ -141,14 +142,14 @@ def run(
     = None,
     keep_subtypes: Annotated[bool, typer.Option("--keep-subtypes", help="Keep relation subtypes (nsubj:pass) "
                                                                         "instead of folding them.")] = False,
-    window: Annotated[int, typer.Option("--window", min=0, help="Local-window half width for positional mass.")] = 3,
+    window: Annotated[int, typer.Option("--window", min=0, help="Local-window half width for positional mass.")] = DEFAULTS.window,
     induction_count: Annotated[int, typer.Option("--induction-count", min=1, help="Induction task: number of "
-                                                                                 "generated sequences.")] = 64,
+                                                                                 "generated sequences.")] = DEFAULTS.induction_count,
     induction_length: Annotated[int, typer.Option("--induction-length", min=2, help="Induction task: random tokens "
-                                                                                    "per copy.")] = 32,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for generated data (recorded in run.json).")] = 0,
+                                                                                    "per copy.")] = DEFAULTS.induction_length,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generated data (recorded in run.json).")] = DEFAULTS.seed,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap replicates for 95% intervals over "
-                                                                       "sentences (0: none).")] = 1000,
+                                                                       "sentences (0: none).")] = DEFAULTS.bootstrap,
     prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="Start every input "
                            "with the tokenizer's BOS token when it does not add one itself. Default: yes for "
                            "decoders (their attention sink), no for encoders.")] = None,
@@ -164,7 +165,7 @@ def run(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     attention_memory: Annotated[float, typer.Option("--attention-memory", min=1, help="MiB one layer's attention "
                                 "may take; larger maps are computed and scored in blocks of query rows when every "
-                                "task reads blocks (positional, syntax, coref, induction).")] = 512,
+                                "task reads blocks (positional, syntax, coref, induction).")] = DEFAULTS.attention_memory,
     documents: Annotated[Optional[int], typer.Option("--documents", min=1, help="Join consecutive sentences into "
                          "documents of at most this many words (long-range measures; boundaries kept).")] = None,
     part: Annotated[Optional[Part], typer.Option("--part", help="An encoder-decoder's part to analyse: its encoder "
@@ -174,6 +175,7 @@ def run(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..config import RunConfig
     from ..errors import HeadscopeError
     from ..pipeline import analyze
     from ..reports import write_report
@@ -191,15 +193,15 @@ def run(
 
     try:
         with progress:
-            result = analyze(model, data or None, tasks=tasks, batch_size=batch_size, device=device,
-                             max_sentences=max_sentences, keep_subtypes=keep_subtypes, on_error=on_error.value,
-                             fmt=fmt.value if fmt else None, window=window, seed=seed,
-                             induction_count=induction_count, induction_length=induction_length,
-                             prepend_bos=prepend_bos, bootstrap=bootstrap,
-                             control=control.value if control else None, select_on=select_on,
-                             progress=on_progress, partial_on_interrupt=True, trust_remote_code=trust_remote_code,
-                             attention_memory=attention_memory, documents=documents,
-                             part=part.value if part else None)
+            config = RunConfig(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
+                               keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
+                               window=window, seed=seed, induction_count=induction_count,
+                               induction_length=induction_length, prepend_bos=prepend_bos, bootstrap=bootstrap,
+                               control=control.value if control else None, trust_remote_code=trust_remote_code,
+                               attention_memory=attention_memory, documents=documents,
+                               part=part.value if part else None)
+            result = analyze(model, data or None, config=config, select_on=select_on, progress=on_progress,
+                             partial_on_interrupt=True)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

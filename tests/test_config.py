@@ -1,0 +1,64 @@
+"""RunConfig: one place that declares and checks a run's settings; analyze and the CLI both go through it."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import headscope  # noqa: E402
+from headscope.config import DEFAULTS, RunConfig  # noqa: E402
+from headscope.errors import HeadscopeError  # noqa: E402
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("batch_size", 0, "batch size must be at least 1, got 0"),
+    ("max_sentences", 0, "max sentences must be at least 1"),
+    ("attention_memory", 0, "attention memory must be more than 0 MiB"),
+    ("documents", 0, "documents need at least 1 word each"),
+    ("bootstrap", -1, "bootstrap replicates must be 0"),
+    ("control", "shuffled", "unknown control 'shuffled'; the only one is random-init"),
+    ("on_error", "ignore", "on_error must be fail or skip"),
+    ("part", "middle", "part must be one of encoder, decoder"),
+    ("window", -1, "local window must be 0 or more"),
+    ("tasks", "syntax,nope", "unknown task 'nope'"),
+])
+def test_bad_settings_are_refused_in_one_line_before_anything_runs(setting, value, message):
+    with pytest.raises(HeadscopeError, match=message) as info:
+        RunConfig(**{setting: value})
+    assert "\n" not in str(info.value)
+    with pytest.raises(HeadscopeError, match=message):
+        headscope.analyze(object(), None, **{setting: value})     # refused before the model is even looked at
+
+
+def test_unknown_settings_and_two_ways_at_once_are_errors():
+    with pytest.raises(HeadscopeError, match="unknown setting 'batchsize'"):
+        headscope.analyze("minilm", None, batchsize=4)
+    with pytest.raises(HeadscopeError, match="not both"):
+        headscope.analyze("minilm", None, config=RunConfig(), seed=1)
+
+
+def test_config_object_and_keywords_give_the_same_run(tiny_bert_loaded, sample):
+    data = headscope.Corpus("s", sample.sentences[:12])
+    a = headscope.analyze(tiny_bert_loaded, data, tasks="positional", bootstrap=20, seed=3, window=2)
+    b = headscope.analyze(tiny_bert_loaded, data, config=RunConfig(tasks=("positional",), bootstrap=20, seed=3,
+                                                                   window=2))
+    assert a.meta["config"] == b.meta["config"]
+    assert a.meta["config"]["window"] == 2 and "induction_count" not in a.meta["config"]
+    assert a.scores[["score", "ci_low"]].equals(b.scores[["score", "ci_low"]])
+
+
+def test_the_cli_defaults_are_the_configs():
+    import inspect
+
+    from headscope.cli.app import run
+
+    params = inspect.signature(run).parameters
+    for f in fields(RunConfig):
+        if f.name in params and isinstance(params[f.name].default, (int, float)) \
+                and not isinstance(params[f.name].default, bool):
+            assert params[f.name].default == getattr(DEFAULTS, f.name), f.name
