@@ -24,16 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def same_scores_on_gpu(device: str) -> None:
     import torch
-    from conftest import tiny_gpt2, tiny_llama, tiny_qwen2
-
     import headscope
     from headscope.models import load_model
+    from headscope.testing import tiny_gpt2, tiny_llama, tiny_qwen2
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -56,11 +54,11 @@ def same_scores_on_gpu(device: str) -> None:
 def pipeline_vs_forward(data: str, repeats: int, batch_size: int, device: str, limit: int | None) -> None:
     import torch
     from bench_pipeline import bare_forward
-    from conftest import bpe_tokenizer
     from transformers import BertConfig, BertModel
 
     import headscope
     from headscope.models import load_model
+    from headscope.testing import bpe_tokenizer
 
     tok = bpe_tokenizer()
     torch.manual_seed(0)
@@ -125,11 +123,11 @@ def long_context(device: str, tokens: int, repeats: int) -> None:
     import warnings
 
     import torch
-    from conftest import bpe_tokenizer
 
     import headscope
     from headscope.alignment import encode_sentences
     from headscope.models import model_body
+    from headscope.testing import bpe_tokenizer
 
     tok = bpe_tokenizer()
     doc = _long_document(tok, tokens)
