@@ -71,6 +71,23 @@ class Scorer(abc.ABC):
     def result(self) -> Any:
         """The tidy score table (``schema.SCORE_COLUMNS``)."""
 
+    def unit_intervals(self, num: str, den: str, *, n_boot: int, level: float, seed: int) -> tuple[Any, Any] | None:
+        """``(low, high)`` of ``sum(num) / sum(den)`` over bootstrap resamples of the units, shaped like one
+        unit's ``num`` row; ``num`` and ``den`` name fields of the unit store, the last axis of ``num``
+        matching ``den``'s columns (a ``[U]`` ``den`` divides every column). None without units."""
+        import numpy as np
+
+        from .stats import ratio_intervals
+
+        units = getattr(self, "_units", None)
+        if units is None or not len(units):
+            return None
+        top, bottom = units.get(num), units.get(den)
+        index = None if bottom.ndim == 1 else np.broadcast_to(np.arange(top.shape[-1]), top.shape[1:]).reshape(-1)
+        _, lo, hi = ratio_intervals(top.reshape(len(top), -1), bottom, den_index=index, n_boot=n_boot, level=level,
+                                    seed=seed)
+        return lo.reshape(top.shape[1:]), hi.reshape(top.shape[1:])
+
     def state(self) -> dict:
         """The sums (``ACCUMULATORS``) and per-unit rows as numpy arrays and numbers, nothing else."""
         import numpy as np

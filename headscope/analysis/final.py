@@ -81,13 +81,7 @@ class FinalWordScorer(Scorer):
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
         """Bootstrap intervals over sentences of every head's mean mass (kept for ``result``)."""
-        from .stats import ratio_intervals
-
-        if not len(self._units):
-            return
-        mass, rows = self._units.get("mass"), self._units.get("rows")
-        _, lo, hi = ratio_intervals(mass.reshape(len(mass), -1), rows, n_boot=n_boot, level=level, seed=seed)
-        self._ci = (lo.reshape(self.num_layers, self.num_heads), hi.reshape(self.num_layers, self.num_heads))
+        self._ci = self.unit_intervals("mass", "rows", n_boot=n_boot, level=level, seed=seed)
 
     def result(self):
         if not self.rows:

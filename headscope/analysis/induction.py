@@ -199,17 +199,8 @@ class InductionScorer(Scorer):
 
     def intervals(self, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> None:
         """Bootstrap intervals over sequences for every head and pattern (kept for ``result``)."""
-        import numpy as np
-
-        from .stats import ratio_intervals
-
-        if not len(self._units):
-            return
-        sums, rows = self._units.get("sums"), self._units.get("rows")   # [U, layer, head, pattern], [U, pattern]
-        pattern_of = np.broadcast_to(np.arange(sums.shape[-1]), sums.shape[1:]).reshape(-1)
-        _, lo, hi = ratio_intervals(sums.reshape(len(sums), -1), rows, den_index=pattern_of, n_boot=n_boot,
-                                    level=level, seed=seed)
-        self._ci = (lo.reshape(sums.shape[1:]), hi.reshape(sums.shape[1:]))
+        # per-sequence sums [U, layer, head, pattern] over the rows of each pattern [U, pattern]
+        self._ci = self.unit_intervals("sums", "rows", n_boot=n_boot, level=level, seed=seed)
 
     def result(self):
         rows = []
