@@ -202,3 +202,24 @@ def test_fewer_than_min_units_give_nan_intervals_and_pvalues():
     assert np.isnan(paired_pvalue(num, 1 - num, den, n_boot=100)[0])
     num, den = np.arange(MIN_UNITS) % 2, np.ones(MIN_UNITS)
     assert np.isfinite(ratio_intervals(num, den, n_boot=100)[1][0])
+
+
+def test_nan_quantiles_equal_numpys_nanquantile():
+    import numpy as np
+
+    from headscope.analysis.stats import nan_quantiles
+
+    rng = np.random.default_rng(0)
+    values = rng.random((500, 40)).astype(np.float32)
+    values[rng.random((500, 40)) < 0.002] = np.nan
+    values[:, 3] = np.nan                                  # a column with nothing
+    values[:, 5] = np.inf                                  # infinities are values, as in numpy
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanquantile(values, [0.025, 0.975], axis=0)
+    got = nan_quantiles(values, (0.025, 0.975))
+    assert np.isnan(values).any(0).sum() > 5 and (~np.isnan(values).any(0)).sum() > 5
+    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)

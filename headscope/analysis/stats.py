@@ -54,10 +54,24 @@ def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.nd
     lo, hi = np.full(num.shape[1], np.nan), np.full(num.shape[1], np.nan)
     has = np.isfinite(boot).any(0)
     if has.any():
-        lo[has], hi[has] = np.nanquantile(boot[:, has], [tail, 1.0 - tail], axis=0)
+        lo[has], hi[has] = nan_quantiles(boot[:, has], (tail, 1.0 - tail))
     bad = ~np.isfinite(estimate) | (len(num) < MIN_UNITS)
     lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
     return estimate, lo, hi
+
+
+def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """``np.nanquantile(values, qs, axis=0)``, fast: columns without NaN take one vectorised ``quantile``
+    (``nanquantile`` handles each column with a NaN on its own, slowly), the others ``nanquantile``."""
+    out = np.empty((len(qs), values.shape[1]))
+    gaps = np.isnan(values).any(0)
+    if (~gaps).any():
+        out[:, ~gaps] = np.quantile(values[:, ~gaps], qs, axis=0)
+    if gaps.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN columns stay NaN
+            out[:, gaps] = np.nanquantile(values[:, gaps], qs, axis=0)
+    return out
 
 
 def paired_pvalue(num_a: Any, num_b: Any, den: Any, *, den_index: Any = None, weights: np.ndarray | None = None,
