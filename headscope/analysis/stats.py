@@ -65,11 +65,11 @@ def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     (``nanquantile`` handles each column with a NaN on its own, slowly), the others ``nanquantile``."""
     out = np.empty((len(qs), values.shape[1]))
     gaps = np.isnan(values).any(0)
-    if (~gaps).any():
-        out[:, ~gaps] = np.quantile(values[:, ~gaps], qs, axis=0)
-    if gaps.any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN columns stay NaN
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns stay NaN; inf - inf between two infs
+        if (~gaps).any():
+            out[:, ~gaps] = np.quantile(values[:, ~gaps], qs, axis=0)
+        if gaps.any():
             out[:, gaps] = np.nanquantile(values[:, gaps], qs, axis=0)
     return out
 
