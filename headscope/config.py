@@ -1,16 +1,63 @@
-"""A run's settings, declared and validated once: ``RunConfig`` (what ``analyze`` and ``headscope run`` take),
-written to run.json as it is."""
+"""Settings, declared and validated once: ``RunConfig`` (what ``analyze`` and ``headscope run`` take) and
+``ProbeConfig`` (``probe`` and ``headscope probe``), written to run.json and probe.json as they are."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import HeadscopeError
 
 CONTROLS = ("random-init",)          # what --control may name
 ON_ERROR = ("fail", "skip")          # what to do with malformed input
 PARTS = ("encoder", "decoder")       # the parts of an encoder-decoder that can be read
+PROBES = ("parent", "relation")      # what a probe predicts: each word's head, or each dependency's relation
+COMPONENTS = ("attention", "words", "distance")        # feature parts, joined with "+" into feature sets
+DEFAULT_FEATURES = ("attention", "attention+words", "distance")
+
+
+def parse_features(spec: str | Sequence[str]) -> list[str]:
+    """``"attention,attention+words"`` -> validated feature-set names (components joined by ``+``)."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not items:
+        raise HeadscopeError(f"no feature set given; use e.g. {','.join(DEFAULT_FEATURES)}")
+    for item in items:
+        parts = item.split("+")
+        bad = [p for p in parts if p not in COMPONENTS]
+        if bad or len(set(parts)) != len(parts):
+            raise HeadscopeError(f"unknown feature set '{item}': combine {', '.join(COMPONENTS)} with '+', "
+                                 f"e.g. {','.join(DEFAULT_FEATURES)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_probes(spec: str | Sequence[str]) -> list[str]:
+    """``"parent,relation"`` -> validated probe names, in order, each once."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [p for p in items if p not in PROBES]
+    if not items or bad:
+        raise HeadscopeError(f"unknown probe '{(bad or [''])[0]}'; choose from {', '.join(PROBES)}")
+    return list(dict.fromkeys(items))
+
+
+def _refuse(checks: tuple) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise HeadscopeError(message)
+
+
+def _shared_checks(cfg: Any) -> tuple:
+    """What every kind of run checks the same way."""
+    return ((cfg.batch_size >= 1, f"batch size must be at least 1, got {cfg.batch_size}"),
+            (cfg.control in (None, *CONTROLS), f"unknown control '{cfg.control}'; the only one is random-init"),
+            (cfg.on_error in ON_ERROR, f"on_error must be fail or skip, got {cfg.on_error!r}"))
+
+
+def _of(cls: Any, options: dict) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise HeadscopeError(f"unknown setting '{unknown[0]}'; the settings are {', '.join(sorted(names))}")
+    return cls(**options)
 
 
 @dataclass(frozen=True)
@@ -51,35 +98,25 @@ class RunConfig:
 
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(parse_tasks(self.tasks)))
-        checks = (
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+        _refuse(_shared_checks(self) + (
             (self.max_sentences is None or self.max_sentences >= 1,
              f"max sentences must be at least 1, got {self.max_sentences}"),
             (self.attention_memory > 0, f"attention memory must be more than 0 MiB, got {self.attention_memory}"),
             (self.documents is None or self.documents >= 1,
              f"documents need at least 1 word each, got {self.documents}"),
             (self.bootstrap >= 0, f"bootstrap replicates must be 0 (no intervals) or more, got {self.bootstrap}"),
-            (self.control in (None, *CONTROLS), f"unknown control '{self.control}'; the only one is random-init"),
-            (self.on_error in ON_ERROR, f"on_error must be fail or skip, got {self.on_error!r}"),
             (self.part in (None, *PARTS), f"part must be one of {', '.join(PARTS)}, got {self.part!r}"),
             (self.window >= 0, f"the local window must be 0 or more tokens, got {self.window}"),
             (self.induction_count >= 1 and self.induction_length >= 2,
              f"induction needs at least 1 sequence of 2 tokens, got {self.induction_count} of "
              f"{self.induction_length}"),
             (self.n_examples >= 0, f"example sentences must be 0 or more, got {self.n_examples}"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise HeadscopeError(message)
+        ))
 
     @classmethod
     def of(cls, options: dict) -> "RunConfig":
         """A config from keyword options, with a clear error for a name that is not a setting."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise HeadscopeError(f"unknown setting '{unknown[0]}'; the settings are {', '.join(sorted(names))}")
-        return cls(**options)
+        return _of(cls, options)
 
     def record(self, **facts: Any) -> dict:
         """What run.json's ``config`` says: every setting (induction's only when it ran) and ``facts`` of the
@@ -89,6 +126,47 @@ class RunConfig:
             out.pop("induction_count")
             out.pop("induction_length")
         return {**out, **facts}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Every setting of a probe experiment but the model and the two treebanks.
+
+    ``probes``: ``parent`` and/or ``relation``; ``features``: feature sets of ``attention``, ``words``
+    and ``distance`` joined with ``+``; ``max_train_sentences`` / ``max_test_sentences`` cap the two
+    treebanks; ``control``: ``random-init`` repeats everything on the re-initialised architecture;
+    ``alpha``: the probes' L2 penalty; ``pca_dim``: dimensions kept of the word vectors;
+    ``drop_heads``: also the parent probe's UAS with each head left out."""
+
+    probes: tuple[str, ...] = PROBES
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    max_train_sentences: int | None = None
+    max_test_sentences: int | None = None
+    control: str | None = None
+    seed: int = 0
+    batch_size: int = 32
+    alpha: float = 1e-3
+    pca_dim: int = 32
+    drop_heads: bool = False
+    on_error: str = "fail"
+    device: str | None = None
+    prepend_bos: bool | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "probes", tuple(parse_probes(self.probes)))
+        object.__setattr__(self, "features", tuple(parse_features(self.features)))
+        _refuse(_shared_checks(self) + (
+            (all(n is None or n >= 1 for n in (self.max_train_sentences, self.max_test_sentences)),
+             f"max sentences must be at least 1, got {self.max_train_sentences} / {self.max_test_sentences}"),
+            (self.alpha > 0, f"the probes' L2 penalty must be more than 0, got {self.alpha}"),
+            (self.pca_dim >= 1, f"word vectors need at least 1 PCA dimension, got {self.pca_dim}"),
+        ))
+
+    @classmethod
+    def of(cls, options: dict) -> "ProbeConfig":
+        """A config from keyword options, with a clear error for a name that is not a setting."""
+        return _of(cls, options)
 
 
 DEFAULTS = RunConfig()

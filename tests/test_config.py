@@ -62,3 +62,23 @@ def test_the_cli_defaults_are_the_configs():
         if f.name in params and isinstance(params[f.name].default, (int, float)) \
                 and not isinstance(params[f.name].default, bool):
             assert params[f.name].default == getattr(DEFAULTS, f.name), f.name
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("probes", "parent,tree", "unknown probe 'tree'"),
+    ("features", "attention+colour", "unknown feature set 'attention\\+colour'"),
+    ("alpha", 0, "L2 penalty must be more than 0"),
+    ("pca_dim", 0, "at least 1 PCA dimension"),
+    ("max_test_sentences", 0, "max sentences must be at least 1"),
+    ("control", "shuffled", "unknown control 'shuffled'"),
+    ("batch_size", 0, "batch size must be at least 1"),
+])
+def test_bad_probe_settings_are_refused_before_anything_loads(setting, value, message):
+    from headscope.config import ProbeConfig
+
+    with pytest.raises(HeadscopeError, match=message):
+        ProbeConfig(**{setting: value})
+    with pytest.raises(HeadscopeError, match=message):
+        headscope.probe(object(), "train.conllu", "test.conllu", **{setting: value})
+    with pytest.raises(HeadscopeError, match="unknown setting 'probe'"):
+        headscope.probe(object(), "train.conllu", "test.conllu", probe="parent")

@@ -18,7 +18,8 @@ import headscope  # noqa: E402
 from headscope.errors import HeadscopeError  # noqa: E402
 from headscope.probes import ParentProbe, collect_features, relation_probe  # noqa: E402
 from headscope.probes.controls import BEHAVIOURS, control_heads, control_relations  # noqa: E402
-from headscope.probes.experiment import _head_weights, design, parse_features, parse_probes  # noqa: E402
+from headscope.config import parse_features, parse_probes  # noqa: E402
+from headscope.probes.experiment import _head_weights, design  # noqa: E402
 from headscope.probes.features import FeatureCollector  # noqa: E402
 from headscope.types import Sentence  # noqa: E402
 

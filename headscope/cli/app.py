@@ -261,6 +261,7 @@ def probe(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
 ) -> None:
     """Train attention probes (parent, relation) with control tasks; print and write the results."""
+    from ..config import ProbeConfig
     from ..errors import HeadscopeError
     from ..interrupts import shielded
     from ..probes.experiment import probe as run_probe
@@ -269,11 +270,11 @@ def probe(
     command = _command_line(ctx)
     _check_out(out, "probe", force)
     try:
-        result = run_probe(model, train, test, probes=probe_, features=features,
-                           max_train_sentences=max_train_sentences, max_test_sentences=max_test_sentences,
-                           control=control.value if control else None, seed=seed, batch_size=batch_size,
-                           drop_heads=drop_heads, on_error=on_error.value, device=device,
-                           partial_on_interrupt=True, trust_remote_code=trust_remote_code)
+        config = ProbeConfig(probes=probe_, features=features, max_train_sentences=max_train_sentences,
+                             max_test_sentences=max_test_sentences, control=control.value if control else None,
+                             seed=seed, batch_size=batch_size, drop_heads=drop_heads, on_error=on_error.value,
+                             device=device, trust_remote_code=trust_remote_code)
+        result = run_probe(model, train, test, config=config, partial_on_interrupt=True)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -7,43 +7,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..config import ProbeConfig
 from ..errors import HeadscopeError
 from ..types import Corpus
 
 log = logging.getLogger(__name__)
 
-PROBES = ("parent", "relation")
-COMPONENTS = ("attention", "words", "distance")
-DEFAULT_FEATURES = ("attention", "attention+words", "distance")
 PROBE_COLUMNS = ["model", "train", "test", "probe", "features", "labels", "metric", "value", "n"]
 HEAD_COLUMNS = ["model", "probe", "features", "labels", "layer", "head", "weight_from_dependent",
                 "weight_to_dependent", "importance", "share", "drop_uas"]
-
-
-def parse_features(spec: str | Sequence[str]) -> list[str]:
-    """``"attention,attention+words"`` -> validated feature-set names (components joined by ``+``)."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if not items:
-        raise HeadscopeError(f"no feature set given; use e.g. {','.join(DEFAULT_FEATURES)}")
-    for item in items:
-        parts = item.split("+")
-        bad = [p for p in parts if p not in COMPONENTS]
-        if bad or len(set(parts)) != len(parts):
-            raise HeadscopeError(f"unknown feature set '{item}': combine {', '.join(COMPONENTS)} with '+', "
-                                 f"e.g. {','.join(DEFAULT_FEATURES)}")
-    return list(dict.fromkeys(items))
-
-
-def parse_probes(spec: str | Sequence[str]) -> list[str]:
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    bad = [p for p in items if p not in PROBES]
-    if not items or bad:
-        raise HeadscopeError(f"unknown probe '{(bad or [''])[0]}'; choose from {', '.join(PROBES)}")
-    return list(dict.fromkeys(items))
 
 
 @dataclass
@@ -155,13 +131,8 @@ def _uas(data: Any, picked_candidate: Any, heads: Any) -> tuple[float, int]:
     return (float(np.mean(picked_candidate[mask] == heads[mask])) if n else float("nan")), n
 
 
-def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes: str | Sequence[str] = PROBES,
-          features: str | Sequence[str] = DEFAULT_FEATURES, max_train_sentences: int | None = None,
-          max_test_sentences: int | None = None, control: str | None = None, seed: int = 0,
-          batch_size: int = 32, alpha: float = 1e-3, pca_dim: int = 32, drop_heads: bool = False,
-          on_error: str = "fail", tokenizer: Any = None, device: str | None = None,
-          prepend_bos: bool | None = None, partial_on_interrupt: bool = False,
-          trust_remote_code: bool = False) -> ProbeResult:
+def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, config: ProbeConfig | None = None,
+          tokenizer: Any = None, partial_on_interrupt: bool = False, **options: Any) -> ProbeResult:
     """Train attention probes on ``train`` and report them on ``test`` (both dependency treebanks).
 
     ``probes``: ``parent`` (which word is each word's head: UAS without punctuation) and/or
@@ -172,16 +143,20 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, probes:
     and ``selectivity = task - control`` is reported. ``control="random-init"`` repeats everything
     with the same architecture re-initialised (seeded). Splits are the two files: never by word.
     ``partial_on_interrupt``: Ctrl-C returns the models finished so far (``meta["complete"]`` False).
+    The settings are those of :class:`headscope.config.ProbeConfig`, as keywords or ``config=``.
     """
     import pandas as pd
 
     from ..models import load_model, random_init
     from ..provenance import package_versions
 
-    probe_list = parse_probes(probes)
-    feature_list = parse_features(features)
-    if control not in (None, "random-init"):
-        raise HeadscopeError(f"unknown control '{control}'; the only one is random-init")
+    if config is not None and options:
+        raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
+    cfg = config if config is not None else ProbeConfig.of(options)
+    probe_list, feature_list, control, seed = list(cfg.probes), list(cfg.features), cfg.control, cfg.seed
+    max_train_sentences, max_test_sentences, on_error = cfg.max_train_sentences, cfg.max_test_sentences, cfg.on_error
+    batch_size, alpha, pca_dim, drop_heads = cfg.batch_size, cfg.alpha, cfg.pca_dim, cfg.drop_heads
+    device, prepend_bos, trust_remote_code = cfg.device, cfg.prepend_bos, cfg.trust_remote_code
     if train is None or test is None:
         raise HeadscopeError("probes need a training treebank and a test treebank (--train and --test)")
     t0 = time.perf_counter()
