@@ -57,6 +57,7 @@ class Session:
     key_mask: Any = None            # [batch, rows, keys] bool: the model's mask of the block handed over, if any
     watch: Any = None               # a set of modules: only their calls are captured (an encoder-decoder's
     #                                 decoder self-attention); the others run transformers' SDPA
+    real: Any = None                # [batch, query] bool: the rows that scorers read (not padding); None: all
 
     def start_forward(self) -> None:
         self.position = 0
@@ -167,11 +168,13 @@ def row_stats(probs: Any) -> RowStats:
     return RowStats(torch.special.entr(probs).sum(-1), probs.amax(-1))
 
 
-def _log_normaliser(probs: Any, scores: Any, confidence: Any, diagonal_from: int | None) -> Any:
+def _log_normaliser(probs: Any, scores: Any, confidence: Any, diagonal_from: int | None, real: Any = None) -> Any:
     """Each row's logarithm of its softmax normaliser (``[batch, head, rows]``): ``s_j - log p_j`` for any
     visible key j. Self-attention reads it at the row's own key (``diagonal_from``: the column of the
     block's first row), which saves a pass over the scores; rows whose own key holds too little weight
-    for a precise logarithm, and other calls, take the largest score: ``max s - log max p``."""
+    for a precise logarithm, and other calls, take the largest score: ``max s - log max p``. ``real``
+    (``[batch, rows]``): the rows that are read; the others (padding, which often may not see itself)
+    keep whatever the own key gives, even infinity."""
     import torch
 
     if diagonal_from is None:
@@ -179,7 +182,9 @@ def _log_normaliser(probs: Any, scores: Any, confidence: Any, diagonal_from: int
     n = probs.shape[-2]
     own_p = probs[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1)
     lse = scores[..., diagonal_from:diagonal_from + n].diagonal(dim1=-2, dim2=-1) - torch.log(own_p)
-    weak = own_p < 1e-30    # also rows that may not see themselves: padding
+    weak = own_p < 1e-30    # also rows that may not see themselves
+    if real is not None:
+        weak &= real.unsqueeze(1)
     if probs.device.type != "cpu":                      # no host round trip on an accelerator
         return torch.where(weak, scores.amax(-1) - torch.log(confidence), lse)
     if bool(weak.any()):
@@ -243,6 +248,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     implicit = (attention_mask is None and q_len > 1 and k_len == q_len
                 and bool(is_causal if is_causal is not None else getattr(module, "is_causal", False)))
     triangle = None
+    real = state.real if state.real is not None and tuple(state.real.shape) == (b, q_len) else None
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
     # block needs only the keys up to its last row.
     for r0 in range(0, q_len, step):
@@ -289,7 +295,8 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         if facts:
             if plain:
                 conf = probs.amax(-1)
-                lse = _log_normaliser(probs, scores, conf, r0 if k_len == q_len else None)
+                lse = _log_normaliser(probs, scores, conf, r0 if k_len == q_len else None,
+                                      real[:, r0:r1] if real is not None else None)
                 expected = torch.einsum("bhqk,bhqk->bhq", probs, scores)     # sum_j p_j s_j
                 entropy = lse * probs.sum(-1) - expected if sinks is not None else lse - expected
                 # a row with no visible key (padding, never read) could overflow to inf: keep it finite

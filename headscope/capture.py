@@ -219,6 +219,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             start_forward(capturing)
             if capturing is not None:
                 capturing.block_rows = block_rows(batch) if block_rows is not None else None
+                capturing.real = batch.token_mask
             try:
                 body(**kwargs)
             except _ForwardDone:

@@ -73,6 +73,39 @@ def test_argmax_excludes_self_and_special_tokens():
     assert float(row["score"].iloc[0]) == 0.5
 
 
+def test_ties_go_to_the_first_word_as_argmax_does():
+    """A row (or column) whose largest weight is shared: the prediction is the first of them, so the gold
+    head counts only when it comes first."""
+    s = syn.sentence([2, 2, -1, 2])          # w0 -> w2, w1 -> w2, w3 -> w2
+    b = syn.batch([s])
+    t = b.input_ids.shape[1]
+    o = syn.offset(b)
+    maps = torch.zeros(1, 1, t, t)
+    maps[0, 0, o + 0, [o + 1, o + 2]] = 0.5  # w0: w1 and its head w2 tie; w1 comes first: miss
+    maps[0, 0, o + 1, [o + 2, o + 3]] = 0.5  # w1: its head w2 ties with w3 and comes first: hit
+    maps[0, 0, o + 3, [o + 0, o + 2]] = 0.5  # w3: w0 comes before its head w2: miss
+    maps[0, 0, o + 2, o + 2] = 1.0
+    df = syn.run(SyntaxScorer(1, 1, ["dep"]), b, syn.normalise(maps, b))
+    assert scores(df, "dep_to_head", 0, "dep") == pytest.approx(1 / 3)
+
+
+def test_gold_is_first_max_equals_max_with_indices():
+    from headscope.analysis.syntax import gold_is_first_max
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        w = int(torch.randint(1, 9, (), generator=gen))
+        a = torch.randint(0, 3, (2, 3, w, w), generator=gen).float() / 2 if trial % 2 else torch.rand(2, 3, w, w)
+        at = torch.randint(0, w, (2, w), generator=gen)
+        where = torch.rand(2, 1, w, generator=gen) < 0.8
+        gold = torch.zeros(2, w, w).scatter_(2, at.unsqueeze(-1), 4.0)
+        for dim, lower in ((-1, gold), (-2, gold.transpose(1, 2))):
+            own = a.gather(dim, at[:, None, :, None].expand(2, 3, w, 1) if dim == -1
+                           else at[:, None, None, :].expand(2, 3, 1, w)).squeeze(dim)
+            got = gold_is_first_max(a - lower.unsqueeze(1), own, at, dim, where)
+            assert torch.equal(got, (a.max(dim)[1] == at.unsqueeze(1)) & where), (trial, dim)
+
+
 def test_offset_baselines_count_heads_at_each_offset():
     b = syn.batch(SENTS)
     rels = sorted({r for s in SENTS for r, h in zip(s.relations, s.heads) if h >= 0})
