@@ -220,12 +220,20 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
     from .alignment import encode_sentences
     from .explainer import word_maps
 
+    if count <= 0:
+        return []
     for source, _ in plan:
         if isinstance(source, Corpus) and source.sentences:
             try:
                 candidates = [s for s in source.sentences[:500] if 3 <= len(s) <= 16]
-                fits = [s for s, e in zip(candidates, encode_sentences(loaded.tokenizer, candidates, bos_id=bos_id))
-                        if len(e) <= loaded.info.max_length][:count]
+                fits: list = []
+                for k in range(0, len(candidates), 4 * count):   # tokenise only as many as it takes
+                    chunk = candidates[k:k + 4 * count]
+                    fits += [s for s, e in zip(chunk, encode_sentences(loaded.tokenizer, chunk, bos_id=bos_id))
+                             if len(e) <= loaded.info.max_length]
+                    if len(fits) >= count:
+                        break
+                fits = fits[:count]
                 return [dict(m, dataset=source.name) for m in word_maps(loaded, fits, bos_id=bos_id)] if fits else []
             except Exception as exc:  # examples are illustrations: never lose the scores for them
                 log.warning("example attention maps were not made: %s", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 
 PACKAGES = ("headscope", "torch", "transformers", "tokenizers", "numpy", "pandas", "conllu", "networkx")
@@ -9,6 +10,12 @@ PACKAGES = ("headscope", "torch", "transformers", "tokenizers", "numpy", "pandas
 
 def package_versions() -> dict[str, str]:
     """Python's version and each of ``PACKAGES``' (``not installed`` where it is missing)."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    """Read once per process: reading the packages' metadata takes tens of milliseconds."""
     from importlib import metadata
 
     out = {"python": platform.python_version()}
@@ -17,4 +24,4 @@ def package_versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
-    return out
+    return tuple(out.items())

@@ -6,7 +6,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Batch, is_punct
+from ..alignment import Batch
 from ..schema import frame
 from .base import LayerView, Scorer, UnitStore
 
@@ -87,29 +87,45 @@ def _group_pairs(groups: Any, unit: Any, earlier: bool) -> tuple[Any, Any]:
     return q[keep], k[keep]
 
 
-def _batch_pairs(batch: Batch, causal: bool) -> dict:
+def _token_words(batch: Batch) -> tuple[Any, Any]:
+    """On the host: each token's word ``[b, t]`` (-1 for special tokens and padding), and the index to read a
+    per-word table ``[b, max_words + 1]`` at, whose last column is what those tokens read."""
+    import numpy as np
+
+    w = batch.max_words
+    col = batch.col_of.cpu().numpy()
+    word = np.where(col < w, col, -1)
+    return word, np.where(word >= 0, word, w)
+
+
+def _per_word(rows: Any, width: int, fill: Any, dtype: Any) -> Any:
+    """``[len(rows), width]`` from per-word value lists (as many as fit), padded with ``fill``."""
+    import numpy as np
+
+    flat: list = []
+    for r in rows:
+        r = r[:width]
+        flat += r
+        flat += [fill] * (width - len(r))
+    return np.array(flat, dtype=dtype).reshape(len(rows), width)
+
+
+def _batch_pairs(batch: Batch, causal: bool, word: Any, at: Any) -> dict:
     """The batch's (input, query token, key token) pairs for ``same_word`` (a piece of another occurrence of
     the query's lemma, or its case-folded word where the data gives no lemma, punctuation left out; earlier
     occurrences only in a decoder) and for
     ``induction_text`` (the token after an earlier occurrence of the query's token id, before the query;
-    special tokens left out), found for the whole batch at once."""
+    special tokens left out), found for the whole batch at once. ``word``, ``at``: ``_token_words``."""
     import numpy as np
 
     b, t = batch.token_mask.shape
-    word = np.full((b, t), -1, dtype=np.int64)
-    ids = np.full((b, t), -1, dtype=np.int64)
-    form = np.full((b, t), -1, dtype=np.int64)
     forms: dict = {}
-    for i, (s, e) in enumerate(zip(batch.sentences, batch.encoded)):
-        n = len(e)
-        wids = np.asarray(e.word_ids, dtype=np.int64)
-        word[i, :n] = wids
-        upos = s.upos or (None,) * len(s.words)
-        lemmas = s.lemmas or ("_",) * len(s.words)
-        of_word = np.array([-1 if is_punct(x, u) else forms.setdefault((i, (x if m == "_" else m).casefold()), len(forms))
-                            for x, u, m in zip(s.words, upos, lemmas)] + [-1], dtype=np.int64)
-        form[i, :n] = of_word[wids]                                  # specials (word -1) read the last entry
-        ids[i, :n] = np.where(wids >= 0, np.asarray(e.input_ids, dtype=np.int64), -1)
+    of_word = _per_word([[forms.setdefault((i, (x if m == "_" else m).casefold()), len(forms))
+                          for x, m in zip(s.words, s.lemmas or ("_",) * len(s.words))]
+                         for i, s in enumerate(batch.sentences)], batch.max_words + 1, -1, np.int64)
+    form = np.take_along_axis(of_word, at, 1)                   # specials and padding read the last column
+    form[batch.punct_mask.cpu().numpy()] = -1                   # pieces of punctuation words take no part
+    ids = np.where(word >= 0, batch.input_ids.cpu().numpy(), -1)
     flat_word = (word + np.arange(b)[:, None] * (t + 1)).reshape(-1)   # distinct across inputs
     q, k = _group_pairs(form.reshape(-1), flat_word, earlier=causal)
     out = {"same_word": (q // t, q % t, k % t)}
@@ -195,16 +211,13 @@ class PositionalScorer(Scorer):
         import numpy as np
 
         has_upos = torch.tensor([s.upos is not None for s in batch.sentences], device=dev)
-        content = np.zeros((b, t), dtype=bool)
-        segments = []
+        segments = [_segments(s, e.word_ids) for s, e in zip(batch.sentences, batch.encoded)]
         punct_words = batch.punct_mask  # token level
-        for i, (s, e) in enumerate(zip(batch.sentences, batch.encoded)):
-            segments.append(_segments(s, e.word_ids))
-            if s.upos is not None:
-                is_content = np.array([u in CONTENT_UPOS for u in s.upos] + [False])
-                content[i, :len(e)] = is_content[np.asarray(e.word_ids)]
-        content = torch.from_numpy(content).to(dev)
-        found = _batch_pairs(batch, self.causal)
+        word, at = _token_words(batch)
+        of_word = _per_word([[u in CONTENT_UPOS for u in s.upos] if s.upos is not None else [] for s in batch.sentences],
+                            batch.max_words + 1, False, bool)
+        content = torch.from_numpy(np.take_along_axis(of_word, at, 1)).to(dev)
+        found = _batch_pairs(batch, self.causal, word, at)
         keys = torch.stack([batch.sep_mask.float(), punct_words.float(), content.float(), real], -1)  # [b, t, 4]
         masks = [real] * len(NAMES)
         masks[NAMES.index("prev")] = real * (pos >= 1)
