@@ -108,7 +108,8 @@ class Build:
 class Task:
     """One analysis task. ``data``: the kind of data it reads (``DATA_KINDS``). ``build``: its scorer from a
     ``Build``. ``auto``: runs when data that supports it is given and no task list is; ``default``: runs
-    with no data and no task list (on the bundled samples)."""
+    with no data and no task list (on the bundled samples). ``section``: the function that builds the task's
+    detail section of a report from its scores (``headscope.reports.sections``), named, not imported."""
 
     name: str
     data: str
@@ -119,6 +120,7 @@ class Task:
     tested: Tested | None = None
     auto: bool = False
     default: bool = False
+    section: str = ""        # "module:function" building its report section (reports.sections), or none
 
     def __post_init__(self) -> None:
         if self.data not in DATA_KINDS:
@@ -196,11 +198,12 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                      "syntax_all_head_to_dep", heatmap=True, diff=True),
              Measure("syntax", None, None, "accuracy", top=True),
          ),
-         tested=Tested("syntax", "best fixed-offset baseline"), auto=True, default=True),
+         tested=Tested("syntax", "best fixed-offset baseline"), auto=True, default=True,
+         section="headscope.reports.sections:syntax"),
     Task("tree", "treebank", "per-head maximum-spanning-arborescence UAS (slower)", _tree,
          measures=(Measure("tree", "all", "dep_to_head", "uas", "Decoded-tree UAS, dep→head", "tree_uas_dep_to_head",
                            heatmap=True, top=True),),
-         tested=Tested("syntax", "right/left-branching tree")),
+         tested=Tested("syntax", "right/left-branching tree"), section="headscope.reports.sections:tree"),
     Task("positional", "sentences", "attention mass on self/prev/next/first/last/[SEP]/punctuation, distance, "
                                     "entropy, confidence, positional-head flag", _positional,
          measures=(
@@ -236,7 +239,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
              _threshold("broad", "broad", "positional", "entropy_norm", "ratio", BROAD,
                         "normalised attention entropy", " (close to uniform)"),
          ),
-         auto=True, default=True),
+         auto=True, default=True, section="headscope.reports.sections:positional"),
     Task("coref", "documents", "antecedent selection accuracy by mention type, with nearest / head-match / rule "
                                "baselines (coreference documents)", _coref,
          measures=(
@@ -246,18 +249,20 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                      "coref_pronoun", heatmap=True),
              Measure("coref", None, None, "accuracy", top=True),
          ),
-         tested=Tested("coreference", "best rule baseline (nearest, same head word, ...)"), auto=True),
+         tested=Tested("coreference", "best rule baseline (nearest, same head word, ...)"), auto=True,
+         section="headscope.reports.sections:coref"),
     Task("gap", "gap", "GAP: pronoun-to-name accuracy by gender and the feminine/masculine bias ratio", _gap,
          measures=(
              Measure("gap", "all", None, "accuracy", "GAP accuracy (pronoun → name)", "gap_all", heatmap=True,
                      diff=True),
              Measure("gap", None, None, "accuracy", top=True),
          ),
-         tested=Tested("coreference", "nearest-name baseline"), auto=True),
+         tested=Tested("coreference", "nearest-name baseline"), auto=True,
+         section="headscope.reports.sections:gap"),
     Task("pairs", "pairs", "Winograd-style minimal pairs: right candidate in both sentences (chance 25%)", _pairs,
          measures=(Measure("pairs", "pair", None, "accuracy", "Minimal pairs: both sentences right (chance 0.25)",
                            "pairs", heatmap=True, diff=True, top=True),),
-         auto=True, default=True),
+         auto=True, default=True, section="headscope.reports.sections:pairs"),
     Task("induction", "generated", "induction / duplicate-token / previous-token scores on generated [BOS] r r "
                                    "sequences of random tokens", _induction,
          measures=(
@@ -272,7 +277,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                         "mean attention from the second copy to the token after the earlier copy"),
              _threshold("duplicate-token", "induction", "induction", "duplicate", "mass", PATTERN,
                         "mean attention from the second copy to the same token's earlier copy"),
-         )),
+         ), section="headscope.reports.sections:induction"),
     Task("final", "sentences", "attention mass on the sentence's final word (usually its closing punctuation)",
          _final, measures=(Measure("final", "final_word", None, "mass", "Mass on the sentence's final word",
                                    "final_word", heatmap=True, diff=True, top=True),)),

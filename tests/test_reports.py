@@ -74,7 +74,8 @@ def test_dataset_text_is_only_ever_text_in_the_html(evil_run):
     tags = {t for t, _ in parser.tags}
     assert "script" not in tags and "iframe" not in tags
     assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "nav", "a", "table",
-                    "tr", "th", "td", "span", "img", "details", "summary", "code", "div", "figure", "figcaption", "b"}
+                    "tr", "th", "td", "span", "img", "details", "summary", "code", "div", "figure", "figcaption", "b",
+                    "ul", "li"}
     for tag, attrs in parser.tags:
         if tag == "img":
             assert attrs["src"].startswith("data:image/png;base64,")      # self-contained: no file, no URL
@@ -95,6 +96,31 @@ def test_dataset_text_is_inert_in_markdown_and_data_in_json(evil_run):
     report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
     words = [w for e in report["examples"] for w in e["words"]]
     assert EVIL[0] in words and EVIL[1] in words                           # JSON keeps the data as it is
+
+
+def test_detail_sections_are_the_same_in_markdown_html_and_json(evil_run):
+    """The detail sections are built once (report.json's ``details``): report.md and report.html show each one,
+    with every cell, the dataset's hostile name as text in both."""
+    import html as html_lib
+
+    from headscope.reports.markdown import md_text
+
+    report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
+    md = (evil_run / "report.md").read_text(encoding="utf-8")
+    page = (evil_run / "report.html").read_text(encoding="utf-8")
+    parser = _Tags()
+    parser.feed(page)
+    text = "".join(parser.text)
+    details = report["details"]
+    assert {d["task"] for d in details} >= {"syntax", "positional"}
+    for d in details:
+        assert f"### {d['title']} — {md_text(d['dataset'])}" in md
+        assert f"{d['title']} — {d['dataset']}" in html_lib.unescape(text)
+        for row in d["rows"]:
+            assert all(c in md or md_text(c) in md for c in row), row
+            assert all(c in text for c in row), row
+        for point in d["points"]:
+            assert "".join(point) in text and "- " + "".join(point) in md
 
 
 def test_report_files_carry_the_same_roles_and_intervals(evil_run):
@@ -396,7 +422,7 @@ def test_explain_on_a_decoder_first_word_has_nothing_to_link_to():
 def test_every_detail_section_names_the_head_chosen_on_the_selection_data():
     """Held-out selection holds in every section of report.md, not only syntax: with head L0.H0 best on the
     reported data and L0.H1 best on the selection data, each section names L0.H1 and its score here."""
-    from headscope.reports import markdown
+    from headscope.reports import markdown, sections
     from headscope.schema import frame
 
     def rows(dataset, task, relation, metric, scores, direction=None, baseline=None):
@@ -413,12 +439,16 @@ def test_every_detail_section_names_the_head_chosen_on_the_selection_data():
         table += rows(dataset, "pairs", "pair", "accuracy", scores)
         table += rows(dataset, "gap", "all", "accuracy", scores)
     df = frame(table)
-    positional = "\n".join(markdown._positional_section(df, "report", select_on="pick"))
+    def section(task, select_on=None):
+        return "\n".join(markdown.render_section(getattr(sections, task)(sections.Context(df, select_on=select_on),
+                                                                           "report").record()))
+
+    positional = section("positional", "pick")
     assert "| prev | L0.H1 | 0.600" in positional and "| self | L0.H1 | 0.600" in positional
-    assert "| dep_to_head | L0.H1 | 60.0" in "\n".join(markdown._tree_section(df, "report", select_on="pick"))
-    pairs = markdown._pairs_section(df, "report", select_on="pick")
+    assert "| dep_to_head | L0.H1 | 60.0" in section("tree", "pick")
+    pairs = section("pairs", "pick").splitlines()
     listed = [line for line in pairs if line.startswith("- ")]
     assert "chosen on pick" in "\n".join(pairs) and listed[0].startswith("- L0.H1: 60.0%")
-    assert "best head L0.H1 | 60.0" in "\n".join(markdown._gap_section(df, "report", select_on="pick"))
+    assert "best head L0.H1 | 60.0" in section("gap", "pick")
     # without selection, the best head here
-    assert "| prev | L0.H0 | 0.900" in "\n".join(markdown._positional_section(df, "report"))
+    assert "| prev | L0.H0 | 0.900" in section("positional")

@@ -179,3 +179,18 @@ def test_shared_endings_are_told_apart_by_sniffing(tmp_path):
     for name, (text, want) in cases.items():
         (tmp_path / name).write_text(text)
         assert detect_format(tmp_path / name) == want, name
+
+
+def test_every_task_section_names_a_builder_of_its_own_task():
+    """A task's report section is a function named in the registry; it builds nothing from another task's rows."""
+    from headscope.reports import sections
+    from headscope.schema import frame
+
+    empty = sections.Context(frame([]))
+    named = [name for name, task in TASKS.items() if task.section]
+    assert set(named) >= {"syntax", "tree", "positional", "coref", "gap", "pairs", "induction"}
+    for name in named:
+        make = sections.builder(name)
+        assert callable(make), name
+        assert make(empty, "any") is None                         # no rows of its task: no section
+    assert sections.builder("final") is None                      # a task may have no section of its own

@@ -1,4 +1,5 @@
-"""What a report says, as plain data: summary, roles, top heads with intervals, control, examples, provenance."""
+"""What a report says, as plain data: summary, roles, top heads with intervals, the detail sections, control,
+examples, provenance."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from ..schema import head_label
 from ..tasks import ALPHA, measures
+from .sections import best_head, build_sections
 
 MAX_SYNTAX_RELATIONS = 20
 
@@ -33,30 +35,6 @@ def _key_rows(df, task: str, relation: str | None, metric: str):
     if relation is not None:
         sub = sub[sub["relation"] == relation]
     return sub
-
-
-def best_head(heads: Any, selection: Any = None, *, lowest: bool = False) -> tuple[Any, bool]:
-    """The best head's row among ``heads`` (one measure's head rows on the reported data), and whether it was
-    chosen on ``selection`` (the same measure's head rows on the held-out selection data): the head that
-    scores best there, reported here; the best head here when there is no selection or it lacks the head.
-    ``lowest``: the best is the lowest score (the most focused head's entropy)."""
-    def top(rows: Any) -> Any:
-        return rows.loc[rows["score"].idxmin() if lowest else rows["score"].idxmax()]
-
-    if selection is not None and len(selection):
-        pick = top(selection)
-        match = heads[(heads["layer"] == pick["layer"]) & (heads["head"] == pick["head"])]
-        if len(match):
-            return match.iloc[0], True
-    return top(heads), False
-
-
-def ranked_heads(heads: Any, k: int, selection: Any = None) -> Any:
-    """The ``k`` best head rows of ``heads``, ranked on ``selection`` when given (as in :func:`best_head`)."""
-    if selection is None or not len(selection):
-        return heads.nlargest(k, "score")
-    order = selection.nlargest(len(selection), "score")[["layer", "head"]]
-    return order.merge(heads, on=["layer", "head"], how="inner").head(k)
 
 
 def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = None, control: str | None = None,
@@ -196,6 +174,7 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
             "grid": role_grid(roles, info.num_layers, info.num_heads),
         },
         "top_heads": tops,
+        "details": [s.record() for s in build_sections(result)],
         "control": control_summary,
         "examples": [{"dataset": e.get("dataset"), "sent_id": e.get("sent_id"), "words": e["words"],
                       "labels": e["labels"]} for e in getattr(result, "examples", [])],

@@ -1,0 +1,402 @@
+"""The report's detail sections, one per task and dataset, built once as data that Markdown, HTML and JSON render."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..schema import head_label
+from ..tasks import MASS, TASKS, measures
+
+
+class Data(str):
+    """Text that comes from the data or the model (dataset, relation, baseline names): each renderer makes it
+    inert in its format. Other text of a section is headscope's own, where `x` marks code."""
+
+
+@dataclass
+class Section:
+    """One task's details on one dataset: a paragraph, a table and points after it. A paragraph or point is a
+    list of runs (``str`` or :class:`Data`); a cell is one run. ``align``: ``l`` or ``r`` per column."""
+
+    task: str
+    dataset: str
+    title: str
+    intro: list = field(default_factory=list)
+    columns: list = field(default_factory=list)
+    align: str = ""
+    rows: list = field(default_factory=list)
+    points: list = field(default_factory=list)
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a section builder reads: one model's score rows, whether it is a decoder, the held-out selection
+    dataset (None: best heads chosen on the reported data), the dataset's run.json entry and the model."""
+
+    scores: Any
+    causal: bool = False
+    select_on: str | None = None
+    meta: dict = field(default_factory=dict)
+    info: Any = None
+
+
+def best_head(heads: Any, selection: Any = None, *, lowest: bool = False) -> tuple[Any, bool]:
+    """The best head's row among ``heads`` (one measure's head rows on the reported data), and whether it was
+    chosen on ``selection`` (the same measure's head rows on the held-out selection data): the head that
+    scores best there, reported here; the best head here when there is no selection or it lacks the head.
+    ``lowest``: the best is the lowest score (the most focused head's entropy)."""
+    def top(rows: Any) -> Any:
+        return rows.loc[rows["score"].idxmin() if lowest else rows["score"].idxmax()]
+
+    if selection is not None and len(selection):
+        pick = top(selection)
+        match = heads[(heads["layer"] == pick["layer"]) & (heads["head"] == pick["head"])]
+        if len(match):
+            return match.iloc[0], True
+    return top(heads), False
+
+
+def ranked_heads(heads: Any, k: int, selection: Any = None) -> Any:
+    """The ``k`` best head rows of ``heads``, ranked on ``selection`` when given (as in :func:`best_head`)."""
+    if selection is None or not len(selection):
+        return heads.nlargest(k, "score")
+    order = selection.nlargest(len(selection), "score")[["layer", "head"]]
+    return order.merge(heads, on=["layer", "head"], how="inner").head(k)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _ci(row: Any) -> str:
+    """`` [lo, hi]`` in percent when the row has a bootstrap interval."""
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return ""
+    return f" [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _ci3(row: Any) -> str:
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    return f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi and lo is not None else ""
+
+
+def q_text(q: Any) -> str:
+    """A Benjamini–Hochberg q-value as the reports print it."""
+    if q is None or q != q or str(q) == "<NA>":
+        return "—"
+    return "<1e-4" if q < 1e-4 else f"{q:.2g}"
+
+
+def score_text(value: Any, metric: Any) -> str:
+    """A score as the reports print it: accuracies in %, everything else as a fraction."""
+    if value is None or value != value:
+        return "—"
+    return _pct(value) if metric in ("accuracy", "uas") else f"{value:.3f}"
+
+
+def interval_text(lo: Any, hi: Any, metric: Any) -> str:
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return " [no interval]"
+    return f" [{score_text(lo, metric)}, {score_text(hi, metric)}]"
+
+
+def _head_kv(layer: int, head: int, info: Any) -> str:
+    """``L7.H4``, with ``[KV 1]`` appended when heads share key/value heads."""
+    label = head_label(layer, head)
+    if info is not None and info.num_kv_heads < info.num_heads:
+        label += f" [KV {info.kv_head(int(head))}]"
+    return label
+
+
+def _selected(ctx: Context, task: str) -> Any:
+    """The head rows of ``task`` on the selection data (None without held-out selection)."""
+    if not ctx.select_on:
+        return None
+    df = ctx.scores
+    rows = df[(df["task"] == task) & (df["dataset"] == ctx.select_on) & df["baseline"].isna() & df["layer"].notna()]
+    return rows if len(rows) else None   # the task did not run on the selection data
+
+
+def _same(rows: Any, relation: str | None = None, direction: str | None = None) -> Any:
+    """``rows`` (None passes through) of one relation and direction."""
+    if rows is None:
+        return None
+    if relation is not None:
+        rows = rows[rows["relation"] == relation]
+    return rows if direction is None else rows[rows["direction"] == direction]
+
+
+def _rows(ctx: Context, task: str, dataset: str) -> Any:
+    df = ctx.scores
+    return df[(df["task"] == task) & (df["dataset"] == dataset)]
+
+
+def _best_vs_baselines(sub: Any, relation: str, sel: Any = None) -> tuple[Any, dict]:
+    heads = sub[(sub["relation"] == relation) & sub["baseline"].isna()]
+    if heads.empty:
+        return None, {}
+    top, _ = best_head(heads, _same(sel, relation))
+    bases = {str(r["baseline"]): float(r["score"]) for _, r in sub[(sub["relation"] == relation)
+                                                                   & sub["baseline"].notna()].iterrows()}
+    return top, bases
+
+
+def syntax(ctx: Context, dataset: str) -> Section | None:
+    sub = _rows(ctx, "syntax", dataset)
+    if sub.empty:
+        return None
+    chosen = (["chosen on the same data: an optimistic, Clark-et-al.-style number"] if not ctx.select_on else
+              ["chosen on ", Data(ctx.select_on), ", reported here: held-out selection"])
+    intro = ["Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline (",
+             *chosen, "); [95% bootstrap interval over sentences]; q: Benjamini–Hochberg-corrected p-value that the "
+             "head beats that baseline."]
+    if ctx.causal:
+        intro.append(" Causal model: `reachable` counts the instances the mask lets any head get right "
+                     "(dep_to_head: the head word is to the left; head_to_dep: to the right); accuracy is over "
+                     "all n, so reachable / n is the ceiling, and the offset baselines obey the same mask.")
+    out = Section("syntax", dataset, "Syntax", intro, ["relation", "direction", "n", "reachable", "best head",
+                                                       "score", "best baseline", "baseline score", "margin", "q"],
+                  "llrrlrlrrr")
+    sel = _selected(ctx, "syntax")
+    heads = sub[sub["baseline"].isna()]
+    bases = sub[sub["baseline"].notna()]
+    order = heads.groupby("relation")["n"].max().sort_values(ascending=False).index.tolist()
+    if "all" in order:
+        order.remove("all")
+        order.insert(0, "all")
+    for rel in order:
+        for direction in ("dep_to_head", "head_to_dep"):
+            h = heads[(heads["relation"] == rel) & (heads["direction"] == direction)]
+            if h.empty:
+                continue
+            top, _ = best_head(h, _same(sel, rel, direction))
+            if int(top["n_reachable"]) == 0:
+                out.rows.append([Data(rel), direction, str(int(top["n"])), "0", *["—"] * 6])
+                continue
+            b = bases[(bases["relation"] == rel) & (bases["direction"] == direction)]
+            if len(b):
+                bt = b.loc[b["score"].idxmax()]
+                bname, bscore = str(bt["baseline"]), float(bt["score"])
+            else:
+                bname, bscore = "—", float("nan")
+            margin = float(top["score"]) - bscore
+            out.rows.append([Data(rel), direction, str(int(top["n"])), str(int(top["n_reachable"])),
+                             head_label(top["layer"], top["head"]), f"{_pct(top['score'])}{_ci(top)}", Data(bname),
+                             f"{_pct(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''}",
+                             _pct(margin) if margin == margin else "—", q_text(top.get("q_value"))])
+    return out
+
+
+def tree(ctx: Context, dataset: str) -> Section | None:
+    sub = _rows(ctx, "tree", dataset)
+    if sub.empty:
+        return None
+    sel = _selected(ctx, "tree")
+    out = Section("tree", dataset, "Whole-tree UAS", [], ["direction", "best head", "UAS", "right-branching",
+                                                          "left-branching"], "llrrr")
+    for direction in ("dep_to_head", "head_to_dep"):
+        s = sub[sub["direction"] == direction]
+        h = s[s["baseline"].isna()]
+        if h.empty:
+            continue
+        top, _ = best_head(h, _same(sel, None, direction))
+        base = {str(r["baseline"]): float(r["score"]) for _, r in s[s["baseline"].notna()].iterrows()}
+        out.rows.append([direction, head_label(top["layer"], top["head"]), f"{_pct(top['score'])}{_ci(top)}",
+                         _pct(base.get("right_branching", float("nan"))),
+                         _pct(base.get("left_branching", float("nan")))])
+    return out
+
+
+def positional(ctx: Context, dataset: str) -> Section | None:
+    from ..analysis.positional import POSITIONAL_SHARE
+
+    sub = _rows(ctx, "positional", dataset)
+    if sub.empty:
+        return None
+    sel = _selected(ctx, "positional")
+    out = Section("positional", dataset, "Positional patterns",
+                  ["Mean attention mass per query token; the head with the most of each, and how many heads put "
+                   "over half their attention there."],
+                  ["pattern", "top head", "mass", f"heads > {MASS}", "layer means (0..L-1)"], "llrrl")
+    for name in (m.relation for m in measures(where="detail", task="positional")):
+        s = sub[(sub["relation"] == name)]
+        if s.empty:
+            continue
+        top, _ = best_head(s, _same(sel, name))
+        if ctx.causal and name == "next":
+            out.rows.append(["next", "—", "—", "—", "not visible under the causal mask"])
+            continue
+        by_layer = s.groupby("layer")["score"].mean()
+        out.rows.append([name, head_label(top["layer"], top["head"]), f"{top['score']:.3f}{_ci3(top)}",
+                         str(int((s["score"] > MASS).sum())), " ".join(f"{v:.2f}" for v in by_layer)])
+    ent = sub[sub["relation"] == "entropy_norm"]
+    conf = sub[sub["relation"] == "confidence"]
+    if len(ent) and len(conf):
+        lo, _ = best_head(ent, _same(sel, "entropy_norm"), lowest=True)
+        hi, _ = best_head(ent, _same(sel, "entropy_norm"))
+        c, _ = best_head(conf, _same(sel, "confidence"))
+        out.points += [[f"Most focused head (lowest normalised entropy): {head_label(lo['layer'], lo['head'])} "
+                        f"({lo['score']:.3f}); broadest: {head_label(hi['layer'], hi['head'])} ({hi['score']:.3f})."],
+                       [f"Most confident head (Voita): {head_label(c['layer'], c['head'])} (mean max weight "
+                        f"{c['score']:.3f})."]]
+    share = sub[(sub["relation"] == "argmax_offset") & (sub["metric"] == "share")]
+    offset = sub[(sub["relation"] == "argmax_offset") & (sub["metric"] == "offset")]
+    if len(share):
+        merged = share.merge(offset[["layer", "head", "score"]], on=["layer", "head"], suffixes=("", "_offset"))
+        flagged = merged[merged["score"] >= POSITIONAL_SHARE].sort_values("score", ascending=False)
+        if len(flagged):
+            items = ", ".join(f"{head_label(r['layer'], r['head'])} (offset {int(r['score_offset']):+d}, "
+                              f"{100 * r['score']:.0f}%)" for _, r in flagged.iterrows())
+            out.points.append([f"Positional heads (argmax at one offset in ≥ {POSITIONAL_SHARE:.0%} of rows): "
+                               f"{items}."])
+        else:
+            shares = None if sel is None else sel[(sel["relation"] == "argmax_offset") & (sel["metric"] == "share")]
+            best, _ = best_head(merged, shares)
+            out.points.append([f"No positional head (≥ {POSITIONAL_SHARE:.0%} of rows at one offset); closest: "
+                               f"{head_label(best['layer'], best['head'])} at offset {int(best['score_offset']):+d} "
+                               f"({100 * best['score']:.0f}%)."])
+    return out
+
+
+def _chosen(ctx: Context, held_out: bool) -> list:
+    return ["chosen on ", Data(ctx.select_on), ", reported here"] if held_out and ctx.select_on else \
+        ["chosen on the same data"]
+
+
+def coref(ctx: Context, dataset: str) -> Section | None:
+    from ..analysis.coref import BASELINES, GROUPS
+
+    sub = _rows(ctx, "coref", dataset)
+    if sub.empty:
+        return None
+    sel = _selected(ctx, "coref")
+    sel = None if sel is None else sel[sel["metric"] == "accuracy"]
+    out = Section("coref", dataset, "Coreference",
+                  ["Antecedent selection accuracy (%): the mention's head word attends most, among earlier words, to "
+                   "the head of an antecedent (best head ", *_chosen(ctx, sel is not None), "), against rule "
+                   "baselines."],
+                  ["mention type", "n", "best head", "score", *BASELINES], "lrlr" + "r" * len(BASELINES))
+    for group in GROUPS:
+        top, bases = _best_vs_baselines(sub, group, sel)
+        if top is None:
+            continue
+        out.rows.append([group, str(int(top["n"])), head_label(top["layer"], top["head"]),
+                         f"{_pct(top['score'])}{_ci(top)}", *(_pct(bases[b]) if b in bases else "—" for b in BASELINES)])
+    return out
+
+
+def gap(ctx: Context, dataset: str) -> Section | None:
+    sub = _rows(ctx, "gap", dataset)
+    if sub.empty:
+        return None
+    sel = _selected(ctx, "gap")
+    top, _ = _best_vs_baselines(sub, "all", None if sel is None else sel[sel["metric"] == "accuracy"])
+    pick = sub[(sub["layer"] == top["layer"]) & (sub["head"] == top["head"])]
+    val = {r["relation"]: r for _, r in pick.iterrows()}
+    near = {r["relation"]: r for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
+    out = Section("gap", dataset, "GAP",
+                  ["Accuracy (%) on rows with exactly one referent: the name whose words get more attention from the "
+                   "pronoun. Bias = feminine / masculine accuracy (1.0 is unbiased)."],
+                  ["", "overall", "masculine", "feminine", "bias F/M"], "lrrrr")
+
+    def cell(v: dict, key: str, pct: bool = True) -> str:
+        if key not in v:
+            return "—"
+        r = v[key]
+        return f"{_pct(r['score'])}{_ci(r)}" if pct else f"{r['score']:.3f}{_ci3(r)}"
+
+    for label, v in ((f"best head {head_label(top['layer'], top['head'])}", val), ("nearest name", near)):
+        out.rows.append([label, cell(v, "all"), cell(v, "masculine"), cell(v, "feminine"), cell(v, "bias", pct=False)])
+    return out
+
+
+def pairs(ctx: Context, dataset: str) -> Section | None:
+    sub = _rows(ctx, "pairs", dataset)
+    if sub.empty:
+        return None
+    sel = _selected(ctx, "pairs")
+    heads = ranked_heads(sub[(sub["relation"] == "pair") & sub["baseline"].isna()], 5, _same(sel, "pair"))
+    n = int(heads["n"].iloc[0])
+    intro = [f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
+             f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads"]
+    intro += [" (", *_chosen(ctx, True), "):"] if sel is not None else [":"]
+    out = Section("pairs", dataset, "Minimal pairs", intro)
+    out.points = [[f"{head_label(r['layer'], r['head'])}: {_pct(r['score'])}%{_ci(r)} of pairs"]
+                  for _, r in heads.iterrows()]
+    return out
+
+
+def induction(ctx: Context, dataset: str) -> Section | None:
+    sub = _rows(ctx, "induction", dataset)
+    if sub.empty:
+        return None
+    sel = _selected(ctx, "induction")
+    d = ctx.meta
+    out = Section("induction", dataset, "Induction, duplicate-token and previous-token heads",
+                  [f"Mean attention to each row's target on {d.get('sequences', '?')} sequences "
+                   f"{'BOS ' if d.get('bos') else ''}r r of {d.get('length', '?')} random tokens (rows with a target "
+                   f"only)."], ["pattern", "top heads (score)"], "ll")
+    for pattern in ("induction", "duplicate", "previous"):
+        top = ranked_heads(sub[sub["relation"] == pattern], 3, _same(sel, pattern))
+        out.rows.append([pattern, ", ".join(f"{_head_kv(r['layer'], r['head'], ctx.info)} ({r['score']:.3f})"
+                                            for _, r in top.iterrows())])
+    icl = d.get("in_context_loss") or {}
+    if "skipped" in icl:
+        out.points.append([f"In-context-learning check not run: {icl['skipped']}."])
+    elif icl:
+        out.points.append([f"In-context-learning check: mean next-token loss {icl['loss_second_copy']:.2f} nats on "
+                           f"the second copy vs {icl['loss_first_copy']:.2f} on the first (difference "
+                           f"{icl['difference']:+.2f}, {icl['sequences']} sequences × {icl['tokens_per_copy']} "
+                           f"tokens per copy). A much lower second-copy loss means the model copies from context."])
+    return out
+
+
+def runs_html(runs: Any) -> Any:
+    """A paragraph, point or cell of a section as safe HTML: every run escaped, and `x` in headscope's own text
+    set as code."""
+    import re
+
+    from markupsafe import Markup, escape
+
+    out = []
+    for r in [runs] if isinstance(runs, str) else runs:
+        text = str(escape(r))
+        out.append(text if isinstance(r, Data) else re.sub(r"`([^`]+)`", r"<code>\1</code>", text))
+    return Markup("".join(out))
+
+
+def builder(task: str) -> Any:
+    """The section builder a task declares (``Task.section``, "module:function"), or None."""
+    spec = TASKS[task].section if task in TASKS else ""
+    if not spec:
+        return None
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_sections(result: Any) -> list[Section]:
+    """Every task's section on every reported dataset (the selection data is only chosen on), in dataset
+    order and, within one, in task order."""
+    meta = result.meta
+    info = result.model
+    df = result.scores[result.scores["model"] == info.name]
+    selection = meta.get("selection") or {}
+    select_on = (selection.get("select_on") or [None])[0]
+    out = []
+    for d in meta.get("datasets", []):
+        name = d["name"]
+        if name in (selection.get("select_on") or []):
+            continue
+        ctx = Context(df, bool(info.is_decoder), select_on if select_on != name else None, d, info)
+        for task in TASKS:
+            make = builder(task)
+            section = make(ctx, name) if make is not None else None
+            if section is not None:
+                out.append(section)
+    return out
