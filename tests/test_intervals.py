@@ -453,7 +453,7 @@ def test_no_bootstrap_leaves_intervals_empty_and_a_merge_keeps_them(tiny_bert_lo
 
 
 def test_unit_store_adds_repeated_units_and_widens_a_field_that_needs_it():
-    from headscope.analysis.base import UnitStore
+    from headscope.analysis.units import UnitStore
 
     store = UnitStore()
     store.add([3, 0, 3], n=np.array([[1, 2], [5, 5], [10, 20]], dtype=np.int32))   # unit 3 twice in one call

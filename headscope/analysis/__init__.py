@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .base import LayerView, Scorer, UnitStore
+from .base import LayerView, Scorer
+from .units import UnitStore
 
 __all__ = ["LayerView", "Scorer", "UnitStore"]

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView, Scorer, UnitStore
+from .base import LayerView, Scorer
+from .units import UnitStore
 
 
 @dataclass

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 from ..alignment import Batch
 from ..schema import frame
 from ..types import GapExample
-from .base import LayerView, Scorer, UnitStore, check_same_inputs
+from .base import LayerView, Scorer, check_same_inputs
+from .units import UnitStore
 
 GROUPS = ("all", "masculine", "feminine")
 DIRECTION = "pronoun_to_name"

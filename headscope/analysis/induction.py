@@ -8,7 +8,8 @@ from typing import Any
 from ..alignment import Batch, EncodedSentence
 from ..schema import frame
 from ..types import Sentence
-from .base import LayerView, Scorer, UnitStore, check_same_inputs
+from .base import LayerView, Scorer, check_same_inputs
+from .units import UnitStore
 
 PATTERNS = ("induction", "duplicate", "previous")
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView, Scorer, UnitStore
+from .base import LayerView, Scorer
+from .units import UnitStore
 
 # (relation name, metric unit, description). The masses and distance are linear in the row (a weighted
 # sum of its keys); entropy, entropy_norm and confidence come last.

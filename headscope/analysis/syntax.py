@@ -7,7 +7,8 @@ from typing import Any
 
 from ..alignment import Batch, pool_words
 from ..schema import frame
-from .base import LayerView, Scorer, UnitStore
+from .base import LayerView, Scorer
+from .units import UnitStore
 
 DIRECTIONS = ("dep_to_head", "head_to_dep")
 OFFSETS = (-3, -2, -1, 1, 2, 3)

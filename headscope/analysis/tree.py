@@ -9,7 +9,8 @@ import numpy as np
 
 from ..alignment import Batch
 from ..schema import frame
-from .base import LayerView, Scorer, UnitStore
+from .base import LayerView, Scorer
+from .units import UnitStore
 
 DIRECTIONS = ("dep_to_head", "head_to_dep")
 BASELINES = ("right_branching", "left_branching")
