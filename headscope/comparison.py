@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import HeadscopeError
+from .runs import read_run
 from .tasks import BOUNDED_METRICS, measures
 
 log = logging.getLogger(__name__)
@@ -17,57 +17,11 @@ MIN_N = 30   # "largest changes" skip measures with fewer instances (a one-sente
 KEYS = ["dataset", "task", "relation", "direction", "metric", "layer", "head"]
 
 
-def _read_run(path: Path) -> tuple[Any, dict]:
-    import pandas as pd
-
-    from .schema import frame
-
-    path = Path(path)
-    if not path.exists():
-        raise HeadscopeError(f"{path}: run folder not found; pass the --out folder of a `headscope run`")
-    folder = path.parent if path.is_file() else path
-    scores_path = path if path.is_file() else folder / "scores.csv"
-    if not scores_path.is_file():
-        raise HeadscopeError(f"{scores_path}: no scores.csv there; pass the --out folder of a `headscope run`")
-    try:
-        df = pd.read_csv(scores_path, dtype={"direction": "string", "baseline": "string"})
-    except Exception as exc:
-        raise HeadscopeError(f"{scores_path}: not a readable scores table ({exc}); pass a run's scores.csv") from None
-    missing = [c for c in ("model", "dataset", "task", "relation", "metric", "layer", "head", "score")
-               if c not in df.columns]
-    if missing:
-        raise HeadscopeError(f"{scores_path}:1: scores table lacks columns {', '.join(missing)}; pass a run's "
-                             f"scores.csv")
-    for col in ("layer", "head", "score", "ci_low", "ci_high", "n"):
-        if col not in df.columns:
-            continue
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
-        if bad.any():
-            line = int(bad.to_numpy().argmax()) + 2                  # header is line 1
-            raise HeadscopeError(f"{scores_path}:{line}: {col} {df[col].iloc[line - 2]!r} is not a number; pass a "
-                                 f"run's scores.csv")
-        df[col] = values
-    meta: dict = {}
-    run_json = folder / "run.json"
-    if run_json.is_file():
-        try:
-            meta = json.loads(run_json.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HeadscopeError(f"{run_json}:{getattr(exc, 'lineno', 1)}: not valid JSON; re-run or remove "
-                                 f"it") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("control") or {}, dict) \
-                or not isinstance(meta.get("model") or {}, dict):
-            raise HeadscopeError(f"{run_json}:1: not a headscope run.json (expected an object with 'model' and "
-                                 f"'control' objects); re-run or remove it")
-    return frame(df.to_dict("records")), meta
-
-
 def _as_run(run: Any) -> tuple[Any, dict, str]:
     """(scores, meta, label) from an AnalysisResult or a run folder."""
     if hasattr(run, "scores") and hasattr(run, "meta"):
         return run.scores, run.meta, str(run.model.name)
-    scores, meta = _read_run(Path(run))
+    scores, meta = read_run(Path(run))
     main = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
     return scores, meta, main or (str(scores["model"].iloc[0]) if len(scores) else str(run))
 

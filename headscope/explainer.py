@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import HeadscopeError
+from .runs import load_roles, roles_for, roles_path
 from .types import Sentence
 
 PRONOUNS = ("it", "he", "she", "they", "him", "her", "them", "its", "his", "their", "hers", "theirs", "itself",
@@ -86,65 +87,6 @@ def _pick_word(words: Sequence[str], word: str | int | None) -> int:
         raise HeadscopeError(f"word {word!r} is not in the sentence; its words are: {' '.join(words)} "
                              f"(give --word as one of them, or a 0-based index)")
     return lower.index(word.lower())
-
-
-def read_roles(run_dir: str | Path, *, model: Any = None) -> dict[tuple[int, int], str]:
-    """``(layer, head) -> "role; role"`` from a previous run's roles.csv (heads without a role are left out).
-
-    ``model``: the ModelInfo the roles will label; a run of another model, or of another layer x
-    head grid, is refused (roles are per head index, so they would label the wrong heads).
-    """
-    return roles_for(load_roles(run_dir), model, path=_roles_path(run_dir))
-
-
-def _roles_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / "roles.csv"
-
-
-def load_roles(run_dir: str | Path):
-    """A previous run's roles.csv as a table, checked: the columns are there, layer and head are indices."""
-    import pandas as pd
-
-    path = _roles_path(run_dir)
-    if not path.is_file():
-        raise HeadscopeError(f"{path}: no roles.csv there; pass the --out folder of a `headscope run`")
-    try:
-        roles = pd.read_csv(path)
-    except Exception as exc:
-        raise HeadscopeError(f"{path}: not a readable roles table ({exc}); pass a run's roles.csv") from None
-    need = {"layer", "head", "role"}
-    if not need <= set(roles.columns):
-        raise HeadscopeError(f"{path}:1: roles table lacks columns {', '.join(sorted(need - set(roles.columns)))}; "
-                             f"pass a run's roles.csv")
-    for col in ("layer", "head"):
-        values = pd.to_numeric(roles[col], errors="coerce")
-        bad = values.isna() | (values != values.round()) | (values < 0)
-        if bad.any():
-            line = int(bad.to_numpy().argmax()) + 2          # header is line 1
-            raise HeadscopeError(f"{path}:{line}: {col} {roles[col].iloc[line - 2]!r} is not a head index "
-                                 f"(a whole number >= 0); pass a run's roles.csv")
-        roles[col] = values.astype(int)
-    return roles
-
-
-def roles_for(roles: Any, model: Any, *, path: Path) -> dict[tuple[int, int], str]:
-    """The checked roles table as ``(layer, head) -> "role; role"``, refused if it is for another model."""
-    if "model" in roles.columns and roles["model"].nunique() > 1:
-        roles = roles[roles["model"] == roles["model"].iloc[0]]
-    if model is not None:
-        run_model = str(roles["model"].iloc[0]) if "model" in roles.columns and len(roles) else None
-        grid = (int(roles["layer"].max()) + 1, int(roles["head"].max()) + 1) if len(roles) else (0, 0)
-        if run_model is not None and run_model != model.name:
-            raise HeadscopeError(f"{path}: roles are for model {run_model!r}, not {model.name!r}; pass --model "
-                                 f"{run_model} or the run of {model.name}")
-        if grid[0] > model.num_layers or grid[1] > model.num_heads:
-            raise HeadscopeError(f"{path}: roles cover {grid[0]} layers x {grid[1]} heads but {model.name} has "
-                                 f"{model.num_layers} x {model.num_heads}; pass a run of this model")
-    roles = roles[roles["role"].notna() & (roles["role"] != "none")]
-    out: dict[tuple[int, int], str] = {}
-    for (layer, head), grp in roles.groupby(["layer", "head"]):
-        out[(int(layer), int(head))] = "; ".join(dict.fromkeys(grp["role"].astype(str)))
-    return out
 
 
 @dataclass
@@ -253,7 +195,7 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     index = _pick_word(sent.words, word)
     table = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
     loaded = load_model(model, device=device, trust_remote_code=trust_remote_code)
-    roles = roles_for(table, loaded.info, path=_roles_path(run)) if run is not None else {}
+    roles = roles_for(table, loaded.info, path=roles_path(run)) if run is not None else {}
     bos_id = leading_token(loaded, prepend_bos)
     (m,) = word_maps(loaded, [sent], bos_id=bos_id)
     att = m["attention"][:, :, index, :]                         # [L, H, col]
