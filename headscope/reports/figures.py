@@ -24,51 +24,85 @@ def _pyplot() -> Any:
     return plt
 
 
-def _cells(ax: Any, values: Any, image: Any, size: float) -> None:
-    """Each cell's value written on it, dark on light cells and light on dark ones."""
-    import numpy as np
+@dataclass
+class _Canvas:
+    """A heatmap figure of one layout, kept by its process for the next grid of the same layout: drawing into it
+    again costs two thirds of making a new one (axes, ticks, colour bar and cell texts exist already)."""
 
-    rgba = image.cmap(image.norm(values))
-    light = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) > 0.408
-    for (i, j), v in np.ndenumerate(values):
-        if v == v:
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=size, color="black" if light[i, j] else "white")
+    figure: Any
+    image: Any
+    texts: Any       # [layer][head] cell texts, or None (grids too large to annotate)
+    title: Any
+    colours: Any
 
 
-def heatmap_png(grid: Any, title: str, path: Path, vmax: float | None = 1.0, *, vmin: float = 0.0,
-                cmap: str = "viridis", label: str | None = None) -> None:
-    """A layer × head grid (a DataFrame indexed by layer, columns by head) as an annotated heatmap PNG.
+# Heatmap canvases of this process, by layout; the oldest is dropped when a new layout would make more.
+_CANVASES: dict = {}
+MAX_CANVASES = 8
 
-    Plain matplotlib with fixed margins: one image, one pass of drawing (no second layout pass)."""
-    import numpy as np
 
-    plt = _pyplot()
-    values = grid.to_numpy(dtype=float)
-    n_layers, n_heads = values.shape
-    if vmax is None:
-        finite = values[np.isfinite(values)]
-        vmax = float(finite.max()) if finite.size and finite.max() > vmin else vmin + 1.0
+def _canvas(grid: Any, cmap: str, label: str | None) -> _Canvas:
+    """The canvas for ``grid``'s layout (size, head and layer labels, colour map, colour-bar label), made on
+    first use. Figures made with matplotlib's Figure directly, outside pyplot, so that none is registered."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    n_layers, n_heads = grid.shape
+    key = (n_layers, n_heads, tuple(map(str, grid.columns)), tuple(map(str, grid.index)), cmap, label)
+    if key in _CANVASES:
+        return _CANVASES[key]
     width, height = max(4.0, 0.45 * n_heads + 1.5), max(3.0, 0.35 * n_layers + 1.2)
     left, right, bottom, top = 0.65, 1.05, 0.55, 0.4           # inches: labels, colour bar, title
-    fig = plt.figure(figsize=(width, height))
+    fig = MplFigure(figsize=(width, height))
+    FigureCanvasAgg(fig)
     box = [left / width, bottom / height, 1 - (left + right) / width, 1 - (bottom + top) / height]
     ax = fig.add_axes(box)
-    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    image = ax.imshow([[0.0] * n_heads] * n_layers, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
+                      interpolation="nearest")
     ticks = 7 if max(n_layers, n_heads) <= 24 else 5
     ax.set_xticks(range(n_heads), [str(c) for c in grid.columns], fontsize=ticks)
     ax.set_yticks(range(n_layers), [str(i) for i in grid.index], fontsize=ticks)
-    if n_heads * n_layers <= 200:
-        _cells(ax, values, image, 6)
+    texts = [[ax.text(j, i, "", ha="center", va="center", fontsize=6) for j in range(n_heads)]
+             for i in range(n_layers)] if n_heads * n_layers <= 200 else None
     ax.set_xlabel("head (0-based)")
     ax.set_ylabel("layer (0-based)")
-    ax.set_title(title, fontsize=10 if label is None else 9)
+    title = ax.set_title("", fontsize=10 if label is None else 9)
     bar = fig.add_axes([box[0] + box[2] + 0.15 / width, box[1] + 0.1 * box[3], 0.15 / width, 0.8 * box[3]])
     colours = fig.colorbar(image, cax=bar)
     colours.ax.tick_params(labelsize=7)
     if label:
         colours.set_label(label, fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if len(_CANVASES) >= MAX_CANVASES:
+        _CANVASES.pop(next(iter(_CANVASES)))
+    _CANVASES[key] = _Canvas(fig, image, texts, title, colours)
+    return _CANVASES[key]
+
+
+def heatmap_png(grid: Any, title: str, path: Path, vmax: float | None = 1.0, *, vmin: float = 0.0,
+                cmap: str = "viridis", label: str | None = None) -> None:
+    """A layer × head grid (a DataFrame indexed by layer, columns by head) as an annotated heatmap PNG: each
+    cell's value written on it, dark on light cells and light on dark ones.
+
+    Plain matplotlib with fixed margins: one image, one pass of drawing (no second layout pass), on a
+    canvas kept for the next grid of the same layout."""
+    import numpy as np
+
+    values = grid.to_numpy(dtype=float)
+    if vmax is None:
+        finite = values[np.isfinite(values)]
+        vmax = float(finite.max()) if finite.size and finite.max() > vmin else vmin + 1.0
+    canvas = _canvas(grid, cmap, label)
+    canvas.image.set_data(np.ma.masked_invalid(values))
+    canvas.image.set_clim(vmin, vmax)
+    canvas.colours.update_normal(canvas.image)
+    if canvas.texts is not None:
+        rgba = canvas.image.cmap(canvas.image.norm(values))
+        light = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) > 0.408
+        for (i, j), v in np.ndenumerate(values):
+            canvas.texts[i][j].set_text(f"{v:.2f}" if v == v else "")
+            canvas.texts[i][j].set_color("black" if light[i, j] else "white")
+    canvas.title.set_text(title)
+    canvas.figure.savefig(path, dpi=110)
 
 
 @dataclass(frozen=True)
