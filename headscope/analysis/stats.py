@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -14,11 +15,26 @@ MIN_UNITS = 10
 
 
 def bootstrap_weights(n_units: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """``[n_boot, n_units]`` float32 resampling counts: row b says how often each unit is drawn in replicate b."""
+    """``[n_boot, n_units]`` float32 resampling counts: row b says how often each unit is drawn in replicate b.
+
+    Read-only. Up to ``CACHED_WEIGHTS`` bytes, drawn once per process for each (units, replicates, seed): the
+    tasks of one dataset resample the same units (larger tables are drawn each time, not kept)."""
     if n_units < 1 or n_boot < 1:
         raise ValueError(f"need at least one unit and one replicate, got {n_units} units, {n_boot} replicates")
+    if n_units * n_boot * 4 > CACHED_WEIGHTS:
+        return _weights.__wrapped__(int(n_units), int(n_boot), int(seed))
+    return _weights(int(n_units), int(n_boot), int(seed))
+
+
+CACHED_WEIGHTS = 64 * 2 ** 20
+
+
+@functools.lru_cache(maxsize=4)
+def _weights(n_units: int, n_boot: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float32)
+    w = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float32)
+    w.flags.writeable = False
+    return w
 
 
 def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.ndarray | None = None,
@@ -61,16 +77,27 @@ def ratio_intervals(num: Any, den: Any, *, den_index: Any = None, weights: np.nd
 
 
 def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
-    """``np.nanquantile(values, qs, axis=0)``, fast: columns without NaN take one vectorised ``quantile``
-    (``nanquantile`` handles each column with a NaN on its own, slowly), the others ``nanquantile``."""
+    """``np.nanquantile(values, qs, axis=0)`` (its default, linear method), fast: ``nanquantile`` handles each
+    column with a NaN on its own, slowly. Columns without NaN take one vectorised ``quantile``; the others
+    are sorted together (NaN last) and each reads its quantiles among its own values."""
     out = np.empty((len(qs), values.shape[1]))
     gaps = np.isnan(values).any(0)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns stay NaN; inf - inf between two infs
+        warnings.simplefilter("ignore", RuntimeWarning)   # inf - inf between two infs
         if (~gaps).any():
             out[:, ~gaps] = np.quantile(values[:, ~gaps], qs, axis=0)
         if gaps.any():
-            out[:, gaps] = np.nanquantile(values[:, gaps], qs, axis=0)
+            x = np.sort(values[:, gaps], axis=0)                       # NaN sort last
+            n = (~np.isnan(x)).sum(0)
+            cols = np.arange(x.shape[1])
+            for k, q in enumerate(qs):
+                h = (np.maximum(n, 1) - 1) * q                        # the linear method's virtual index
+                lo = np.floor(h).astype(np.int64)
+                a, b = x[lo, cols], x[np.minimum(lo + 1, np.maximum(n, 1) - 1), cols]
+                t = h - lo
+                # numpy's interpolation: from below under t = 0.5, from above from there
+                got = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+                out[k, gaps] = np.where(n > 0, got, np.nan)           # all-NaN columns stay NaN
     return out
 
 
