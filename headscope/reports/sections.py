@@ -147,10 +147,23 @@ def _best_vs_baselines(sub: Any, relation: str, sel: Any = None) -> tuple[Any, d
     return top, bases
 
 
-def syntax(ctx: Context, dataset: str) -> Section | None:
-    sub = _rows(ctx, "syntax", dataset)
-    if sub.empty:
-        return None
+def _section(task: str) -> Any:
+    """A section builder of ``task``, called as ``builder(ctx, dataset)``: it gets the task's rows on the dataset
+    and its head rows on the selection data (None without selection), and is not called where the task has
+    no rows."""
+    import functools
+
+    def wrap(build: Any) -> Any:
+        @functools.wraps(build)
+        def run(ctx: Context, dataset: str) -> Section | None:
+            sub = _rows(ctx, task, dataset)
+            return None if sub.empty else build(ctx, dataset, sub, _selected(ctx, task))
+        return run
+    return wrap
+
+
+@_section("syntax")
+def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     chosen = (["chosen on the same data: an optimistic, Clark-et-al.-style number"] if not ctx.select_on else
               ["chosen on ", Data(ctx.select_on), ", reported here: held-out selection"])
     intro = ["Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline (",
@@ -163,7 +176,6 @@ def syntax(ctx: Context, dataset: str) -> Section | None:
     out = Section("syntax", dataset, "Syntax", intro, ["relation", "direction", "n", "reachable", "best head",
                                                        "score", "best baseline", "baseline score", "margin", "q"],
                   "llrrlrlrrr")
-    sel = _selected(ctx, "syntax")
     heads = sub[sub["baseline"].isna()]
     bases = sub[sub["baseline"].notna()]
     order = heads.groupby("relation")["n"].max().sort_values(ascending=False).index.tolist()
@@ -193,11 +205,8 @@ def syntax(ctx: Context, dataset: str) -> Section | None:
     return out
 
 
-def tree(ctx: Context, dataset: str) -> Section | None:
-    sub = _rows(ctx, "tree", dataset)
-    if sub.empty:
-        return None
-    sel = _selected(ctx, "tree")
+@_section("tree")
+def tree(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     out = Section("tree", dataset, "Whole-tree UAS", [], ["direction", "best head", "UAS", "right-branching",
                                                           "left-branching"], "llrrr")
     for direction in ("dep_to_head", "head_to_dep"):
@@ -213,13 +222,10 @@ def tree(ctx: Context, dataset: str) -> Section | None:
     return out
 
 
-def positional(ctx: Context, dataset: str) -> Section | None:
+@_section("positional")
+def positional(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     from ..analysis.positional import POSITIONAL_SHARE
 
-    sub = _rows(ctx, "positional", dataset)
-    if sub.empty:
-        return None
-    sel = _selected(ctx, "positional")
     out = Section("positional", dataset, "Positional patterns",
                   ["Mean attention mass per query token; the head with the most of each, and how many heads put "
                    "over half their attention there."],
@@ -269,13 +275,10 @@ def _chosen(ctx: Context, held_out: bool) -> list:
         ["chosen on the same data"]
 
 
-def coref(ctx: Context, dataset: str) -> Section | None:
+@_section("coref")
+def coref(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     from ..analysis.coref import BASELINES, GROUPS
 
-    sub = _rows(ctx, "coref", dataset)
-    if sub.empty:
-        return None
-    sel = _selected(ctx, "coref")
     sel = None if sel is None else sel[sel["metric"] == "accuracy"]
     out = Section("coref", dataset, "Coreference",
                   ["Antecedent selection accuracy (%): the mention's head word attends most, among earlier words, to "
@@ -291,11 +294,8 @@ def coref(ctx: Context, dataset: str) -> Section | None:
     return out
 
 
-def gap(ctx: Context, dataset: str) -> Section | None:
-    sub = _rows(ctx, "gap", dataset)
-    if sub.empty:
-        return None
-    sel = _selected(ctx, "gap")
+@_section("gap")
+def gap(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     top, _ = _best_vs_baselines(sub, "all", None if sel is None else sel[sel["metric"] == "accuracy"])
     pick = sub[(sub["layer"] == top["layer"]) & (sub["head"] == top["head"])]
     val = {r["relation"]: r for _, r in pick.iterrows()}
@@ -316,11 +316,8 @@ def gap(ctx: Context, dataset: str) -> Section | None:
     return out
 
 
-def pairs(ctx: Context, dataset: str) -> Section | None:
-    sub = _rows(ctx, "pairs", dataset)
-    if sub.empty:
-        return None
-    sel = _selected(ctx, "pairs")
+@_section("pairs")
+def pairs(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     heads = ranked_heads(sub[(sub["relation"] == "pair") & sub["baseline"].isna()], 5, _same(sel, "pair"))
     n = int(heads["n"].iloc[0])
     intro = [f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
@@ -332,11 +329,8 @@ def pairs(ctx: Context, dataset: str) -> Section | None:
     return out
 
 
-def induction(ctx: Context, dataset: str) -> Section | None:
-    sub = _rows(ctx, "induction", dataset)
-    if sub.empty:
-        return None
-    sel = _selected(ctx, "induction")
+@_section("induction")
+def induction(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     d = ctx.meta
     out = Section("induction", dataset, "Induction, duplicate-token and previous-token heads",
                   [f"Mean attention to each row's target on {d.get('sequences', '?')} sequences "
