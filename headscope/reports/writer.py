@@ -1,13 +1,15 @@
-"""Write a result's files into an output folder: scores, roles, report.md/.html/.json, run.json, figures."""
+"""Write a result's files into an output folder: scores, roles, report.md/.html/.json, run.json, and the figures
+(drawn by ``figures``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .figures import Drawn, draw_report_figures
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +26,6 @@ def write_csv(table: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, path)
-
-
-def _example_heads(roles: Any, num_layers: int, num_heads: int, k: int = 4) -> list[tuple[int, int, str]]:
-    """Up to ``k`` heads to draw for the example sentences: the strongest head of each kind of role."""
-    from ..analysis.roles import short_label
-
-    named = roles[roles["role"] != "none"].copy()
-    picked: list[tuple[int, int, str]] = []
-    if len(named):
-        named["margin"] = (named["score"].astype(float) - named["baseline_score"].astype(float)).fillna(
-            named["score"].astype(float))
-        for family in ("coreference", "syntax", "induction", "positional", "sink", "broad"):
-            fam = named[named["family"] == family].sort_values("margin", ascending=False)
-            for r in fam.itertuples():
-                if len(picked) < k and all((r.layer, r.head) != (p[0], p[1]) for p in picked):
-                    picked.append((int(r.layer), int(r.head), short_label(str(r.role))))
-                    break
-    if not picked:
-        picked = [(num_layers // 2, 0, "")]
-    return picked
 
 
 def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: str | None = None,
@@ -87,11 +69,11 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
         run["files"].append(f"{name}.csv")
     content = build_content(result, roles, command=run["command"])
     interrupted = "while writing the tables: figures were not drawn" if noted.hit else None
-    drawn = _Drawn()
+    drawn = Drawn()
     if figures and len(scores) and interrupted is None:
         try:
             with interruptible():
-                _draw(result, roles, content, control, out_dir / "figures", drawn)
+                draw_report_figures(result, roles, content, control, out_dir / "figures", drawn)
         except KeyboardInterrupt:
             interrupted = "while drawing figures: only the figures finished before it are kept"
             log.warning("interrupted %s", interrupted)
@@ -106,71 +88,7 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
     write_text(out_dir / "run.json", json.dumps(run, indent=2, default=str) + "\n")
 
 
-@dataclass
-class _Drawn:
-    """The figures drawn so far (file names inside figures/)."""
-
-    heatmaps: list = field(default_factory=list)
-    control: list = field(default_factory=list)
-    role_map: bool = False
-    examples: list = field(default_factory=list)      # (file name, example, text)
-    example_heads: list = field(default_factory=list)
-
-    def files(self) -> list[str]:
-        return (["role_map.png"] if self.role_map else []) + self.heatmaps + self.control + [e[0] for e in self.examples]
-
-    def keep_finished(self, folder: Path) -> None:
-        """After an interruption: forget figures that are not on disk, and remove files not listed."""
-        self.heatmaps = [f for f in self.heatmaps if (folder / f).is_file()]
-        self.control = [f for f in self.control if (folder / f).is_file()]
-        self.role_map = self.role_map and (folder / "role_map.png").is_file()
-        self.examples = [e for e in self.examples if (folder / e[0]).is_file()]
-        for stray in set(folder.glob("*")) - {folder / f for f in self.files()}:
-            stray.unlink(missing_ok=True)
-
-
-def _draw(result: Any, roles: Any, content: dict, control: str | None, fig_dir: Path, drawn: _Drawn) -> None:
-    """Heatmaps, the role map and the example maps into ``fig_dir``, noting each in ``drawn`` when done."""
-    from .figures import Figure, draw_figures, heatmap_figures
-
-    info, scores = result.model, result.scores
-    fig_dir.mkdir(parents=True, exist_ok=True)
-
-    def attempt(what: str, make: Any, default: Any) -> Any:
-        try:
-            return make()
-        except Exception as exc:  # a figure must never cost the tables, nor the other figures
-            log.warning("%s not written: %s", what, exc)
-            return default
-
-    own = attempt("heatmaps", lambda: heatmap_figures(scores[scores["model"] == info.name]), [])
-    controls = attempt("control heatmaps", lambda: heatmap_figures(
-        scores[scores["model"] == control], prefix="control_", suffix=" (random-init control)",
-        per_relation=False), []) if control else []
-    figures = own + controls + [Figure("role_map.png", "_role_map", (content["roles"]["grid"],
-                                                                      f"Head roles — {info.name}"))]
-    heads = _example_heads(roles, info.num_layers, info.num_heads)
-    examples = {}
-    for i, ex in enumerate(getattr(result, "examples", [])):
-        examples[f"example_{i + 1}.png"] = ex
-        figures.append(Figure(f"example_{i + 1}.png", "example_maps", (ex, heads)))
-    kinds = {f.name: kind for kind, group in (("own", own), ("control", controls)) for f in group}
-
-    def done(name: str) -> None:
-        if kinds.get(name) == "own":
-            drawn.heatmaps.append(name)
-        elif kinds.get(name) == "control":
-            drawn.control.append(name)
-        elif name == "role_map.png":
-            drawn.role_map = True
-        else:
-            drawn.examples.append((name, examples[name], " ".join(examples[name]["words"])))
-            drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in heads]
-
-    draw_figures(figures, fig_dir, done)
-
-
-def _write_reports(result: Any, content: dict, drawn: _Drawn, out_dir: Path) -> None:
+def _write_reports(result: Any, content: dict, drawn: Drawn, out_dir: Path) -> None:
     """report.md, report.json and report.html, with the figures that were drawn."""
     from .html import data_uri, render_html
     from .markdown import render_markdown
