@@ -452,3 +452,25 @@ def test_every_detail_section_names_the_head_chosen_on_the_selection_data():
     assert "best head L0.H1 | 60.0" in section("gap", "pick")
     # without selection, the best head here
     assert "| prev | L0.H0 | 0.900" in section("positional")
+
+
+def test_a_heatmap_on_a_kept_canvas_is_the_image_a_new_canvas_draws(tmp_path):
+    """Heatmaps of one layout share a canvas: what the previous grid left there (its values, NaN cells, colour
+    range, title) must not show in the next one."""
+    import numpy as np
+    import pandas as pd
+
+    from headscope.reports import figures
+
+    rng = np.random.default_rng(0)
+    first = pd.DataFrame(rng.random((3, 4)) * 5)
+    second = pd.DataFrame(rng.random((3, 4)))
+    second.iloc[1, 2] = np.nan
+    figures._CANVASES.clear()
+    figures.heatmap_png(first, "first", tmp_path / "first.png", vmax=None)
+    figures.heatmap_png(second, "second", tmp_path / "kept.png")
+    assert len(figures._CANVASES) == 1
+    figures._CANVASES.clear()
+    figures.heatmap_png(second, "second", tmp_path / "new.png")
+    assert (tmp_path / "kept.png").read_bytes() == (tmp_path / "new.png").read_bytes()
+    assert (tmp_path / "first.png").read_bytes() != (tmp_path / "new.png").read_bytes()
