@@ -474,3 +474,48 @@ def test_a_heatmap_on_a_kept_canvas_is_the_image_a_new_canvas_draws(tmp_path):
     figures.heatmap_png(second, "second", tmp_path / "new.png")
     assert (tmp_path / "kept.png").read_bytes() == (tmp_path / "new.png").read_bytes()
     assert (tmp_path / "first.png").read_bytes() != (tmp_path / "new.png").read_bytes()
+
+
+def test_figures_from_workers_forked_ahead_equal_those_of_a_fresh_pool(tmp_path):
+    """``workers_ahead`` forks the figure workers before the run; the first drawing takes them, and what they draw
+    is byte for byte what workers forked at drawing time draw. Unused workers are stopped when the block ends."""
+    import multiprocessing
+
+    import numpy as np
+    import pandas as pd
+
+    from headscope.reports import figures
+
+    if figures._worker_count() < 2:
+        pytest.skip("figure workers need fork and at least 2 CPUs")
+    rng = np.random.default_rng(1)
+    todo = [figures.Figure(f"h{i}.png", "_heatmap", (pd.DataFrame(rng.random((3, 4))), f"grid {i}", 1.0))
+            for i in range(3)]
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "ahead").mkdir()
+    assert figures.draw_figures(todo, tmp_path / "fresh") == ["h0.png", "h1.png", "h2.png"]
+    before = set(multiprocessing.active_children())
+    with figures.workers_ahead():
+        pool = figures._AHEAD[0]
+        drawing = figures.Drawing(todo, tmp_path / "ahead")
+        assert drawing.pool is pool and not figures._AHEAD            # taken by the first drawing
+        assert drawing.finish() == ["h0.png", "h1.png", "h2.png"]
+    for i in range(3):
+        assert (tmp_path / "ahead" / f"h{i}.png").read_bytes() == (tmp_path / "fresh" / f"h{i}.png").read_bytes()
+    with figures.workers_ahead():
+        assert len(figures._AHEAD) == 1                               # never used
+    assert not figures._AHEAD and set(multiprocessing.active_children()) <= before
+
+
+def test_a_cancelled_drawing_keeps_no_figure(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from headscope.reports import figures
+
+    todo = [figures.Figure(f"h{i}.png", "_heatmap", (pd.DataFrame(np.eye(3)), "grid", 1.0)) for i in range(4)]
+    drawing = figures.Drawing(todo, tmp_path)
+    drawn = figures.Drawn()
+    drawing.cancel()
+    drawn.keep_finished(tmp_path)
+    assert drawing.pool is None and not list(tmp_path.iterdir()) and drawn.files() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headscope.analysis.stats import bh_adjust, bootstrap_weights, paired_pvalue, ratio_intervals
+from headscope.analysis.stats import bh_adjust, bootstrap_weights, normal_sf, paired_pvalue, ratio_intervals
 
 
 def test_weights_resample_every_unit_count():
@@ -223,3 +223,15 @@ def test_nan_quantiles_equal_numpys_nanquantile():
     got = nan_quantiles(values, (0.025, 0.975))
     assert np.isnan(values).any(0).sum() > 5 and (~np.isnan(values).any(0)).sum() > 5
     np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+
+
+def test_bh_adjust_and_normal_sf_equal_scipy():
+    from scipy.stats import false_discovery_control, norm
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 300):
+        p = rng.uniform(size=size) ** 3
+        p[rng.uniform(size=size) < 0.2] = p[0]                       # ties
+        np.testing.assert_allclose(bh_adjust(p), false_discovery_control(p, method="bh"), rtol=1e-12)
+    z = np.concatenate([rng.normal(scale=3, size=500), [-40.0, 0.0, 8.0, 37.0, np.inf, -np.inf]])
+    np.testing.assert_allclose(normal_sf(z), norm.sf(z), rtol=1e-12, atol=0)

@@ -7,7 +7,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -172,6 +172,25 @@ def run(
                     "(the default) or its decoder's self-attention, teacher-forced on the input.")] = None,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
+    from ..reports.figures import workers_ahead
+
+    _setup_logging()
+    command = _command_line(ctx)
+    _check_out(out, "run", force)
+    with workers_ahead(not no_figures):     # forked now, while this process is small; they draw at the end
+        _run(model, data, out, command, quiet=quiet, no_figures=no_figures, force=force, select_on=select_on,
+             config=dict(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
+                         keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
+                         window=window, seed=seed, induction_count=induction_count,
+                         induction_length=induction_length, prepend_bos=prepend_bos, bootstrap=bootstrap,
+                         control=control.value if control else None, trust_remote_code=trust_remote_code,
+                         attention_memory=attention_memory, documents=documents,
+                         part=part.value if part else None))
+
+
+def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figures: bool, force: bool,
+         select_on: Any, config: dict) -> None:
+    """The run command's analysis and report, once its arguments are checked."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -180,9 +199,6 @@ def run(
     from ..pipeline import analyze
     from ..reports import write_report
 
-    _setup_logging()
-    command = _command_line(ctx)
-    _check_out(out, "run", force)
     # The bar goes to stderr and disappears when done, so stdout holds only the summary line.
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=quiet or not sys.stderr.isatty(), transient=True, console=Console(stderr=True))
@@ -193,15 +209,8 @@ def run(
 
     try:
         with progress:
-            config = RunConfig(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
-                               keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
-                               window=window, seed=seed, induction_count=induction_count,
-                               induction_length=induction_length, prepend_bos=prepend_bos, bootstrap=bootstrap,
-                               control=control.value if control else None, trust_remote_code=trust_remote_code,
-                               attention_memory=attention_memory, documents=documents,
-                               part=part.value if part else None)
-            result = analyze(model, data or None, config=config, select_on=select_on, progress=on_progress,
-                             partial_on_interrupt=True)
+            result = analyze(model, data or None, config=RunConfig(**config), select_on=select_on,
+                             progress=on_progress, partial_on_interrupt=True)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

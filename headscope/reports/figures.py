@@ -3,10 +3,11 @@ and example maps; which of them a report has; drawn by forked worker processes."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..tasks import measures
 
@@ -162,6 +163,23 @@ def _ignore_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides what a Ctrl-C stops
 
 
+def _worker_start() -> None:
+    """A figure worker's start: Ctrl-C is the parent's to handle; matplotlib is imported and its fonts loaded
+    now, so that a pool forked ahead (:func:`workers_ahead`) does that while the parent is still busy."""
+    _ignore_ctrl_c()
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure as MplFigure
+
+        _pyplot()
+        warm = MplFigure(figsize=(1, 1))
+        FigureCanvasAgg(warm)
+        warm.text(0.5, 0.5, "0.00", fontsize=6)
+        warm.canvas.draw()
+    except Exception:  # pragma: no cover - each figure reports its own failure when it is drawn
+        pass
+
+
 def _draw_one(figure: Figure, folder: Path) -> tuple[str, str | None]:
     """Draw one figure; ``("ok" | "error" | "interrupted", message)`` (a worker never raises)."""
     try:
@@ -177,52 +195,110 @@ def _draw_one(figure: Figure, folder: Path) -> tuple[str, str | None]:
 # figure in Python, so processes, not threads. Where fork is not available they are drawn one by one.
 FIGURE_WORKERS = 4
 
+# A pool forked by workers_ahead, waiting for the next Drawing of this process to take it.
+_AHEAD: list = []
 
-def draw_figures(figures: list[Figure], folder: Path, done: Callable[[str], None] | None = None) -> list[str]:
-    """Draw ``figures`` into ``folder``, in parallel where the machine allows; return the names written, in
-    order. ``done(name)`` is called for each as it is finished. A figure that fails is a warning; a Ctrl-C
-    stops the drawing (raised here after the workers are stopped), keeping the figures finished before it."""
+
+def _worker_count(n_figures: int | None = None) -> int:
     import multiprocessing
     import os
 
-    written: list[str] = []
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    return min(FIGURE_WORKERS, os.cpu_count() or 1, FIGURE_WORKERS if n_figures is None else n_figures)
 
-    def settle(figure: Figure, outcome: tuple[str, str | None]) -> None:
-        status, message = outcome
-        if status == "interrupted":
-            raise KeyboardInterrupt
-        if status == "error":
-            log.warning("figure %s was not written: %s", figure.name, message)
-            return
-        written.append(figure.name)
-        if done is not None:
-            done(figure.name)
 
-    workers = min(FIGURE_WORKERS, os.cpu_count() or 1, len(figures))
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for figure in figures:
-            settle(figure, _draw_one(figure, folder))
-        return written
-    # A forked child inherits the loaded modules (no second import of matplotlib). tokenizers warns at a fork
-    # after it has used its threads unless its setting is explicit; the children never tokenize.
+def _fork_pool(workers: int) -> Any:
+    import multiprocessing
+    import os
+
+    # A forked child inherits the loaded modules. tokenizers warns at a fork after it has used its threads
+    # unless its setting is explicit; the children never tokenize.
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = previous or "true"
     try:
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_ctrl_c)
+        return multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
     finally:
         if previous is None:
             del os.environ["TOKENIZERS_PARALLELISM"]
+
+
+@contextlib.contextmanager
+def workers_ahead(enabled: bool = True) -> Iterator[None]:
+    """Fork the figure workers at the start of a run that will draw figures, while the process is small: they
+    import matplotlib and load its fonts while the parent loads the model, which keeps one core busy, not two.
+    The first :class:`Drawing` inside the block takes them; unused ones are stopped when the block ends."""
+    pool = _fork_pool(_worker_count()) if enabled and _worker_count() >= 2 else None
+    if pool is not None:
+        _AHEAD.append(pool)
     try:
-        pending = [(f, pool.apply_async(_draw_one, (f, folder))) for f in figures]
-        for figure, outcome in pending:
-            settle(figure, outcome.get())
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
+        yield
     finally:
-        pool.join()
-    return written
+        if pool is not None and pool in _AHEAD:
+            _AHEAD.remove(pool)
+            pool.terminate()
+            pool.join()
+
+
+class Drawing:
+    """Figures being drawn into ``folder`` by worker processes from the moment this is made, while the caller
+    goes on; :meth:`finish` collects them in order, :meth:`cancel` stops them. Where fork is not available,
+    or for a single figure, they are drawn one by one in :meth:`finish`."""
+
+    def __init__(self, figures: list[Figure], folder: Path) -> None:
+        self.figures, self.folder = figures, folder
+        self.pool = None
+        if figures and _AHEAD:
+            self.pool = _AHEAD.pop()
+        elif _worker_count(len(figures)) >= 2:
+            self.pool = _fork_pool(_worker_count(len(figures)))
+        self.pending = [self.pool.apply_async(_draw_one, (f, folder)) for f in figures] if self.pool else []
+
+    def finish(self, done: Callable[[str], None] | None = None) -> list[str]:
+        """The names written, in order; ``done(name)`` is called for each as it is collected. A figure that
+        fails is a warning; a Ctrl-C stops the drawing (raised here after the workers are stopped), keeping
+        the figures finished before it."""
+        written: list[str] = []
+
+        def settle(figure: Figure, outcome: tuple[str, str | None]) -> None:
+            status, message = outcome
+            if status == "interrupted":
+                raise KeyboardInterrupt
+            if status == "error":
+                log.warning("figure %s was not written: %s", figure.name, message)
+                return
+            written.append(figure.name)
+            if done is not None:
+                done(figure.name)
+
+        if self.pool is None:
+            for figure in self.figures:
+                settle(figure, _draw_one(figure, self.folder))
+            return written
+        try:
+            for figure, outcome in zip(self.figures, self.pending):
+                settle(figure, outcome.get())
+            self.pool.close()
+        except BaseException:
+            self.pool.terminate()
+            raise
+        finally:
+            self.pool.join()
+            self.pool = None
+        return written
+
+    def cancel(self) -> None:
+        """Stop the workers; figures already on disk stay there."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+            self.figures = []
+
+
+def draw_figures(figures: list[Figure], folder: Path, done: Callable[[str], None] | None = None) -> list[str]:
+    """Draw ``figures`` into ``folder`` (see :class:`Drawing`) and return the names written, in order."""
+    return Drawing(figures, folder).finish(done)
 
 
 def file_part(text: str) -> str:
@@ -349,42 +425,55 @@ class Drawn:
             stray.unlink(missing_ok=True)
 
 
-def draw_report_figures(result: Any, roles: Any, content: dict, control: str | None, fig_dir: Path,
-                        drawn: Drawn) -> None:
-    """A report's figures (heatmaps, the control's, the role map and the example maps) into ``fig_dir``, noting
-    each in ``drawn`` when done."""
-    info, scores = result.model, result.scores
-    fig_dir.mkdir(parents=True, exist_ok=True)
+class ReportFigures:
+    """A report's figures (heatmaps, the control's, the role map and the example maps), drawn into ``fig_dir``
+    by workers from the moment this is made, so that the report's content is built meanwhile; :meth:`finish`
+    notes each figure in a :class:`Drawn` as it is collected."""
 
-    def attempt(what: str, make: Any, default: Any) -> Any:
-        try:
-            return make()
-        except Exception as exc:  # a figure must never cost the tables, nor the other figures
-            log.warning("%s not written: %s", what, exc)
-            return default
+    def __init__(self, result: Any, roles: Any, control: str | None, fig_dir: Path) -> None:
+        from .content import role_grid
 
-    own = attempt("heatmaps", lambda: heatmap_figures(scores[scores["model"] == info.name]), [])
-    controls = attempt("control heatmaps", lambda: heatmap_figures(
-        scores[scores["model"] == control], prefix="control_", suffix=" (random-init control)",
-        per_relation=False), []) if control else []
-    figures = own + controls + [Figure("role_map.png", "_role_map", (content["roles"]["grid"],
-                                                                      f"Head roles — {info.name}"))]
-    heads = example_heads(roles, info.num_layers, info.num_heads)
-    examples = {}
-    for i, ex in enumerate(getattr(result, "examples", [])):
-        examples[f"example_{i + 1}.png"] = ex
-        figures.append(Figure(f"example_{i + 1}.png", "example_maps", (ex, heads)))
-    kinds = {f.name: kind for kind, group in (("own", own), ("control", controls)) for f in group}
+        info, scores = result.model, result.scores
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        self.fig_dir = fig_dir
 
-    def done(name: str) -> None:
-        if kinds.get(name) == "own":
-            drawn.heatmaps.append(name)
-        elif kinds.get(name) == "control":
-            drawn.control.append(name)
-        elif name == "role_map.png":
-            drawn.role_map = True
-        else:
-            drawn.examples.append((name, examples[name], " ".join(examples[name]["words"])))
-            drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in heads]
+        def attempt(what: str, make: Any, default: Any) -> Any:
+            try:
+                return make()
+            except Exception as exc:  # a figure must never cost the tables, nor the other figures
+                log.warning("%s not written: %s", what, exc)
+                return default
 
-    draw_figures(figures, fig_dir, done)
+        own = attempt("heatmaps", lambda: heatmap_figures(scores[scores["model"] == info.name]), [])
+        controls = attempt("control heatmaps", lambda: heatmap_figures(
+            scores[scores["model"] == control], prefix="control_", suffix=" (random-init control)",
+            per_relation=False), []) if control else []
+        grid = role_grid(roles, info.num_layers, info.num_heads)
+        figures = own + controls + [Figure("role_map.png", "_role_map", (grid, f"Head roles — {info.name}"))]
+        self.heads = example_heads(roles, info.num_layers, info.num_heads)
+        self.examples = {}
+        for i, ex in enumerate(getattr(result, "examples", [])):
+            self.examples[f"example_{i + 1}.png"] = ex
+            figures.append(Figure(f"example_{i + 1}.png", "example_maps", (ex, self.heads)))
+        self.kinds = {f.name: kind for kind, group in (("own", own), ("control", controls)) for f in group}
+        self.drawing = Drawing(figures, fig_dir)
+
+    def finish(self, drawn: Drawn) -> None:
+        """Wait for the figures, noting each in ``drawn``; a Ctrl-C is raised after the workers are stopped."""
+        def done(name: str) -> None:
+            if self.kinds.get(name) == "own":
+                drawn.heatmaps.append(name)
+            elif self.kinds.get(name) == "control":
+                drawn.control.append(name)
+            elif name == "role_map.png":
+                drawn.role_map = True
+            else:
+                drawn.examples.append((name, self.examples[name], " ".join(self.examples[name]["words"])))
+                drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in self.heads]
+
+        self.drawing.finish(done)
+
+    def cancel(self, drawn: Drawn) -> None:
+        """Stop drawing and keep none of it (files already written are removed)."""
+        self.drawing.cancel()
+        drawn.keep_finished(self.fig_dir)

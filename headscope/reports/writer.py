@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .figures import Drawn, draw_report_figures
+from .figures import Drawn, ReportFigures
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,18 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
     for name, table in getattr(result, "tables", {}).items():
         write_csv(table, out_dir / f"{name}.csv")
         run["files"].append(f"{name}.csv")
+    drawing = None
+    if figures and len(scores) and not noted.hit:
+        drawing = ReportFigures(result, roles, control, out_dir / "figures")     # drawn while content is built
     content = build_content(result, roles, command=run["command"])
     interrupted = "while writing the tables: figures were not drawn" if noted.hit else None
     drawn = Drawn()
-    if figures and len(scores) and interrupted is None:
+    if drawing is not None and interrupted is not None:
+        drawing.cancel(drawn)
+    elif drawing is not None:
         try:
             with interruptible():
-                draw_report_figures(result, roles, content, control, out_dir / "figures", drawn)
+                drawing.finish(drawn)
         except KeyboardInterrupt:
             interrupted = "while drawing figures: only the figures finished before it are kept"
             log.warning("interrupted %s", interrupted)
