@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AnalysisResult", "Corpus", "DataError", "HeadscopeError", "ModelError", "CaptureError", "ModelInfo",
     "Sentence", "analyze", "load_conllu", "load_data", "load_model", "load_sample", "load_text", "SCORE_COLUMNS",
-    "probe", "ProbeResult", "compare", "Comparison", "explain", "Explanation", "assign_roles",
+    "probe", "ProbeResult", "compare", "Comparison", "explain", "Explanation", "assign_roles", "ablate",
+    "AblationResult",
 ]
 
 _LAZY = {
@@ -31,12 +32,15 @@ _LAZY = {
     "explain": ("explainer", "explain"),
     "Explanation": ("explainer", "Explanation"),
     "assign_roles": ("analysis.roles", "assign_roles"),
+    "ablate": ("ablation", "ablate"),
+    "AblationResult": ("ablation", "AblationResult"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
 from .types import Corpus, ModelInfo, Sentence  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .ablation import AblationResult, ablate
     from .analysis.roles import assign_roles
     from .comparison import Comparison, compare
     from .datasets import load_conllu, load_data, load_sample, load_text

@@ -58,6 +58,9 @@ class Session:
     watch: Any = None               # a set of modules: only their calls are captured (an encoder-decoder's
     #                                 decoder self-attention); the others run transformers' SDPA
     real: Any = None                # [batch, query] bool: the rows that scorers read (not padding); None: all
+    # edit(layer, output, inputs) -> output: an intervention on the layer's output ``[batch, query, head, dim]``
+    # (before the output projection), given the call's ``Inputs``; None: the output is left as computed
+    edit: Callable[[int, Any, "Inputs"], Any] | None = None
 
     def start_forward(self) -> None:
         self.position = 0
@@ -71,6 +74,24 @@ class Session:
             raise CaptureError(f"attention call {layer} came from {type(module).__name__}, not the module seen there "
                                f"when the model was loaded; load the model again")
         return layer
+
+
+@dataclass
+class Inputs:
+    """One attention call's inputs, as an edit of its output sees them: ``query`` ``[batch, head, q, dim]``,
+    ``key`` and ``value`` ``[batch, kv_head, k, dim]`` (not repeated), the model's mask (boolean, additive, or
+    None where transformers skipped a plain causal or full one), and the rest of what the model passed."""
+
+    module: Any
+    query: Any
+    key: Any
+    value: Any
+    attention_mask: Any
+    scaling: float
+    causal: bool
+    softcap: Any = None
+    sinks: Any = None
+    position_bias: Any = None
 
 
 _session: contextvars.ContextVar[Session | None] = contextvars.ContextVar("headscope_attention", default=None)
@@ -219,6 +240,24 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     sinks = kwargs.get("s_aux")
     bias = kwargs.get("position_bias")
     layer = state.next_layer(module)
+    if state.edit is not None:
+        causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
+        inputs = Inputs(module, query, key, value, attention_mask, query.shape[-1] ** -0.5 if scaling is None
+                        else scaling, causal and query.shape[2] > 1, softcap, sinks, bias)
+        if state.on_attention is None and softcap is None and sinks is None and bias is None:
+            from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+            out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                            scaling=scaling, is_causal=is_causal, **kwargs)
+            return state.edit(layer, out, inputs), None
+        edit, state.edit = state.edit, None
+        try:
+            state.position -= 1
+            out, _ = attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal,
+                                       **kwargs)
+        finally:
+            state.edit = edit
+        return edit(layer, out, inputs), None
     if not state.modules:
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
                                 softcap, kwargs.get("sliding_window"), query.shape[2], key.shape[2]))

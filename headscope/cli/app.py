@@ -384,6 +384,53 @@ def explain(
 
 
 @app.command()
+def ablate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="Alias, Hugging Face id or local folder.")] = "minilm",
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Sentences (.conllu or .txt); default: the "
+                                                                      "bundled sample.")] = None,
+    heads: Annotated[str, typer.Option("--heads", help="L17.H3,L18.H6 (one group), each (every head alone), or "
+                                                       "top:TASK:K (the K best heads of a scoring pass, e.g. "
+                                                       "top:induction:3).")] = "each",
+    method: Annotated[str, typer.Option("--method", help="zero, mean, uniform, sink or window:W.")] = "zero",
+    measure: Annotated[Optional[str], typer.Option("--measure", help="loss, hidden, embedding, induction-loss "
+                       "(comma-separated). Default: loss with an LM head, else hidden,embedding.")] = None,
+    random_draws: Annotated[int, typer.Option("--random-draws", min=1, help="Random head groups of the same size "
+                                                                            "to compare with.")] = 5,
+    kv_group: Annotated[bool, typer.Option("--kv-group", help="Under GQA, ablate every query head of each "
+                                                              "head's key/value group.")] = False,
+    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", min=1)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Replicates of the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: ablation.csv, run.json.")]
+    = Path("headscope-ablate"),
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+) -> None:
+    """Ablate heads and measure what the model loses, against ablating as many random heads."""
+    from ..ablation import ablate as run_ablate
+    from ..errors import HeadscopeError
+
+    _setup_logging()
+    _check_out(out, "ablation", force)
+    try:
+        result = run_ablate(model, data, heads=heads, method=method,
+                            measures=[m.strip() for m in measure.split(",") if m.strip()] if measure else None,
+                            random_draws=random_draws, kv_group=kv_group, max_sentences=max_sentences,
+                            batch_size=batch_size, bootstrap=bootstrap, seed=seed)
+        result.meta["command"] = _command_line(ctx)
+        result.save(out, force=force)
+    except HeadscopeError as exc:
+        _fail(str(exc))
+    table = result.table.sort_values("effect", ascending=False)
+    typer.echo(f"{result.meta['model']['name']}: {len(table)} ablations ({result.meta['method']}); strongest:")
+    for r in table.head(5).itertuples():
+        typer.echo(f"  {r.heads:<24} {r.measure:<15} effect {r.effect:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]  "
+                   f"x{r.ratio_to_random:.1f} a random group")
+    typer.echo(f"wrote {out}/ablation.csv, run.json")
+
+
+@app.command()
 def models() -> None:
     """List the model aliases that load offline."""
     from ..models import list_aliases

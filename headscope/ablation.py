@@ -1,0 +1,447 @@
+"""Head ablation: replace chosen heads' outputs inside headscope's attention function, and measure what the model
+loses against ablating random heads."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import HeadscopeError
+
+METHODS = ("zero", "mean", "uniform", "sink", "window:W")
+MEASURES = ("loss", "hidden", "embedding", "induction-loss")
+# The columns of ablation.csv, in order.
+COLUMNS = ("model", "dataset", "heads", "method", "measure", "base", "ablated", "effect", "ci_low", "ci_high",
+           "random_median", "ratio_to_random", "n")
+
+
+@dataclass(frozen=True)
+class Method:
+    """What an ablated head's output becomes.
+
+    ``zero``: nothing; ``mean``: the head's mean output over the data; ``uniform``: the mean of the values
+    of every key the row may see; ``sink``: the first token's value; ``window`` (``window:W``): attention
+    over the first key and the keys less than ``W`` positions away (the last W keys of a decoder)."""
+
+    kind: str
+    window: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Method":
+        text = str(text).strip()
+        if text in ("zero", "mean", "uniform", "sink"):
+            return cls(text)
+        m = re.fullmatch(r"window:(\d+)", text)
+        if m and int(m.group(1)) >= 1:
+            return cls("window", int(m.group(1)))
+        raise HeadscopeError(f"unknown ablation method {text!r}; use one of {', '.join(METHODS)} (W >= 1)")
+
+    def __str__(self) -> str:
+        return f"window:{self.window}" if self.kind == "window" else self.kind
+
+
+def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
+    """``"L3.H1,L4.H0"`` as ``[(3, 1), (4, 0)]``, checked against the model's layers and heads."""
+    heads = []
+    for part in str(spec).split(","):
+        m = re.fullmatch(r"\s*L(\d+)\.H(\d+)\s*", part)
+        if not m:
+            raise HeadscopeError(f"head {part.strip()!r} in {spec!r} is not of the form L<layer>.H<head> "
+                                 f"(0-based, e.g. L3.H1); separate heads with commas")
+        layer, head = int(m.group(1)), int(m.group(2))
+        if layer >= num_layers or head >= num_heads:
+            raise HeadscopeError(f"head L{layer}.H{head} is not in the model: it has layers 0-{num_layers - 1} "
+                                 f"and heads 0-{num_heads - 1}")
+        if (layer, head) not in heads:
+            heads.append((layer, head))
+    return heads
+
+
+def head_name(group: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"L{layer}.H{head}" for layer, head in group)
+
+
+def visible_keys(inputs: Any) -> Any:
+    """``[batch, q, k]`` bool: the keys each row may see, from the call's mask (or the causal or full rule
+    that transformers left implicit)."""
+    import torch
+
+    q_len, k_len = inputs.query.shape[2], inputs.key.shape[2]
+    mask = inputs.attention_mask
+    if mask is None:
+        if inputs.causal:
+            return torch.ones(q_len, k_len, dtype=torch.bool, device=inputs.query.device).tril(k_len - q_len)[None]
+        return torch.ones(1, q_len, k_len, dtype=torch.bool, device=inputs.query.device)
+    mask = mask[:, 0, :, :k_len]
+    if mask.dtype == torch.bool:
+        return mask
+    return mask > torch.finfo(mask.dtype).min / 2
+
+
+class HeadEdit:
+    """The edit of a capture session (``Session.edit``) that ablates ``heads`` (``{layer: [head, ...]}``) by
+    ``method``; ``means`` (``[layer, head, dim]``) for the ``mean`` method."""
+
+    def __init__(self, heads: dict, method: Method, means: Any = None) -> None:
+        if method.kind == "mean" and means is None:
+            raise ValueError("the mean method needs the heads' mean outputs (head_means)")
+        self.heads, self.method, self.means = heads, method, means
+
+    def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
+        import torch
+
+        heads = self.heads.get(layer)
+        if not heads:
+            return out
+        out = out.clone()
+        n_rep = inputs.query.shape[1] // inputs.value.shape[1]
+        kind = self.method.kind
+        visible = visible_keys(inputs) if kind in ("uniform", "window") else None
+        for h in heads:
+            g = h // n_rep              # the key/value head of query head h (GQA): only h is ablated
+            if kind == "zero":
+                out[:, :, h] = 0
+            elif kind == "mean":
+                out[:, :, h] = self.means[layer, h].to(out.dtype)
+            elif kind == "sink":
+                out[:, :, h] = inputs.value[:, g, :1].to(out.dtype)
+            elif kind == "uniform":
+                weights = visible.float() / visible.sum(-1, keepdim=True).clamp_min(1)
+                out[:, :, h] = torch.matmul(weights, inputs.value[:, g].float()).to(out.dtype)
+            else:
+                out[:, :, h] = _window_head(inputs, h, g, visible, self.method.window).to(out.dtype)
+        return out
+
+
+def _window_head(inputs: Any, h: int, g: int, visible: Any, window: int) -> Any:
+    """Head ``h``'s output ``[batch, q, dim]`` with attention only on the first key and keys less than
+    ``window`` positions away, computed as the model does (softcap, sinks, position bias)."""
+    import torch
+
+    from .attention import _block
+
+    q_len, k_len = inputs.query.shape[2], inputs.key.shape[2]
+    rows = torch.arange(q_len, device=visible.device).unsqueeze(1) + (k_len - q_len)
+    cols = torch.arange(k_len, device=visible.device)
+    near = ((rows - cols).abs() < window) | (cols == 0)
+    mask = (visible & near).unsqueeze(1)
+    bias = inputs.position_bias
+    if bias is not None and bias.dim() == 4:
+        bias = bias[:, h:h + 1] if bias.shape[1] > 1 else bias
+    probs, _ = _block(inputs.query[:, h:h + 1].float() * inputs.scaling,
+                      inputs.key[:, g:g + 1].float().transpose(-1, -2), mask, softcap=inputs.softcap,
+                      sinks=inputs.sinks[h:h + 1] if inputs.sinks is not None else None, position_bias=bias)
+    return torch.matmul(probs, inputs.value[:, g:g + 1].float())[:, 0]
+
+
+class MeanRecorder:
+    """A session edit that leaves the outputs as they are and sums each head's output over the real rows
+    (``Session.real``), for the ``mean`` method."""
+
+    def __init__(self, num_layers: int, num_heads: int) -> None:
+        self.sums: list = [None] * num_layers
+        self.count = 0
+        self.state: Any = None
+
+    def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
+        real = self.state.real.to(out.dtype).unsqueeze(-1).unsqueeze(-1)
+        total = (out.float() * real).sum((0, 1))
+        self.sums[layer] = total if self.sums[layer] is None else self.sums[layer] + total
+        if layer == 0:
+            self.count += int(self.state.real.sum())
+        return out
+
+    def means(self) -> Any:
+        import torch
+
+        return torch.stack(self.sums) / max(self.count, 1)
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class Unit:
+    """One forward's per-unit readings (a unit: a sentence or a generated sequence)."""
+
+    nll: Any = None        # [units] summed next-token loss over the scored targets
+    targets: Any = None    # [units] scored targets
+    hidden: Any = None     # [units, tok, dim] final hidden states
+    mask: Any = None       # [units, tok] real tokens
+
+
+def _forward(loaded: Any, batch: dict, edit: Any, *, loss_from: Any = None, real: Any = None) -> Unit:
+    """One forward with ``edit`` in the attention function (None: the model as it is)."""
+    import torch
+
+    from .attention import NAME, Session, session
+
+    model = loaded.model
+    if getattr(model.config, "_attn_implementation", None) != NAME:
+        model.set_attn_implementation(NAME)
+    state = Session(modules=list(loaded.attention_modules), edit=edit, real=real)
+    if isinstance(edit, MeanRecorder):
+        edit.state = state
+    kwargs = {"use_cache": False} if loaded.info.is_decoder else {}
+    with torch.inference_mode(), session(state):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
+                    **kwargs)
+    hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
+    unit = Unit(hidden=hidden.float(), mask=batch["attention_mask"].bool())
+    logits = getattr(out, "logits", None)
+    if logits is not None and loss_from is not None:
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        target = batch["input_ids"][:, 1:]
+        nll = -logp.gather(-1, target.unsqueeze(-1))[..., 0]
+        scored = loss_from[:, 1:]
+        unit.nll = (nll * scored).sum(1)
+        unit.targets = scored.sum(1).float()
+    return unit
+
+
+def _readings(measure: str, base: Unit, ablated: Unit) -> tuple[Any, Any, Any]:
+    """Per-unit ``(base numerator, ablated numerator, denominator)`` of ``measure``."""
+    import torch
+
+    if measure in ("loss", "induction-loss"):
+        return base.nll, ablated.nll, base.targets
+    mask = base.mask.float()
+    if measure == "hidden":
+        dist = 1 - torch.nn.functional.cosine_similarity(base.hidden, ablated.hidden, dim=-1)
+        return torch.zeros_like(mask[:, 0]), (dist * mask).sum(1), mask.sum(1)
+    pooled = [(u.hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True) for u in (base, ablated)]
+    dist = 1 - torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=-1)
+    return torch.zeros_like(dist), dist, torch.ones_like(dist)
+
+
+@dataclass
+class AblationResult:
+    """``table``: one row per group x measure x method (``COLUMNS``); ``meta``: what was run."""
+
+    table: Any
+    meta: dict
+
+    def save(self, out: Any, *, force: bool = False) -> Any:
+        """ablation.csv and run.json into ``out``, written whole (see ``reports.folder.staged_output``)."""
+        import json
+        from pathlib import Path
+
+        from .reports.folder import staged_output
+        from .reports.writer import write_csv, write_text
+
+        with staged_output(Path(out), "ablation", force=force) as folder:
+            write_csv(self.table, folder / "ablation.csv")
+            write_text(folder / "run.json", json.dumps(self.meta, indent=2, default=str) + "\n")
+        return Path(out)
+
+
+def top_heads(scores: Any, task: str, k: int, relation: str | None = None) -> list[tuple[int, int]]:
+    """The ``k`` best heads of ``task`` in a score table: by its first measure of the report's top-heads table
+    (its relation ``all`` where the task has one, else the task's own, else its first), or by ``relation``."""
+    from .tasks import measures
+
+    rows = scores[(scores["task"] == task) & scores["layer"].notna() & scores["baseline"].isna()]
+    shown = measures(where="top", task=task)
+    if shown:
+        rows = rows[rows["metric"] == shown[0].metric]
+        if shown[0].direction is not None:
+            rows = rows[rows["direction"] == shown[0].direction]
+    relations = list(dict.fromkeys(rows["relation"]))
+    if relation is None:
+        relation = next((r for r in ("all", task) if r in relations), relations[0] if relations else None)
+    rows = rows[rows["relation"] == relation]
+    if rows.empty:
+        raise HeadscopeError(f"top:{task}: the scoring pass gave no head scores for relation {relation!r}; "
+                             f"its relations are {', '.join(map(str, relations)) or 'none'}")
+    best = rows.groupby(["layer", "head"])["score"].mean().nlargest(k)
+    return [(int(layer), int(head)) for layer, head in best.index]
+
+
+def _groups(spec: Any, info: Any, kv_group: bool, top: Any = None) -> tuple[list[list[tuple[int, int]]], bool]:
+    """The head groups of ``spec`` and whether each head is its own group (``each``); ``top(task, relation, k)``
+    gives the heads of a ``top:TASK[/RELATION]:K`` spec."""
+    L, H = info.num_layers, info.num_heads
+    m = re.fullmatch(r"top:([\w-]+)(?:/([^:]+))?:(\d+)", spec.strip()) if isinstance(spec, str) else None
+    if isinstance(spec, str) and spec.strip().startswith("top:") and (m is None or int(m.group(3)) < 1):
+        raise HeadscopeError(f"head spec {spec!r} is not of the form top:TASK:K or top:TASK/RELATION:K "
+                             f"(e.g. top:induction:3)")
+    if m:
+        groups, each = [top(m.group(1), m.group(2), int(m.group(3)))], False
+    elif isinstance(spec, str) and spec.strip() == "each":
+        groups, each = [[(layer, head)] for layer in range(L) for head in range(H)], True
+    elif isinstance(spec, str):
+        groups, each = [parse_heads(spec, L, H)], False
+    else:
+        groups, each = [parse_heads(s, L, H) if isinstance(s, str) else [tuple(map(int, x)) for x in s]
+                        for s in spec], False
+    if kv_group:
+        size = info.kv_group_size
+        groups = [sorted({(layer, (head // size) * size + i) for layer, head in g for i in range(size)})
+                  for g in groups]
+    return groups, each
+
+
+def _as_batches(loaded: Any, data: Any, measure: str, *, batch_size: int, max_sentences: int | None,
+                seed: int, induction_count: int, induction_length: int) -> tuple[str, list[dict]]:
+    """The dataset's name and its batches: ``input_ids``, ``attention_mask`` and ``loss_from`` (the targets
+    whose loss counts)."""
+    import torch
+
+    from .models import leading_token
+
+    pad = loaded.tokenizer.pad_token_id
+    pad = pad if pad is not None else (loaded.tokenizer.eos_token_id or 0)
+    dev = loaded.device
+    if measure == "induction-loss":
+        from .analysis.induction import make_sequences
+
+        vocab = loaded.model.get_input_embeddings().num_embeddings
+        seqs = make_sequences(loaded.tokenizer, count=induction_count, length=induction_length, seed=seed,
+                              bos=leading_token(loaded, None) is not None, vocab_size=vocab)
+        batches = []
+        for i in range(0, len(seqs), batch_size):
+            chunk = seqs[i:i + batch_size]
+            ids = torch.tensor([s.input_ids for s in chunk], device=dev)
+            loss_from = torch.zeros_like(ids, dtype=torch.bool)
+            for j, s in enumerate(chunk):
+                loss_from[j, s.bos + s.length + 1:] = True         # predicted tokens of the second copy
+            batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "loss_from": loss_from})
+        return "repeated_tokens", batches
+    from .alignment import encode_sentences
+    from .datasets.loading import load_data, sample_path
+
+    corpus = load_data(data if data is not None else sample_path(), limit=max_sentences)
+    sentences = list(getattr(corpus, "sentences", []))
+    if not sentences:
+        raise HeadscopeError(f"{corpus.name}: ablation reads sentences (CoNLL-U or text), and this data has none")
+    encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=leading_token(loaded, None),
+                               max_length=loaded.info.max_length)
+    batches = []
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        t = max(len(e) for e in chunk)
+        ids = torch.full((len(chunk), t), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), t), dtype=torch.long)
+        for j, e in enumerate(chunk):
+            ids[j, :len(e)] = torch.tensor(e.input_ids)
+            mask[j, :len(e)] = 1
+        batches.append({"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "loss_from": mask.bool().to(dev)})
+    return corpus.name, batches
+
+
+def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", method: str = "zero",
+           measures: Sequence[str] | None = None, random_draws: int = 5, seed: int = 0, batch_size: int = 16,
+           max_sentences: int | None = None, bootstrap: int = 1000, kv_group: bool = False,
+           induction_count: int = 16, induction_length: int = 32) -> AblationResult:
+    """Ablate heads of ``model`` and measure the change, against ablating random heads.
+
+    ``heads``: ``"L3.H1,L4.H0"`` (one group), a list of such groups, or ``"each"`` (every head alone).
+    ``method``: one of ``METHODS``. ``measures``: ``loss`` (next-token loss; models with an LM head),
+    ``hidden`` (1 - cosine of the final hidden states, per token), ``embedding`` (1 - cosine of the
+    mean-pooled hidden states, per sentence), ``induction-loss`` (loss on the second copy of generated
+    repeated sequences); default: ``loss`` where the model has an LM head, else ``hidden`` and ``embedding``.
+    Each group is compared with ``random_draws`` seeded groups of as many random heads (for ``each``:
+    random other heads); ``ratio_to_random`` is the effect over their median. Under GQA only the query head
+    is ablated; ``kv_group=True`` ablates every query head of each head's key/value group.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .analysis.stats import ratio_intervals
+    from .attention import VIA_INTERFACE
+    from .models import load_model
+
+    loaded = load_model(model)
+    info = loaded.info
+    if info.attention != VIA_INTERFACE:
+        raise HeadscopeError(f"{info.name}: ablation runs inside headscope's attention function, and this model is "
+                             f"read through {info.attention}; use a model that supports transformers' "
+                             f"AttentionInterface")
+    parsed = Method.parse(method)
+    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    measures = list(measures) if measures else (["loss"] if has_lm else ["hidden", "embedding"])
+    for m in measures:
+        if m not in MEASURES:
+            raise HeadscopeError(f"unknown measure {m!r}; use one of {', '.join(MEASURES)}")
+        if m in ("loss", "induction-loss") and not has_lm:
+            raise HeadscopeError(f"{info.name}: measure {m!r} needs a language-model head, which this model has "
+                                 f"not; use hidden or embedding")
+    scored: dict = {}
+
+    def top(task: str, relation: str | None, k: int) -> list[tuple[int, int]]:
+        from .pipeline import analyze
+        from .tasks import parse_tasks
+
+        parse_tasks([task])
+        result = analyze(loaded, data, tasks=[task], max_sentences=max_sentences, seed=seed, bootstrap=0)
+        scored["selected_by"] = f"top {k} of {task}" + (f"/{relation}" if relation else "")
+        return top_heads(result.scores, task, k, relation)
+
+    groups, each = _groups(heads, info, kv_group, top)
+    rng = np.random.default_rng(seed)
+    all_heads = [(layer, head) for layer in range(info.num_layers) for head in range(info.num_heads)]
+    draws: list[list[tuple[int, int]]] = []
+    if not each:
+        for g in groups:
+            others = [x for x in all_heads if x not in g]
+            for _ in range(random_draws):
+                pick = rng.choice(len(others), size=min(len(g), len(others)), replace=False)
+                draws.append([others[i] for i in sorted(pick)])
+    rows = []
+    for measure in measures:
+        name, batches = _as_batches(loaded, data, measure, batch_size=batch_size, max_sentences=max_sentences,
+                                    seed=seed, induction_count=induction_count,
+                                    induction_length=induction_length)
+        means = None
+        if parsed.kind == "mean":
+            recorder = MeanRecorder(info.num_layers, info.num_heads)
+            for b in batches:
+                _forward(loaded, b, recorder, real=b["attention_mask"].bool())
+            means = recorder.means()
+        todo = groups + draws
+        base_num, abl_num, den = [], [[] for _ in todo], []
+        for b in batches:
+            base = _forward(loaded, b, None, loss_from=b["loss_from"])
+            for k, g in enumerate(todo):
+                edit = HeadEdit(_by_layer(g), parsed, means)
+                ablated = _forward(loaded, b, edit, loss_from=b["loss_from"])
+                nb, na, d = _readings(measure, base, ablated)
+                abl_num[k].append(na.double().cpu().numpy())
+            base_num.append(nb.double().cpu().numpy())
+            den.append(d.double().cpu().numpy())
+        base_u, den_u = np.concatenate(base_num), np.concatenate(den)
+        abl_u = np.stack([np.concatenate(a) for a in abl_num], 1)              # [units, groups + draws]
+        delta = abl_u - base_u[:, None]
+        est, low, high = ratio_intervals(delta, den_u, n_boot=bootstrap, seed=seed)
+        effect_all = delta.sum(0) / den_u.sum()
+        base_value = base_u.sum() / den_u.sum()
+        for k, g in enumerate(groups):
+            if each:
+                others = np.delete(effect_all[:len(groups)], k)
+                pick = rng.choice(len(others), size=min(random_draws, len(others)), replace=False) \
+                    if len(others) else []
+                random = others[pick] if len(others) else np.array([])
+            else:
+                random = effect_all[len(groups) + k * random_draws: len(groups) + (k + 1) * random_draws]
+            median = float(np.median(random)) if len(random) else float("nan")
+            rows.append({"model": info.name, "dataset": name, "heads": head_name(g), "method": str(parsed),
+                         "measure": measure, "base": float(base_value), "ablated": float(base_value + est[k]),
+                         "effect": float(est[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
+                         "random_median": median,
+                         "ratio_to_random": float(est[k] / median) if median > 0 else float("nan"),
+                         "n": int(len(den_u))})
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    meta = {"model": dataclasses.asdict(info), "method": str(parsed), "measures": measures,
+            "heads": heads if isinstance(heads, str) else [head_name(g) for g in groups],
+            "random_draws": random_draws, "seed": seed, "bootstrap": bootstrap,
+            "kv_group": kv_group, **scored, "note": "under GQA an ablation hits the query head only, unless kv_group"}
+    return AblationResult(table, meta)
+
+
+def _by_layer(group: Sequence[tuple[int, int]]) -> dict:
+    out: dict = {}
+    for layer, head in group:
+        out.setdefault(layer, []).append(head)
+    return out

@@ -1,0 +1,253 @@
+"""Head ablation: each method against a hand-written reference on tiny BERT, GPT-2 and Llama (GQA), the table
+ablate() writes, its errors, and (with smollm2) the induction heads' causal effect."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_bert, tiny_gpt2, tiny_llama
+from headscope.ablation import HeadEdit, Method, _forward, ablate, parse_heads
+from headscope.errors import HeadscopeError
+from headscope.models import load_model
+
+LAYER, HEAD = 1, 2
+
+
+def _out_proj(name, model):
+    """The module that takes the heads' concatenated outputs (its input slice h*d:(h+1)*d is head h)."""
+    if name == "bert":
+        return model.encoder.layer[LAYER].attention.output.dense
+    if name == "gpt2":
+        return model.transformer.h[LAYER].attn.c_proj
+    return model.model.layers[LAYER].self_attn.o_proj
+
+
+BUILDERS = {"bert": tiny_bert, "gpt2": tiny_gpt2, "llama": tiny_llama}
+
+
+def _batch(loaded):
+    enc = loaded.tokenizer(["the cat sat on the mat today", "a dog ran"], padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    return {"input_ids": ids, "attention_mask": mask, "loss_from": mask.bool()}
+
+
+def _plain_forward(loaded, batch):
+    """The model as users run it (no headscope session), final hidden states."""
+    with torch.no_grad():
+        out = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def arch(request):
+    model, tok = BUILDERS[request.param]()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return request.param, load_model(model, tokenizer=tok, name=f"tiny-{request.param}")
+
+
+def _with_slice(loaded, name, batch, replace):
+    """Hidden states with head HEAD's slice of the output projection's input replaced by ``replace(slice)``."""
+    d = loaded.model.config.hidden_size // loaded.info.num_heads
+    proj = _out_proj(name, loaded.model)
+
+    def hook(module, args):
+        x = args[0].clone()
+        x[..., HEAD * d:(HEAD + 1) * d] = replace(x[..., HEAD * d:(HEAD + 1) * d])
+        return (x,)
+
+    handle = proj.register_forward_pre_hook(hook)
+    try:
+        return _plain_forward(loaded, batch)
+    finally:
+        handle.remove()
+
+
+def test_zero_ablation_equals_zeroing_the_heads_slice_of_the_output_projection(arch):
+    name, loaded = arch
+    batch = _batch(loaded)
+    ours = _forward(loaded, batch, HeadEdit({LAYER: [HEAD]}, Method("zero"))).hidden
+    ref = _with_slice(loaded, name, batch, torch.zeros_like)
+    plain = _plain_forward(loaded, batch)
+    real = batch["attention_mask"].bool()
+    assert (ours[real] - plain[real]).abs().max() > 1e-3           # the ablation changes something
+    torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=1e-5)
+
+
+def test_mean_ablation_equals_the_heads_mean_slice_over_real_tokens(arch):
+    name, loaded = arch
+    batch = _batch(loaded)
+    d = loaded.model.config.hidden_size // loaded.info.num_heads
+    real = batch["attention_mask"].bool()
+    seen = {}
+
+    def record(module, args):
+        seen["x"] = args[0][..., HEAD * d:(HEAD + 1) * d].detach().clone()
+
+    handle = _out_proj(name, loaded.model).register_forward_pre_hook(record)
+    _plain_forward(loaded, batch)
+    handle.remove()
+    mean = seen["x"][real].mean(0)                                   # by hand: over the real tokens only
+    ref = _with_slice(loaded, name, batch, lambda x: mean.expand_as(x))
+    result = ablate(loaded, heads=[f"L{LAYER}.H{HEAD}"], method="mean", measures=["hidden"], random_draws=1,
+                    bootstrap=50)
+    assert result.table["effect"].iloc[0] > 0
+    from headscope.ablation import MeanRecorder
+
+    recorder = MeanRecorder(loaded.info.num_layers, loaded.info.num_heads)
+    _forward(loaded, batch, recorder, real=real)
+    means = recorder.means()
+    torch.testing.assert_close(means[LAYER, HEAD], mean, atol=1e-5, rtol=1e-5)
+    ours = _forward(loaded, batch, HeadEdit({LAYER: [HEAD]}, Method("mean"), means)).hidden
+    torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=1e-5)
+
+
+def _reference_head(q, k, v, mask_row_ok, method, window):
+    """Slow reference for one head: q [T, d], k and v [S, d]; mask_row_ok(i, j) says whether row i may see key j."""
+    T, S = q.shape[0], k.shape[0]
+    out = torch.zeros(T, v.shape[1], dtype=torch.float64)
+    for i in range(T):
+        keys = [j for j in range(S) if mask_row_ok(i, j)]
+        if method == "sink":
+            out[i] = v[0]
+            continue
+        if method == "window":
+            keys = [j for j in keys if j == 0 or abs(i - j) < window]
+        if not keys:
+            continue
+        if method == "uniform":
+            out[i] = sum(v[j].double() for j in keys) / len(keys)
+            continue
+        scores = [float(q[i].double() @ k[j].double()) / math.sqrt(q.shape[1]) for j in keys]
+        top = max(scores)
+        w = [math.exp(s - top) for s in scores]
+        out[i] = sum(wj / sum(w) * v[j].double() for wj, j in zip(w, keys))
+    return out
+
+
+@pytest.mark.parametrize("method", ["uniform", "sink", "window:2"])
+def test_uniform_sink_and_window_equal_a_row_by_row_reference(arch, method):
+    """The head's new output is checked against a loop over rows and keys that reads the layer's query, key and
+    value as the attention function received them (GQA: the head's key/value group)."""
+    from headscope.attention import Session, session
+
+    name, loaded = arch
+    batch = _batch(loaded)
+    parsed = Method.parse(method)
+    captured = {}
+
+    def keep(layer, out, inputs):
+        if layer == LAYER:
+            captured["inputs"], captured["before"] = inputs, out.clone()
+            captured["after"] = HeadEdit({LAYER: [HEAD]}, parsed)(layer, out, inputs)
+            return captured["after"]
+        return out
+
+    state = Session(modules=list(loaded.attention_modules), edit=keep)
+    with torch.no_grad(), session(state):
+        loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    inputs = captured["inputs"]
+    n_rep = inputs.query.shape[1] // inputs.key.shape[1]
+    g = HEAD // n_rep
+    lengths = batch["attention_mask"].sum(1).tolist()
+    for b, n in enumerate(lengths):
+        def ok(i, j, n=n):
+            return j < n and (j <= i or not loaded.info.is_decoder)
+        ref = _reference_head(inputs.query[b, HEAD, :n], inputs.key[b, g], inputs.value[b, g], ok, parsed.kind,
+                              parsed.window)
+        torch.testing.assert_close(captured["after"][b, :n, HEAD].double(), ref, atol=1e-5, rtol=1e-5)
+        others = [h for h in range(inputs.query.shape[1]) if h != HEAD]
+        assert torch.equal(captured["after"][b, :, others], captured["before"][b, :, others])
+
+
+def test_the_table_has_one_row_per_head_and_its_interval_holds_the_estimate():
+    model, tok = tiny_gpt2()
+    loaded = load_model(model, tokenizer=tok, name="tiny-gpt2")
+    result = ablate(loaded, heads="each", method="zero", max_sentences=12, random_draws=3, bootstrap=100)
+    t = result.table
+    assert list(t.columns) == ["model", "dataset", "heads", "method", "measure", "base", "ablated", "effect",
+                               "ci_low", "ci_high", "random_median", "ratio_to_random", "n"]
+    assert len(t) == loaded.info.num_layers * loaded.info.num_heads and set(t["measure"]) == {"loss"}
+    assert (t["ci_low"] <= t["effect"]).all() and (t["effect"] <= t["ci_high"]).all()
+    assert (t["ablated"] - t["base"] - t["effect"]).abs().max() < 1e-9
+    assert (t["n"] == 12).all()
+    group = ablate(loaded, heads="L0.H1,L1.H3", max_sentences=12, random_draws=4, bootstrap=100).table
+    assert group["heads"].tolist() == ["L0.H1,L1.H3"]
+    effect, median, ratio = group[["effect", "random_median", "ratio_to_random"]].iloc[0]
+    assert ratio == pytest.approx(effect / median) if median > 0 else math.isnan(ratio)   # no ratio to a gain
+
+
+def test_kv_group_ablation_takes_every_query_head_of_the_group():
+    model, tok = tiny_llama()
+    loaded = load_model(model, tokenizer=tok, name="tiny-llama")     # 4 query heads, 2 key/value heads
+    t = ablate(loaded, heads="L1.H3", kv_group=True, max_sentences=6, random_draws=1, bootstrap=50).table
+    assert t["heads"].tolist() == ["L1.H2,L1.H3"]
+
+
+def test_bad_specs_give_one_line_errors():
+    with pytest.raises(HeadscopeError, match=r"not of the form L<layer>\.H<head>"):
+        parse_heads("L1H2", 2, 4)
+    with pytest.raises(HeadscopeError, match=r"L5\.H0 is not in the model: it has layers 0-1"):
+        parse_heads("L5.H0", 2, 4)
+    with pytest.raises(HeadscopeError, match="unknown ablation method 'window:0'"):
+        Method.parse("window:0")
+    model, tok = tiny_bert()
+    loaded = load_model(model, tokenizer=tok, name="tiny-bert")
+    with pytest.raises(HeadscopeError, match="needs a language-model head"):
+        ablate(loaded, heads="L0.H0", measures=["loss"])
+    with pytest.raises(HeadscopeError, match="unknown measure 'los'"):
+        ablate(loaded, heads="L0.H0", measures=["los"])
+
+
+def test_cli_ablate_writes_the_table_and_fails_bad_input_in_one_line(tiny_bert_dir, tmp_path):
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from headscope.cli.app import app
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    def one_line_error(result, fragment):
+        lines = [ln for ln in result.stderr.splitlines() if ln.startswith("headscope: error:")]
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert fragment in lines[0], lines[0]
+
+    out = tmp_path / "ab"
+    done = invoke("ablate", "--model", tiny_bert_dir, "--heads", "L0.H1,L1.H0", "--max-sentences", 12,
+                  "--random-draws", 2, "--bootstrap", 50, "--out", out)
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(out / "ablation.csv")
+    assert set(table["measure"]) == {"hidden", "embedding"} and set(table["heads"]) == {"L0.H1,L1.H0"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["method"] == "zero" and "ablate" in run["command"]
+    one_line_error(invoke("ablate", "--model", tiny_bert_dir, "--heads", "L9.H0", "--out", tmp_path / "x"),
+                   "L9.H0 is not in the model")
+    one_line_error(invoke("ablate", "--model", tiny_bert_dir, "--method", "window", "--out", tmp_path / "x"),
+                   "unknown ablation method 'window'")
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tword\n")
+    one_line_error(invoke("ablate", "--model", tiny_bert_dir, "--data", bad, "--out", tmp_path / "x"),
+                   f"{bad}:1")
+    one_line_error(invoke("ablate", "--model", tiny_bert_dir, "--data", tmp_path / "none.conllu", "--out",
+                          tmp_path / "x"), "none.conllu")
+    assert not (tmp_path / "x").exists()                       # nothing written for a failed call
+
+
+def test_smollm2_induction_heads_found_by_headscope_carry_the_second_copy(smollm2):
+    """The three strongest induction heads of headscope's own scoring pass, zeroed together, raise the loss on
+    the second copy of repeated random tokens by at least 3 nats and 5 times a random three-head group."""
+    t = ablate(smollm2, heads="top:induction:3", measures=["induction-loss"], random_draws=5, induction_count=12,
+               induction_length=50, bootstrap=200).table
+    row = t.iloc[0]
+    assert len(row["heads"].split(",")) == 3
+    assert row["effect"] >= 3.0 and row["ci_low"] > 1.0, row.to_dict()
+    assert row["ratio_to_random"] >= 5.0, row.to_dict()
