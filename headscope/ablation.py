@@ -136,6 +136,17 @@ def _window_head(inputs: Any, h: int, g: int, visible: Any, window: int) -> Any:
     return torch.matmul(probs, inputs.value[:, g:g + 1].float())[:, 0]
 
 
+class GateEdit:
+    """A session edit that multiplies each head's output by its gate (``gates`` ``[layer, head]``, ones that
+    require grad): the gradient of a loss at the gates is every head's importance at once (Michel et al. 2019)."""
+
+    def __init__(self, gates: Any) -> None:
+        self.gates = gates
+
+    def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
+        return out * self.gates[layer].to(out.dtype).view(1, 1, -1, 1)
+
+
 class MeanRecorder:
     """A session edit that leaves the outputs as they are and sums each head's output over the real rows
     (``Session.real``), for the ``mean`` method."""
@@ -172,8 +183,10 @@ class Unit:
     mask: Any = None       # [units, tok] real tokens
 
 
-def _forward(loaded: Any, batch: dict, edit: Any, *, loss_from: Any = None, real: Any = None) -> Unit:
-    """One forward with ``edit`` in the attention function (None: the model as it is)."""
+def _forward(loaded: Any, batch: dict, edit: Any, *, loss_from: Any = None, real: Any = None,
+             grad: bool = False) -> Unit:
+    """One forward with ``edit`` in the attention function (None: the model as it is); ``grad``: with autograd
+    (for gates), else in inference mode."""
     import torch
 
     from .attention import NAME, Session, session
@@ -185,7 +198,7 @@ def _forward(loaded: Any, batch: dict, edit: Any, *, loss_from: Any = None, real
     if isinstance(edit, MeanRecorder):
         edit.state = state
     kwargs = {"use_cache": False} if loaded.info.is_decoder else {}
-    with torch.inference_mode(), session(state):
+    with (torch.enable_grad() if grad else torch.inference_mode()), session(state):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
                     **kwargs)
     hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
@@ -222,6 +235,7 @@ class AblationResult:
 
     table: Any
     meta: dict
+    importance: Any = None      # an ImportanceResult, when asked for: importance.csv, pruning.csv, pruning.png
 
     def save(self, out: Any, *, force: bool = False) -> Any:
         """ablation.csv and run.json into ``out``, written whole (see ``reports.folder.staged_output``)."""
@@ -233,6 +247,8 @@ class AblationResult:
 
         with staged_output(Path(out), "ablation", force=force) as folder:
             write_csv(self.table, folder / "ablation.csv")
+            if self.importance is not None:
+                self.importance.save(folder)
             write_text(folder / "run.json", json.dumps(self.meta, indent=2, default=str) + "\n")
         return Path(out)
 
@@ -414,7 +430,10 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
         base_u, den_u = np.concatenate(base_num), np.concatenate(den)
         abl_u = np.stack([np.concatenate(a) for a in abl_num], 1)              # [units, groups + draws]
         delta = abl_u - base_u[:, None]
-        est, low, high = ratio_intervals(delta, den_u, n_boot=bootstrap, seed=seed)
+        if bootstrap:
+            est, low, high = ratio_intervals(delta, den_u, n_boot=bootstrap, seed=seed)
+        else:
+            est, low, high = delta.sum(0) / den_u.sum(), np.full(delta.shape[1], np.nan), np.full(delta.shape[1], np.nan)
         effect_all = delta.sum(0) / den_u.sum()
         base_value = base_u.sum() / den_u.sum()
         for k, g in enumerate(groups):
@@ -445,3 +464,108 @@ def _by_layer(group: Sequence[tuple[int, int]]) -> dict:
     for layer, head in group:
         out.setdefault(layer, []).append(head)
     return out
+
+
+# ------------------------------------------------------------------------------------ importance, pruning
+
+
+@dataclass
+class ImportanceResult:
+    """``table``: every head's importance and rank (``model, dataset, layer, head, importance, rank, how``);
+    ``curve``: the measure as heads are removed in order of importance, least important first
+    (``removed, share, measure, value, base``); ``prunable``: how many heads can go with the measure's cost
+    under ``tolerance`` (1 - cosine of the hidden states, or the relative rise of the loss)."""
+
+    table: Any
+    curve: Any
+    prunable: int
+    tolerance: float
+    measure: str
+
+    def save(self, folder: Any) -> None:
+        from pathlib import Path
+
+        from .reports.figures import pruning_curve_png
+        from .reports.writer import write_csv
+
+        folder = Path(folder)
+        write_csv(self.table, folder / "importance.csv")
+        write_csv(self.curve, folder / "pruning.csv")
+        pruning_curve_png(self.curve, self.tolerance, folder / "pruning.png")
+
+
+def importance(model: Any = "minilm", data: Any = None, *, measure: str | None = None, steps: int = 12,
+               tolerance: float = 0.01, batch_size: int = 16, max_sentences: int | None = None,
+               seed: int = 0) -> ImportanceResult:
+    """Every head's importance and a pruning curve.
+
+    With an LM head (``measure="loss"``): the mean absolute gradient of the next-token loss at a per-head gate
+    of 1, one forward and one backward per batch (Michel et al. 2019). Without one (``"hidden"``): a gradient
+    at the unablated model is zero for a distance, so each head's importance is the hidden-state change of
+    zeroing it alone (one forward per head and batch). The curve removes (zeroes) heads least important
+    first in ``steps`` steps; ``prunable`` is the most heads removed at a cost under ``tolerance``."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .models import load_model
+
+    loaded = load_model(model)
+    info = loaded.info
+    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    measure = measure or ("loss" if has_lm else "hidden")
+    if measure not in ("loss", "hidden"):
+        raise HeadscopeError(f"importance measure must be loss or hidden, got {measure!r}")
+    if measure == "loss" and not has_lm:
+        raise HeadscopeError(f"{info.name}: the loss needs a language-model head, which this model has not; "
+                             f"use the hidden measure")
+    name, batches = _as_batches(loaded, data, measure, batch_size=batch_size, max_sentences=max_sentences,
+                                seed=seed, induction_count=0, induction_length=0)
+    L, H = info.num_layers, info.num_heads
+    if measure == "loss":
+        gates = torch.ones(L, H, device=loaded.device, requires_grad=True)
+        total = torch.zeros(L, H, device=loaded.device)
+        frozen = [p for p in loaded.model.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            for b in batches:
+                unit = _forward(loaded, b, GateEdit(gates), loss_from=b["loss_from"], grad=True)
+                loss = unit.nll.sum() / unit.targets.sum().clamp_min(1)
+                (grad,) = torch.autograd.grad(loss, gates)
+                total += grad.abs()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        scores = (total / max(1, len(batches))).cpu().numpy()
+        how = "mean |d loss / d gate| (Michel et al. 2019)"
+    else:
+        each = ablate(loaded, data, heads="each", measures=["hidden"], random_draws=1, bootstrap=0,
+                      batch_size=batch_size, max_sentences=max_sentences, seed=seed).table
+        scores = each["effect"].to_numpy().reshape(L, H)
+        how = "hidden-state change (1 - cosine) of zeroing the head alone"
+    order = np.argsort(scores.reshape(-1), kind="stable")                    # least important first
+    rank = np.empty(L * H, dtype=int)
+    rank[order[::-1]] = np.arange(1, L * H + 1)
+    table = pd.DataFrame({"model": info.name, "dataset": name, "layer": np.repeat(np.arange(L), H),
+                          "head": np.tile(np.arange(H), L), "importance": scores.reshape(-1), "rank": rank,
+                          "how": how})
+    counts = sorted({int(round(x)) for x in np.linspace(0, L * H, steps + 1)})
+    rows = []
+    base = None
+    for k in counts:
+        removed = [(int(i // H), int(i % H)) for i in order[:k]]
+        edit = HeadEdit(_by_layer(removed), Method("zero")) if removed else None
+        num = den = base_num = 0.0
+        for b in batches:
+            ref = _forward(loaded, b, None, loss_from=b["loss_from"])
+            got = _forward(loaded, b, edit, loss_from=b["loss_from"]) if edit else ref
+            nb, na, d = _readings(measure, ref, got)
+            num, den, base_num = num + float(na.sum()), den + float(d.sum()), base_num + float(nb.sum())
+        value = num / den
+        base = base_num / den if base is None else base
+        rows.append({"removed": k, "share": k / (L * H), "measure": measure, "value": value, "base": base})
+    curve = pd.DataFrame(rows)
+    cost = (curve["value"] - curve["base"]) / curve["base"] if measure == "loss" else curve["value"]
+    prunable = int(curve["removed"][cost < tolerance].max()) if (cost < tolerance).any() else 0
+    return ImportanceResult(table, curve, prunable, tolerance, measure)

@@ -399,6 +399,8 @@ def ablate(
                                                                             "to compare with.")] = 5,
     kv_group: Annotated[bool, typer.Option("--kv-group", help="Under GQA, ablate every query head of each "
                                                               "head's key/value group.")] = False,
+    with_importance: Annotated[bool, typer.Option("--importance", help="Also every head's importance and the "
+                               "pruning curve: importance.csv, pruning.csv, pruning.png.")] = False,
     max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", min=1)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Replicates of the 95% intervals.")] = 1000,
@@ -409,6 +411,7 @@ def ablate(
 ) -> None:
     """Ablate heads and measure what the model loses, against ablating as many random heads."""
     from ..ablation import ablate as run_ablate
+    from ..ablation import importance
     from ..errors import HeadscopeError
 
     _setup_logging()
@@ -419,6 +422,12 @@ def ablate(
                             random_draws=random_draws, kv_group=kv_group, max_sentences=max_sentences,
                             batch_size=batch_size, bootstrap=bootstrap, seed=seed)
         result.meta["command"] = _command_line(ctx)
+        if with_importance:
+            result.importance = importance(model, data, batch_size=batch_size, max_sentences=max_sentences,
+                                           seed=seed)
+            imp = result.importance
+            result.meta["importance"] = {"measure": imp.measure, "how": imp.table["how"][0],
+                                         "prunable_heads": imp.prunable, "tolerance": imp.tolerance}
         result.save(out, force=force)
     except HeadscopeError as exc:
         _fail(str(exc))
@@ -427,7 +436,14 @@ def ablate(
     for r in table.head(5).itertuples():
         typer.echo(f"  {r.heads:<24} {r.measure:<15} effect {r.effect:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]  "
                    f"x{r.ratio_to_random:.1f} a random group")
-    typer.echo(f"wrote {out}/ablation.csv, run.json")
+    if result.importance is not None:
+        imp = result.importance
+        total = len(imp.table)
+        typer.echo(f"importance ({imp.measure}): {imp.prunable} of {total} heads can go at a cost under "
+                   f"{imp.tolerance:g} (pruning.csv)")
+        typer.echo(f"wrote {out}/ablation.csv, importance.csv, pruning.csv, pruning.png, run.json")
+    else:
+        typer.echo(f"wrote {out}/ablation.csv, run.json")
 
 
 @app.command()

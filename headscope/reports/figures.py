@@ -358,6 +358,27 @@ def role_map(grid: list, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def pruning_curve_png(curve: Any, tolerance: float, path: Path) -> None:
+    """The pruning curve: the measure against the share of heads removed (least important first), with the
+    tolerance as a dashed line."""
+    plt = _pyplot()
+    measure = str(curve["measure"].iloc[0]) if len(curve) else ""
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    ax.plot(100 * curve["share"], curve["value"], marker="o", markersize=3)
+    if measure == "loss":
+        ax.axhline(float(curve["base"].iloc[0]) * (1 + tolerance), linestyle="--", color="grey",
+                   label=f"+{100 * tolerance:g}% loss")
+        ax.set_ylabel("next-token loss (nats)")
+    else:
+        ax.axhline(tolerance, linestyle="--", color="grey", label=f"{tolerance:g} hidden-state change")
+        ax.set_ylabel("hidden-state change (1 - cosine)")
+    ax.set_xlabel("heads removed, least important first (%)")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -> None:
     """Word-level attention of a few heads for one sentence, words on both axes (rows attend to columns)."""
     plt = _pyplot()
