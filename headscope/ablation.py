@@ -120,7 +120,7 @@ def _window_head(inputs: Any, h: int, g: int, visible: Any, window: int) -> Any:
     ``window`` positions away, computed as the model does (softcap, sinks, position bias)."""
     import torch
 
-    from .attention import _block
+    from .attention import block_probabilities
 
     q_len, k_len = inputs.query.shape[2], inputs.key.shape[2]
     rows = torch.arange(q_len, device=visible.device).unsqueeze(1) + (k_len - q_len)
@@ -130,7 +130,7 @@ def _window_head(inputs: Any, h: int, g: int, visible: Any, window: int) -> Any:
     bias = inputs.position_bias
     if bias is not None and bias.dim() == 4:
         bias = bias[:, h:h + 1] if bias.shape[1] > 1 else bias
-    probs, _ = _block(inputs.query[:, h:h + 1].float() * inputs.scaling,
+    probs, _ = block_probabilities(inputs.query[:, h:h + 1].float() * inputs.scaling,
                       inputs.key[:, g:g + 1].float().transpose(-1, -2), mask, softcap=inputs.softcap,
                       sinks=inputs.sinks[h:h + 1] if inputs.sinks is not None else None, position_bias=bias)
     return torch.matmul(probs, inputs.value[:, g:g + 1].float())[:, 0]
@@ -433,7 +433,8 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
         if bootstrap:
             est, low, high = ratio_intervals(delta, den_u, n_boot=bootstrap, seed=seed)
         else:
-            est, low, high = delta.sum(0) / den_u.sum(), np.full(delta.shape[1], np.nan), np.full(delta.shape[1], np.nan)
+            missing = np.full(delta.shape[1], np.nan)
+            est, low, high = delta.sum(0) / den_u.sum(), missing, missing
         effect_all = delta.sum(0) / den_u.sum()
         base_value = base_u.sum() / den_u.sum()
         for k, g in enumerate(groups):

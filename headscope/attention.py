@@ -129,9 +129,9 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, _mask_function)
 
 
-def _block(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None, sinks: Any = None,
-           position_bias: Any = None, visible_from: int = 0, mask_from: int = 0, scores_out: Any = None,
-           probs_out: Any = None) -> tuple[Any, Any]:
+def block_probabilities(query: Any, keys_t: Any, attention_mask: Any, *, softcap: Any = None, sinks: Any = None,
+                        position_bias: Any = None, visible_from: int = 0, mask_from: int = 0,
+                        scores_out: Any = None, probs_out: Any = None) -> tuple[Any, Any]:
     """Probabilities ``[batch, head, query, key]`` in float32, as the model computes them, and the
     (masked) scores, for one block of query rows against keys ``keys_t`` ``[batch, head, dim, key]``
     (GQA/MQA keys already repeated); ``query`` is scaled and float32 already.
@@ -309,10 +309,11 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         shape = (b, heads, r1 - r0, width)
         s_out, p_out = ((buf[: b * heads * (r1 - r0) * width].view(shape) for buf in buffers)
                         if buffers[0] is not None else (None, None))
-        probs, scores = _block(queries[:, :, r0:r1], keys_t[..., :width], mask, softcap=softcap, sinks=sinks,
-                               position_bias=bias[:, :, r0:r1, :width] if bias is not None and bias.dim() == 4
-                               else bias, visible_from=r0 if blocked and state.causal and queries.device.type == "cpu"
-                               else 0, mask_from=mask_from, scores_out=s_out, probs_out=p_out)
+        probs, scores = block_probabilities(
+            queries[:, :, r0:r1], keys_t[..., :width], mask, softcap=softcap, sinks=sinks,
+            position_bias=bias[:, :, r0:r1, :width] if bias is not None and bias.dim() == 4 else bias,
+            visible_from=r0 if blocked and state.causal and queries.device.type == "cpu" else 0, mask_from=mask_from,
+            scores_out=s_out, probs_out=p_out)
         rows_out = torch.matmul(probs.to(values.dtype), values[:, :, :width])
         if blocked:
             out[:, :, r0:r1] = rows_out
