@@ -554,12 +554,12 @@ def importance(model: Any = "minilm", data: Any = None, *, measure: str | None =
     counts = sorted({int(round(x)) for x in np.linspace(0, L * H, steps + 1)})
     rows = []
     base = None
+    refs = [_forward(loaded, b, None, loss_from=b["loss_from"]) for b in batches]     # the model unablated
     for k in counts:
         removed = [(int(i // H), int(i % H)) for i in order[:k]]
         edit = HeadEdit(_by_layer(removed), Method("zero")) if removed else None
         num = den = base_num = 0.0
-        for b in batches:
-            ref = _forward(loaded, b, None, loss_from=b["loss_from"])
+        for b, ref in zip(batches, refs):
             got = _forward(loaded, b, edit, loss_from=b["loss_from"]) if edit else ref
             nb, na, d = _readings(measure, ref, got)
             num, den, base_num = num + float(na.sum()), den + float(d.sum()), base_num + float(nb.sum())
