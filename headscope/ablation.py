@@ -375,6 +375,9 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
         raise HeadscopeError(f"{info.name}: ablation runs inside headscope's attention function, and this model is "
                              f"read through {info.attention}; use a model that supports transformers' "
                              f"AttentionInterface")
+    if getattr(loaded.model.config, "is_encoder_decoder", False):
+        raise HeadscopeError(f"{info.name}: ablation of encoder-decoders (T5, BART) is not supported yet; use an "
+                             f"encoder or a decoder")
     parsed = Method.parse(method)
     has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
     measures = list(measures) if measures else (["loss"] if has_lm else ["hidden", "embedding"])
