@@ -408,9 +408,15 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
             for _ in range(random_draws):
                 pick = rng.choice(len(others), size=min(len(g), len(others)), replace=False)
                 draws.append([others[i] for i in sorted(pick)])
-    rows = []
-    for measure in measures:
-        name, batches = _as_batches(loaded, data, measure, batch_size=batch_size, max_sentences=max_sentences,
+    # Measures that read the same inputs share their forward passes: one unablated and one per group and batch.
+    def source(measure: str) -> str:
+        return "generated" if measure == "induction-loss" else "data"
+
+    readings: dict = {}
+    todo = groups + draws
+    for kind in dict.fromkeys(source(m) for m in measures):
+        mine = [m for m in measures if source(m) == kind]
+        name, batches = _as_batches(loaded, data, mine[0], batch_size=batch_size, max_sentences=max_sentences,
                                     seed=seed, induction_count=induction_count,
                                     induction_length=induction_length)
         means = None
@@ -419,19 +425,23 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
             for b in batches:
                 _forward(loaded, b, recorder, real=b["attention_mask"].bool())
             means = recorder.means()
-        todo = groups + draws
-        base_num, abl_num, den = [], [[] for _ in todo], []
+        parts = {m: ([], [[] for _ in todo], []) for m in mine}        # base, per group, denominator
         for b in batches:
             base = _forward(loaded, b, None, loss_from=b["loss_from"])
             for k, g in enumerate(todo):
-                edit = HeadEdit(_by_layer(g), parsed, means)
-                ablated = _forward(loaded, b, edit, loss_from=b["loss_from"])
-                nb, na, d = _readings(measure, base, ablated)
-                abl_num[k].append(na.double().cpu().numpy())
-            base_num.append(nb.double().cpu().numpy())
-            den.append(d.double().cpu().numpy())
-        base_u, den_u = np.concatenate(base_num), np.concatenate(den)
-        abl_u = np.stack([np.concatenate(a) for a in abl_num], 1)              # [units, groups + draws]
+                ablated = _forward(loaded, b, HeadEdit(_by_layer(g), parsed, means), loss_from=b["loss_from"])
+                for m in mine:
+                    parts[m][1][k].append(_readings(m, base, ablated)[1].double().cpu().numpy())
+            for m in mine:
+                nb, _, d = _readings(m, base, base)
+                parts[m][0].append(nb.double().cpu().numpy())
+                parts[m][2].append(d.double().cpu().numpy())
+        for m, (base_num, abl_num, den) in parts.items():
+            readings[m] = (name, np.concatenate(base_num), np.stack([np.concatenate(a) for a in abl_num], 1),
+                           np.concatenate(den))                            # abl: [units, groups + draws]
+    rows = []
+    for measure in measures:
+        name, base_u, abl_u, den_u = readings[measure]
         delta = abl_u - base_u[:, None]
         if bootstrap:
             est, low, high = ratio_intervals(delta, den_u, n_boot=bootstrap, seed=seed)
