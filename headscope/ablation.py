@@ -11,10 +11,12 @@ from typing import Any, Sequence
 from .errors import HeadscopeError
 
 METHODS = ("zero", "mean", "uniform", "sink", "window:W")
-MEASURES = ("loss", "hidden", "embedding", "induction-loss")
+MEASURES = ("loss", "hidden", "embedding", "induction-loss", "pronoun-loss", "syntax-loss")
+LOSSES = ("loss", "induction-loss", "pronoun-loss", "syntax-loss")     # measures read from the LM head
+MLM_SHARE = 0.15          # the share of tokens an encoder's masked-token loss masks (seeded)
 # The columns of ablation.csv, in order.
 COLUMNS = ("model", "dataset", "heads", "method", "measure", "base", "ablated", "effect", "ci_low", "ci_high",
-           "random_median", "ratio_to_random", "n")
+           "random_median", "ratio_to_random", "n", "no_effect")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,26 @@ def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, i
         if (layer, head) not in heads:
             heads.append((layer, head))
     return heads
+
+
+# A distance (hidden, embedding) is never below zero, so its interval cannot include zero: under this it is nothing.
+NEGLIGIBLE_DISTANCE = 1e-3
+SIGNED = LOSSES                           # measures whose change can go either way
+NO_EFFECT_RULE = (f"a loss whose interval includes 0, or a hidden-state or embedding change under "
+                  f"{NEGLIGIBLE_DISTANCE:g}")
+
+
+def no_effect(effect: float, ci_low: float, ci_high: float, measure: str = "loss") -> bool:
+    """Whether removing the heads changed nothing that the data tells apart from chance: for a loss, its
+    interval includes zero (without one, the effect is not above zero); for a distance (1 - cosine), its upper
+    bound (or the effect) is under ``NEGLIGIBLE_DISTANCE``."""
+    import math
+
+    if measure not in SIGNED:
+        return (effect if math.isnan(ci_high) else ci_high) < NEGLIGIBLE_DISTANCE
+    if math.isnan(ci_low) or math.isnan(ci_high):
+        return not effect > 0
+    return ci_low <= 0 <= ci_high
 
 
 def head_name(group: Sequence[tuple[int, int]]) -> str:
@@ -175,18 +197,17 @@ class MeanRecorder:
 
 @dataclass
 class Unit:
-    """One forward's per-unit readings (a unit: a sentence or a generated sequence)."""
+    """One forward's readings (a unit: a sentence or a generated sequence)."""
 
-    nll: Any = None        # [units] summed next-token loss over the scored targets
-    targets: Any = None    # [units] scored targets
+    nll: Any = None        # [units, tok] the loss of each position's target (a decoder: the token there, from
+    #                        the tokens before it; a masked LM: the original token at a masked position)
     hidden: Any = None     # [units, tok, dim] final hidden states
     mask: Any = None       # [units, tok] real tokens
 
 
-def _forward(loaded: Any, batch: dict, edit: Any, *, loss_from: Any = None, real: Any = None,
-             grad: bool = False) -> Unit:
-    """One forward with ``edit`` in the attention function (None: the model as it is); ``grad``: with autograd
-    (for gates), else in inference mode."""
+def edited_forward(loaded: Any, batch: dict, edit: Any, *, real: Any = None, grad: bool = False) -> Unit:
+    """One forward of ``batch`` (its ``masked_ids`` where it has them: a masked LM's inputs) with ``edit`` in the
+    attention function (None: the model as it is); ``grad``: with autograd (for gates), else in inference mode."""
     import torch
 
     from .attention import NAME, Session, session
@@ -198,32 +219,35 @@ def _forward(loaded: Any, batch: dict, edit: Any, *, loss_from: Any = None, real
     if isinstance(edit, MeanRecorder):
         edit.state = state
     kwargs = {"use_cache": False} if loaded.info.is_decoder else {}
+    ids = batch["input_ids"]
     with (torch.enable_grad() if grad else torch.inference_mode()), session(state):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
-                    **kwargs)
+        out = model(input_ids=batch.get("masked_ids", ids), attention_mask=batch["attention_mask"],
+                    output_hidden_states=True, **kwargs)
     hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
     unit = Unit(hidden=hidden.float(), mask=batch["attention_mask"].bool())
     logits = getattr(out, "logits", None)
-    if logits is not None and loss_from is not None:
-        logp = torch.log_softmax(logits[:, :-1].float(), -1)
-        target = batch["input_ids"][:, 1:]
-        nll = -logp.gather(-1, target.unsqueeze(-1))[..., 0]
-        scored = loss_from[:, 1:]
-        unit.nll = (nll * scored).sum(1)
-        unit.targets = scored.sum(1).float()
+    if logits is not None:
+        logits = logits.float()
+        if loaded.info.is_decoder:
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            unit.nll = torch.cat([torch.zeros_like(nll[:, :1]), nll], 1)
+        else:
+            unit.nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
     return unit
 
 
-def _readings(measure: str, base: Unit, ablated: Unit) -> tuple[Any, Any, Any]:
-    """Per-unit ``(base numerator, ablated numerator, denominator)`` of ``measure``."""
+def readings(measure: str, base: Unit, ablated: Unit, scored: Any) -> tuple[Any, Any, Any]:
+    """Per-unit ``(base numerator, ablated numerator, denominator)`` of ``measure``; ``scored`` ``[units, tok]``:
+    the positions it reads (a loss: the targets whose loss counts; hidden: the real tokens)."""
     import torch
 
-    if measure in ("loss", "induction-loss"):
-        return base.nll, ablated.nll, base.targets
-    mask = base.mask.float()
+    weight = scored.float()
+    if measure in LOSSES:
+        return (base.nll * weight).sum(1), (ablated.nll * weight).sum(1), weight.sum(1)
     if measure == "hidden":
         dist = 1 - torch.nn.functional.cosine_similarity(base.hidden, ablated.hidden, dim=-1)
-        return torch.zeros_like(mask[:, 0]), (dist * mask).sum(1), mask.sum(1)
+        return torch.zeros_like(weight[:, 0]), (dist * weight).sum(1), weight.sum(1)
+    mask = base.mask.float()
     pooled = [(u.hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True) for u in (base, ablated)]
     dist = 1 - torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=-1)
     return torch.zeros_like(dist), dist, torch.ones_like(dist)
@@ -238,17 +262,19 @@ class AblationResult:
     importance: Any = None      # an ImportanceResult, when asked for: importance.csv, pruning.csv, pruning.png
 
     def save(self, out: Any, *, force: bool = False) -> Any:
-        """ablation.csv and run.json into ``out``, written whole (see ``reports.folder.staged_output``)."""
+        """ablation.csv, report.md and run.json into ``out``, written whole (see ``reports.folder.staged_output``)."""
         import json
         from pathlib import Path
 
         from .reports.folder import staged_output
+        from .reports.interventions import ablation_markdown
         from .reports.writer import write_csv, write_text
 
         with staged_output(Path(out), "ablation", force=force) as folder:
             write_csv(self.table, folder / "ablation.csv")
             if self.importance is not None:
                 self.importance.save(folder)
+            write_text(folder / "report.md", ablation_markdown(self))
             write_text(folder / "run.json", json.dumps(self.meta, indent=2, default=str) + "\n")
         return Path(out)
 
@@ -275,34 +301,80 @@ def top_heads(scores: Any, task: str, k: int, relation: str | None = None) -> li
     return [(int(layer), int(head)) for layer, head in best.index]
 
 
-def _groups(spec: Any, info: Any, kv_group: bool, top: Any = None) -> tuple[list[list[tuple[int, int]]], bool]:
+def role_task(role: str, is_decoder: bool) -> str:
+    """The scoring task whose roles include ``role`` (a role name or its start, e.g. ``syntax:nsubj``)."""
+    from .tasks import rules
+
+    if role.startswith("syntax:"):
+        return "tree" if role == "syntax:tree" else "syntax"
+    if role == "coreference":
+        return "coref"
+    for rule in rules(is_decoder):
+        if rule.role == role:
+            return rule.task
+    known = sorted({r.role for r in rules(is_decoder)} | {"coreference", "syntax:<relation>"})
+    raise HeadscopeError(f"role:{role}: no task gives that role to a {'decoder' if is_decoder else 'encoder'}; "
+                         f"roles are {', '.join(known)}")
+
+
+def _groups(spec: Any, info: Any, kv_group: bool, top: Any = None, role: Any = None
+            ) -> tuple[list[list[tuple[int, int]]], bool]:
     """The head groups of ``spec`` and whether each head is its own group (``each``); ``top(task, relation, k)``
-    gives the heads of a ``top:TASK[/RELATION]:K`` spec."""
+    gives the heads of a ``top:TASK[/RELATION]:K`` spec, ``role(name)`` those of ``role:NAME``."""
     L, H = info.num_layers, info.num_heads
-    m = re.fullmatch(r"top:([\w-]+)(?:/([^:]+))?:(\d+)", spec.strip()) if isinstance(spec, str) else None
-    if isinstance(spec, str) and spec.strip().startswith("top:") and (m is None or int(m.group(3)) < 1):
+    text = spec.strip() if isinstance(spec, str) else None
+    m = re.fullmatch(r"top:([\w-]+)(?:/([^:]+))?:(\d+)", text) if text else None
+    if text and text.startswith("top:") and (m is None or int(m.group(3)) < 1):
         raise HeadscopeError(f"head spec {spec!r} is not of the form top:TASK:K or top:TASK/RELATION:K "
                              f"(e.g. top:induction:3)")
+    layer = re.fullmatch(r"layer:(\d+)", text) if text else None
+    if text and text.startswith("layer:") and (layer is None or int(layer.group(1)) >= L):
+        raise HeadscopeError(f"head spec {spec!r}: give layer:N with N a layer of the model (0-{L - 1})")
     if m:
         groups, each = [top(m.group(1), m.group(2), int(m.group(3)))], False
-    elif isinstance(spec, str) and spec.strip() == "each":
-        groups, each = [[(layer, head)] for layer in range(L) for head in range(H)], True
-    elif isinstance(spec, str):
+    elif layer:
+        groups, each = [[(int(layer.group(1)), head) for head in range(H)]], False
+    elif text and text.startswith("role:"):
+        groups, each = [role(text[len("role:"):].strip())], False
+    elif text in ("each", "all"):
+        groups, each = [[(la, head)] for la in range(L) for head in range(H)], True
+    elif text:
         groups, each = [parse_heads(spec, L, H)], False
     else:
         groups, each = [parse_heads(s, L, H) if isinstance(s, str) else [tuple(map(int, x)) for x in s]
                         for s in spec], False
     if kv_group:
         size = info.kv_group_size
-        groups = [sorted({(layer, (head // size) * size + i) for layer, head in g for i in range(size)})
+        groups = [sorted({(la, (head // size) * size + i) for la, head in g for i in range(size)})
                   for g in groups]
     return groups, each
 
 
-def _as_batches(loaded: Any, data: Any, measure: str, *, batch_size: int, max_sentences: int | None,
+def input_groups(measures: Sequence[str], masked_lm: bool) -> list[list[str]]:
+    """The measures that read the same inputs, grouped (each group shares its forward passes): a decoder's
+    sentence measures together, the generated induction sequences apart; a masked LM's losses each on inputs
+    masked for it."""
+    groups: dict = {}
+    for m in measures:
+        key = "generated" if m == "induction-loss" else (m if masked_lm and m in LOSSES else "data")
+        groups.setdefault(key, []).append(m)
+    return list(groups.values())
+
+
+def _role_words(sentence: Any, measure: str, causal: bool) -> list[bool]:
+    """The words whose tokens a role's loss reads: pronouns (UPOS PRON); dependents whose syntactic head is in
+    the context the model sees (before them, for a decoder)."""
+    n = len(sentence.words)
+    if measure == "pronoun-loss":
+        return [sentence.upos[i] == "PRON" for i in range(n)]
+    return [0 <= sentence.heads[i] and (sentence.heads[i] < i or not causal) for i in range(n)]
+
+
+def _as_batches(loaded: Any, data: Any, measures: Sequence[str], *, batch_size: int, max_sentences: int | None,
                 seed: int, induction_count: int, induction_length: int) -> tuple[str, list[dict]]:
-    """The dataset's name and its batches: ``input_ids``, ``attention_mask`` and ``loss_from`` (the targets
-    whose loss counts)."""
+    """The dataset's name and its batches for ``measures`` (one group of ``input_groups``): ``input_ids``,
+    ``attention_mask``, ``scored`` (each measure's positions) and, for a masked LM's loss, ``masked_ids``."""
+    import numpy as np
     import torch
 
     from .models import leading_token
@@ -310,7 +382,7 @@ def _as_batches(loaded: Any, data: Any, measure: str, *, batch_size: int, max_se
     pad = loaded.tokenizer.pad_token_id
     pad = pad if pad is not None else (loaded.tokenizer.eos_token_id or 0)
     dev = loaded.device
-    if measure == "induction-loss":
+    if "induction-loss" in measures:
         from .analysis.induction import make_sequences
 
         vocab = loaded.model.get_input_embeddings().num_embeddings
@@ -320,10 +392,11 @@ def _as_batches(loaded: Any, data: Any, measure: str, *, batch_size: int, max_se
         for i in range(0, len(seqs), batch_size):
             chunk = seqs[i:i + batch_size]
             ids = torch.tensor([s.input_ids for s in chunk], device=dev)
-            loss_from = torch.zeros_like(ids, dtype=torch.bool)
+            second = torch.zeros_like(ids, dtype=torch.bool)
             for j, s in enumerate(chunk):
-                loss_from[j, s.bos + s.length + 1:] = True         # predicted tokens of the second copy
-            batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "loss_from": loss_from})
+                second[j, s.bos + s.length + 1:] = True         # predicted tokens of the second copy
+            batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                            "scored": {"induction-loss": second}})
         return "repeated_tokens", batches
     from .alignment import encode_sentences
     from .datasets.loading import load_data, sample_path
@@ -332,18 +405,51 @@ def _as_batches(loaded: Any, data: Any, measure: str, *, batch_size: int, max_se
     sentences = list(getattr(corpus, "sentences", []))
     if not sentences:
         raise HeadscopeError(f"{corpus.name}: ablation reads sentences (CoNLL-U or text), and this data has none")
+    for m, needs, what in (("pronoun-loss", "upos", "part-of-speech tags (UPOS)"),
+                           ("syntax-loss", "heads", "dependency trees")):
+        if m in measures and any(getattr(s, needs) is None for s in sentences):
+            bad = next(s for s in sentences if getattr(s, needs) is None)
+            raise HeadscopeError(f"{bad.source or corpus.name}: measure {m} needs {what}, and sentence "
+                                 f"{bad.sent_id or '?'} has none; give CoNLL-U data with them")
+    causal = loaded.info.is_decoder
+    masked_lm = not causal and any(m in LOSSES for m in measures)
+    if masked_lm and loaded.tokenizer.mask_token_id is None:
+        raise HeadscopeError(f"{loaded.info.name}: a masked-token loss needs the tokenizer's mask token, which it "
+                             f"has not; use hidden or embedding")
     encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=leading_token(loaded, None),
                                max_length=loaded.info.max_length)
+    rng = np.random.default_rng(seed)
     batches = []
     for i in range(0, len(encoded), batch_size):
         chunk = encoded[i:i + batch_size]
         t = max(len(e) for e in chunk)
         ids = torch.full((len(chunk), t), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), t), dtype=torch.long)
+        scored = {m: torch.zeros((len(chunk), t), dtype=torch.bool) for m in measures}
         for j, e in enumerate(chunk):
             ids[j, :len(e)] = torch.tensor(e.input_ids)
             mask[j, :len(e)] = 1
-        batches.append({"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "loss_from": mask.bool().to(dev)})
+            words = np.array(e.word_ids)
+            for m in measures:
+                if m in ("pronoun-loss", "syntax-loss"):
+                    chosen = np.array(_role_words(sentences[e.index], m, causal) + [False])   # index -1: specials
+                    scored[m][j, :len(e)] = torch.from_numpy(chosen[words])
+                elif m == "loss" and masked_lm:
+                    real = np.flatnonzero(words >= 0)
+                    pick = rng.choice(real, size=max(1, int(round(MLM_SHARE * len(real)))), replace=False)
+                    scored[m][j, torch.from_numpy(pick)] = True
+                elif m == "loss":
+                    scored[m][j, 1:len(e)] = True                     # every token predicted from what precedes
+                else:
+                    scored[m][j, :len(e)] = True
+                if causal and m in LOSSES:
+                    scored[m][j, 0] = False                           # the first token has no context
+        batch = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev),
+                 "scored": {m: v.to(dev) for m, v in scored.items()}}
+        if masked_lm:
+            (m,) = [m for m in measures if m in LOSSES]
+            batch["masked_ids"] = batch["input_ids"].masked_fill(batch["scored"][m], loaded.tokenizer.mask_token_id)
+        batches.append(batch)
     return corpus.name, batches
 
 
@@ -353,11 +459,17 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
            induction_count: int = 16, induction_length: int = 32) -> AblationResult:
     """Ablate heads of ``model`` and measure the change, against ablating random heads.
 
-    ``heads``: ``"L3.H1,L4.H0"`` (one group), a list of such groups, or ``"each"`` (every head alone).
-    ``method``: one of ``METHODS``. ``measures``: ``loss`` (next-token loss; models with an LM head),
-    ``hidden`` (1 - cosine of the final hidden states, per token), ``embedding`` (1 - cosine of the
-    mean-pooled hidden states, per sentence), ``induction-loss`` (loss on the second copy of generated
-    repeated sequences); default: ``loss`` where the model has an LM head, else ``hidden`` and ``embedding``.
+    ``heads``: ``"L3.H1,L4.H0"`` (one group), a list of such groups, ``"each"`` (or ``"all"``: every head
+    alone), ``"layer:N"`` (layer N's heads together), ``"top:TASK[/RELATION]:K"`` (the K best heads of a
+    scoring pass) or ``"role:ROLE"`` (the heads a scoring pass gives that role, together; ``role:syntax:nsubj``
+    takes both directions).
+    ``method``: one of ``METHODS``. ``measures``: ``loss`` (models with an LM head: a decoder's next-token
+    loss; an encoder's masked-token loss, ``MLM_SHARE`` of the words' tokens masked, seeded), ``hidden``
+    (1 - cosine of the final hidden states, per token), ``embedding`` (1 - cosine of the mean-pooled hidden
+    states, per sentence), ``induction-loss`` (a decoder's loss on the second copy of generated repeated
+    sequences), ``pronoun-loss`` (the loss on pronouns' tokens, UPOS PRON; an encoder masks them),
+    ``syntax-loss`` (on dependents whose syntactic head the model sees: before them, for a decoder);
+    default: ``loss`` where the model has an LM head, else ``hidden`` and ``embedding``.
     Each group is compared with ``random_draws`` seeded groups of as many random heads (for ``each``:
     random other heads); ``ratio_to_random`` is the effect over their median. Under GQA only the query head
     is ablated; ``kv_group=True`` ablates every query head of each head's key/value group.
@@ -384,9 +496,12 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     for m in measures:
         if m not in MEASURES:
             raise HeadscopeError(f"unknown measure {m!r}; use one of {', '.join(MEASURES)}")
-        if m in ("loss", "induction-loss") and not has_lm:
+        if m in LOSSES and not has_lm:
             raise HeadscopeError(f"{info.name}: measure {m!r} needs a language-model head, which this model has "
                                  f"not; use hidden or embedding")
+        if m == "induction-loss" and not info.is_decoder:
+            raise HeadscopeError(f"{info.name}: measure induction-loss needs a causal language model (an encoder "
+                                 f"sees the second copy's own tokens); use loss, hidden or embedding")
     scored: dict = {}
 
     def top(task: str, relation: str | None, k: int) -> list[tuple[int, int]]:
@@ -398,7 +513,22 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
         scored["selected_by"] = f"top {k} of {task}" + (f"/{relation}" if relation else "")
         return top_heads(result.scores, task, k, relation)
 
-    groups, each = _groups(heads, info, kv_group, top)
+    def with_role(name: str) -> list[tuple[int, int]]:
+        from .pipeline import analyze
+
+        task = role_task(name, info.is_decoder)
+        result = analyze(loaded, data, tasks=[task], max_sentences=max_sentences, seed=seed,
+                         bootstrap=bootstrap or 1000)
+        roles = result.roles
+        found = roles[(roles["role"] == name) | roles["role"].str.startswith(name + " ")]
+        picked = sorted({(int(r.layer), int(r.head)) for r in found.itertuples()})
+        if not picked:
+            raise HeadscopeError(f"role:{name}: no head of {info.name} has that role on this data (task {task}); "
+                                 f"see a run's roles.csv for the roles it has")
+        scored["selected_by"] = f"role {name} (task {task})"
+        return picked
+
+    groups, each = _groups(heads, info, kv_group, top, with_role)
     rng = np.random.default_rng(seed)
     all_heads = [(layer, head) for layer in range(info.num_layers) for head in range(info.num_heads)]
     draws: list[list[tuple[int, int]]] = []
@@ -409,39 +539,40 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
                 pick = rng.choice(len(others), size=min(len(g), len(others)), replace=False)
                 draws.append([others[i] for i in sorted(pick)])
     # Measures that read the same inputs share their forward passes: one unablated and one per group and batch.
-    def source(measure: str) -> str:
-        return "generated" if measure == "induction-loss" else "data"
-
-    readings: dict = {}
+    collected: dict = {}
     todo = groups + draws
-    for kind in dict.fromkeys(source(m) for m in measures):
-        mine = [m for m in measures if source(m) == kind]
-        name, batches = _as_batches(loaded, data, mine[0], batch_size=batch_size, max_sentences=max_sentences,
+    masked_lm = has_lm and not info.is_decoder
+    for mine in input_groups(measures, masked_lm):
+        name, batches = _as_batches(loaded, data, mine, batch_size=batch_size, max_sentences=max_sentences,
                                     seed=seed, induction_count=induction_count,
                                     induction_length=induction_length)
         means = None
         if parsed.kind == "mean":
             recorder = MeanRecorder(info.num_layers, info.num_heads)
             for b in batches:
-                _forward(loaded, b, recorder, real=b["attention_mask"].bool())
+                edited_forward(loaded, b, recorder, real=b["attention_mask"].bool())
             means = recorder.means()
         parts = {m: ([], [[] for _ in todo], []) for m in mine}        # base, per group, denominator
         for b in batches:
-            base = _forward(loaded, b, None, loss_from=b["loss_from"])
+            base = edited_forward(loaded, b, None)
             for k, g in enumerate(todo):
-                ablated = _forward(loaded, b, HeadEdit(_by_layer(g), parsed, means), loss_from=b["loss_from"])
+                ablated = edited_forward(loaded, b, HeadEdit(by_layer(g), parsed, means))
                 for m in mine:
-                    parts[m][1][k].append(_readings(m, base, ablated)[1].double().cpu().numpy())
+                    parts[m][1][k].append(readings(m, base, ablated, b["scored"][m])[1].double().cpu().numpy())
             for m in mine:
-                nb, _, d = _readings(m, base, base)
+                nb, _, d = readings(m, base, base, b["scored"][m])
                 parts[m][0].append(nb.double().cpu().numpy())
                 parts[m][2].append(d.double().cpu().numpy())
         for m, (base_num, abl_num, den) in parts.items():
-            readings[m] = (name, np.concatenate(base_num), np.stack([np.concatenate(a) for a in abl_num], 1),
-                           np.concatenate(den))                            # abl: [units, groups + draws]
+            den_all = np.concatenate(den)
+            if not den_all.sum() > 0:
+                raise HeadscopeError(f"{name}: measure {m} found no token to read (no pronoun, no dependent "
+                                     f"whose head it sees); give data that has them")
+            collected[m] = (name, np.concatenate(base_num), np.stack([np.concatenate(a) for a in abl_num], 1),
+                            den_all)                                         # abl: [units, groups + draws]
     rows = []
     for measure in measures:
-        name, base_u, abl_u, den_u = readings[measure]
+        name, base_u, abl_u, den_u = collected[measure]
         delta = abl_u - base_u[:, None]
         if bootstrap:
             est, low, high = ratio_intervals(delta, den_u, n_boot=bootstrap, seed=seed)
@@ -464,16 +595,18 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
                          "effect": float(est[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
                          "random_median": median,
                          "ratio_to_random": float(est[k] / median) if median > 0 else float("nan"),
-                         "n": int(len(den_u))})
+                         "n": int(len(den_u)),
+                         "no_effect": no_effect(float(est[k]), float(low[k]), float(high[k]), measure)})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     meta = {"model": dataclasses.asdict(info), "method": str(parsed), "measures": measures,
             "heads": heads if isinstance(heads, str) else [head_name(g) for g in groups],
             "random_draws": random_draws, "seed": seed, "bootstrap": bootstrap,
-            "kv_group": kv_group, **scored, "note": "under GQA an ablation hits the query head only, unless kv_group"}
+            "kv_group": kv_group, **scored, "note": "under GQA an ablation hits the query head only, unless kv_group",
+            "no_effect_rule": NO_EFFECT_RULE}
     return AblationResult(table, meta)
 
 
-def _by_layer(group: Sequence[tuple[int, int]]) -> dict:
+def by_layer(group: Sequence[tuple[int, int]]) -> dict:
     out: dict = {}
     for layer, head in group:
         out.setdefault(layer, []).append(head)
@@ -533,7 +666,7 @@ def importance(model: Any = "minilm", data: Any = None, *, measure: str | None =
     if measure == "loss" and not has_lm:
         raise HeadscopeError(f"{info.name}: the loss needs a language-model head, which this model has not; "
                              f"use the hidden measure")
-    name, batches = _as_batches(loaded, data, measure, batch_size=batch_size, max_sentences=max_sentences,
+    name, batches = _as_batches(loaded, data, [measure], batch_size=batch_size, max_sentences=max_sentences,
                                 seed=seed, induction_count=0, induction_length=0)
     L, H = info.num_layers, info.num_heads
     if measure == "loss":
@@ -544,8 +677,9 @@ def importance(model: Any = "minilm", data: Any = None, *, measure: str | None =
             p.requires_grad_(False)
         try:
             for b in batches:
-                unit = _forward(loaded, b, GateEdit(gates), loss_from=b["loss_from"], grad=True)
-                loss = unit.nll.sum() / unit.targets.sum().clamp_min(1)
+                unit = edited_forward(loaded, b, GateEdit(gates), grad=True)
+                weight = b["scored"]["loss"].float()
+                loss = (unit.nll * weight).sum() / weight.sum().clamp_min(1)
                 (grad,) = torch.autograd.grad(loss, gates)
                 total += grad.abs()
         finally:
@@ -567,14 +701,14 @@ def importance(model: Any = "minilm", data: Any = None, *, measure: str | None =
     counts = sorted({int(round(x)) for x in np.linspace(0, L * H, steps + 1)})
     rows = []
     base = None
-    refs = [_forward(loaded, b, None, loss_from=b["loss_from"]) for b in batches]     # the model unablated
+    refs = [edited_forward(loaded, b, None) for b in batches]                  # the model unablated
     for k in counts:
         removed = [(int(i // H), int(i % H)) for i in order[:k]]
-        edit = HeadEdit(_by_layer(removed), Method("zero")) if removed else None
+        edit = HeadEdit(by_layer(removed), Method("zero")) if removed else None
         num = den = base_num = 0.0
         for b, ref in zip(batches, refs):
-            got = _forward(loaded, b, edit, loss_from=b["loss_from"]) if edit else ref
-            nb, na, d = _readings(measure, ref, got)
+            got = edited_forward(loaded, b, edit) if edit else ref
+            nb, na, d = readings(measure, ref, got, b["scored"][measure])
             num, den, base_num = num + float(na.sum()), den + float(d.sum()), base_num + float(nb.sum())
         value = num / den
         base = base_num / den if base is None else base

@@ -46,7 +46,27 @@ class AnalysisResult:
             self._roles = assign_roles(self.scores, model=info.name, is_decoder=info.is_decoder, control=control,
                                        datasets=self.report_datasets, num_layers=info.num_layers,
                                        num_heads=info.num_heads)
+            if "ablation" in self.tables:
+                from .analysis.roles import with_evidence
+
+                self._roles = with_evidence(self._roles, self.tables["ablation"])
         return self._roles
+
+    def add_ablation(self, ablation: Any) -> None:
+        """Join the causal evidence of an ``ablate(..., heads="each")`` result: ``roles`` (and roles.csv and the
+        reports) then show beside each role what removing the head did, flagging heads whose removal changed
+        nothing; the table is saved as ablation.csv."""
+        table = ablation.table
+        if table.empty or table["heads"].str.contains(",").all():
+            raise HeadscopeError("the ablation has no single-head rows; ablate with heads='each' to give each role "
+                                 "its evidence")
+        if set(table["model"]) != {self.model.name}:
+            raise HeadscopeError(f"the ablation is of {', '.join(sorted(set(table['model'])))}, not of "
+                                 f"{self.model.name}; ablate the model that was analysed")
+        self.tables["ablation"] = table
+        self.meta["ablation"] = {k: ablation.meta.get(k) for k in ("method", "measures", "random_draws", "seed",
+                                                                   "bootstrap", "note", "no_effect_rule")}
+        self._roles = None
 
     def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
                 dataset: str | None, baselines: bool):

@@ -3,13 +3,14 @@ ablate() writes, its errors, and (with smollm2) the induction heads' causal effe
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 from conftest import tiny_bert, tiny_gpt2, tiny_llama
-from headscope.ablation import HeadEdit, Method, _forward, ablate, parse_heads
+from headscope.ablation import HeadEdit, Method, ablate, edited_forward, parse_heads
 from headscope.errors import HeadscopeError
 from headscope.models import load_model
 
@@ -31,7 +32,7 @@ BUILDERS = {"bert": tiny_bert, "gpt2": tiny_gpt2, "llama": tiny_llama}
 def _batch(loaded):
     enc = loaded.tokenizer(["the cat sat on the mat today", "a dog ran"], padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    return {"input_ids": ids, "attention_mask": mask, "loss_from": mask.bool()}
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _plain_forward(loaded, batch):
@@ -70,7 +71,7 @@ def _with_slice(loaded, name, batch, replace):
 def test_zero_ablation_equals_zeroing_the_heads_slice_of_the_output_projection(arch):
     name, loaded = arch
     batch = _batch(loaded)
-    ours = _forward(loaded, batch, HeadEdit({LAYER: [HEAD]}, Method("zero"))).hidden
+    ours = edited_forward(loaded, batch, HeadEdit({LAYER: [HEAD]}, Method("zero"))).hidden
     ref = _with_slice(loaded, name, batch, torch.zeros_like)
     plain = _plain_forward(loaded, batch)
     real = batch["attention_mask"].bool()
@@ -99,10 +100,10 @@ def test_mean_ablation_equals_the_heads_mean_slice_over_real_tokens(arch):
     from headscope.ablation import MeanRecorder
 
     recorder = MeanRecorder(loaded.info.num_layers, loaded.info.num_heads)
-    _forward(loaded, batch, recorder, real=real)
+    edited_forward(loaded, batch, recorder, real=real)
     means = recorder.means()
     torch.testing.assert_close(means[LAYER, HEAD], mean, atol=1e-5, rtol=1e-5)
-    ours = _forward(loaded, batch, HeadEdit({LAYER: [HEAD]}, Method("mean"), means)).hidden
+    ours = edited_forward(loaded, batch, HeadEdit({LAYER: [HEAD]}, Method("mean"), means)).hidden
     torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=1e-5)
 
 
@@ -170,7 +171,8 @@ def test_the_table_has_one_row_per_head_and_its_interval_holds_the_estimate():
     result = ablate(loaded, heads="each", method="zero", max_sentences=12, random_draws=3, bootstrap=100)
     t = result.table
     assert list(t.columns) == ["model", "dataset", "heads", "method", "measure", "base", "ablated", "effect",
-                               "ci_low", "ci_high", "random_median", "ratio_to_random", "n"]
+                               "ci_low", "ci_high", "random_median", "ratio_to_random", "n", "no_effect"]
+    assert list(t["no_effect"]) == [(lo <= 0 <= hi) for lo, hi in zip(t["ci_low"], t["ci_high"])]
     assert len(t) == loaded.info.num_layers * loaded.info.num_heads and set(t["measure"]) == {"loss"}
     assert (t["ci_low"] <= t["effect"]).all() and (t["effect"] <= t["ci_high"]).all()
     assert (t["ablated"] - t["base"] - t["effect"]).abs().max() < 1e-9
@@ -262,13 +264,14 @@ def test_gate_gradients_equal_finite_differences_of_the_loss():
     result = importance(loaded, max_sentences=8, batch_size=8, steps=2)
     from headscope.ablation import _as_batches
 
-    _, batches = _as_batches(loaded, None, "loss", batch_size=8, max_sentences=8, seed=0, induction_count=0,
+    _, batches = _as_batches(loaded, None, ["loss"], batch_size=8, max_sentences=8, seed=0, induction_count=0,
                              induction_length=0)
     (batch,) = batches
 
     def loss_at(gates):
-        unit = _forward(loaded, batch, GateEdit(gates), loss_from=batch["loss_from"])
-        return float(unit.nll.sum() / unit.targets.sum())
+        unit = edited_forward(loaded, batch, GateEdit(gates))
+        weight = batch["scored"]["loss"].float()
+        return float((unit.nll * weight).sum() / weight.sum())
 
     eps = 1e-3
     for layer, head in [(0, 1), (1, 3)]:
@@ -301,3 +304,174 @@ def test_cli_importance_writes_the_ranking_and_pruning_curve(tiny_bert_dir, tmp_
     run = json.loads((out / "run.json").read_text())
     assert run["importance"]["measure"] == "hidden" and "prunable_heads" in run["importance"]
     assert "heads can go" in done.output
+
+
+def test_no_effect_reads_a_losss_interval_and_a_distances_size():
+    from headscope.ablation import NEGLIGIBLE_DISTANCE, no_effect
+
+    nan = float("nan")
+    assert no_effect(0.1, -0.02, 0.2, "loss") and not no_effect(0.1, 0.01, 0.2, "loss")
+    assert no_effect(-0.1, -0.3, -0.01, "loss") is False          # a reliable fall of the loss is an effect
+    assert no_effect(0.0, nan, nan, "loss") and not no_effect(0.2, nan, nan, "induction-loss")
+    assert no_effect(NEGLIGIBLE_DISTANCE / 2, 0.0, NEGLIGIBLE_DISTANCE * 0.9, "hidden")
+    assert not no_effect(NEGLIGIBLE_DISTANCE / 2, 0.0, NEGLIGIBLE_DISTANCE * 2, "hidden")
+    assert not no_effect(NEGLIGIBLE_DISTANCE * 3, nan, nan, "embedding")
+
+
+def test_roles_carry_each_heads_ablation_effect_into_roles_csv_and_the_reports(minilm, tmp_path):
+    import pandas as pd
+
+    import headscope
+    from headscope.ablation import no_effect
+    from headscope.analysis.roles import EVIDENCE_COLUMNS
+    from headscope.reports import write_report
+
+    result = headscope.analyze(minilm, tasks="positional", max_sentences=16, bootstrap=100)
+    evidence = ablate(minilm, heads="each", measures=["hidden"], max_sentences=16, bootstrap=100, random_draws=3)
+    result.add_ablation(evidence)
+    roles = result.roles
+    assert set(EVIDENCE_COLUMNS) <= set(roles.columns)
+    named = roles[roles["role"] != "none"]
+    assert len(named) and roles["ablation_effect"].notna().all()
+    table = evidence.table.set_index("heads")
+    for _, r in roles.iterrows():
+        row = table.loc[f"L{r['layer']}.H{r['head']}"]
+        assert r["ablation_effect"] == row["effect"] and r["ablation_measure"] == "hidden"
+        assert bool(r["no_effect"]) == no_effect(row["effect"], row["ci_low"], row["ci_high"], "hidden")
+        assert bool(r["no_effect"]) == bool(row["no_effect"])
+    out = write_report(result, tmp_path / "run", figures=False)
+    saved = pd.read_csv(out / "roles.csv")
+    assert "ablation_effect" in saved and (out / "ablation.csv").is_file()
+    md = (out / "report.md").read_text()
+    assert "Causal evidence" in md and "ablation effect [95% CI]" in md
+    assert "ablation effect [95% CI]" in (out / "report.html").read_text()
+    with pytest.raises(HeadscopeError, match="single-head"):
+        result.add_ablation(ablate(minilm, heads="L0.H0,L1.H1", measures=["hidden"], max_sentences=8, bootstrap=0))
+    model, tok = tiny_bert()
+    other = ablate(load_model(model, tokenizer=tok, name="other"), heads="each", measures=["hidden"],
+                   max_sentences=8, bootstrap=0)
+    with pytest.raises(HeadscopeError, match="not of minilm"):
+        result.add_ablation(other)
+
+
+def test_cli_run_ablate_joins_the_evidence_and_refuses_a_bad_method_first(tiny_bert_dir, tmp_path):
+    from test_cli import invoke
+    from test_run_safety import one_line_error
+
+    one_line_error(invoke("run", "--model", tiny_bert_dir, "--ablate", "half", "--out", tmp_path / "x"),
+                   "--ablate", "unknown ablation method")
+    assert not (tmp_path / "x").exists()
+    done = invoke("run", "--model", tiny_bert_dir, "--tasks", "positional", "--max-sentences", 12, "--no-figures",
+                  "--bootstrap", 50, "--ablate", "mean", "--out", tmp_path / "run")
+    assert done.exit_code == 0, done.output
+    roles = (tmp_path / "run" / "roles.csv").read_text().splitlines()[0]
+    assert "ablation_effect" in roles and "no_effect" in roles
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["ablation"]["method"] == "mean" and "ablation.csv" in run["files"]
+
+
+def _tiny_bert_mlm():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from headscope.testing import wordpiece_tokenizer
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128, initializer_range=0.5,
+                     attn_implementation="eager")
+    return BertForMaskedLM(cfg).eval(), wordpiece_tokenizer()
+
+
+def test_role_losses_read_pronouns_and_dependents_whose_head_the_decoder_has_seen():
+    from headscope.ablation import _as_batches
+    from headscope.alignment import encode_sentences
+    from headscope.datasets import load_sample
+    from headscope.models import leading_token
+
+    model, tok = tiny_gpt2()
+    loaded = load_model(model, tokenizer=tok, name="tiny-gpt2")
+    measures = ["pronoun-loss", "syntax-loss"]
+    _, batches = _as_batches(loaded, None, measures, batch_size=8, max_sentences=8, seed=0, induction_count=0,
+                             induction_length=0)
+    sentences = load_sample().sentences[:8]
+    encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=leading_token(loaded, None))
+    pronouns = dependents = 0
+    for j, (s, e) in enumerate(zip(sentences, encoded)):          # by hand, word by word
+        for t, w in enumerate(e.word_ids):
+            first = t == 0                                          # no context to predict it from
+            is_pron = w >= 0 and s.upos[w] == "PRON" and not first
+            sees_head = w >= 0 and 0 <= s.heads[w] < w and not first
+            assert bool(batches[0]["scored"]["pronoun-loss"][j, t]) == is_pron
+            assert bool(batches[0]["scored"]["syntax-loss"][j, t]) == sees_head
+            pronouns, dependents = pronouns + is_pron, dependents + sees_head
+    assert pronouns > 0 and dependents > pronouns
+    table = ablate(loaded, heads="L1.H2", measures=measures, max_sentences=8, bootstrap=0, random_draws=1).table
+    b = batches[0]
+    with torch.no_grad():
+        logits = loaded.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), b["input_ids"][:, 1:], reduction="none")
+    for m in measures:
+        weight = b["scored"][m][:, 1:].float()
+        expected = float((nll * weight).sum() / weight.sum())
+        assert table.set_index("measure").loc[m, "base"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_encoders_masked_lm_loss_masks_a_seeded_share_of_tokens():
+    from headscope.ablation import _as_batches
+
+    model, tok = _tiny_bert_mlm()
+    loaded = load_model(model, tokenizer=tok, name="tiny-bert-mlm")
+    args = dict(batch_size=16, max_sentences=16, seed=3, induction_count=0, induction_length=0)
+    _, batches = _as_batches(loaded, None, ["loss"], **args)
+    _, again = _as_batches(loaded, None, ["loss"], **args)
+    (b,) = batches
+    picked = b["scored"]["loss"]
+    assert torch.equal(picked, again[0]["scored"]["loss"])                # seeded
+    real = b["attention_mask"].bool() & (b["input_ids"] != tok.cls_token_id) & (b["input_ids"] != tok.sep_token_id)
+    assert not (picked & ~real).any()                                    # only words' tokens are masked
+    assert 0.10 < picked.sum() / real.sum() < 0.20
+    assert torch.equal(b["masked_ids"] == tok.mask_token_id, picked)
+    with torch.no_grad():
+        logits = loaded.model(input_ids=b["masked_ids"], attention_mask=b["attention_mask"]).logits
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), b["input_ids"], reduction="none")
+    expected = float(nll[picked].mean())
+    table = ablate(loaded, heads="L0.H1", max_sentences=16, bootstrap=0, random_draws=1, seed=3).table
+    assert list(table["measure"]) == ["loss"]                             # an MLM head: the loss by default
+    assert table["base"].iloc[0] == pytest.approx(expected, rel=1e-5)
+    assert table["effect"].iloc[0] != 0
+    with pytest.raises(HeadscopeError, match="causal language model"):
+        ablate(loaded, heads="L0.H1", measures=["induction-loss"], bootstrap=0)
+
+
+def test_role_losses_refuse_data_without_tags_or_trees(tmp_path):
+    model, tok = tiny_gpt2()
+    loaded = load_model(model, tokenizer=tok, name="tiny-gpt2")
+    text = tmp_path / "plain.txt"
+    text.write_text("the cat sat on the mat\nshe saw him there\n")
+    with pytest.raises(HeadscopeError, match="part-of-speech tags"):
+        ablate(loaded, text, heads="L0.H0", measures=["pronoun-loss"], bootstrap=0)
+    with pytest.raises(HeadscopeError, match="dependency trees"):
+        ablate(loaded, text, heads="L0.H0", measures=["syntax-loss"], bootstrap=0)
+
+
+def test_layer_and_role_specs_choose_their_heads_and_bad_ones_fail_in_one_line(minilm):
+    from headscope.ablation import role_task
+
+    layer = ablate(minilm, heads="layer:3", measures=["hidden"], max_sentences=8, bootstrap=0, random_draws=1)
+    assert layer.table["heads"].tolist() == [",".join(f"L3.H{h}" for h in range(12))]
+    result = headscope_analyze(minilm)
+    broad = sorted({(int(r.layer), int(r.head)) for r in result.roles[result.roles["role"] == "broad"].itertuples()})
+    assert broad
+    by_role = ablate(minilm, heads="role:broad", measures=["hidden"], max_sentences=8, bootstrap=0, random_draws=1)
+    assert by_role.table["heads"].tolist() == [",".join(f"L{a}.H{b}" for a, b in broad)]
+    assert by_role.meta["selected_by"] == "role broad (task positional)"
+    assert role_task("syntax:nsubj", False) == "syntax" and role_task("induction", True) == "induction"
+    for bad, words in (("layer:12", "layer:N"), ("role:juggler", "no task gives that role")):
+        with pytest.raises(HeadscopeError, match=words):
+            ablate(minilm, heads=bad, measures=["hidden"], max_sentences=8, bootstrap=0)
+
+
+def headscope_analyze(loaded):
+    import headscope
+
+    return headscope.analyze(loaded, tasks=["positional"], max_sentences=8, bootstrap=1000)

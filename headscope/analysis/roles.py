@@ -6,12 +6,17 @@ from typing import Any
 
 from ..tasks import ALPHA, MARGIN, MIN_N, TASKS, rules
 
-__all__ = ["ALPHA", "MARGIN", "MIN_N", "assign_roles", "criteria", "primary_roles", "short_label"]
+__all__ = ["ALPHA", "MARGIN", "MIN_N", "assign_roles", "criteria", "primary_roles", "short_label", "with_evidence"]
 
 ROLE_COLUMNS = ["model", "dataset", "layer", "head", "role", "family", "task", "relation", "direction", "metric",
                 "score", "ci_low", "ci_high", "baseline", "baseline_score", "baseline_ci_low", "baseline_ci_high",
                 "q_value", "control_best", "control_ci_low", "control_ci_high", "beats_control", "criterion"]
 
+# Added by ``with_evidence`` when the run ablated every head: the causal evidence beside each role.
+EVIDENCE_COLUMNS = ["ablation_measure", "ablation_effect", "ablation_ci_low", "ablation_ci_high",
+                    "ablation_random_median", "ablation_ratio_to_random", "no_effect"]
+# The measure that speaks to a role's task, where the ablation measured it (else the ablation's general one).
+ROLE_MEASURES = {"induction": "induction-loss"}
 
 # Tasks with baselines: a head has the role when it beats the best baseline after BH (q < ALPHA).
 TESTED = {t.name: (t.tested.family, t.tested.baseline) for t in TASKS.values() if t.tested is not None}
@@ -144,6 +149,36 @@ def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: 
     roles["beats_control"] = roles["beats_control"].astype("boolean")
     roles = roles.sort_values(["layer", "head", "family", "role"], ignore_index=True)
     return roles
+
+
+def with_evidence(roles: Any, ablation: Any) -> Any:
+    """``roles`` with the causal evidence of every head ablated alone (an ``ablate(heads="each")`` table) beside
+    each role: the effect of removing the head on the measure that speaks to the role's task
+    (``ROLE_MEASURES``, else the ablation's first general measure), its interval, the ratio to ablating random
+    heads, and its ``no_effect`` flag (``ablation.no_effect``). Heads whose ablation changed nothing keep their
+    roles, flagged."""
+    single = ablation[~ablation["heads"].str.contains(",")]
+    by = {(r["heads"], r["measure"]): r for _, r in single.iterrows()}
+    measures = list(dict.fromkeys(single["measure"]))
+    general = next((m for m in measures if m not in ROLE_MEASURES.values()), measures[0] if measures else None)
+    out = roles.copy()
+    cols: dict = {c: [] for c in EVIDENCE_COLUMNS}
+    for _, r in roles.iterrows():
+        measure = ROLE_MEASURES.get(r["task"]) if isinstance(r["task"], str) else None
+        row = by.get((f"L{r['layer']}.H{r['head']}", measure if measure in measures else general))
+        if row is None:
+            for c in EVIDENCE_COLUMNS:
+                cols[c].append(None)
+            continue
+        vals = [row["measure"], row["effect"], row["ci_low"], row["ci_high"], row["random_median"],
+                row["ratio_to_random"]]
+        for c, v in zip(EVIDENCE_COLUMNS, vals):
+            cols[c].append(v)
+        cols["no_effect"].append(bool(row["no_effect"]))
+    for c, v in cols.items():
+        out[c] = v
+    out["no_effect"] = out["no_effect"].astype("boolean")
+    return out
 
 
 def primary_roles(roles: Any) -> dict[tuple[int, int], tuple[str, str]]:

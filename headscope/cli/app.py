@@ -1,4 +1,5 @@
-"""The ``headscope`` command: ``run``, ``probe``, ``compare``, ``explain``, ``models``, ``tasks``; one-line errors."""
+"""The ``headscope`` command: ``run``, ``probe``, ``compare``, ``explain``, ``ablate``, ``context``, ``models``,
+``tasks``; one-line errors."""
 
 from __future__ import annotations
 
@@ -170,6 +171,9 @@ def run(
                          "documents of at most this many words (long-range measures; boundaries kept).")] = None,
     part: Annotated[Optional[Part], typer.Option("--part", help="An encoder-decoder's part to analyse: its encoder "
                     "(the default) or its decoder's self-attention, teacher-forced on the input.")] = None,
+    ablate: Annotated[Optional[str], typer.Option("--ablate", help="Also ablate every head alone by this method "
+                      "(zero, mean, uniform, sink, window:W) on up to 256 sentences of the first .conllu or .txt "
+                      "--data, and set each role's causal effect beside it (ablation.csv).")] = None,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from ..reports.figures import workers_ahead
@@ -177,8 +181,17 @@ def run(
     _setup_logging()
     command = _command_line(ctx)
     _check_out(out, "run", force)
+    if ablate is not None:
+        from ..ablation import Method
+        from ..errors import HeadscopeError
+
+        try:
+            Method.parse(ablate)
+        except HeadscopeError as exc:
+            _fail(f"--ablate: {exc}")
     with workers_ahead(not no_figures):     # forked now, while this process is small; they draw at the end
         _run(model, data, out, command, quiet=quiet, no_figures=no_figures, force=force, select_on=select_on,
+             ablate=ablate,
              config=dict(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
                          keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
                          window=window, seed=seed, induction_count=induction_count,
@@ -188,8 +201,37 @@ def run(
                          part=part.value if part else None))
 
 
+EVIDENCE_SENTENCES = 256   # sentences that --ablate reads: every head is ablated alone on each
+
+
+def _evidence(result: Any, loaded: Any, data: Any, method: str, config: dict) -> str | None:
+    """Ablate every head alone and join the effects to the roles; the error, in one line, if that failed (the
+    analysis is kept and written either way)."""
+    from ..ablation import ablate
+    from ..errors import HeadscopeError
+
+    sentences = next((p for p in data or [] if Path(p).suffix.lower() in (".conllu", ".txt")), None)
+    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    measures = (["loss"] if has_lm else ["hidden"]) + (
+        ["induction-loss"] if has_lm and "induction" in result.meta.get("tasks", []) else [])
+    try:
+        evidence = ablate(loaded, sentences, heads="each", method=method, measures=measures,
+                          max_sentences=min(config.get("max_sentences") or EVIDENCE_SENTENCES, EVIDENCE_SENTENCES),
+                          bootstrap=config.get("bootstrap", 1000), seed=config.get("seed", 0),
+                          induction_count=config.get("induction_count", 16),
+                          induction_length=config.get("induction_length", 32))
+        result.add_ablation(evidence)
+    except HeadscopeError as exc:
+        result.meta["ablation"] = {"skipped": str(exc)}
+        return f"--ablate: {exc}; the report was written without causal evidence"
+    except KeyboardInterrupt:
+        result.meta["ablation"] = {"skipped": "interrupted"}
+        return "--ablate was interrupted; the report was written without causal evidence"
+    return None
+
+
 def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figures: bool, force: bool,
-         select_on: Any, config: dict) -> None:
+         select_on: Any, config: dict, ablate: str | None = None) -> None:
     """The run command's analysis and report, once its arguments are checked."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -207,10 +249,19 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
     def on_progress(done: int, total: int) -> None:
         progress.update(task_id, completed=done, total=total)
 
+    failed = None
     try:
+        run_config = RunConfig(**config)
+        if ablate is not None:     # loaded once, for the analysis and the ablation
+            from ..models import load_model
+
+            model = load_model(model, device=run_config.device, trust_remote_code=run_config.trust_remote_code,
+                               part=run_config.part)
         with progress:
-            result = analyze(model, data or None, config=RunConfig(**config), select_on=select_on,
+            result = analyze(model, data or None, config=run_config, select_on=select_on,
                              progress=on_progress, partial_on_interrupt=True)
+        if ablate is not None and result.meta.get("complete", True):
+            failed = _evidence(result, model, data, ablate, config)
     except HeadscopeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -231,6 +282,8 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
     typer.echo(f"{result.model.name}: scored {scored} sentences{parts}"
                + (f", skipped {skipped} (see run.json)" if skipped else "")
                + f"; wrote {out}/report.html, report.md, report.json, scores.csv, roles.csv, run.json")
+    if failed:
+        _fail(failed)
     if not result.meta.get("complete", True):
         where = result.meta.get("interrupted") or "while scoring"
         typer.echo(f"run was interrupted {where}; the files hold partial results", err=True)
@@ -389,12 +442,15 @@ def ablate(
     model: Annotated[str, typer.Option("--model", "-m", help="Alias, Hugging Face id or local folder.")] = "minilm",
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Sentences (.conllu or .txt); default: the "
                                                                       "bundled sample.")] = None,
-    heads: Annotated[str, typer.Option("--heads", help="L17.H3,L18.H6 (one group), each (every head alone), or "
-                                                       "top:TASK:K (the K best heads of a scoring pass, e.g. "
-                                                       "top:induction:3).")] = "each",
+    heads: Annotated[str, typer.Option("--heads", help="L17.H3,L18.H6 (one group), each or all (every head "
+                                                       "alone), layer:N (layer N's heads together), top:TASK:K "
+                                                       "(the K best heads of a scoring pass, e.g. top:induction:3) "
+                                                       "or role:ROLE (the heads a scoring pass gives that role, "
+                                                       "e.g. role:induction).")] = "each",
     method: Annotated[str, typer.Option("--method", help="zero, mean, uniform, sink or window:W.")] = "zero",
-    measure: Annotated[Optional[str], typer.Option("--measure", help="loss, hidden, embedding, induction-loss "
-                       "(comma-separated). Default: loss with an LM head, else hidden,embedding.")] = None,
+    measure: Annotated[Optional[str], typer.Option("--measure", help="loss, hidden, embedding, induction-loss, "
+                       "pronoun-loss, syntax-loss (comma-separated). Default: loss with an LM head (an encoder's: "
+                       "masked-token loss), else hidden,embedding.")] = None,
     random_draws: Annotated[int, typer.Option("--random-draws", min=1, help="Random head groups of the same size "
                                                                             "to compare with.")] = 5,
     kv_group: Annotated[bool, typer.Option("--kv-group", help="Under GQA, ablate every query head of each "
@@ -441,9 +497,61 @@ def ablate(
         total = len(imp.table)
         typer.echo(f"importance ({imp.measure}): {imp.prunable} of {total} heads can go at a cost under "
                    f"{imp.tolerance:g} (pruning.csv)")
-        typer.echo(f"wrote {out}/ablation.csv, importance.csv, pruning.csv, pruning.png, run.json")
+        typer.echo(f"wrote {out}/ablation.csv, importance.csv, pruning.csv, pruning.png, report.md, run.json")
     else:
-        typer.echo(f"wrote {out}/ablation.csv, run.json")
+        typer.echo(f"wrote {out}/ablation.csv, report.md, run.json")
+
+
+@app.command()
+def context(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="Alias, Hugging Face id or local folder.")] = "smollm2",
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Running text for the long documents and the "
+                                                                      "haystacks (.conllu or .txt); default: the "
+                                                                      "bundled sample.")] = None,
+    heads: Annotated[str, typer.Option("--heads", help="each (every head alone) or L17.H3,L18.H6.")] = "each",
+    windows: Annotated[str, typer.Option("--windows", help="Windows to try, in keys, smallest first.")] = "16,64,256",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="The change a window may cause: the loss's "
+                                                                 "relative rise, or 1 - cosine.")] = 0.01,
+    tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens per document and per haystack.")] = 512,
+    documents: Annotated[int, typer.Option("--documents", min=1, help="Long documents to measure on.")] = 1,
+    needles: Annotated[int, typer.Option("--needles", min=1, help="Needle-in-a-haystack inputs.")] = 8,
+    needle_length: Annotated[int, typer.Option("--needle-length", min=2, help="Tokens per needle.")] = 16,
+    window_needles: Annotated[int, typer.Option("--window-needles", min=0, help="Needle inputs on which a window "
+                                                "must also keep the copy's loss (0: the text only).")] = 2,
+    measure: Annotated[Optional[str], typer.Option("--measure", help="loss or hidden. Default: loss with an LM "
+                                                                     "head, else hidden.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: windows.csv, heads.csv, report.md, "
+                                                          "run.json.")] = Path("headscope-context"),
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+) -> None:
+    """Which heads need the whole context: the smallest window each head can keep, retrieval scores, and the KV
+    cache that windowed heads would save."""
+    from ..context import context_needs
+    from ..errors import HeadscopeError
+
+    _setup_logging()
+    _check_out(out, "context", force)
+    try:
+        result = context_needs(model, data, heads=heads, windows=windows, tolerance=tolerance, tokens=tokens,
+                               documents=documents, needles=needles, needle_length=needle_length,
+                               window_needles=window_needles, measure=measure, seed=seed)
+        result.meta["command"] = _command_line(ctx)
+        result.save(out, force=force)
+    except HeadscopeError as exc:
+        _fail(str(exc))
+    tested = result.heads[result.heads["tested"]]
+    windowed = int(tested["smallest_window"].notna().sum())
+    typer.echo(f"{result.meta['model']['name']}: {windowed} of {len(tested)} heads can be windowed with at most "
+               f"{max(result.meta['windows'])} keys")
+    for k in result.kv:
+        typer.echo(f"  KV cache at {k['context']:,} tokens: {100 * k['saved_share']:.1f}% saved")
+    if result.heads["retrieval"].notna().any():
+        best = result.heads.sort_values("retrieval", ascending=False).head(3)
+        typer.echo("  strongest retrieval heads: " + ", ".join(f"L{r.layer}.H{r.head} ({r.retrieval:.2f})"
+                                                             for r in best.itertuples()))
+    typer.echo(f"wrote {out}/windows.csv, heads.csv, report.md, run.json")
 
 
 @app.command()

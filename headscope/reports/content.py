@@ -126,6 +126,17 @@ def role_grid(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
     return grid
 
 
+def _evidence(meta: dict, named: Any) -> dict | None:
+    """What the run's ablation was, and how many role assignments it found no effect for (None: no ablation)."""
+    ablation = meta.get("ablation")
+    if not ablation or "no_effect" not in named:
+        return None
+    return {"rule": ablation.get("no_effect_rule"), "method": ablation.get("method"),
+            "measures": ", ".join(ablation.get("measures") or []),
+            "random_draws": ablation.get("random_draws"), "roles": int(len(named)),
+            "roles_without_effect": int(named["no_effect"].fillna(False).sum())}
+
+
 def build_content(result: Any, roles: Any, *, command: str | None = None) -> dict:
     """Everything the Markdown, HTML and JSON reports show, as JSON-ready data."""
     from ..analysis.roles import criteria
@@ -172,6 +183,7 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
             "tested_roles_beating_baseline": int(len(tested)),
             "table": _records(named),
             "grid": role_grid(roles, info.num_layers, info.num_heads),
+            "evidence": _evidence(meta, named),
         },
         "top_heads": tops,
         "details": [s.record() for s in build_sections(result)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .sections import Data, build_sections, interval_text, q_text, score_text
+from .sections import Data, build_sections, effect_text, interval_text, q_text, score_text
 
 _MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]",
                "\\": "\\\\", "\n": " ", "\r": " "}
@@ -94,9 +94,17 @@ def _roles_section(content: dict) -> list[str]:
         lines.append(f"| L{layer} | " + " | ".join(md_text(c["label"]) + ("+" if len(c["roles"]) > 1 else "")
                                                    for c in row) + " |")
     control = any(r.get("beats_control") is not None for r in roles["table"])
+    evidence = roles.get("evidence")
+    if evidence:
+        lines += ["", f"Causal evidence: every head was ablated alone (`{md_text(evidence['method'])}`, measured by "
+                      f"{md_text(evidence['measures'])}) and set against {evidence['random_draws']} random heads. "
+                      f"**{evidence['roles_without_effect']} of {evidence['roles']} role assignments come from heads "
+                      f"whose ablation changed nothing measurable** ({evidence['rule']}): flagged `no effect`, "
+                      f"not hidden. Every head's effect is in `ablation.csv`."]
     lines += ["", "| head | role | data | score [95% CI] | best baseline: score [95% CI] | q | beats baseline |"
-              + (" control best | beats control |" if control else ""),
-              "|---|---|---|---:|---|---:|---|" + ("---:|---|" if control else "")]
+              + (" control best | beats control |" if control else "")
+              + (" ablation effect [95% CI] | × random |" if evidence else ""),
+              "|---|---|---|---:|---|---:|---|" + ("---:|---|" if control else "") + ("---:|---:|" if evidence else "")]
     for r in roles["table"]:
         base = (f"{md_text(r['baseline'])}: {score_text(r['baseline_score'], r['metric'])}"
                 f"{interval_text(r.get('baseline_ci_low'), r.get('baseline_ci_high'), r['metric'])}" if r["baseline"] else "—")
@@ -109,6 +117,8 @@ def _roles_section(content: dict) -> list[str]:
             line += (f" {score_text(r.get('control_best'), r['metric'])}"
                      f"{interval_text(r.get('control_ci_low'), r.get('control_ci_high'), r['metric'])} | "
                      f"{'—' if bc is None else 'yes' if bc else 'no'} |")
+        if evidence:
+            line += " {} | {} |".format(*effect_text(r))
         lines.append(line)
     none = [f"L{layer}.H{head}" for layer, row in enumerate(grid) for head, c in enumerate(row) if not c["roles"]]
     if none:

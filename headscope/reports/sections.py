@@ -106,6 +106,17 @@ def interval_text(lo: Any, hi: Any, metric: Any) -> str:
     return f" [{score_text(lo, metric)}, {score_text(hi, metric)}]"
 
 
+def effect_text(r: dict) -> tuple[str, str]:
+    """A role's ablation effect with its interval (``no effect`` when flagged), and its ratio to random heads."""
+    effect = r.get("ablation_effect")
+    if effect is None or effect != effect:
+        return "—", "—"
+    lo, hi, ratio = r.get("ablation_ci_low"), r.get("ablation_ci_high"), r.get("ablation_ratio_to_random")
+    ci = f" [{lo:+.3g}, {hi:+.3g}]" if lo is not None and lo == lo and hi is not None and hi == hi else ""
+    return (f"{effect:+.3g}{ci}" + (" (no effect)" if r.get("no_effect") else ""),
+            "—" if ratio is None or ratio != ratio else f"{ratio:.1f}")
+
+
 def _head_kv(layer: int, head: int, info: Any) -> str:
     """``L7.H4``, with ``[KV 1]`` appended when heads share key/value heads."""
     label = head_label(layer, head)
