@@ -86,13 +86,30 @@ def block_rows(scorers: list, num_heads: int, attention_memory: float) -> Any:
     return rows
 
 
+def _restore(scorers: list, states: list[list[dict]]) -> list:
+    """Each scorer holding the sums of every shard's state of it, merged."""
+    out = []
+    for scorer, per_shard in zip(scorers, states):
+        parts = [scorer.from_state(st) for st in per_shard]
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.merge(part)
+        out.append(merged)
+    return out
+
+
 def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, progress: Any, progress_state: dict,
-                partial_on_interrupt: bool, bos_id: int | None, batch_size: int, attention_memory: float = 512
+                partial_on_interrupt: bool, bos_id: int | None, batch_size: int, attention_memory: float = 512,
+                shard: tuple[int, int] | None = None, restored: dict | None = None, collect: dict | None = None
                 ) -> tuple[list, list, dict, str | None]:
     """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance).
 
     The last item says where Ctrl-C stopped the run (None: it ran to the end); with
-    ``partial_on_interrupt`` everything finished before that point is still returned.
+    ``partial_on_interrupt`` everything finished before that point is still returned. ``shard`` ``(i, n)``:
+    only the inputs whose index is i modulo n are read, and each job's scorer states go into ``collect``
+    (``{"k|name": [state, ...]}``, k the job's place). ``restored`` (``{"k|name": ([[state per shard] per
+    scorer], inputs scored)}``):
+    a job's scorers are rebuilt from its shards' states instead of read from the model.
     """
     import pandas as pd
 
@@ -106,7 +123,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
     interrupted: str | None = None
     tables, datasets = [], []
     extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
-    for job in jobs:
+    for k, job in enumerate(jobs):
+        key = f"{k}|{job.name}"        # a dataset can feed two jobs (documents: coref, and positional)
         if not job.sentences:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
         encoded_all = job.encoded
@@ -114,6 +132,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id, max_length=info.max_length)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(job.sentences) - len(encoded)
+        if shard is not None:
+            encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
         if not encoded:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
                                  f"{info.max_length} tokens")
@@ -140,10 +160,14 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
                 progress(progress_state["done"], progress_state["total"])
 
         try:
-            capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size, on_batch_start=on_batch_start,
-                    on_batch_end=on_batch_end,
-                    block_rows=block_rows(scorers, info.num_heads, attention_memory),
-                    row_stats=any(getattr(s, "wants_row_stats", False) for s in scorers))
+            if restored is not None and key in restored:
+                scorers = job.scorers = _restore(scorers, restored[key][0])
+                scored["n"] = restored[key][1]
+            elif encoded:
+                capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size,
+                        on_batch_start=on_batch_start, on_batch_end=on_batch_end,
+                        block_rows=block_rows(scorers, info.num_heads, attention_memory),
+                        row_stats=any(getattr(s, "wants_row_stats", False) for s in scorers))
         except KeyboardInterrupt:
             if not partial_on_interrupt:
                 raise
@@ -160,6 +184,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
                 if not partial_on_interrupt:
                     raise
                 interrupted = "while checking the in-context loss (not recorded)"
+        if collect is not None:
+            collect[key] = [s.state() for s in scorers]
         for s in scorers:
             if bootstrap and interrupted is None and callable(getattr(s, "intervals", None)):
                 try:
@@ -191,7 +217,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
 
 def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None = None, tokenizer: Any = None,
             select_on: Any = None, progress: Callable[[int, int], None] | None = None,
-            partial_on_interrupt: bool = False, **options: Any):
+            partial_on_interrupt: bool = False, shard: tuple[int, int] | None = None, restored: dict | None = None,
+            **options: Any):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -219,8 +246,10 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     ``documents``: join consecutive sentences of each treebank or text into documents of at most this
     many words (sentence boundaries, trees and tags kept), for the long-range measures; inputs longer
     than the model are skipped. ``part="decoder"``: read an encoder-decoder's decoder self-attention,
-    teacher-forced on the input, instead of its encoder (see ``load_model``). Returns an
-    :class:`AnalysisResult`.
+    teacher-forced on the input, instead of its encoder (see ``load_model``). ``shard=(i, n)``: read only
+    the inputs whose index is i modulo n, and keep the scorers' states (``result.states``, no intervals);
+    ``restored``: the shards' states (``headscope.shards.merge_shards``), which take the place of the
+    forward passes. Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -284,15 +313,18 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     all_tables, all_extra, interrupted = [], {}, None
     datasets: list = []
     control_datasets: list = []
+    states: dict = {}           # a shard's scorer states: {model: {job: [state, ...]}}
     for m in models:
         jobs = [make_job(s, ts, m, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead,
                           keep_units=bootstrap > 0) for s, ts in plan]
         if m is loaded:
             progress_state["total"] = sum(len(j.sentences) for j in jobs) * len(models)
         tables, model_datasets, extra, interrupted = _score_jobs(
-            m, jobs, bootstrap=bootstrap, seed=seed, progress=progress, progress_state=progress_state,
+            m, jobs, bootstrap=0 if shard else bootstrap, seed=seed, progress=progress, progress_state=progress_state,
             partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size,
-            attention_memory=attention_memory)
+            attention_memory=attention_memory, shard=shard,
+            restored=(restored or {}).get(m.info.name) if restored is not None else None,
+            collect=states.setdefault(m.info.name, {}) if shard else None)
         frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
         frame_["model"] = pd.array([m.info.name] * len(frame_), dtype="string")
         all_tables.append(frame_)
@@ -341,8 +373,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
             "datasets": datasets,
             "versions": package_versions(),
             "seconds": round(time.perf_counter() - t0, 3),
+            **({"shard": {"index": shard[0], "count": shard[1]}} if shard else {}),
         }
-    return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples)
+    return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples, states=states)
 
 
 # the task lists of the docstring come from the registry

@@ -20,6 +20,8 @@ class AnalysisResult:
     tables: dict = field(default_factory=dict)   # further tidy tables by name, e.g. "mentions"
     examples: list = field(default_factory=list)  # word-level attention maps of a few sentences (explain.word_maps)
     _roles: Any = field(default=None, repr=False, compare=False)
+    # a shard's scorer states, ``{model: {job: [state, ...]}}`` (``analyze(shard=...)``); empty otherwise
+    states: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def select_on(self) -> str | None:

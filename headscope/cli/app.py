@@ -1,5 +1,5 @@
-"""The ``headscope`` command: ``run``, ``probe``, ``compare``, ``explain``, ``ablate``, ``context``, ``models``,
-``tasks``; one-line errors."""
+"""The ``headscope`` command: ``run``, ``merge``, ``probe``, ``compare``, ``explain``, ``ablate``, ``context``,
+``models``, ``tasks``; one-line errors."""
 
 from __future__ import annotations
 
@@ -171,6 +171,8 @@ def run(
                          "documents of at most this many words (long-range measures; boundaries kept).")] = None,
     part: Annotated[Optional[Part], typer.Option("--part", help="An encoder-decoder's part to analyse: its encoder "
                     "(the default) or its decoder's self-attention, teacher-forced on the input.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: read only every N-th input from the I-th "
+                     "(0-based) and write the scorer states into OUT, for `headscope merge`.")] = None,
     ablate: Annotated[Optional[str], typer.Option("--ablate", help="Also ablate every head alone by this method "
                       "(zero, mean, uniform, sink, window:W) on up to 256 sentences of the first .conllu or .txt "
                       "--data, and set each role's causal effect beside it (ablation.csv).")] = None,
@@ -180,7 +182,18 @@ def run(
 
     _setup_logging()
     command = _command_line(ctx)
-    _check_out(out, "run", force)
+    parts = None
+    if shard is not None:
+        from ..errors import HeadscopeError
+        from ..shards import parse_shard
+
+        try:
+            parts = parse_shard(shard)
+        except HeadscopeError as exc:
+            _fail(str(exc))
+        if ablate is not None:
+            _fail("--ablate does not run on a shard; ablate after `headscope merge`, or on the whole run")
+    _check_out(out, "shard" if parts else "run", force)
     if ablate is not None:
         from ..ablation import Method
         from ..errors import HeadscopeError
@@ -190,8 +203,8 @@ def run(
         except HeadscopeError as exc:
             _fail(f"--ablate: {exc}")
     with workers_ahead(not no_figures):     # forked now, while this process is small; they draw at the end
-        _run(model, data, out, command, quiet=quiet, no_figures=no_figures, force=force, select_on=select_on,
-             ablate=ablate,
+        _run(model, data, out, command, quiet=quiet, no_figures=no_figures or parts is not None, force=force,
+             select_on=select_on, ablate=ablate, shard=parts,
              config=dict(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
                          keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
                          window=window, seed=seed, induction_count=induction_count,
@@ -231,7 +244,7 @@ def _evidence(result: Any, loaded: Any, data: Any, method: str, config: dict) ->
 
 
 def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figures: bool, force: bool,
-         select_on: Any, config: dict, ablate: str | None = None) -> None:
+         select_on: Any, config: dict, ablate: str | None = None, shard: tuple[int, int] | None = None) -> None:
     """The run command's analysis and report, once its arguments are checked."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -259,7 +272,16 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
                                part=run_config.part)
         with progress:
             result = analyze(model, data or None, config=run_config, select_on=select_on,
-                             progress=on_progress, partial_on_interrupt=True)
+                             progress=on_progress, partial_on_interrupt=shard is None, shard=shard)
+        if shard is not None:
+            from ..shards import write_shard
+
+            write_shard(result, out, model=model, data=data, select_on=select_on, config=run_config,
+                        command=command, force=force)
+            typer.echo(f"{result.model.name}: shard {shard[0]}/{shard[1]} scored "
+                       f"{sum(d['scored'] for d in result.meta['datasets'])} inputs; wrote {out}/shard.json, "
+                       f"states.npz (merge the shards with `headscope merge`)")
+            return
         if ablate is not None and result.meta.get("complete", True):
             failed = _evidence(result, model, data, ablate, config)
     except HeadscopeError as exc:
@@ -288,6 +310,37 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
         where = result.meta.get("interrupted") or "while scoring"
         typer.echo(f"run was interrupted {where}; the files hold partial results", err=True)
         raise typer.Exit(130)
+
+
+@app.command()
+def merge(
+    ctx: typer.Context,
+    shards: Annotated[list[Path], typer.Argument(help="The shards' folders (`headscope run --shard I/N --out ...`), "
+                                                      "all N of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the merged run.")] = Path("headscope-out"),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The model, when the shards were written "
+                                                                       "from a model object.")] = None,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG heatmaps.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+) -> None:
+    """Merge the shards of one run into the run one process would have written."""
+    from ..errors import HeadscopeError
+    from ..reports import write_report
+    from ..reports.figures import workers_ahead
+    from ..shards import merge_shards
+
+    _setup_logging()
+    command = _command_line(ctx)
+    _check_out(out, "run", force)
+    with workers_ahead(not no_figures):
+        try:
+            result = merge_shards(shards, model=model)
+            write_report(result, out, figures=not no_figures, command=command, force=force)
+        except HeadscopeError as exc:
+            _fail(str(exc))
+    scored = sum(d["scored"] for d in result.meta["datasets"])
+    typer.echo(f"{result.model.name}: merged {len(shards)} shards ({scored} inputs); wrote {out}/report.html, "
+               f"report.md, report.json, scores.csv, roles.csv, run.json")
 
 
 @app.command()

@@ -17,7 +17,7 @@ from ..errors import HeadscopeError
 log = logging.getLogger(__name__)
 
 # Every folder headscope writes holds this file: {"kind": "run" | "probe" | "compare" | "explain" | "ablation" |
-# "context"}.
+# "context" | "shard"}.
 MARKER = ".headscope"
 _STAGING = re.compile(r"\.(?P<name>.+)\.headscope-(?:tmp|old)-(?P<pid>[0-9]+)-[0-9a-f]+")
 
