@@ -49,21 +49,16 @@ def _flat(states: dict) -> tuple[dict, list]:
     return arrays, index
 
 
-def write_shard(result: Any, out: Path, *, model: Any, data: Any, select_on: Any, config: Any,
-                command: str | None = None, force: bool = False) -> Path:
-    """A shard's folder: ``states.npz`` (every scorer's sums and per-unit rows) and ``shard.json`` (what was
-    run, on which data, and which arrays belong to which scorer), written whole."""
-    import numpy as np
-
-    from .reports.folder import staged_output
-    from .reports.writer import write_text
-
+def shard_parts(result: Any, *, model: Any, data: Any, select_on: Any, config: Any,
+                command: str | None = None) -> tuple[dict, dict]:
+    """A shard as its manifest (what was run, on which data, which arrays belong to which scorer) and its
+    arrays (every scorer's sums and per-unit rows): what ``write_shard`` writes and ``merge_parts`` reads."""
     if not result.states:
         raise HeadscopeError("this result holds no scorer states; analyse with shard=(i, n) to write a shard")
     arrays, index = _flat(result.states)
     meta = result.meta
     manifest = {
-        "shard": meta["shard"], "model": model if isinstance(model, (str, Path)) else None,
+        "shard": meta["shard"], "model": str(model) if isinstance(model, (str, Path)) else None,
         "model_info": meta["model"], "models": meta["models"],
         "data": [str(Path(p).resolve()) for p in data] if data else None,
         "select_on": str(Path(select_on).resolve()) if select_on else None,
@@ -72,6 +67,19 @@ def write_shard(result: Any, out: Path, *, model: Any, data: Any, select_on: Any
         "control_datasets": (meta.get("control") or {}).get("datasets", []),
         "versions": meta["versions"], "command": command or "headscope (library call)", "states": index,
     }
+    return manifest, arrays
+
+
+def write_shard(result: Any, out: Path, *, model: Any, data: Any, select_on: Any, config: Any,
+                command: str | None = None, force: bool = False) -> Path:
+    """A shard's folder: ``states.npz`` and ``shard.json`` (``shard_parts``), written whole."""
+    import numpy as np
+
+    from .reports.folder import staged_output
+    from .reports.writer import write_text
+
+    manifest, arrays = shard_parts(result, model=model, data=data, select_on=select_on, config=config,
+                                   command=command)
     with staged_output(Path(out), "shard", force=force) as folder:
         with open(folder / STATES, "wb") as f:
             np.savez(f, **arrays)
@@ -175,7 +183,20 @@ def _check(folders: list[Path], manifests: list[dict]) -> int:
 
 
 def merge_shards(folders: Sequence[Any], *, model: Any = None, progress: Any = None) -> Any:
-    """The ``AnalysisResult`` of the run the shards split: the same scores, intervals and roles as one process.
+    """The ``AnalysisResult`` of the run the shards' folders split: the same scores, intervals and roles as one
+    process (see ``merge_parts``)."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise HeadscopeError("no shard given; pass the --out folders of `headscope run --shard I/N`")
+    result = merge_parts([read_shard(f) for f in folders], [str(f) for f in folders], model=model, progress=progress)
+    result.meta["merged"]["from"] = [str(f) for f in folders]
+    return result
+
+
+def merge_parts(read: Sequence[tuple[dict, Any]], names: Sequence[str], *, model: Any = None,
+                progress: Any = None) -> Any:
+    """The ``AnalysisResult`` of the run that the shards (``(manifest, arrays)`` each, named ``names`` in
+    errors) split: the same scores, intervals and roles as one process.
 
     The shards are checked first (the same model, settings, tasks and data, each shard once). The data are
     read again from the paths the shards recorded (their checksums must still match) and the model loaded
@@ -185,10 +206,7 @@ def merge_shards(folders: Sequence[Any], *, model: Any = None, progress: Any = N
     from .config import RunConfig
     from .pipeline import analyze
 
-    folders = [Path(f) for f in folders]
-    if not folders:
-        raise HeadscopeError("no shard given; pass the --out folders of `headscope run --shard I/N`")
-    read = [read_shard(f) for f in folders]
+    folders = [Path(n) for n in names]
     manifests = [m for m, _ in read]
     n = _check(folders, manifests)
     first = manifests[0]
@@ -217,5 +235,5 @@ def merge_shards(folders: Sequence[Any], *, model: Any = None, progress: Any = N
                        if d.get("sha256") != e.get("sha256"))
         raise HeadscopeError(f"{changed.get('path') or changed['name']}: the data changed since the shards were "
                              f"written (its checksum differs); merge with the data they read")
-    result.meta["merged"] = {"shards": n, "from": [str(f) for f in folders]}
+    result.meta["merged"] = {"shards": n, "from": list(names)}
     return result

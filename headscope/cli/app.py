@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -193,6 +195,9 @@ def run(
             _fail(str(exc))
         if ablate is not None:
             _fail("--ablate does not run on a shard; ablate after `headscope merge`, or on the whole run")
+    if _launched() is not None and (parts is not None or ablate is not None):
+        _fail("under a launcher (torchrun, accelerate launch) each rank is a shard already: drop --shard and "
+              "--ablate")
     _check_out(out, "shard" if parts else "run", force)
     if ablate is not None:
         from ..ablation import Method
@@ -243,6 +248,58 @@ def _evidence(result: Any, loaded: Any, data: Any, method: str, config: dict) ->
     return None
 
 
+def _launched() -> tuple[int, int] | None:
+    from ..distributed import world
+
+    return world()
+
+
+def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict, ranks: tuple[int, int],
+              progress: Any, on_progress: Any) -> Any:
+    """One rank of a launched run: its shard of the inputs, on its own device; every rank's scorer states go to
+    every rank, and rank 0 merges them into the run's result (the other ranks return None). A rank's bad input
+    stops every rank: rank 0 with the one-line error, the others with its exit code."""
+    from ..config import RunConfig
+    from ..distributed import everyone, start, stop
+    from ..errors import HeadscopeError
+    from ..models import load_model
+    from ..pipeline import analyze
+    from ..shards import merge_parts, shard_parts
+
+    rank, size = ranks
+    device, backend = start(config.get("device"))
+    try:
+        run_config = RunConfig(**{**config, "device": device})
+        loaded = load_model(model, device=device, trust_remote_code=run_config.trust_remote_code,
+                            part=run_config.part)
+        with progress if rank == 0 else contextlib.nullcontext():
+            result = analyze(loaded, data or None, config=run_config, select_on=select_on,
+                             progress=on_progress if rank == 0 else None, shard=(rank, size))
+        part: tuple = ("ok", shard_parts(result, model=model, data=data, select_on=select_on, config=run_config,
+                                         command=command), str(loaded.device), result.meta["seconds"])
+    except HeadscopeError as exc:
+        part = ("error", f"rank {rank}: {exc}")
+    started = time.perf_counter()
+    parts = everyone(part)
+    gathered = time.perf_counter() - started
+    failed = next((p[1] for p in parts if p[0] == "error"), None)
+    if failed is not None:
+        stop()
+        if rank == 0:
+            _fail(failed)
+        raise typer.Exit(2)
+    if rank != 0:
+        stop()
+        return None
+    stop()
+    started = time.perf_counter()
+    merged = merge_parts([p[1] for p in parts], [f"rank {i}" for i in range(size)], model=loaded)
+    merged.meta["distributed"] = {"world_size": size, "backend": backend, "devices": [p[2] for p in parts],
+                                  "rank_seconds": [p[3] for p in parts], "gather_seconds": round(gathered, 3),
+                                  "merge_seconds": round(time.perf_counter() - started, 3)}
+    return merged
+
+
 def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figures: bool, force: bool,
          select_on: Any, config: dict, ablate: str | None = None, shard: tuple[int, int] | None = None) -> None:
     """The run command's analysis and report, once its arguments are checked."""
@@ -263,16 +320,22 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
         progress.update(task_id, completed=done, total=total)
 
     failed = None
+    ranks = _launched()
     try:
+        if ranks is not None:
+            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress)
+            if result is None:
+                return                                  # not rank 0: rank 0 writes the run
         run_config = RunConfig(**config)
-        if ablate is not None:     # loaded once, for the analysis and the ablation
+        if ranks is None and ablate is not None:     # loaded once, for the analysis and the ablation
             from ..models import load_model
 
             model = load_model(model, device=run_config.device, trust_remote_code=run_config.trust_remote_code,
                                part=run_config.part)
-        with progress:
-            result = analyze(model, data or None, config=run_config, select_on=select_on,
-                             progress=on_progress, partial_on_interrupt=shard is None, shard=shard)
+        if ranks is None:
+            with progress:
+                result = analyze(model, data or None, config=run_config, select_on=select_on,
+                                 progress=on_progress, partial_on_interrupt=shard is None, shard=shard)
         if shard is not None:
             from ..shards import write_shard
 
