@@ -100,8 +100,8 @@ def _restore(scorers: list, states: list[list[dict]]) -> list:
 
 def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, progress: Any, progress_state: dict,
                 partial_on_interrupt: bool, bos_id: int | None, batch_size: int, attention_memory: float = 512,
-                shard: tuple[int, int] | None = None, restored: dict | None = None, collect: dict | None = None
-                ) -> tuple[list, list, dict, str | None]:
+                shard: tuple[int, int] | None = None, restored: dict | None = None, collect: dict | None = None,
+                checkpoint: Any = None) -> tuple[list, list, dict, str | None]:
     """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance).
 
     The last item says where Ctrl-C stopped the run (None: it ran to the end); with
@@ -109,7 +109,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
     only the inputs whose index is i modulo n are read, and each job's scorer states go into ``collect``
     (``{"k|name": [state, ...]}``, k the job's place). ``restored`` (``{"k|name": ([[state per shard] per
     scorer], inputs scored)}``):
-    a job's scorers are rebuilt from its shards' states instead of read from the model.
+    a job's scorers are rebuilt from its shards' states instead of read from the model. ``checkpoint`` (a
+    ``shards.Checkpoint``): the states are saved every few batches, and a job it holds goes on from there.
     """
     import pandas as pd
 
@@ -134,6 +135,9 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
         too_long = len(job.sentences) - len(encoded)
         if shard is not None:
             encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
+        kept = encoded
+        done: list = []                # the inputs scored so far (a checkpoint records them)
+        prior = checkpoint.prior(info.name, key) if checkpoint is not None else None
         if not encoded:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
                                  f"{info.max_length} tokens")
@@ -155,11 +159,19 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             for s in scorers:
                 s.end_batch()
             scored["n"] += batch.size
+            if checkpoint is not None:
+                done.extend(e.index for e in batch.encoded)
+                checkpoint.batch_done(info.name, key, scorers, done, scored["n"])
             progress_state["done"] += batch.size
             if progress is not None:
                 progress(progress_state["done"], progress_state["total"])
 
         try:
+            if prior is not None:          # resumed: the sums so far, and only the inputs not yet scored
+                scorers = job.scorers = _restore(scorers, [[st] for st in prior["states"]])
+                done[:], scored["n"] = list(prior["done"]), prior["n"]
+                encoded = [e for e in encoded if e.index not in set(prior["done"])]
+                progress_state["done"] += scored["n"]
             if restored is not None and key in restored:
                 scorers = job.scorers = _restore(scorers, restored[key][0])
                 scored["n"] = restored[key][1]
@@ -186,6 +198,8 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
                 interrupted = "while checking the in-context loss (not recorded)"
         if collect is not None:
             collect[key] = [s.state() for s in scorers]
+        if checkpoint is not None and interrupted is None:
+            checkpoint.job_done(info.name, key, scorers, done, scored["n"])
         for s in scorers:
             if bootstrap and interrupted is None and callable(getattr(s, "intervals", None)):
                 try:
@@ -206,10 +220,10 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
                         if key in extra else table.assign(dataset=job.name)
             if noted.hit and partial_on_interrupt and interrupted is None:
                 interrupted = "while collecting the scores: the tasks after it were not collected"
-        datasets.append({**job.meta, **bos_meta(loaded, encoded),
+        datasets.append({**job.meta, **bos_meta(loaded, kept),
                          "sentences": len(job.sentences), "scored": scored["n"],
                          "skipped_too_long": too_long,
-                         "words_replaced_by_unk": sum(e.replaced_words for e in encoded)})
+                         "words_replaced_by_unk": sum(e.replaced_words for e in kept)})
         if interrupted is not None:
             break
     return tables, datasets, extra, interrupted
@@ -218,7 +232,7 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
 def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None = None, tokenizer: Any = None,
             select_on: Any = None, progress: Callable[[int, int], None] | None = None,
             partial_on_interrupt: bool = False, shard: tuple[int, int] | None = None, restored: dict | None = None,
-            **options: Any):
+            checkpoint: Any = None, **options: Any):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -249,7 +263,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     teacher-forced on the input, instead of its encoder (see ``load_model``). ``shard=(i, n)``: read only
     the inputs whose index is i modulo n, and keep the scorers' states (``result.states``, no intervals);
     ``restored``: the shards' states (``headscope.shards.merge_shards``), which take the place of the
-    forward passes. Returns an :class:`AnalysisResult`.
+    forward passes. ``checkpoint`` (``headscope.shards.Checkpoint``): save the scorer states every few
+    batches, and go on from the states it holds (a run resumed after a kill). Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
@@ -324,7 +339,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
             partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size,
             attention_memory=attention_memory, shard=shard,
             restored=(restored or {}).get(m.info.name) if restored is not None else None,
-            collect=states.setdefault(m.info.name, {}) if shard else None)
+            collect=states.setdefault(m.info.name, {}) if shard else None, checkpoint=checkpoint)
         frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
         frame_["model"] = pd.array([m.info.name] * len(frame_), dtype="string")
         all_tables.append(frame_)

@@ -1,5 +1,5 @@
-"""Shards of one run: each writes its scorers' states (npz and JSON, no pickle); ``merge_shards`` checks them against
-each other and finishes the run that one process would have written."""
+"""Scorer states on disk (npz and JSON, no pickle): shards of one run, which ``merge_shards`` checks against each
+other and finishes as the run one process would have written; and the checkpoints a killed run resumes from."""
 
 from __future__ import annotations
 
@@ -237,3 +237,91 @@ def merge_parts(read: Sequence[tuple[dict, Any]], names: Sequence[str], *, model
                              f"written (its checksum differs); merge with the data they read")
     result.meta["merged"] = {"shards": n, "from": list(names)}
     return result
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_path(out: Any) -> Path:
+    """Where the run writing into ``out`` keeps its checkpoint: a hidden file beside the folder."""
+    import os
+
+    out = Path(os.path.abspath(out))
+    return out.with_name(f".{out.name}.headscope-checkpoint.npz")
+
+
+class Checkpoint:
+    """A run's scorer states, saved every ``every`` batches and when a job ends, in one file replaced whole
+    (a kill leaves the previous checkpoint or the new one, never half of one).
+
+    ``header``: what the run is (model, data, settings, command), so that ``--resume`` needs nothing else;
+    ``prior``: the jobs of a checkpoint read back (``load``), which the resumed run goes on from."""
+
+    def __init__(self, path: Any, every: int, header: dict, prior: dict | None = None) -> None:
+        self.path, self.every, self.header = Path(path), every, header
+        self.jobs: dict = dict(prior or {})     # "model\tjob" -> {"states", "done", "n", "complete"}
+        self.batches = 0
+
+    def prior(self, model: str, key: str) -> dict | None:
+        return self.jobs.get(f"{model}\t{key}")
+
+    def batch_done(self, model: str, key: str, scorers: list, done: list, n: int) -> None:
+        self.batches += 1
+        if self.every and self.batches % self.every == 0:
+            self._note(model, key, scorers, done, n, complete=False)
+            self.save()
+
+    def job_done(self, model: str, key: str, scorers: list, done: list, n: int) -> None:
+        self._note(model, key, scorers, done, n, complete=True)
+        self.save()
+
+    def _note(self, model: str, key: str, scorers: list, done: list, n: int, *, complete: bool) -> None:
+        self.jobs[f"{model}\t{key}"] = {"states": [s.state() for s in scorers], "done": list(done), "n": int(n),
+                                         "complete": complete}
+
+    def save(self) -> None:
+        import os
+
+        import numpy as np
+
+        arrays: dict = {}
+        jobs = []
+        for j, (name, job) in enumerate(self.jobs.items()):
+            flat, index = _flat({"m": {"j": job["states"]}})
+            arrays.update({f"j{j}.{k}": v for k, v in flat.items()})
+            arrays[f"j{j}.done"] = np.asarray(job["done"], dtype=np.int64)
+            jobs.append({"name": name, "n": job["n"], "complete": job["complete"], "states": index})
+        manifest = json.dumps({"header": self.header, "jobs": jobs}, default=str).encode("utf-8")
+        arrays["manifest"] = np.frombuffer(manifest, dtype=np.uint8)
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def load(path: Any) -> tuple[dict, dict]:
+        """``(header, jobs)`` of a checkpoint file, read without pickle."""
+        import zipfile
+
+        import numpy as np
+
+        path = Path(path)
+        try:
+            arrays = np.load(path, allow_pickle=False)
+            meta = json.loads(bytes(arrays["manifest"]).decode("utf-8"))
+            jobs = {}
+            for j, job in enumerate(meta["jobs"]):
+                view = {k[len(f"j{j}."):]: arrays[k] for k in arrays.files if k.startswith(f"j{j}.")}
+                jobs[job["name"]] = {"states": [_state(e, view) for e in job["states"]],
+                                     "done": [int(i) for i in view["done"]], "n": job["n"],
+                                     "complete": job["complete"]}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise HeadscopeError(f"{path}: not a readable checkpoint ({exc}); start the run again without "
+                                 f"--resume") from None
+        return meta["header"], jobs
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

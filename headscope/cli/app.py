@@ -173,6 +173,11 @@ def run(
                          "documents of at most this many words (long-range measures; boundaries kept).")] = None,
     part: Annotated[Optional[Part], typer.Option("--part", help="An encoder-decoder's part to analyse: its encoder "
                     "(the default) or its decoder's self-attention, teacher-forced on the input.")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=0, help="Save the scorer states every "
+                                "K batches (and when each dataset ends) beside --out; after a kill, `headscope run "
+                                "--resume OUT` goes on from there.")] = 0,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on with the run that was writing into this "
+                      "folder when it was killed, from its last checkpoint (its settings come from there).")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: read only every N-th input from the I-th "
                      "(0-based) and write the scorer states into OUT, for `headscope merge`.")] = None,
     ablate: Annotated[Optional[str], typer.Option("--ablate", help="Also ablate every head alone by this method "
@@ -198,6 +203,41 @@ def run(
     if _launched() is not None and (parts is not None or ablate is not None):
         _fail("under a launcher (torchrun, accelerate launch) each rank is a shard already: drop --shard and "
               "--ablate")
+    if (checkpoint_every or resume is not None) and (parts is not None or _launched() is not None):
+        _fail("--checkpoint-every and --resume are for a run in one process; a shard or a rank is restarted whole")
+    settings = dict(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
+                    keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
+                    window=window, seed=seed, induction_count=induction_count,
+                    induction_length=induction_length, prepend_bos=prepend_bos, bootstrap=bootstrap,
+                    control=control.value if control else None, trust_remote_code=trust_remote_code,
+                    attention_memory=attention_memory, documents=documents, part=part.value if part else None)
+    checkpoint = None
+    if resume is not None or checkpoint_every:
+        from ..errors import HeadscopeError
+        from ..shards import Checkpoint, checkpoint_path
+
+        if resume is not None:
+            path = checkpoint_path(resume)
+            if not path.is_file():
+                _fail(f"{resume}: no checkpoint to resume from ({path.name} is not there): the run ended, or it was "
+                      f"started without --checkpoint-every")
+            try:
+                header, prior = Checkpoint.load(path)
+            except HeadscopeError as exc:
+                _fail(str(exc))
+            out, model, settings = resume, header["model"], header["settings"]
+            data = [Path(p) for p in header["data"]] if header["data"] else None
+            select_on = Path(header["select_on"]) if header["select_on"] else None
+            command = f"{header['command']} (resumed: {command})"
+            force, ablate = header.get("force", False), header.get("ablate")
+            checkpoint = Checkpoint(path, header["every"], header, prior)
+        else:
+            known = Path(model)
+            header = {"model": str(known.resolve()) if known.exists() else model, "settings": settings,
+                      "data": [str(Path(p).resolve()) for p in data] if data else None,
+                      "select_on": str(Path(select_on).resolve()) if select_on else None, "command": command,
+                      "every": checkpoint_every, "ablate": ablate, "force": force}
+            checkpoint = Checkpoint(checkpoint_path(out), checkpoint_every, header)
     _check_out(out, "shard" if parts else "run", force)
     if ablate is not None:
         from ..ablation import Method
@@ -209,14 +249,7 @@ def run(
             _fail(f"--ablate: {exc}")
     with workers_ahead(not no_figures):     # forked now, while this process is small; they draw at the end
         _run(model, data, out, command, quiet=quiet, no_figures=no_figures or parts is not None, force=force,
-             select_on=select_on, ablate=ablate, shard=parts,
-             config=dict(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
-                         keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
-                         window=window, seed=seed, induction_count=induction_count,
-                         induction_length=induction_length, prepend_bos=prepend_bos, bootstrap=bootstrap,
-                         control=control.value if control else None, trust_remote_code=trust_remote_code,
-                         attention_memory=attention_memory, documents=documents,
-                         part=part.value if part else None))
+             select_on=select_on, ablate=ablate, shard=parts, checkpoint=checkpoint, config=settings)
 
 
 EVIDENCE_SENTENCES = 256   # sentences that --ablate reads: every head is ablated alone on each
@@ -301,7 +334,8 @@ def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict,
 
 
 def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figures: bool, force: bool,
-         select_on: Any, config: dict, ablate: str | None = None, shard: tuple[int, int] | None = None) -> None:
+         select_on: Any, config: dict, ablate: str | None = None, shard: tuple[int, int] | None = None,
+         checkpoint: Any = None) -> None:
     """The run command's analysis and report, once its arguments are checked."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -335,7 +369,8 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
         if ranks is None:
             with progress:
                 result = analyze(model, data or None, config=run_config, select_on=select_on,
-                                 progress=on_progress, partial_on_interrupt=shard is None, shard=shard)
+                                 progress=on_progress, partial_on_interrupt=shard is None, shard=shard,
+                                 checkpoint=checkpoint)
         if shard is not None:
             from ..shards import write_shard
 
@@ -359,6 +394,8 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
             write_report(result, out, figures=False, command=command, force=force)
     except HeadscopeError as exc:
         _fail(str(exc))
+    if checkpoint is not None and result.meta.get("complete", True):
+        checkpoint.remove()                 # the run is written: nothing is left to resume
     datasets = result.meta["datasets"]
     skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in datasets)
     scored = sum(d["scored"] for d in datasets)
