@@ -11,6 +11,8 @@
    attention in row blocks), medians and their ratio; host synchronisations counted during the analysis
    (``torch.cuda.set_sync_debug_mode``: a few per batch are expected, none per layer); and the CPU/CUDA
    agreement of the same analysis on a 2-layer copy at 1,024 tokens in float32.
+4. bf16 at scale: a BERT-base-shaped and a 1B-class Llama-shaped random model, words per second of the bare
+   forward and of the syntax + positional analysis (on a CPU, a 2-layer dry run of the same code).
 
     python benchmarks/gpu_check.py [--data EWT.conllu] [--repeats 3] [--tokens 8192]
 """
@@ -87,6 +89,56 @@ def pipeline_vs_forward(data: str, repeats: int, batch_size: int, device: str, l
     print(f"{len(corpus)} sentences, batch {batch_size}, {where}: bare forward median "
           f"{b:.2f} s, pipeline median {p:.2f} s, ratio of medians {p / b:.2f}, median paired ratio "
           f"{statistics.median(ratios):.2f}")
+
+
+def big_bf16(data: str, repeats: int, batch_size: int, device: str, limit: int | None, small: bool = False) -> None:
+    """bf16 weights, float32 statistics: a BERT-base-shaped and a 1B-class Llama-shaped random model (16 layers,
+    2048 wide, 32 query / 8 KV heads), tokens per second of the bare forward and of the syntax + positional
+    analysis; ``small``: a 2-layer, 64-wide dry run of the same code (for a CPU)."""
+    import torch
+    from bench_pipeline import bare_forward
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    import headscope
+    from headscope.models import load_model
+    from headscope.testing import bpe_tokenizer
+
+    tok = bpe_tokenizer()
+    corpus = headscope.load_conllu(data, limit=limit)
+    tokens = sum(len(s) for s in corpus.sentences)          # words: a lower bound of the tokens read
+    dims = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2) if small else {}
+    torch.manual_seed(0)
+    shapes = {"bert-base-shape": BertModel(BertConfig(vocab_size=len(tok), attn_implementation="eager",
+                                                      **(dict(dims, num_attention_heads=4) if small else {}))),
+              "llama-1b-shape": LlamaForCausalLM(LlamaConfig(
+                  vocab_size=len(tok), attn_implementation="eager", max_position_embeddings=2048,
+                  **(dict(dims, num_attention_heads=4, num_key_value_heads=2) if small else
+                     dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                          num_key_value_heads=8))))}
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for name, model in shapes.items():
+        loaded = load_model(model.eval().to(dtype), tokenizer=tok, name=name, device=device)
+        headscope.analyze(loaded, corpus.sentences[:32], tasks="syntax,positional", bootstrap=0)   # warm-up
+        bare, pipe = [], []
+        for _ in range(repeats):
+            sync()
+            bare.append(bare_forward(loaded, corpus, batch_size))
+            sync()
+            start = time.perf_counter()
+            headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=batch_size, bootstrap=0)
+            sync()
+            pipe.append(time.perf_counter() - start)
+        b, p = statistics.median(bare), statistics.median(pipe)
+        print(f"{name} ({str(dtype).replace('torch.', '')}, {device}): bare forward {tokens / b:,.0f} words/s, "
+              f"analysis {tokens / p:,.0f} words/s, ratio {p / b:.2f} (medians of {repeats})")
+        del loaded
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
 
 def _long_document(tok, tokens: int):
@@ -207,6 +259,8 @@ def main() -> None:
     print(f"[equality check {time.perf_counter() - t0:.0f} s]")
     if Path(args.data).is_file():
         pipeline_vs_forward(args.data, args.repeats, args.batch_size, args.device, args.limit)
+        big_bf16(args.data, args.repeats, args.batch_size, args.device, args.limit,
+                 small=not args.device.startswith("cuda"))
     else:
         print(f"[no treebank at {args.data}: pipeline-vs-forward skipped]")
     long_context(args.device, args.tokens, args.repeats)

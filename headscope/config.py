@@ -11,6 +11,8 @@ from .errors import HeadscopeError
 CONTROLS = ("random-init",)          # what --control may name
 ON_ERROR = ("fail", "skip")          # what to do with malformed input
 PARTS = ("encoder", "decoder")       # the parts of an encoder-decoder that can be read
+DTYPES = ("float32", "bfloat16", "float16")    # the weights' dtype (scores accumulate in float32 whatever it is)
+DEVICE_MAPS = ("auto", "balanced", "sequential")   # accelerate's device maps for a model larger than one device
 PROBES = ("parent", "relation")      # what a probe predicts: each word's head, or each dependency's relation
 COMPONENTS = ("attention", "words", "distance")        # feature parts, joined with "+" into feature sets
 DEFAULT_FEATURES = ("attention", "attention+words", "distance")
@@ -70,7 +72,9 @@ class RunConfig:
     ``random-init`` also scores the re-initialised architecture; ``n_examples``: sentences kept for the
     report's example maps; ``attention_memory``: MiB one layer's attention may take before it is read in
     blocks of query rows; ``documents``: join sentences into documents of at most this many words;
-    ``part``: an encoder-decoder's ``encoder`` (default) or ``decoder``. Invalid values are refused here,
+    ``part``: an encoder-decoder's ``encoder`` (default) or ``decoder``; ``dtype``: the weights' dtype
+    (``bfloat16``, ``float16``; attention statistics stay float32); ``device_map``: accelerate's placement
+    of a model larger than one device (``auto``). Invalid values are refused here,
     with one clear message, before anything runs."""
 
     tasks: tuple[str, ...] | None = None
@@ -92,6 +96,8 @@ class RunConfig:
     attention_memory: float = 512
     documents: int | None = None
     part: str | None = None
+    dtype: str | None = None
+    device_map: str | None = None
 
     def __post_init__(self) -> None:
         from .tasks import parse_tasks
@@ -106,6 +112,11 @@ class RunConfig:
              f"documents need at least 1 word each, got {self.documents}"),
             (self.bootstrap >= 0, f"bootstrap replicates must be 0 (no intervals) or more, got {self.bootstrap}"),
             (self.part in (None, *PARTS), f"part must be one of {', '.join(PARTS)}, got {self.part!r}"),
+            (self.dtype in (None, *DTYPES), f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (self.device_map in (None, *DEVICE_MAPS),
+             f"device map must be one of {', '.join(DEVICE_MAPS)}, got {self.device_map!r}"),
+            (self.device_map is None or self.device is None,
+             "give --device or --device-map, not both (a device map places the model itself)"),
             (self.window >= 0, f"the local window must be 0 or more tokens, got {self.window}"),
             (self.induction_count >= 1 and self.induction_length >= 2,
              f"induction needs at least 1 sequence of 2 tokens, got {self.induction_count} of "

@@ -156,7 +156,7 @@ def _quiet_transformers() -> None:
 
 def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | None = None,
                name: str | None = None, dtype: Any = None, trust_remote_code: bool = False,
-               capture: str = "auto", part: str | None = None) -> LoadedModel:
+               capture: str = "auto", part: str | None = None, device_map: str | None = None) -> LoadedModel:
     """Load ``model`` (alias, HF id, local folder, or an ``nn.Module`` given with its tokenizer).
 
     An encoder-decoder is read on its encoder; ``part="decoder"`` reads its decoder's self-attention
@@ -174,12 +174,16 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
 
     revision = ""
     _quiet_transformers()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     if isinstance(model, torch.nn.Module):
         if tokenizer is None:
             raise ModelError("an nn.Module needs its tokenizer: load_model(module, tokenizer=tok)")
         hf_model = model
         source = f"<{type(model).__name__} object>"
         display = name or getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__
+        if dtype is not None:
+            hf_model = hf_model.to(dtype)
     elif isinstance(model, (str, os.PathLike)):
         spec = str(model)
         if spec in ALIASES:
@@ -204,14 +208,14 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
             raise ModelError(f"unknown model '{spec}': use an alias ({', '.join(ALIASES)}), a local folder, "
                              f"or a Hugging Face id such as bert-base-uncased")
         if isinstance(folder, Path) and folder.suffix.lower() == ".gguf":
-            hf_model, tokenizer = _from_gguf(folder, spec, tokenizer, dtype)
+            hf_model, tokenizer = _from_gguf(folder, spec, tokenizer, dtype, device_map)
         else:
-            hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype, trust_remote_code)
+            hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype, trust_remote_code, device_map)
     else:
         raise ModelError(f"model must be an alias, a path, a Hugging Face id or an nn.Module, got {type(model).__name__}")
 
     hf_model.eval()
-    if device:
+    if device and getattr(hf_model, "hf_device_map", None) is None:
         try:
             hf_model.to(device)
         except (RuntimeError, AssertionError) as exc:
@@ -387,7 +391,8 @@ def _package_version(pip_name: str) -> str:
         return ""
 
 
-def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any, trust_remote_code: bool = False):
+def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any, trust_remote_code: bool = False,
+                     device_map: str | None = None):
     import pickle
 
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -401,6 +406,8 @@ def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any, trust_r
         kwargs = {"attn_implementation": "eager", **trust}
         if dtype is not None:
             kwargs["dtype"] = dtype
+        if device_map is not None:
+            kwargs["device_map"] = device_map       # accelerate places the layers; inputs go to the first one
         hf_model = cls.from_pretrained(folder, **kwargs)
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(folder, **trust)
@@ -440,11 +447,11 @@ def gguf_cache_folder(path: Path) -> Path:
     return cache_dir() / "gguf" / f"{path.stem}-{key}"
 
 
-def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any):
+def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any, device_map: str | None = None):
     """A GGUF file through transformers: converted (dequantized) on first use, then loaded from the cache."""
     cached = gguf_cache_folder(path)
     if (cached / "config.json").is_file():
-        return _from_pretrained(cached, spec, tokenizer, dtype)
+        return _from_pretrained(cached, spec, tokenizer, dtype, device_map=device_map)
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise ModelError(f"{path} is not a GGUF file (it does not start with the bytes GGUF); give a .gguf "

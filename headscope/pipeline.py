@@ -299,7 +299,8 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
         from .datasets.documents import documents as join_documents
 
         plan = [(join_documents(s, documents) if isinstance(s, Corpus) else s, ts) for s, ts in plan]
-    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code, part=part)
+    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code, part=part,
+                        dtype=cfg.dtype, device_map=cfg.device_map)
     info = loaded.info
     lead = info.is_decoder if prepend_bos is None else prepend_bos
     bos_id = leading_token(loaded, prepend_bos)
@@ -374,7 +375,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
             "complete": interrupted is None,
             **({"interrupted": interrupted} if interrupted else {}),
             "tasks": task_list,
-            "config": cfg.record(device=str(loaded.device), max_length=info.max_length, tasks=task_list),
+            "config": cfg.record(device=str(loaded.device), max_length=info.max_length, tasks=task_list,
+                                 devices=sorted({str(p.device) for p in loaded.model.parameters()}),
+                                 weights_dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", "")),
             "model": asdict(info),
             "models": [m.info.name for m in models],
             "control": ({"kind": control, "model": models[1].info.name, "seed": seed,

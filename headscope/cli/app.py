@@ -178,6 +178,10 @@ def run(
                                 "--resume OUT` goes on from there.")] = 0,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on with the run that was writing into this "
                       "folder when it was killed, from its last checkpoint (its settings come from there).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="The weights' dtype: float32, bfloat16 or "
+                                                 "float16 (attention statistics stay float32).")] = None,
+    device_map: Annotated[Optional[str], typer.Option("--device-map", help="auto (or balanced, sequential): "
+                          "accelerate places a model larger than one device across the devices.")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: read only every N-th input from the I-th "
                      "(0-based) and write the scorer states into OUT, for `headscope merge`.")] = None,
     ablate: Annotated[Optional[str], typer.Option("--ablate", help="Also ablate every head alone by this method "
@@ -210,7 +214,8 @@ def run(
                     window=window, seed=seed, induction_count=induction_count,
                     induction_length=induction_length, prepend_bos=prepend_bos, bootstrap=bootstrap,
                     control=control.value if control else None, trust_remote_code=trust_remote_code,
-                    attention_memory=attention_memory, documents=documents, part=part.value if part else None)
+                    attention_memory=attention_memory, documents=documents, part=part.value if part else None,
+                    dtype=dtype, device_map=device_map)
     checkpoint = None
     if resume is not None or checkpoint_every:
         from ..errors import HeadscopeError
@@ -304,7 +309,7 @@ def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict,
     try:
         run_config = RunConfig(**{**config, "device": device})
         loaded = load_model(model, device=device, trust_remote_code=run_config.trust_remote_code,
-                            part=run_config.part)
+                            part=run_config.part, dtype=run_config.dtype)
         with progress if rank == 0 else contextlib.nullcontext():
             result = analyze(loaded, data or None, config=run_config, select_on=select_on,
                              progress=on_progress if rank == 0 else None, shard=(rank, size))
@@ -365,7 +370,7 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
             from ..models import load_model
 
             model = load_model(model, device=run_config.device, trust_remote_code=run_config.trust_remote_code,
-                               part=run_config.part)
+                               part=run_config.part, dtype=run_config.dtype, device_map=run_config.device_map)
         if ranks is None:
             with progress:
                 result = analyze(model, data or None, config=run_config, select_on=select_on,
