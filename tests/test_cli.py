@@ -224,8 +224,8 @@ def test_default_run_json(default_run, tiny_bert_dir, sample):
     assert run["config"] == {"batch_size": 32, "device": "cpu", "max_sentences": None, "keep_subtypes": False,
                              "on_error": "fail", "window": 3, "seed": 0, "prepend_bos": None, "bootstrap": 1000,
                              "control": None, "trust_remote_code": False, "attention_memory": 512, "documents": None,
-                             "part": None,
-                             "max_length": run["model"]["max_length"]}
+                             "part": None, "dtype": None, "device_map": None, "devices": ["cpu"],
+                             "weights_dtype": "float32", "max_length": run["model"]["max_length"]}
     for pkg in ("python", "headscope", "torch", "transformers", "tokenizers", "pandas"):
         assert run["versions"][pkg] and run["versions"][pkg] != "not installed", pkg
     model = run["model"]

@@ -184,12 +184,13 @@ def context_markdown(result: Any) -> str:
                 need = "not tested" if not r["tested"] else f"none up to {largest}" if pd.isna(w) else str(int(w))
                 lines.append(f"| L{r['layer']}.H{r['head']} | {_num(r['retrieval'], 2)} | {need} |")
             top_t = top[top["tested"]]
+            criterion = (f"keeps both losses within +{100 * tol:g}%" if needles else keeps.split(" (")[0])
             unwindowed = int(top_t["smallest_window"].isna().sum())
             overall = len(tested) - len(windowed)
             rho = _spearman(list(tested["retrieval"]), [largest * 4.0 if pd.isna(w) else float(w)
                                                        for w in tested["smallest_window"]])
             lines += ["", f"**Of the {len(top_t)} tested heads with the highest retrieval scores, {unwindowed} cannot "
-                          f"be windowed** (no window up to {largest} keys {keeps.split(' (')[0]}), against "
+                          f"be windowed** (no window up to {largest} keys {criterion}), against "
                           f"{overall} of {len(tested)} heads tested overall. Rank correlation (Spearman) of the "
                           f"retrieval score with the smallest window (none ranked last): "
                           f"{'–' if math.isnan(rho) else f'{rho:+.2f}'}."]
