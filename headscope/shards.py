@@ -242,12 +242,14 @@ def merge_parts(read: Sequence[tuple[dict, Any]], names: Sequence[str], *, model
 # ------------------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_path(out: Any) -> Path:
-    """Where the run writing into ``out`` keeps its checkpoint: a hidden file beside the folder."""
+def checkpoint_path(out: Any, rank: tuple[int, int] | None = None) -> Path:
+    """Where the run writing into ``out`` keeps its checkpoint: a hidden file beside the folder (one per rank
+    under a launcher: ``rank`` is ``(rank, world size)``)."""
     import os
 
     out = Path(os.path.abspath(out))
-    return out.with_name(f".{out.name}.headscope-checkpoint.npz")
+    part = f".rank{rank[0]}of{rank[1]}" if rank else ""
+    return out.with_name(f".{out.name}.headscope-checkpoint{part}.npz")
 
 
 class Checkpoint:

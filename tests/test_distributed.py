@@ -56,3 +56,68 @@ def test_bad_input_on_the_ranks_stops_them_all_with_one_line(tiny_bert_dir, tmp_
 def test_a_launched_run_refuses_shard_and_ablate(tiny_bert_dir, tmp_path, flag):
     done = _torchrun("--model", tiny_bert_dir, *flag, "--out", tmp_path / "out", cwd=tmp_path)
     assert done.returncode != 0 and "each rank is a shard already" in done.stderr
+
+
+def _kill_all(marker: str) -> None:
+    """SIGKILL every process whose command line names ``marker``."""
+    import os
+    import signal
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def test_ranks_killed_part_way_resume_to_the_scores_of_one_process(tmp_path):
+    """Every rank checkpoints its own shard; after the launcher and its ranks are killed part way, the same launch
+    with --resume goes on from there and rank 0 writes the scores one process gives."""
+    import time
+
+    from headscope.shards import Checkpoint, checkpoint_path
+
+    data = ["--data", EWT_DEV, "--max-sentences", 300] if EWT_DEV.is_file() else []     # else the bundled samples
+    common = ["--model", "minilm", *data, "--tasks", "syntax,positional,induction", "--batch-size", 2,
+              "--induction-count", 48, "--bootstrap", 100, "--no-figures", "--quiet"]
+    out = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+              "headscope", "run"]
+    proc = subprocess.Popen(launch + list(map(str, common)) + ["--checkpoint-every", "1", "--out", str(out)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    paths = [checkpoint_path(out, (r, 2)) for r in range(2)]
+    seen = False
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not seen:
+        states = []
+        for p in paths:
+            try:
+                states.append(Checkpoint.load(p)[1] if p.is_file() else {})
+            except Exception:  # noqa: BLE001 - being replaced right now
+                states.append({})
+        # every rank has saved some progress, and some rank is part way through a dataset
+        seen = all(states) and any(not j["complete"] for st in states for j in st.values())
+        time.sleep(0.02)
+    assert seen, "the ranks ended before they were seen part way"
+    _kill_all(str(out))                  # the launcher and every rank (the ranks run in sessions of their own)
+    proc.wait()
+    assert not out.exists()
+    done = subprocess.run(launch + ["--resume", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, [ln for ln in done.stderr.splitlines() if "headscope" in ln]
+    assert not any(p.exists() for p in paths)
+    one = subprocess.run([sys.executable, "-m", "headscope", "run", *map(str, common), "--out",
+                          str(tmp_path / "one")], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = pd.read_csv(tmp_path / "one" / "scores.csv"), pd.read_csv(out / "scores.csv")
+    assert len(a) == len(b) and a["n"].equals(b["n"])
+    for col in ("score", "ci_low", "ci_high"):
+        assert np.allclose(a[col], b[col], rtol=1e-6, atol=1e-6, equal_nan=True), col
+    wrong = subprocess.run([sys.executable, "-m", "headscope", "run", "--resume", str(out)], capture_output=True,
+                           text=True)
+    assert wrong.returncode == 2 and "no checkpoint to resume from" in wrong.stderr

@@ -86,4 +86,4 @@ def test_resume_without_a_checkpoint_or_with_a_broken_one_fails_in_one_line(tmp_
     checkpoint_path(tmp_path / "broken").write_bytes(b"not a zip")
     one_line_error(invoke("run", "--resume", tmp_path / "broken"), "not a readable checkpoint")
     one_line_error(invoke("run", "--shard", "0/2", "--checkpoint-every", 2, "--out", tmp_path / "x"),
-                   "--checkpoint-every and --resume are for a run in one process")
+                   "--checkpoint-every and --resume are for a whole run", "a shard is restarted whole")

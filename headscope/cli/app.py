@@ -207,8 +207,10 @@ def run(
     if _launched() is not None and (parts is not None or ablate is not None):
         _fail("under a launcher (torchrun, accelerate launch) each rank is a shard already: drop --shard and "
               "--ablate")
-    if (checkpoint_every or resume is not None) and (parts is not None or _launched() is not None):
-        _fail("--checkpoint-every and --resume are for a run in one process; a shard or a rank is restarted whole")
+    if (checkpoint_every or resume is not None) and parts is not None:
+        _fail("--checkpoint-every and --resume are for a whole run (one process, or ranks under a launcher); a "
+              "shard is restarted whole")
+    ranks = _launched()
     settings = dict(tasks=tasks, batch_size=batch_size, device=device, max_sentences=max_sentences,
                     keep_subtypes=keep_subtypes, on_error=on_error.value, fmt=fmt.value if fmt else None,
                     window=window, seed=seed, induction_count=induction_count,
@@ -222,7 +224,7 @@ def run(
         from ..shards import Checkpoint, checkpoint_path
 
         if resume is not None:
-            path = checkpoint_path(resume)
+            path = checkpoint_path(resume, ranks)
             if not path.is_file():
                 _fail(f"{resume}: no checkpoint to resume from ({path.name} is not there): the run ended, or it was "
                       f"started without --checkpoint-every")
@@ -235,14 +237,18 @@ def run(
             select_on = Path(header["select_on"]) if header["select_on"] else None
             command = f"{header['command']} (resumed: {command})"
             force, ablate = header.get("force", False), header.get("ablate")
+            if header.get("world") != (ranks[1] if ranks else None):
+                _fail(f"{path.name}: the run was checkpointed with {header.get('world') or 1} process(es), and this "
+                      f"is {ranks[1] if ranks else 1}; resume it as it was started")
             checkpoint = Checkpoint(path, header["every"], header, prior)
         else:
             known = Path(model)
             header = {"model": str(known.resolve()) if known.exists() else model, "settings": settings,
                       "data": [str(Path(p).resolve()) for p in data] if data else None,
                       "select_on": str(Path(select_on).resolve()) if select_on else None, "command": command,
-                      "every": checkpoint_every, "ablate": ablate, "force": force}
-            checkpoint = Checkpoint(checkpoint_path(out), checkpoint_every, header)
+                      "every": checkpoint_every, "ablate": ablate, "force": force,
+                      "world": ranks[1] if ranks else None}
+            checkpoint = Checkpoint(checkpoint_path(out, ranks), checkpoint_every, header)
     _check_out(out, "shard" if parts else "run", force)
     if ablate is not None:
         from ..ablation import Method
@@ -293,7 +299,7 @@ def _launched() -> tuple[int, int] | None:
 
 
 def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict, ranks: tuple[int, int],
-              progress: Any, on_progress: Any) -> Any:
+              progress: Any, on_progress: Any, checkpoint: Any = None) -> Any:
     """One rank of a launched run: its shard of the inputs, on its own device; every rank's scorer states go to
     every rank, and rank 0 merges them into the run's result (the other ranks return None). A rank's bad input
     stops every rank: rank 0 with the one-line error, the others with its exit code."""
@@ -312,7 +318,7 @@ def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict,
                             part=run_config.part, dtype=run_config.dtype)
         with progress if rank == 0 else contextlib.nullcontext():
             result = analyze(loaded, data or None, config=run_config, select_on=select_on,
-                             progress=on_progress if rank == 0 else None, shard=(rank, size))
+                             progress=on_progress if rank == 0 else None, shard=(rank, size), checkpoint=checkpoint)
         part: tuple = ("ok", shard_parts(result, model=model, data=data, select_on=select_on, config=run_config,
                                          command=command), str(loaded.device), result.meta["seconds"])
     except HeadscopeError as exc:
@@ -362,7 +368,7 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
     ranks = _launched()
     try:
         if ranks is not None:
-            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress)
+            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress, checkpoint)
             if result is None:
                 return                                  # not rank 0: rank 0 writes the run
         run_config = RunConfig(**config)
@@ -400,7 +406,10 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
     except HeadscopeError as exc:
         _fail(str(exc))
     if checkpoint is not None and result.meta.get("complete", True):
-        checkpoint.remove()                 # the run is written: nothing is left to resume
+        from ..shards import checkpoint_path
+
+        for r in range(ranks[1] if ranks else 1):     # the run is written: nothing is left to resume
+            checkpoint_path(out, (r, ranks[1]) if ranks else None).unlink(missing_ok=True)
     datasets = result.meta["datasets"]
     skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in datasets)
     scored = sum(d["scored"] for d in datasets)
@@ -615,7 +624,7 @@ def ablate(
                                                               "head's key/value group.")] = False,
     with_importance: Annotated[bool, typer.Option("--importance", help="Also every head's importance and the "
                                "pruning curve: importance.csv, pruning.csv, pruning.png.")] = False,
-    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", min=1)] = None,
+    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", "-n", min=1, help="Read at most N sentences.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Replicates of the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
