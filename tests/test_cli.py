@@ -678,3 +678,36 @@ def test_minilm_alias_on_sample(tmp_path):
     heads = head_rows(df)
     assert set(heads["layer"].astype(int)) == set(range(6)) and set(heads["head"].astype(int)) == set(range(12))
     assert set(df["model"]) == {"minilm"}
+
+
+def test_every_command_line_in_the_readme_parses():
+    """Each `headscope ...` line of the README's command-line block names options the command has (a renamed or
+    missing option fails here, not in a reader's shell)."""
+    import re
+
+    import typer.main
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Command line\n+```bash\n(.*?)```", text, re.S).group(1)
+    lines, joined = [], ""
+    for raw in block.splitlines():
+        joined += raw.rstrip("\\").strip() + " " if raw.rstrip().endswith("\\") else raw
+        if not raw.rstrip().endswith("\\"):
+            lines.append(joined.split("#")[0].strip())
+            joined = ""
+    group = typer.main.get_command(app)
+    checked = 0
+    for line in lines:
+        words = shlex.split(line)
+        if "headscope" not in words:
+            continue
+        words = words[words.index("headscope") + 1:]
+        ctx = group.make_context("headscope", list(words), resilient_parsing=True)
+        sub = group.get_command(ctx, words[0])
+        assert sub is not None, line
+        try:
+            sub.make_context(words[0], words[1:], parent=ctx)
+        except Exception as exc:  # noqa: BLE001 - typer's own click raises its usage errors
+            raise AssertionError(f"README: {line}: {exc}") from None
+        checked += 1
+    assert checked >= 20
