@@ -478,18 +478,9 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     import pandas as pd
 
     from .analysis.stats import ratio_intervals
-    from .attention import VIA_INTERFACE
-    from .models import load_model
 
-    loaded = load_model(model)
+    loaded = editable_model(model, "ablation")
     info = loaded.info
-    if info.attention != VIA_INTERFACE:
-        raise HeadscopeError(f"{info.name}: ablation runs inside headscope's attention function, and this model is "
-                             f"read through {info.attention}; use a model that supports transformers' "
-                             f"AttentionInterface")
-    if getattr(loaded.model.config, "is_encoder_decoder", False):
-        raise HeadscopeError(f"{info.name}: ablation of encoder-decoders (T5, BART) is not supported yet; use an "
-                             f"encoder or a decoder")
     parsed = Method.parse(method)
     has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
     measures = list(measures) if measures else (["loss"] if has_lm else ["hidden", "embedding"])
@@ -606,6 +597,24 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     return AblationResult(table, meta)
 
 
+def editable_model(model: Any, what: str) -> Any:
+    """``model`` loaded, checked to run on headscope's attention function (where edits happen) and to be an
+    encoder or a decoder; ``what`` names the caller in the errors."""
+    from .attention import VIA_INTERFACE
+    from .models import load_model
+
+    loaded = load_model(model)
+    info = loaded.info
+    if info.attention != VIA_INTERFACE:
+        raise HeadscopeError(f"{info.name}: {what} runs inside headscope's attention function, and this model is "
+                             f"read through {info.attention}; use a model that supports transformers' "
+                             f"AttentionInterface")
+    if getattr(loaded.model.config, "is_encoder_decoder", False):
+        raise HeadscopeError(f"{info.name}: {what} of encoder-decoders (T5, BART) is not supported yet; use an "
+                             f"encoder or a decoder")
+    return loaded
+
+
 def by_layer(group: Sequence[tuple[int, int]]) -> dict:
     out: dict = {}
     for layer, head in group:
@@ -655,9 +664,7 @@ def importance(model: Any = "minilm", data: Any = None, *, measure: str | None =
     import pandas as pd
     import torch
 
-    from .models import load_model
-
-    loaded = load_model(model)
+    loaded = editable_model(model, "importance")
     info = loaded.info
     has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
     measure = measure or ("loss" if has_lm else "hidden")

@@ -351,22 +351,13 @@ def context_needs(model: Any = "smollm2", data: Any = None, *, windows: Any = WI
     import numpy as np
     import pandas as pd
 
-    from .ablation import parse_heads
-    from .attention import VIA_INTERFACE
-    from .models import load_model
+    from .ablation import editable_model, parse_heads
 
     windows = parse_windows(windows)
     if not 0 <= tolerance < 1:
         raise HeadscopeError(f"tolerance {tolerance} is not in [0, 1); give the measure's allowed change, e.g. 0.01")
-    loaded = load_model(model)
+    loaded = editable_model(model, "the window search")
     info = loaded.info
-    if info.attention != VIA_INTERFACE:
-        raise HeadscopeError(f"{info.name}: windows are applied inside headscope's attention function, and this "
-                             f"model is read through {info.attention}; use a model that supports transformers' "
-                             f"AttentionInterface")
-    if getattr(loaded.model.config, "is_encoder_decoder", False):
-        raise HeadscopeError(f"{info.name}: encoder-decoders (T5, BART) are not supported here yet; use an encoder "
-                             f"or a decoder")
     has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
     measure = measure or ("loss" if has_lm and info.is_decoder else "hidden")
     if measure not in ("loss", "hidden"):

@@ -50,15 +50,16 @@ def sentencepiece_tokenizer(bos: bool = True):
                                    pad_token="</s>")
 
 
-def tiny_bert():
+def tiny_bert(mlm: bool = False):
+    """A tiny random BERT and its WordPiece tokenizer; ``mlm``: with its masked-LM head (BertForMaskedLM)."""
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertForMaskedLM, BertModel
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=128, initializer_range=0.5,
                      attn_implementation="eager")
-    return BertModel(cfg).eval(), wordpiece_tokenizer()
+    return (BertForMaskedLM if mlm else BertModel)(cfg).eval(), wordpiece_tokenizer()
 
 
 def tiny_gpt2():

@@ -47,14 +47,23 @@ def tiny_bert_loaded():
     return load_model(model, tokenizer=tok, name="tiny-bert")
 
 
+def _saved(build, folder):
+    model, tok = build()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A tiny random BERT saved as a local model folder (for the CLI's --model PATH)."""
-    model, tok = tiny_bert()
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return _saved(tiny_bert, tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny random Llama (GQA, with an LM head) saved as a local model folder."""
+    return _saved(tiny_llama, tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -370,18 +370,6 @@ def test_cli_run_ablate_joins_the_evidence_and_refuses_a_bad_method_first(tiny_b
     assert run["ablation"]["method"] == "mean" and "ablation.csv" in run["files"]
 
 
-def _tiny_bert_mlm():
-    from transformers import BertConfig, BertForMaskedLM
-
-    from headscope.testing import wordpiece_tokenizer
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=128, initializer_range=0.5,
-                     attn_implementation="eager")
-    return BertForMaskedLM(cfg).eval(), wordpiece_tokenizer()
-
-
 def test_role_losses_read_pronouns_and_dependents_whose_head_the_decoder_has_seen():
     from headscope.ablation import _as_batches
     from headscope.alignment import encode_sentences
@@ -419,7 +407,7 @@ def test_role_losses_read_pronouns_and_dependents_whose_head_the_decoder_has_see
 def test_an_encoders_masked_lm_loss_masks_a_seeded_share_of_tokens():
     from headscope.ablation import _as_batches
 
-    model, tok = _tiny_bert_mlm()
+    model, tok = tiny_bert(mlm=True)
     loaded = load_model(model, tokenizer=tok, name="tiny-bert-mlm")
     args = dict(batch_size=16, max_sentences=16, seed=3, induction_count=0, induction_length=0)
     _, batches = _as_batches(loaded, None, ["loss"], **args)

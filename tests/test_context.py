@@ -25,15 +25,6 @@ def llama():
     return load_model(model, tokenizer=tok, name="tiny-llama")
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory):
-    model, tok = tiny_llama()
-    path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def _plain_loss(model, docs):
     """Mean next-token loss of the model as users run it (no headscope session), over every target."""
     with torch.no_grad():

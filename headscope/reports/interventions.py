@@ -12,20 +12,17 @@ SHOWN = 30          # rows of a table shown in report.md; every row is in the CS
 TOP_RETRIEVAL = 10  # the retrieval heads set against windowability
 
 
-def _num(x: Any, digits: int = 4) -> str:
+def _num(x: Any, digits: int = 4, sign: str = "") -> str:
+    """A number to ``digits`` decimals (``sign="+"``: always signed); a dash for a missing one."""
     try:
         x = float(x)
     except (TypeError, ValueError):
         return "–"
-    return "–" if math.isnan(x) else f"{x:.{digits}f}"
+    return "–" if math.isnan(x) else f"{x:{sign}.{digits}f}"
 
 
 def _signed(x: Any) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(x) else f"{x:+.4f}"
+    return _num(x, 4, "+")
 
 
 def _bytes(n: float) -> str:
