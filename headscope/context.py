@@ -207,13 +207,16 @@ class Windows:
 
 
 def windowability(test: WindowTest, name: str, inputs: str, *, windows: Sequence[int], tolerance: float,
-                  heads: Sequence[tuple[int, int]]) -> Any:
+                  heads: Sequence[tuple[int, int]], progress: Any = None) -> Any:
     """Each head alone, windows tried smallest first until one keeps ``test``'s measure within ``tolerance``:
-    one row per head and window tried (``inputs`` names what the measure read: text or needles)."""
+    one row per head and window tried (``inputs`` names what the measure read: text or needles).
+    ``progress()`` is called after each head."""
     import pandas as pd
 
     rows = []
     for layer, head in heads:
+        if progress is not None:
+            progress()
         for w in windows:
             ablated, change = test.change(Windows({(layer, head): w}))
             rows.append({"model": test.loaded.info.name, "dataset": name, "inputs": inputs, "layer": layer,
@@ -335,7 +338,7 @@ def head_dim_of(model: Any, num_heads: int) -> int:
 def context_needs(model: Any = "smollm2", data: Any = None, *, windows: Any = WINDOWS, tolerance: float = 0.01,
                   tokens: int = 512, documents: int = 1, heads: Any = "each", needles: int = 8,
                   needle_length: int = 16, window_needles: int = 2, measure: str | None = None,
-                  seed: int = 0) -> ContextResult:
+                  seed: int = 0, progress: Any = None) -> ContextResult:
     """Which heads of ``model`` need the whole context.
 
     For each head alone (``heads``: ``each`` or ``"L3.H1,L4.H0"``), the smallest of ``windows`` whose
@@ -346,7 +349,7 @@ def context_needs(model: Any = "smollm2", data: Any = None, *, windows: Any = WI
     passkey-style check of DuoAttention); a head's window is the larger of the two. Where the model is a
     causal LM, every head's retrieval score on ``needles`` needle-in-a-haystack inputs of the same length.
     Then all windowed heads at once (do the windows add up?), and the KV cache they would save at 8k and 32k
-    tokens.
+    tokens. ``progress(done, total)``: called as the heads are searched (one forward per head and window).
     """
     import numpy as np
     import pandas as pd
@@ -375,8 +378,16 @@ def context_needs(model: Any = "smollm2", data: Any = None, *, windows: Any = WI
               if str(heads).strip() == "each" else parse_heads(heads, info.num_layers, info.num_heads))
     L, H = info.num_layers, info.num_heads
     causal_lm = info.is_decoder and has_lm
+    searches = 2 if causal_lm and window_needles else 1
+    count = {"done": 0}
+
+    def step() -> None:
+        if progress is not None:
+            progress(count["done"], searches * len(chosen))
+        count["done"] += 1
+
     text = WindowTest(loaded, text_batches(docs, measure), measure)
-    tables = [windowability(text, name, "text", windows=tried, tolerance=tolerance, heads=chosen)]
+    tables = [windowability(text, name, "text", windows=tried, tolerance=tolerance, heads=chosen, progress=step)]
     hits, copied, rows = np.full((L, H), np.nan), 0, 0
     retrieval_note, copy_test = None, None
     if causal_lm:
@@ -386,7 +397,7 @@ def context_needs(model: Any = "smollm2", data: Any = None, *, windows: Any = WI
         if window_needles:
             copy_test = WindowTest(loaded, needle_batches(found, window_needles), "loss")
             tables.append(windowability(copy_test, name, "needles", windows=tried, tolerance=tolerance,
-                                        heads=chosen))
+                                        heads=chosen, progress=step))
     else:
         retrieval_note = "not a causal language model: retrieval (copying a needle) is undefined"
     table = pd.concat(tables, ignore_index=True)

@@ -136,8 +136,10 @@ def test_the_kv_cache_shrinks_a_key_value_head_only_when_all_its_query_heads_are
 
 
 def test_context_needs_writes_the_tables_and_the_report(llama, tmp_path):
+    calls = []
     result = context_needs(llama, tokens=96, documents=2, windows="4,16,32", needles=3, needle_length=6,
-                           tolerance=0.005)
+                           tolerance=0.005, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 16) for k in range(16)]                 # 8 heads searched on the text, then the needles
     heads = result.heads
     assert len(heads) == 8 and heads["tested"].all()
     assert set(heads["kv_head"]) == {0, 1}

@@ -698,12 +698,20 @@ def context(
     from ..context import context_needs
     from ..errors import HeadscopeError
 
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     _setup_logging()
     _check_out(out, "context", force)
+    bar = Progress(TextColumn("windows"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   disable=not sys.stderr.isatty(), transient=True, console=Console(stderr=True))
+    task_id = bar.add_task("windows", total=None)
     try:
-        result = context_needs(model, data, heads=heads, windows=windows, tolerance=tolerance, tokens=tokens,
-                               documents=documents, needles=needles, needle_length=needle_length,
-                               window_needles=window_needles, measure=measure, seed=seed)
+        with bar:
+            result = context_needs(model, data, heads=heads, windows=windows, tolerance=tolerance, tokens=tokens,
+                                   documents=documents, needles=needles, needle_length=needle_length,
+                                   window_needles=window_needles, measure=measure, seed=seed,
+                                   progress=lambda done, total: bar.update(task_id, completed=done, total=total))
         result.meta["command"] = _command_line(ctx)
         result.save(out, force=force)
     except HeadscopeError as exc:
