@@ -46,7 +46,7 @@ def ablation_markdown(result: Any) -> str:
              f"({meta['bootstrap']} replicates)." if meta.get("bootstrap") else
              f"- Each group is set against {meta['random_draws']} groups of as many random heads (seed "
              f"{meta['seed']}); no intervals (bootstrap 0).",
-             f"- {md_text(meta.get('note', ''))}."]
+             f"- {md_text(meta.get('note', ''))[:1].upper()}{md_text(meta.get('note', ''))[1:]}."]
     if meta.get("selected_by"):
         lines.append(f"- Heads chosen by a scoring pass: {md_text(meta['selected_by'])}.")
     flagged = [bool(x) for x in table["no_effect"]]
