@@ -125,7 +125,7 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
     tables, datasets = [], []
     extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
     for k, job in enumerate(jobs):
-        key = f"{k}|{job.name}"        # a dataset can feed two jobs (documents: coref, and positional)
+        job_key = f"{k}|{job.name}"    # a dataset can feed two jobs (documents: coref, and positional)
         if not job.sentences:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
         encoded_all = job.encoded
@@ -133,14 +133,14 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id, max_length=info.max_length)
         encoded = [e for e in encoded_all if len(e) <= info.max_length]
         too_long = len(job.sentences) - len(encoded)
-        if shard is not None:
-            encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
-        kept = encoded
-        done: list = []                # the inputs scored so far (a checkpoint records them)
-        prior = checkpoint.prior(info.name, key) if checkpoint is not None else None
         if not encoded:
             raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
                                  f"{info.max_length} tokens")
+        if shard is not None:          # this shard's inputs (it may have none when there are more shards)
+            encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
+        kept = encoded
+        done: list = []                # the inputs scored so far (a checkpoint records them)
+        prior = checkpoint.prior(info.name, job_key) if checkpoint is not None else None
         if too_long:
             log.warning("%s: %d inputs longer than %d tokens were skipped", job.name, too_long, info.max_length)
         scorers = job.scorers
@@ -161,7 +161,7 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             scored["n"] += batch.size
             if checkpoint is not None:
                 done.extend(e.index for e in batch.encoded)
-                checkpoint.batch_done(info.name, key, scorers, done, scored["n"])
+                checkpoint.batch_done(info.name, job_key, scorers, done, scored["n"])
             progress_state["done"] += batch.size
             if progress is not None:
                 progress(progress_state["done"], progress_state["total"])
@@ -170,11 +170,12 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             if prior is not None:          # resumed: the sums so far, and only the inputs not yet scored
                 scorers = job.scorers = _restore(scorers, [[st] for st in prior["states"]])
                 done[:], scored["n"] = list(prior["done"]), prior["n"]
-                encoded = [e for e in encoded if e.index not in set(prior["done"])]
+                finished = set(prior["done"])
+                encoded = [e for e in encoded if e.index not in finished]
                 progress_state["done"] += scored["n"]
-            if restored is not None and key in restored:
-                scorers = job.scorers = _restore(scorers, restored[key][0])
-                scored["n"] = restored[key][1]
+            if restored is not None and job_key in restored:
+                scorers = job.scorers = _restore(scorers, restored[job_key][0])
+                scored["n"] = restored[job_key][1]
             elif encoded:
                 capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size,
                         on_batch_start=on_batch_start, on_batch_end=on_batch_end,
@@ -197,9 +198,9 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
                     raise
                 interrupted = "while checking the in-context loss (not recorded)"
         if collect is not None:
-            collect[key] = [s.state() for s in scorers]
+            collect[job_key] = [s.state() for s in scorers]
         if checkpoint is not None and interrupted is None:
-            checkpoint.job_done(info.name, key, scorers, done, scored["n"])
+            checkpoint.job_done(info.name, job_key, scorers, done, scored["n"])
         for s in scorers:
             if bootstrap and interrupted is None and callable(getattr(s, "intervals", None)):
                 try:

@@ -127,3 +127,11 @@ def test_shards_that_disagree_or_are_broken_fail_in_one_line(tiny_bert_dir, tmp_
                    "--ablate does not run on a shard")
     one_line_error(invoke("merge", p0, "--out", tmp_path / "x"), "missing")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_shard_with_no_inputs_still_merges(tiny_bert_dir, tmp_path):
+    model = str(tiny_bert_dir)
+    config = RunConfig(tasks=("positional",), bootstrap=50, max_sentences=2)
+    parts = _shards(model, None, config, 3, tmp_path)                 # two sentences, three shards
+    assert [read_shard(p)[0]["datasets"][0]["scored"] for p in parts] == [1, 1, 0]
+    _same_scores(analyze(model, None, config=config), merge_shards(parts))
