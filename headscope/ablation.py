@@ -482,7 +482,7 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     loaded = editable_model(model, "ablation")
     info = loaded.info
     parsed = Method.parse(method)
-    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    has_lm = has_lm_head(loaded)
     measures = list(measures) if measures else (["loss"] if has_lm else ["hidden", "embedding"])
     for m in measures:
         if m not in MEASURES:
@@ -597,6 +597,11 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     return AblationResult(table, meta)
 
 
+def has_lm_head(loaded: Any) -> bool:
+    """Whether the loaded model has a language-model head (its losses can be read)."""
+    return getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+
+
 def editable_model(model: Any, what: str) -> Any:
     """``model`` loaded, checked to run on headscope's attention function (where edits happen) and to be an
     encoder or a decoder; ``what`` names the caller in the errors."""
@@ -666,7 +671,7 @@ def importance(model: Any = "minilm", data: Any = None, *, measure: str | None =
 
     loaded = editable_model(model, "importance")
     info = loaded.info
-    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    has_lm = has_lm_head(loaded)
     measure = measure or ("loss" if has_lm else "hidden")
     if measure not in ("loss", "hidden"):
         raise HeadscopeError(f"importance measure must be loss or hidden, got {measure!r}")

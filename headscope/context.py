@@ -354,14 +354,14 @@ def context_needs(model: Any = "smollm2", data: Any = None, *, windows: Any = WI
     import numpy as np
     import pandas as pd
 
-    from .ablation import editable_model, parse_heads
+    from .ablation import editable_model, has_lm_head, parse_heads
 
     windows = parse_windows(windows)
     if not 0 <= tolerance < 1:
         raise HeadscopeError(f"tolerance {tolerance} is not in [0, 1); give the measure's allowed change, e.g. 0.01")
     loaded = editable_model(model, "the window search")
     info = loaded.info
-    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    has_lm = has_lm_head(loaded)
     measure = measure or ("loss" if has_lm and info.is_decoder else "hidden")
     if measure not in ("loss", "hidden"):
         raise HeadscopeError(f"the measure must be loss or hidden, got {measure!r}")

@@ -269,11 +269,11 @@ EVIDENCE_SENTENCES = 256   # sentences that --ablate reads: every head is ablate
 def _evidence(result: Any, loaded: Any, data: Any, method: str, config: dict) -> str | None:
     """Ablate every head alone and join the effects to the roles; the error, in one line, if that failed (the
     analysis is kept and written either way)."""
-    from ..ablation import ablate
+    from ..ablation import ablate, has_lm_head
     from ..errors import HeadscopeError
 
     sentences = next((p for p in data or [] if Path(p).suffix.lower() in (".conllu", ".txt")), None)
-    has_lm = getattr(loaded.model, "get_output_embeddings", lambda: None)() is not None
+    has_lm = has_lm_head(loaded)
     measures = (["loss"] if has_lm else ["hidden"]) + (
         ["induction-loss"] if has_lm and "induction" in result.meta.get("tasks", []) else [])
     try:
