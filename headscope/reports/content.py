@@ -8,7 +8,7 @@ from typing import Any
 
 from ..schema import head_label
 from ..tasks import ALPHA, measures
-from .sections import best_head, build_sections
+from .sections import best_head, build_sections, by_key
 
 MAX_SYNTAX_RELATIONS = 20
 
@@ -55,27 +55,25 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
         heads = _key_rows(heads_all, task, relation, metric)
         if heads.empty:
             continue
-        groups = heads.fillna({"direction": ""}).groupby(["relation", "direction"], sort=False)
-        keys = list(groups.groups)
+        head_rows = by_key(heads)
+        keys = list(head_rows)
         if task == "syntax":
             n_by = heads.groupby("relation")["n"].max().sort_values(ascending=False)
             order = ["all"] + [r for r in n_by.index if r != "all"][:MAX_SYNTAX_RELATIONS]
-            keys = sorted(keys, key=lambda k: (order.index(k[0]) if k[0] in order else 10**6, k[1]))
+            keys = sorted(keys, key=lambda k: (order.index(k[0]) if k[0] in order else 10**6, k[1] or ""))
             keys = [k for k in keys if k[0] in order]
-        for rel, direction in keys:
-            h = heads[(heads["relation"] == rel) & ((heads["direction"] == direction) if direction
-                                                   else heads["direction"].isna())]
+        base_rows = by_key(_key_rows(bases_all, task, relation, metric))
+        sel_rows = by_key(_key_rows(sel, task, relation, metric)) if sel is not None else {}
+        ctrl_rows = by_key(_key_rows(ctrl, task, relation, metric)) if ctrl is not None else {}
+        for key in keys:
+            (rel, direction), h = key, head_rows[key]
             if causal and task == "positional" and rel == "next":
                 continue
-            s = None
-            if sel is not None:
-                s = _key_rows(sel, task, rel, metric)
-                s = s[(s["direction"] == direction) if direction else s["direction"].isna()]
+            s = sel_rows.get(key)
             top, chosen = best_head(h, s)
             picked_on = select_on if chosen else dataset
-            b = _key_rows(bases_all, task, rel, metric)
-            b = b[(b["direction"] == direction) if direction else b["direction"].isna()]
-            bt = b.loc[b["score"].idxmax()] if len(b) else None
+            b = base_rows.get(key)
+            bt = b.loc[b["score"].idxmax()] if b is not None else None
             row = {"task": task, "relation": rel, "direction": direction or None, "metric": metric,
                    "head": head_label(top["layer"], top["head"]), "layer": int(top["layer"]),
                    "head_index": int(top["head"]), "score": _f(top["score"]), "ci_low": _f(top["ci_low"]),
@@ -88,13 +86,11 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
                    "baseline_ci_high": _f(bt["ci_high"]) if bt is not None else None}
             q = row["q_value"]
             row["beats_baseline"] = None if q is None else bool(q < ALPHA)
-            if ctrl is not None:
-                c = _key_rows(ctrl, task, rel, metric)
-                c = c[(c["direction"] == direction) if direction else c["direction"].isna()]
-                if len(c):
-                    ct = c.loc[c["score"].idxmax()]
-                    row.update(control_head=head_label(ct["layer"], ct["head"]), control_score=_f(ct["score"]),
-                               control_ci_low=_f(ct["ci_low"]), control_ci_high=_f(ct["ci_high"]))
+            c = ctrl_rows.get(key)
+            if c is not None:
+                ct = c.loc[c["score"].idxmax()]
+                row.update(control_head=head_label(ct["layer"], ct["head"]), control_score=_f(ct["score"]),
+                           control_ci_low=_f(ct["ci_low"]), control_ci_high=_f(ct["ci_high"]))
             out.append(row)
     return out
 

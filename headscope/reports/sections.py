@@ -143,6 +143,20 @@ def _same(rows: Any, relation: str | None = None, direction: str | None = None) 
     return rows if direction is None else rows[rows["direction"] == direction]
 
 
+def by_key(rows: Any, columns: tuple[str, ...] = ("relation", "direction")) -> dict:
+    """``rows`` split on ``columns`` in one pass, ``{key tuple: rows}`` with a missing value keyed as None
+    (a section that looks up many keys reads a dict instead of masking the whole frame for each)."""
+    import pandas as pd
+
+    if rows is None or not len(rows):
+        return {}
+    out = {}
+    for key, sub in rows.groupby(list(columns), dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out[tuple(None if pd.isna(k) else k for k in key)] = sub
+    return out
+
+
 def _rows(ctx: Context, task: str, dataset: str) -> Any:
     df = ctx.scores
     return df[(df["task"] == task) & (df["dataset"] == dataset)]
@@ -193,16 +207,17 @@ def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     if "all" in order:
         order.remove("all")
         order.insert(0, "all")
+    head_rows, base_rows, sel_rows = by_key(heads), by_key(bases), by_key(sel)
     for rel in order:
         for direction in ("dep_to_head", "head_to_dep"):
-            h = heads[(heads["relation"] == rel) & (heads["direction"] == direction)]
-            if h.empty:
+            h = head_rows.get((rel, direction))
+            if h is None:
                 continue
-            top, _ = best_head(h, _same(sel, rel, direction))
+            top, _ = best_head(h, sel_rows.get((rel, direction)))
             if int(top["n_reachable"]) == 0:
                 out.rows.append([Data(rel), direction, str(int(top["n"])), "0", *["—"] * 6])
                 continue
-            b = bases[(bases["relation"] == rel) & (bases["direction"] == direction)]
+            b = base_rows.get((rel, direction), ())
             if len(b):
                 bt = b.loc[b["score"].idxmax()]
                 bname, bscore = str(bt["baseline"]), float(bt["score"])
