@@ -388,7 +388,7 @@ class WordRows:
         for i in range(b):
             rows[i].index_add_(1, idx[i], ready[i])
             pieces[i].index_add_(0, idx[i], torch.ones_like(idx[i], dtype=torch.float32))
-        rows = rows[:, :, :-1] / pieces[:, None, :-1, None].clamp_min(1)
+        rows = rows[:, :, :-1].div_(pieces[:, None, :-1, None].clamp_min(1))   # in place: a long input's rows are big
         index = torch.arange(lo, hi, device=ready.device).expand(b, -1)
         real = pieces[:, :-1] > 0
         return rows, torch.where(real, index, torch.full_like(index, -1)), lo

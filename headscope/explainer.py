@@ -17,6 +17,10 @@ PRONOUNS = ("it", "he", "she", "they", "him", "her", "them", "its", "his", "thei
 _WORD = re.compile(r"[A-Za-z]+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.]\w+)*|[^\w\s]")
 
 
+# explain.png shows at most this many columns (a long input: those the strongest heads weigh most).
+MAX_FIGURE_COLUMNS = 40
+
+
 def split_words(text: str) -> Sentence:
     """A sentence from running text: words and punctuation apart, clitics split, spaces remembered."""
     matches = list(_WORD.finditer(text))
@@ -31,36 +35,19 @@ def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None 
     """Every head's word-level attention for each sentence, one sentence per forward.
 
     Returns dicts with ``sent_id``, ``words``, ``labels`` (the words, then the special tokens in
-    input order, as the columns of the maps) and ``attention`` (float32 ``[layer, head, col, col]``:
-    rows averaged over a word's pieces, columns summed, as every scorer sees them).
+    input order, as the columns of the maps), ``attention`` (float32 ``[layer, head, col, col]``:
+    rows averaged over a word's pieces, columns summed, as every scorer sees them) and ``links``
+    (``links.read_links``: what the attention viewer shows).
     """
     import numpy as np
 
-    from .alignment import encode_sentences
-    from .capture import capture
+    from .links import read_links
 
-    info = loaded.info
-    sentences = list(sentences)
-    encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=bos_id)
-    for sent, enc in zip(sentences, encoded):
-        if len(enc) > info.max_length:
-            raise HeadscopeError(f"sentence {sent.sent_id or ''} has {len(enc)} tokens; the model reads at most "
-                                 f"{info.max_length}")
-    maps: dict[int, dict[int, Any]] = {}
-
-    def on_layer(layer, weights, batch):
-        from .analysis.base import LayerView
-
-        maps.setdefault(batch.encoded[0].index, {})[layer] = LayerView(layer, weights, batch).words[0].float().cpu().numpy()
-
-    capture(loaded, sentences, encoded, on_layer, batch_size=1)
     out = []
-    for i, (sent, enc) in enumerate(zip(sentences, encoded)):
-        specials = [loaded.tokenizer.convert_ids_to_tokens(int(t)) for t, w in zip(enc.input_ids, enc.word_ids)
-                    if w < 0]
-        attention = np.stack([maps[i][k] for k in range(info.num_layers)]).astype(np.float32)
-        out.append({"sent_id": sent.sent_id, "words": list(sent.words), "labels": list(sent.words) + specials,
-                    "attention": attention})
+    for item in read_links(loaded, sentences, keep_rows="all", bos_id=bos_id):
+        rows = item.pop("rows")
+        item["attention"] = np.stack([rows[j] for j in range(len(item["words"]))], axis=2)
+        out.append(item)
     return out
 
 
@@ -100,6 +87,9 @@ class Explanation:
     attention: Any               # [layer, head, col]: attention from the word to every column
     table: Any                   # tidy: one row per head, strongest link first
     meta: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)   # {level: links.Links}: what explain.html shows
+    roles: Any = None            # the run's roles table, when one was given
+    shape: tuple = ()            # (layers, heads)
 
     @property
     def word(self) -> str:
@@ -116,21 +106,28 @@ class Explanation:
         import matplotlib.pyplot as plt
         import seaborn as sns
 
+        import numpy as np
+
         top = self.table.head(k)
         grid = self.attention[top["layer"].to_numpy(), top["head"].to_numpy()]
+        labels, note = list(self.labels), ""
+        if len(labels) > MAX_FIGURE_COLUMNS:            # a long input: the columns these heads attend to most
+            keep = np.sort(np.argsort(-grid.max(0), kind="stable")[:MAX_FIGURE_COLUMNS])
+            grid, labels = grid[:, keep], [f"{labels[i]} ({i})" for i in keep]
+            note = f"; the {MAX_FIGURE_COLUMNS} of {len(self.labels)} columns they weigh most"
         def name(r) -> str:
             role = r.role if isinstance(r.role, str) else ""
             role = role if len(role) <= 40 else role[:39] + "…"
             return f"L{r.layer}.H{r.head}" + (f"  {role}" if role else "")
 
         names = [name(r) for r in top.itertuples()]
-        fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(self.labels) + 3.0), max(3.0, 0.35 * len(top) + 1.5)))
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(labels) + 3.0), max(3.0, 0.35 * len(top) + 1.5)))
         from .reports.figures import plain_text
 
-        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=[plain_text(x) for x in self.labels],
+        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=[plain_text(x) for x in labels],
                     yticklabels=[plain_text(x) for x in names],
                     cbar_kws={"shrink": 0.8, "label": "attention"})
-        ax.set_title(plain_text(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first"),
+        ax.set_title(plain_text(f"Attention from {self.word!r} (word {self.word_index}), strongest heads first{note}"),
                      fontsize=10)
         ax.tick_params(axis="x", labelrotation=60, labelsize=8)
         ax.tick_params(axis="y", labelsize=8)
@@ -142,8 +139,9 @@ class Explanation:
         return path
 
     def save(self, out_dir: str | Path, *, figure: bool = True, force: bool = False) -> Path:
-        """explain.csv (every head), explain.md (the strongest) and explain.png into ``out_dir``, written whole
-        (see ``reports.folder.staged_output``; ``force`` adds them to a folder of other files)."""
+        """explain.csv (every head), explain.md (the strongest), explain.html (the attention viewer) and
+        explain.png into ``out_dir``, written whole (see ``reports.folder.staged_output``; ``force`` adds them
+        to a folder of other files)."""
         from .reports.folder import staged_output
         from .reports.writer import write_csv, write_text
 
@@ -152,7 +150,38 @@ class Explanation:
             if figure:
                 self.figure(out / "explain.png")
             write_text(out / "explain.md", self.markdown())
+            if self.links:
+                write_text(out / "explain.html", self.html())
         return Path(out_dir)
+
+    def viewer_data(self) -> dict:
+        """What the attention viewer reads: this input's links, the heads' roles, opened on the word and its
+        strongest head."""
+        from .reports.viewer import payload
+
+        first = self.table.iloc[0]
+        roles = self.roles
+        if roles is not None and "model" in roles.columns and roles["model"].nunique() > 1:
+            roles = roles[roles["model"] == roles["model"].iloc[0]]
+        layers, heads = self.shape or self.attention.shape[:2]
+        text = self.meta.get("text") or " ".join(self.words)
+        title = text if len(text) <= 80 else text[:79] + "…"
+        return payload([{"title": title, "links": self.links}], model=self.model, num_layers=layers,
+                       num_heads=heads, roles=roles,
+                       initial={"level": "word", "layer": int(first["layer"]), "head": int(first["head"]),
+                                "word": self.word_index},
+                       roles_note=None if roles is not None else "No roles: pass --run with a run's folder.")
+
+    def html(self) -> str:
+        """The attention viewer as one self-contained page (explain.html)."""
+        from .reports.viewer import page
+
+        return page(self.viewer_data(), title=f"headscope explain: {self.model}, “{self.word}”")
+
+    def _repr_html_(self) -> str:
+        from .reports.viewer import iframe
+
+        return iframe(self.html())
 
     def markdown(self, k: int = 15) -> str:
         from .reports.markdown import md_text
@@ -173,19 +202,21 @@ class Explanation:
 
 def explain(sentence: str | Sequence[str], word: str | int | None = None, *, model: Any = "minilm",
             run: str | Path | None = None, prepend_bos: bool | None = None, device: str | None = None,
-            trust_remote_code: bool = False) -> Explanation:
+            trust_remote_code: bool = False, links: int = 5, attention_memory: float = 512) -> Explanation:
     """For one sentence, which heads link ``word`` to which other words.
 
     ``sentence``: running text (split into words and punctuation, clitics apart) or a list of
     words. ``word``: the word (first match, case-insensitive) or its 0-based index; default the first
     pronoun, else the last word. ``run``: a previous run's output folder, whose roles.csv names each
-    head's role. Returns an :class:`Explanation` (``table`` has one row per head, strongest first).
+    head's role. ``links``: each word's strongest links that the viewer (``explain.html``) carries; the
+    input is read in query-row blocks within ``attention_memory`` MiB per layer, so a document up to the
+    model's length works. Returns an :class:`Explanation` (``table`` has one row per head, strongest first).
     """
     import numpy as np
     import pandas as pd
 
-    from .models import load_model
-    from .models import leading_token
+    from .links import read_links
+    from .models import leading_token, load_model
 
     sent = split_words(sentence) if isinstance(sentence, str) else Sentence(words=tuple(sentence), sent_id="explain")
     if not sent.words:
@@ -193,12 +224,12 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     if len(sent.words) < 2:
         raise HeadscopeError("the sentence needs at least two words to link one to another")
     index = _pick_word(sent.words, word)
-    table = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
+    table_roles = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
     loaded = load_model(model, device=device, trust_remote_code=trust_remote_code)
-    roles = roles_for(table, loaded.info, path=roles_path(run)) if run is not None else {}
+    roles = roles_for(table_roles, loaded.info, path=roles_path(run)) if run is not None else {}
     bos_id = leading_token(loaded, prepend_bos)
-    (m,) = word_maps(loaded, [sent], bos_id=bos_id)
-    att = m["attention"][:, :, index, :]                         # [L, H, col]
+    (m,) = read_links(loaded, [sent], k=links, keep_rows=[{index}], bos_id=bos_id, attention_memory=attention_memory)
+    att = m["rows"][index]                                        # [L, H, col]
     n = len(sent.words)
     L, H = att.shape[:2]
     words_only = att[:, :, :n].copy()
@@ -222,6 +253,7 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     table = pd.DataFrame(rows).sort_values(["weight", "layer", "head"], ascending=[False, True, True],
                                            ignore_index=True, na_position="last")
     return Explanation(model=loaded.info.name, words=list(sent.words), labels=m["labels"], word_index=index,
-                       attention=att, table=table,
+                       attention=att, table=table, links=m["links"], roles=table_roles,
+                       shape=(loaded.info.num_layers, loaded.info.num_heads),
                        meta={"run": str(run) if run else None, "text": sentence if isinstance(sentence, str) else
                              " ".join(sent.words)})

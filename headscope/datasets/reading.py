@@ -93,6 +93,19 @@ def decode_lines(data: bytes) -> Iterator[tuple[int, str | None, str | None]]:
             yield number, text, None
 
 
+def read_document(path: str | Path, what: str = "a UTF-8 text file") -> str:
+    """A whole text file as one string (lines joined with ``\\n``); the first undecodable line is a DataError
+    at its ``path:line``."""
+    path = Path(path)
+    data = text_bytes(read_file(path, what), str(path), what)
+    lines = []
+    for number, text, error in decode_lines(data):
+        if error is not None:
+            raise DataError(error, path=str(path), line=number)
+        lines.append(text)
+    return "\n".join(lines)
+
+
 INTEGER = re.compile(r"-?[0-9]+")
 
 

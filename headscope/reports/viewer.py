@@ -1,0 +1,134 @@
+"""The attention viewer: one self-contained HTML page (no network; its script and style allowed by CSP hashes)
+that draws a head's strongest links for a clicked word, from ``links.Links``; and the fragment that report.html
+and Jupyter embed.
+
+The page carries only each row's top-k links (as offsets row − column), their weights and the mass on special
+tokens and on the unit itself, quantised to 1/255 and gzipped: never a whole map.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import html
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@lru_cache(maxsize=None)
+def asset(name: str) -> str:
+    """viewer.js or viewer.css, as shipped."""
+    return (TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def csp_hash(text: str) -> str:
+    """The CSP source that allows exactly this inline script or style."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _bytes(x: Any) -> Any:
+    import numpy as np
+
+    return np.clip(np.rint(np.asarray(x, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+
+
+def pack(links: Any) -> dict:
+    """One level of one input as the page reads it: labels and the gzipped, base64 arrays."""
+    import numpy as np
+
+    index = np.asarray(links.index)
+    rows = np.arange(index.shape[2]).reshape(1, 1, -1, 1)
+    wide = index.shape[2] >= 2 ** 15 - 1
+    dtype, none = (np.int32, -2 ** 31) if wide else (np.int16, -2 ** 15)
+    weight = _bytes(links.weight)
+    offset = np.where((index >= 0) & (weight > 0), rows - index, none).astype(dtype)
+    raw = b"".join(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in
+                   (offset, weight, _bytes(links.special_mass), _bytes(links.self_mass)))
+    out = {"level": links.level, "labels": [str(x) for x in links.labels], "specials": [str(x) for x in links.specials],
+           "k": int(index.shape[3]), "offset_bytes": int(np.dtype(dtype).itemsize), "none": int(none),
+           "data": base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")}
+    if links.level == "word":
+        out["space_after"] = [bool(x) for x in links.space_after]
+    return out
+
+
+def head_info(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
+    """``[layer][head] -> {"label", "family", "roles": [{"role", "score", "criterion"}]}`` from a roles table
+    (a run's roles.csv; None or empty: no roles)."""
+    from ..analysis.roles import primary_roles
+
+    grid = [[{"label": "", "family": "none", "roles": []} for _ in range(num_heads)] for _ in range(num_layers)]
+    if roles is None or not len(roles):
+        return grid
+    named = roles[roles["role"].notna() & (roles["role"] != "none")]
+    if "family" in roles.columns:
+        for (layer, head), (label, family) in primary_roles(roles).items():
+            if layer < num_layers and head < num_heads:
+                grid[layer][head].update(label=label, family=family)
+    for r in named.to_dict("records"):
+        layer, head = int(r["layer"]), int(r["head"])
+        if layer >= num_layers or head >= num_heads:
+            continue
+        score = r.get("score")
+        text = None
+        if isinstance(score, (int, float)) and score == score:
+            text = f"{score:.3f}"
+            lo, hi = r.get("ci_low"), r.get("ci_high")
+            if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi:
+                text += f" [{lo:.3f}, {hi:.3f}]"
+        entry = {"role": str(r["role"]), "score": text,
+                 "criterion": str(r["criterion"]) if isinstance(r.get("criterion"), str) else None}
+        if entry not in grid[layer][head]["roles"]:
+            grid[layer][head]["roles"].append(entry)
+    return grid
+
+
+def payload(docs: Sequence[dict], *, model: str, num_layers: int, num_heads: int, roles: Any = None,
+            initial: dict | None = None, roles_note: str | None = None) -> dict:
+    """What a viewer reads: ``docs`` as ``[{"title", "links": {level: Links}}]``, each head's roles, and the
+    state to open in (``doc``, ``level``, ``layer``, ``head``, ``word``)."""
+    from .figures import FAMILY_COLORS
+
+    return {"model": model, "layers": int(num_layers), "heads": int(num_heads),
+            "docs": [{"title": str(d["title"]), "levels": {lv: pack(x) for lv, x in d["links"].items()}}
+                     for d in docs],
+            "head_info": head_info(roles, num_layers, num_heads), "families": dict(FAMILY_COLORS),
+            "initial": initial or {}, "roles_note": roles_note}
+
+
+def data_block(data: dict, element_id: str) -> str:
+    """``data`` as a JSON data block (not run, so outside the CSP): ``<``, ``>`` and ``&`` escaped, so that no
+    text from the data can close the element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script type="application/json" id="{html.escape(element_id)}">{text}</script>'
+
+
+def fragment(data: dict, element_id: str = "hs-viewer-data") -> str:
+    """The viewer's markup and data for a page that also carries ``asset("viewer.js")`` (and its CSS)."""
+    return (f'<div class="hs-viewer" data-source="{html.escape(element_id)}" data-ready="0">'
+            f'<noscript>The attention viewer needs JavaScript.</noscript></div>\n' + data_block(data, element_id))
+
+
+def page(data: dict, *, title: str) -> str:
+    """A whole page holding one viewer: nothing loads from outside it."""
+    script, style = asset("viewer.js"), asset("viewer.css")
+    policy = (f"default-src 'none'; script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
+              f"img-src data:; base-uri 'none'; form-action 'none'")
+    return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{style}</style>\n</head>\n<body>\n"
+            f"<h1 class=\"hs-title\">{html.escape(title)}</h1>\n{fragment(data)}\n"
+            f"<script>{script}</script>\n</body>\n</html>\n")
+
+
+def iframe(document: str, *, height: int = 720) -> str:
+    """``document`` (a whole page) in a sandboxed iframe, for Jupyter: its CSP and script stay its own."""
+    return (f'<iframe sandbox="allow-scripts" style="width:100%;height:{int(height)}px;border:0" '
+            f'srcdoc="{html.escape(document, quote=True)}"></iframe>')
