@@ -54,6 +54,12 @@ class AnalysisResult:
                 self._roles = with_evidence(self._roles, self.tables["ablation"])
         return self._roles
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the summary, the best head per measure and the role map (``reports.notebook``)."""
+        from .reports.notebook import result_html
+
+        return result_html(self)
+
     def add_ablation(self, ablation: Any) -> None:
         """Join the causal evidence of an ``ablate(..., heads="each")`` result: ``roles`` (and roles.csv and the
         reports) then show beside each role what removing the head did, flagging heads whose removal changed

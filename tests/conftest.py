@@ -92,3 +92,40 @@ def smollm2():
     from headscope.models import load_model
 
     return load_model("smollm2")
+
+
+def chromium_browser():
+    """Chromium's binary and playwright's entry point; skips the test where either is missing."""
+    from headscope.reports.screenshot import find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install playwright)")
+    return binary, sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium driven by playwright (skips without one)."""
+    binary, sync_playwright = chromium_browser()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=binary, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def open_page(browser, path: Path):
+    """``path`` opened in a new page once its attention viewer has read its data; and the list that collects the
+    page's console errors and warnings (CSP violations among them), uncaught errors and dialogs."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.goto(path.as_uri())
+    page.wait_for_selector(".hs-viewer[data-ready='1']", timeout=30_000)
+    return page, problems

@@ -72,15 +72,21 @@ def pd_na():
     return pd.NA
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch):
+def test_readme_python_examples_run_in_a_notebook(tmp_path):
+    """The README's library examples as notebook cells, run headless by nbclient on a real kernel; then the
+    result and the explanation as the last expressions of cells, as a notebook user shows them."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "README has no python example"
-    monkeypatch.chdir(tmp_path)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        for code in blocks:
-            exec(compile(code, "README.md", "exec"), {})
+    cells = [nbformat.v4.new_code_cell(part.strip()) for code in blocks for part in re.split(r"\n\s*\n", code)
+             if part.strip()]
+    cells += [nbformat.v4.new_code_cell("result"), nbformat.v4.new_code_cell("e")]
+    book = nbformat.v4.new_notebook(cells=cells)
+    nbclient.NotebookClient(book, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []) if o["output_type"] == "stream")
     # what the first example prints is what its saved scores say
     import pandas as pd
 
@@ -89,4 +95,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     head = det[det["baseline"].isna()].nlargest(1, "score").iloc[0]
     base = det[det["baseline"].notna()]["score"].max()
     line = f"det: L{int(head['layer'])}.H{int(head['head'])} {head['score']:.2f} (best offset baseline {base:.2f})"
-    assert line in printed.getvalue().splitlines()
+    assert line in printed.splitlines()
+    # the rendered HTML: the result's summary and role map, the explanation's viewer
+    result_out, explain_out = (book.cells[-2]["outputs"][0]["data"], book.cells[-1]["outputs"][0]["data"])
+    assert "headscope-role-map" in result_out["text/html"] and "best head per measure" in result_out["text/html"]
+    assert explain_out["text/html"].startswith('<iframe sandbox="allow-scripts"')
+    assert "hs-viewer-data" in explain_out["text/html"] and "Content-Security-Policy" in explain_out["text/html"]

@@ -48,12 +48,18 @@ class _Tags(HTMLParser):
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
         self.text: list[str] = []
+        self.scripts: list[tuple[dict, str]] = []     # (attributes, content): kept apart from the page's text
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self.scripts.append((dict(attrs), ""))
 
     def handle_data(self, data):
-        self.text.append(data)
+        if self.tags and self.tags[-1][0] == "script" and self.scripts and not self.scripts[-1][1]:
+            self.scripts[-1] = (self.scripts[-1][0], data)
+        else:
+            self.text.append(data)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +78,21 @@ def test_dataset_text_is_only_ever_text_in_the_html(evil_run):
     parser = _Tags()
     parser.feed(html)
     tags = {t for t, _ in parser.tags}
-    assert "script" not in tags and "iframe" not in tags
+    assert "iframe" not in tags
+    # the only scripts: the attention viewer's code (allowed by its hash) and its data block (never run)
+    from headscope.reports.viewer import asset, csp_hash
+
+    assert [(a, len(c) > 0) for a, c in parser.scripts] == [({"type": "application/json", "id": "hs-viewer-data"},
+                                                             True), ({}, True)]
+    assert parser.scripts[1][1] == asset("viewer.js")
+    assert not set("<>&") & set(parser.scripts[0][1])
+    assert EVIL[0] in json.dumps(json.loads(parser.scripts[0][1]), ensure_ascii=False)   # the data holds it as text
+    policy = next(a["content"] for t, a in parser.tags if t == "meta" and a.get("http-equiv"))
+    assert f"script-src {csp_hash(asset('viewer.js'))}" in policy and "unsafe-eval" not in policy
+    assert "'unsafe-inline'" not in policy.split("script-src")[1]
     assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "nav", "a", "table",
                     "tr", "th", "td", "span", "img", "details", "summary", "code", "div", "figure", "figcaption", "b",
-                    "ul", "li"}
+                    "ul", "li", "script", "noscript"}
     for tag, attrs in parser.tags:
         if tag == "img":
             assert attrs["src"].startswith("data:image/png;base64,")      # self-contained: no file, no URL
@@ -155,6 +172,24 @@ def test_html_renders_in_headless_chromium(evil_run, tmp_path):
     png, console = screenshot(evil_run / "report.html", tmp_path / "shot.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert not [line for line in console if "Uncaught" in line or "Refused" in line], console
+
+
+def test_the_reports_viewer_shows_the_example_sentences_as_text(evil_run, browser):
+    from conftest import open_page
+
+    page, problems = open_page(browser, evil_run / "report.html")
+    data = json.loads(page.locator("#hs-viewer-data").text_content())
+    assert len(data["docs"]) == 3
+    for i, doc in enumerate(data["docs"]):
+        page.select_option(".hs-doc", str(i))
+        page.wait_for_selector(".hs-viewer[data-ready='1']")
+        assert page.locator(".hs-unit").all_text_contents() == doc["levels"]["word"]["labels"]
+        page.locator(".hs-unit[data-i='2']").click()
+        assert page.locator(".hs-viewer").get_attribute("data-selected") == "2"
+        assert page.locator("path.hs-link").count() > 0
+    assert any(EVIL[0] in doc["levels"]["word"]["labels"] for doc in data["docs"])
+    assert not problems, problems                # no script ran but the viewer's: no dialog, no CSP report
+    page.close()
 
 
 def test_control_scores_sit_next_to_the_model(tiny_bert_loaded, sample):

@@ -22,7 +22,7 @@ from headscope.reports.viewer import asset, csp_hash, pack
 from headscope.types import Sentence
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import long_models, tiny_bert, tiny_llama  # noqa: E402
+from conftest import long_models, open_page, tiny_bert, tiny_llama  # noqa: E402
 from reference import full_attentions, word_attention  # noqa: E402
 
 runner = CliRunner()
@@ -172,39 +172,6 @@ def test_the_page_allows_only_its_own_script_and_escapes_the_data(evil_explanati
     assert "http" not in bare.replace('"http://www.w3.org/2000/svg"', "")    # no address but SVG's namespace
     html = evil_explanation._repr_html_()
     assert html.startswith("<iframe sandbox=\"allow-scripts\"") and "<script" not in html   # all of it escaped
-
-
-def chromium_browser():
-    from headscope.reports.screenshot import find_chromium
-
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install playwright)")
-    return binary, sync_playwright
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary, sync_playwright = chromium_browser()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=binary, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def open_page(browser, path: Path):
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-    page.goto(path.as_uri())
-    page.wait_for_selector(".hs-viewer[data-ready='1']", timeout=30_000)
-    return page, problems
 
 
 def drawn(page) -> set:

@@ -1,4 +1,5 @@
-"""report.html: one self-contained page (inline CSS, images as data URIs, no scripts) from the report content."""
+"""report.html: one self-contained page (inline CSS, images as data URIs, no script but the attention viewer's,
+allowed by its CSP hash) from the report content."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def render_html(content: dict, figures: dict) -> str:
-    """The page. Every value from data or models goes through Jinja's autoescaping."""
+def render_html(content: dict, figures: dict, viewer: dict | None = None) -> str:
+    """The page. Every value from data or models goes through Jinja's autoescaping; ``viewer`` (a
+    ``viewer.payload``) adds the attention viewer of the example sentences, whose data block escapes itself."""
     import jinja2
+
+    from .viewer import asset, csp_hash, fragment
 
     from .sections import effect_text, interval_text, q_text, runs_html, score_text
 
@@ -27,4 +31,9 @@ def render_html(content: dict, figures: dict) -> str:
     template = env.get_template("report.html.j2")
     no_role = [f"L{layer}.H{head}" for layer, row in enumerate(content["roles"]["grid"])
                for head, cell in enumerate(row) if not cell["roles"]]
-    return template.render(c=content, figures=figures, no_role=no_role)
+    embed = None
+    if viewer is not None:
+        script = asset("viewer.js")
+        embed = {"script": script, "script_hash": csp_hash(script), "css": asset("viewer.css"),
+                 "fragment": fragment(viewer)}
+    return template.render(c=content, figures=figures, no_role=no_role, viewer=embed)

@@ -110,4 +110,29 @@ def _write_reports(result: Any, content: dict, drawn: Drawn, out_dir: Path) -> N
                                   "src": data_uri(fig_dir / name)} for name, ex, text in drawn.examples]}
     write_text(out_dir / "report.md", render_markdown(result, drawn.files(), content=content))
     write_text(out_dir / "report.json", json.dumps(content, indent=2, default=str, allow_nan=False) + "\n")
-    write_text(out_dir / "report.html", render_html(content, html_figures))
+    write_text(out_dir / "report.html", render_html(content, html_figures, viewer=_viewer(result)))
+
+
+def _viewer(result: Any) -> dict | None:
+    """The attention viewer's data for the run's example sentences (None: no examples with links), opened on
+    the first head of the most telling role family."""
+    from ..analysis.roles import primary_roles
+    from .viewer import payload
+
+    examples = [e for e in getattr(result, "examples", []) if e.get("links")]
+    if not examples:
+        return None
+    info, roles = result.model, result.roles
+    if "model" in roles.columns:
+        roles = roles[roles["model"] == info.name]
+    primary = primary_roles(roles) if len(roles) else {}
+    order = ("syntax", "coreference", "induction", "positional")
+    ranked = sorted(((order.index(f), key) for key, (_, f) in primary.items() if f in order))
+    layer, head = ranked[0][1] if ranked else (0, 0)
+    docs = []
+    for e in examples:
+        text = " ".join(e["words"])
+        title = " ".join(str(x) for x in (e.get("dataset"), e.get("sent_id")) if x) + ": " + text
+        docs.append({"title": title if len(title) <= 100 else title[:99] + "…", "links": e["links"]})
+    return payload(docs, model=info.name, num_layers=info.num_layers, num_heads=info.num_heads, roles=roles,
+                   initial={"layer": int(layer), "head": int(head), "word": 0, "level": "word"})
