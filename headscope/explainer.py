@@ -90,6 +90,7 @@ class Explanation:
     links: dict = field(default_factory=dict)   # {level: links.Links}: what explain.html shows
     roles: Any = None            # the run's roles table, when one was given
     shape: tuple = ()            # (layers, heads)
+    distance: dict = field(default_factory=dict)   # each head's attention by token offset (links.read_links)
 
     @property
     def word(self) -> str:
@@ -139,8 +140,8 @@ class Explanation:
         return path
 
     def save(self, out_dir: str | Path, *, figure: bool = True, force: bool = False) -> Path:
-        """explain.csv (every head), explain.md (the strongest), explain.html (the attention viewer) and
-        explain.png into ``out_dir``, written whole (see ``reports.folder.staged_output``; ``force`` adds them
+        """explain.csv (every head), explain.md (the strongest), explain.html (the attention viewer),
+        explain.png and explain_distance.png (the furthest-looking heads' distance profiles) into ``out_dir``, written whole (see ``reports.folder.staged_output``; ``force`` adds them
         to a folder of other files)."""
         from .reports.folder import staged_output
         from .reports.writer import write_csv, write_text
@@ -149,10 +150,22 @@ class Explanation:
             write_csv(self.table, out / "explain.csv")
             if figure:
                 self.figure(out / "explain.png")
+                if self.distance:
+                    self.distance_figure(out / "explain_distance.png")
             write_text(out / "explain.md", self.markdown())
             if self.links:
                 write_text(out / "explain.html", self.html())
         return Path(out_dir)
+
+    def distance_figure(self, path: str | Path, k: int = 6) -> Path:
+        """The distance profiles of the ``k`` heads that look furthest in this input (PNG)."""
+        from .reports.figures import distance_png, far_heads
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        distance_png(self.distance, far_heads(self.distance, k), path,
+                     f"Attention by token offset: the {k} heads that look furthest in this input ({self.model})")
+        return path
 
     def viewer_data(self) -> dict:
         """What the attention viewer reads: this input's links, the heads' roles, opened on the word and its
@@ -166,7 +179,7 @@ class Explanation:
         layers, heads = self.shape or self.attention.shape[:2]
         text = self.meta.get("text") or " ".join(self.words)
         title = text if len(text) <= 80 else text[:79] + "…"
-        return payload([{"title": title, "links": self.links}], model=self.model, num_layers=layers,
+        return payload([{"title": title, "links": self.links, "distance": self.distance}], model=self.model, num_layers=layers,
                        num_heads=heads, roles=roles,
                        initial={"level": "word", "layer": int(first["layer"]), "head": int(first["head"]),
                                 "word": self.word_index},
@@ -253,7 +266,7 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     table = pd.DataFrame(rows).sort_values(["weight", "layer", "head"], ascending=[False, True, True],
                                            ignore_index=True, na_position="last")
     return Explanation(model=loaded.info.name, words=list(sent.words), labels=m["labels"], word_index=index,
-                       attention=att, table=table, links=m["links"], roles=table_roles,
+                       attention=att, table=table, links=m["links"], roles=table_roles, distance=m["distance"],
                        shape=(loaded.info.num_layers, loaded.info.num_heads),
                        meta={"run": str(run) if run else None, "text": sentence if isinstance(sentence, str) else
                              " ".join(sent.words)})

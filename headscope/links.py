@@ -80,6 +80,10 @@ class LinkCollector:
                     for level in self.levels}
         self._unit_of_dev = None
         self._special_dev = None
+        self.causal = bool(batch.causal)
+        self.edges = distance_edges(len(enc))
+        self.profile = np.zeros((num_layers, num_heads, len(self.edges) - 1), dtype=np.float64)
+        self.profile_rows = 0
 
     def update(self, layer: int, weights: Any, batch: Any) -> None:
         """One block of query rows (``batch.row_start`` the first) of one layer: ``weights [1, head, rows, keys]``."""
@@ -91,10 +95,11 @@ class LinkCollector:
         if layer != self.layer or r0 == 0:
             self.layer, self.word_rows = layer, (WordRows(batch) if self._wants_words() else None)
         w = weights[0].float()                                    # [head, rows, keys]
+        if self._unit_of_dev is None:
+            self._unit_of_dev = torch.as_tensor(self.unit_of, device=w.device)
+            self._special_dev = torch.as_tensor(self.word_ids < 0, device=w.device)
+        self._distance(layer, w, r0)
         if "token" in self.levels:
-            if self._unit_of_dev is None:
-                self._unit_of_dev = torch.as_tensor(self.unit_of, device=w.device)
-                self._special_dev = torch.as_tensor(self.word_ids < 0, device=w.device)
             width = w.shape[-1]
             special = self._special_dev[:width]
             mass = w[..., special].sum(-1)
@@ -114,6 +119,34 @@ class LinkCollector:
                 mass = rows[..., self.batch.max_words:].sum(-1)
                 own = torch.as_tensor(word, device=rows.device).clamp(0, n - 1)
                 self._store("word", layer, rows[..., :n], None, mass, word, own)   # rows are not read after this
+
+    def _distance(self, layer: int, w: Any, r0: int) -> None:
+        """Add the block's attention mass per token-offset bin (``self.edges``; special-token keys left out,
+        |offset| for an encoder) summed over its rows of units, from one cumulative sum over its keys."""
+        import torch
+
+        h, n, width = w.shape
+        dev = w.device
+        cs = w.cumsum(-1)                                         # cs[..., j]: mass on keys 0..j
+        specials = [int(s) for s in torch.nonzero(self._special_dev[:width]).flatten().tolist()]
+        pos = torch.arange(r0, r0 + n, device=dev).unsqueeze(1)   # [rows, 1]
+        edges = torch.as_tensor(self.edges, device=dev)
+
+        def before(j: Any) -> Any:                                # mass on the non-special keys < j: [h, rows, bins]
+            j = j.clamp(0, width)
+            got = torch.gather(cs, -1, (j - 1).clamp_min(0).unsqueeze(0).expand(h, -1, -1)) * (j > 0)
+            for sp in specials:
+                got = got - w[:, :, sp:sp + 1] * (j > sp)
+            return got
+
+        mass = before(pos - edges[:-1] + 1) - before(pos - edges[1:] + 1)          # keys left of the row (and it)
+        if not self.causal:
+            start = edges[:-1].clamp_min(1)
+            mass = mass + before(pos + edges[1:]) - before(pos + start)             # keys right of it
+        rows = self._unit_of_dev[r0:r0 + n] >= 0
+        self.profile[layer] += (mass * rows.view(1, -1, 1)).sum(1).double().cpu().numpy()
+        if layer == 0:
+            self.profile_rows += int(rows.sum())
 
     def _keep_rows(self, layer: int, rows: Any, word: Any) -> None:
         """Whole word rows (words, then special tokens) of the words asked for."""
@@ -175,6 +208,18 @@ class LinkCollector:
         return out
 
 
+def distance_edges(tokens: int) -> list[int]:
+    """Token-offset bins of the distance profile: 0, 1, 2–3, 4–7, ... up to the input's length."""
+    edges = [0, 1]
+    while edges[-1] < tokens:
+        edges.append(2 * edges[-1])
+    return edges
+
+
+def distance_labels(edges: Sequence[int]) -> list[str]:
+    return [str(lo) if hi - lo == 1 else f"{lo}–{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
 def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K, levels: Sequence[str] | None = None,
                keep_rows: Any = None, bos_id: int | None = None, attention_memory: float = 512) -> list[dict]:
     """Every head's strongest links for each input, one input per forward, in query-row blocks.
@@ -182,7 +227,10 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     ``levels``: ``("word", "token")`` (default: both, word only above TOKEN_LEVEL_MAX tokens). ``keep_rows``:
     also keep whole word-level rows, ``"all"`` or a list per input of word-index sets. Returns one dict per
     input: ``sent_id``, ``words``, ``labels`` (words, then the special tokens, as the columns of kept rows),
-    ``links`` ({level: Links}), and ``rows`` ({word: float32 [layer, head, col]}) when rows were kept.
+    ``links`` ({level: Links}), ``distance`` (the distance profile: ``edges`` of token-offset bins and ``mass``
+    ``[layer, head, bin]``, each row's attention on the non-special tokens at those offsets, averaged over
+    rows; ``absolute``: an encoder's offsets count both ways), and ``rows`` ({word: float32 [layer, head,
+    col]}) when rows were kept.
     """
     import numpy as np
 
@@ -225,7 +273,9 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
         specials = [str(p) for p, w in zip(pieces, enc.word_ids) if w < 0]
         c = collectors[i]
         item = {"sent_id": sent.sent_id, "words": list(sent.words), "labels": list(sent.words) + specials,
-                "links": c.links(sent, [str(p) for p in pieces], specials)}
+                "links": c.links(sent, [str(p) for p in pieces], specials),
+                "distance": {"edges": c.edges, "mass": (c.profile / max(1, c.profile_rows)).astype(np.float32),
+                             "absolute": not c.causal}}
         if keep_rows is not None:
             item["rows"] = {j: np.stack([c.rows[layer][j] for layer in range(info.num_layers)]).astype(np.float32)
                             for j in sorted(c.rows.get(0, {}))}

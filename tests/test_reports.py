@@ -335,7 +335,8 @@ def test_explain_cli_with_roles_from_a_run(evil_run, tiny_bert_dir, tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert lines[0].endswith("heads linking 'it' (word 8) to other words") and len(lines) == 2 + 5 + 1
-    assert {p.name for p in out.iterdir()} == {"explain.csv", "explain.md", "explain.png", "explain.html", ".headscope"}
+    assert {p.name for p in out.iterdir()} == {"explain.csv", "explain.md", "explain.png", "explain.html",
+                                               "explain_distance.png", ".headscope"}
     import pandas as pd
 
     roles = pd.read_csv(evil_run / "roles.csv")

@@ -271,3 +271,22 @@ def test_explain_file_refuses_bad_input_in_one_line(tiny_bert_dir, tmp_path, mon
     res = runner.invoke(app, ["explain", *args, "--model", str(tiny_bert_dir)])
     assert res.exit_code == 2
     assert message in res.output
+
+
+def test_the_distance_profile_is_the_mass_at_each_offset(tiny_loaded):
+    sent = Sentence(words=tuple((SENTENCE + " and so it slept all day long .").split()))
+    (item,) = read_links(tiny_loaded, [sent], attention_memory=0.002)
+    maps, word_ids = full_attentions(tiny_loaded.model, tiny_loaded.tokenizer, sent)
+    edges = item["distance"]["edges"]
+    assert edges[:4] == [0, 1, 2, 4] and edges[-1] >= len(word_ids)
+    assert item["distance"]["absolute"] is (not tiny_loaded.info.is_decoder)
+    units = [i for i, w in enumerate(word_ids) if w is not None]
+    for layer, att in enumerate(maps):
+        ref = np.zeros((att.shape[0], len(edges) - 1))
+        for i in units:
+            for j, w in enumerate(word_ids):
+                if w is None:
+                    continue
+                d = abs(i - j)
+                ref[:, max(b for b in range(len(edges) - 1) if edges[b] <= d)] += att[:, i, j]
+        np.testing.assert_allclose(item["distance"]["mass"][layer], ref / len(units), atol=1e-6)

@@ -572,8 +572,9 @@ def explain(
     run_dir: Annotated[Optional[Path], typer.Option("--run", help="A previous run's output folder: its roles.csv "
                                                                   "labels each head.")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Heads to print.")] = 10,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write explain.csv, explain.md and "
-                                                                     "explain.png here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write explain.csv, explain.md, "
+                                                                     "explain.html (the attention viewer) and "
+                                                                     "figures here.")] = None,
     prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="As for run.")]
     = None,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda.")] = None,
@@ -614,7 +615,8 @@ def explain(
         typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {weight_text(r.weight):>6}  {r.second[:14]:<14} "
                    f"{weight_text(r.second_weight):>6}  {r.specials:8.3f}  {r.role}")
     if out is not None:
-        typer.echo(f"wrote {out}/explain.md, explain.csv, explain.html (open it in a browser), explain.png")
+        typer.echo(f"wrote {out}/explain.md, explain.csv, explain.html (open it in a browser), explain.png, "
+                   f"explain_distance.png")
 
 
 @app.command()

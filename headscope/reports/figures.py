@@ -379,6 +379,43 @@ def pruning_curve_png(curve: Any, tolerance: float, path: Path) -> None:
     plt.close(fig)
 
 
+def far_heads(distance: dict, k: int = 6, beyond: int = 64) -> list[tuple[int, int]]:
+    """The ``k`` heads that look furthest in a distance profile (``links.read_links``): the most mass at
+    offsets of ``beyond`` tokens or more, or, on an input too short for that, the highest mean offset bin."""
+    import numpy as np
+
+    mass = np.asarray(distance["mass"], dtype=np.float64)               # [layer, head, bin]
+    edges = np.asarray(distance["edges"][:-1])
+    far = edges >= beyond
+    key = mass[..., far].sum(-1) if far.any() else (mass * np.arange(mass.shape[-1])).sum(-1)
+    order = np.argsort(-key, axis=None, kind="stable")[:k]
+    return [tuple(int(x) for x in np.unravel_index(i, key.shape)) for i in order]
+
+
+def distance_png(distance: dict, heads: list[tuple[int, int]], path: Path, title: str) -> None:
+    """Distance profiles: each head's mean attention per row against the token offset (log-spaced bins)."""
+    import numpy as np
+
+    from ..links import distance_labels
+
+    plt = _pyplot()
+    mass = np.asarray(distance["mass"], dtype=np.float64)
+    labels = distance_labels(distance["edges"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(labels) + 2.0), 3.4))
+    x = np.arange(len(labels))
+    for layer, head in heads:
+        ax.plot(x, mass[layer, head], marker="o", markersize=3, label=f"L{layer}.H{head}")
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set_xlabel("token offset" + (" (either way)" if distance.get("absolute") else " (to earlier tokens)"))
+    ax.set_ylabel("attention per row")
+    ax.set_ylim(bottom=0)
+    ax.set_title(plain_text(title), fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -> None:
     """Word-level attention of a few heads for one sentence, words on both axes (rows attend to columns)."""
     plt = _pyplot()

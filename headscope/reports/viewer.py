@@ -57,6 +57,19 @@ def pack(links: Any) -> dict:
     return out
 
 
+def distance_block(distance: dict | None) -> dict | None:
+    """A distance profile (``links.read_links``) as the page draws it: bin labels and each head's masses."""
+    import numpy as np
+
+    from ..links import distance_labels
+
+    if not distance:
+        return None
+    mass = np.round(np.asarray(distance["mass"], dtype=np.float64), 4)
+    return {"labels": distance_labels(distance["edges"]), "mass": mass.tolist(),
+            "absolute": bool(distance.get("absolute"))}
+
+
 def head_info(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
     """``[layer][head] -> {"label", "family", "roles": [{"role", "score", "criterion"}]}`` from a roles table
     (a run's roles.csv; None or empty: no roles)."""
@@ -90,13 +103,14 @@ def head_info(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
 
 def payload(docs: Sequence[dict], *, model: str, num_layers: int, num_heads: int, roles: Any = None,
             initial: dict | None = None, roles_note: str | None = None) -> dict:
-    """What a viewer reads: ``docs`` as ``[{"title", "links": {level: Links}}]``, each head's roles, and the
-    state to open in (``doc``, ``level``, ``layer``, ``head``, ``word``)."""
+    """What a viewer reads: ``docs`` as ``[{"title", "links": {level: Links}, "distance": profile}]`` (the
+    profile optional), each head's roles, and the state to open in (``doc``, ``level``, ``layer``, ``head``,
+    ``word``)."""
     from .figures import FAMILY_COLORS
 
     return {"model": model, "layers": int(num_layers), "heads": int(num_heads),
-            "docs": [{"title": str(d["title"]), "levels": {lv: pack(x) for lv, x in d["links"].items()}}
-                     for d in docs],
+            "docs": [{"title": str(d["title"]), "levels": {lv: pack(x) for lv, x in d["links"].items()},
+                      "distance": distance_block(d.get("distance"))} for d in docs],
             "head_info": head_info(roles, num_layers, num_heads), "families": dict(FAMILY_COLORS),
             "initial": initial or {}, "roles_note": roles_note}
 

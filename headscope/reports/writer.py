@@ -133,6 +133,7 @@ def _viewer(result: Any) -> dict | None:
     for e in examples:
         text = " ".join(e["words"])
         title = " ".join(str(x) for x in (e.get("dataset"), e.get("sent_id")) if x) + ": " + text
-        docs.append({"title": title if len(title) <= 100 else title[:99] + "…", "links": e["links"]})
+        docs.append({"title": title if len(title) <= 100 else title[:99] + "…", "links": e["links"],
+                     "distance": e.get("distance")})
     return payload(docs, model=info.name, num_layers=info.num_layers, num_heads=info.num_heads, roles=roles,
                    initial={"layer": int(layer), "head": int(head), "word": 0, "level": "word"})

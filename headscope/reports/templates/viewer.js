@@ -272,6 +272,7 @@
     } else {
       side.appendChild(el("p", "hs-muted", this.data.roles_note || "No role found for this head."));
     }
+    this.renderDistance(side);
     if (focus === null || focus >= u.R) {
       side.appendChild(el("p", "hs-muted", "Click or point at a word to see this head's links."));
       return;
@@ -290,6 +291,42 @@
       table.appendChild(tr);
     });
     side.appendChild(table);
+  };
+
+  // The head's distance profile over this input: mean attention per row at each token-offset bin, as bars.
+  Viewer.prototype.renderDistance = function (side) {
+    var d = this.doc().distance, st = this.state;
+    if (!d) return;
+    var mass = d.mass[st.layer][st.head], W = 240, Hh = 60, n = mass.length, bw = W / n;
+    var top = Math.max.apply(null, mass.concat([1e-9]));
+    side.appendChild(el("div", "hs-caption", "attention by token offset" + (d.absolute ? " (both ways)" : "") +
+                        ", mean per row"));
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "hs-distance");
+    svg.setAttribute("width", String(W));
+    svg.setAttribute("height", String(Hh + 14));
+    mass.forEach(function (m, i) {
+      var h = Math.max(m > 0 ? 1 : 0, Math.round(Hh * m / top));
+      var r = document.createElementNS(SVG, "rect");
+      r.setAttribute("x", String(i * bw + 1));
+      r.setAttribute("y", String(Hh - h));
+      r.setAttribute("width", String(Math.max(1, bw - 2)));
+      r.setAttribute("height", String(h));
+      r.setAttribute("data-mass", m.toFixed(4));
+      var tip = document.createElementNS(SVG, "title");
+      tip.textContent = "offset " + d.labels[i] + ": " + m.toFixed(3);
+      r.appendChild(tip);
+      svg.appendChild(r);
+    });
+    [0, n - 1].forEach(function (i) {
+      var t = document.createElementNS(SVG, "text");
+      t.setAttribute("x", String(i === 0 ? 1 : W - 1));
+      t.setAttribute("y", String(Hh + 12));
+      t.setAttribute("text-anchor", i === 0 ? "start" : "end");
+      t.textContent = d.labels[i];
+      svg.appendChild(t);
+    });
+    side.appendChild(svg);
   };
 
   // Every head as a thumbnail: each row's links as points (row down, column across), on its role's colour.
