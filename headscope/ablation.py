@@ -46,13 +46,15 @@ class Method:
 
 def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
     """``"L3.H1,L4.H0"`` as ``[(3, 1), (4, 0)]``, checked against the model's layers and heads."""
+    from .schema import parse_head_label
+
     heads = []
     for part in str(spec).split(","):
-        m = re.fullmatch(r"\s*L(\d+)\.H(\d+)\s*", part)
-        if not m:
+        parsed = parse_head_label(part)
+        if parsed is None:
             raise HeadscopeError(f"head {part.strip()!r} in {spec!r} is not of the form L<layer>.H<head> "
                                  f"(0-based, e.g. L3.H1); separate heads with commas")
-        layer, head = int(m.group(1)), int(m.group(2))
+        layer, head = parsed
         if layer >= num_layers or head >= num_heads:
             raise HeadscopeError(f"head L{layer}.H{head} is not in the model: it has layers 0-{num_layers - 1} "
                                  f"and heads 0-{num_heads - 1}")
@@ -272,11 +274,36 @@ class AblationResult:
 
         with staged_output(Path(out), "ablation", force=force) as folder:
             write_csv(self.table, folder / "ablation.csv")
+            self.figures(folder)
             if self.importance is not None:
                 self.importance.save(folder)
             write_text(folder / "report.md", ablation_markdown(self))
             write_text(folder / "run.json", json.dumps(self.meta, indent=2, default=str) + "\n")
         return Path(out)
+
+
+    def figures(self, folder: Any) -> list[str]:
+        """ablation_effects.png (the largest effects against random heads) and, when every head was ablated
+        alone, ablation_<measure>.png (a layer x head grid of effects); the names written."""
+        from pathlib import Path
+
+        from .reports.figures import ablation_effects_png, ablation_grids, file_part, heatmap_png
+
+        if not len(self.table):
+            return []
+        folder = Path(folder)
+        ablation_effects_png(self.table, folder / "ablation_effects.png")
+        names = ["ablation_effects.png"]
+        model = self.meta.get("model") if isinstance(self.meta.get("model"), dict) else {}
+        if model.get("num_layers") and model.get("num_heads"):
+            for measure, grid in ablation_grids(self.table, model["num_layers"], model["num_heads"]).items():
+                name = f"ablation_{file_part(measure)}.png"
+                low = float(min(0.0, grid.to_numpy().min()))
+                heatmap_png(grid, f"Effect of removing each head alone on {measure} ({self.meta.get('method')})",
+                            folder / name, vmax=None, vmin=low, label=measure)
+                names.append(name)
+        self.meta["figures"] = names
+        return names
 
 
 def top_heads(scores: Any, task: str, k: int, relation: str | None = None) -> list[tuple[int, int]]:
@@ -399,10 +426,14 @@ def _as_batches(loaded: Any, data: Any, measures: Sequence[str], *, batch_size: 
                             "scored": {"induction-loss": second}})
         return "repeated_tokens", batches
     from .alignment import encode_sentences
-    from .datasets.loading import load_data, sample_path
+    from .datasets.loading import sample_path
+    from .jobs import as_sources
 
-    corpus = load_data(data if data is not None else sample_path(), limit=max_sentences)
-    sentences = list(getattr(corpus, "sentences", []))
+    # a path, a Corpus, Sentences or strings, as analyze takes them; the first source with sentences is read
+    sources = as_sources(data if data is not None else sample_path(), keep_subtypes=False, on_error="fail",
+                         max_sentences=max_sentences, fmt=None)
+    corpus = next((s for s in sources if getattr(s, "sentences", None)), sources[0])
+    sentences = list(getattr(corpus, "sentences", []))[:max_sentences]
     if not sentences:
         raise HeadscopeError(f"{corpus.name}: ablation reads sentences (CoNLL-U or text), and this data has none")
     for m, needs, what in (("pronoun-loss", "upos", "part-of-speech tags (UPOS)"),

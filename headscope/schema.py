@@ -39,3 +39,11 @@ def frame(rows: Iterable[dict[str, Any]]):
 def head_label(layer: int, head: int) -> str:
     """0-based ``L7.H9`` label used in reports."""
     return f"L{int(layer)}.H{int(head)}"
+
+
+def parse_head_label(text: str) -> tuple[int, int] | None:
+    """``"L7.H9"`` (spaces around allowed) as ``(7, 9)``; None for anything else."""
+    import re
+
+    m = re.fullmatch(r"\s*L(\d+)\.H(\d+)\s*", str(text))
+    return (int(m.group(1)), int(m.group(2))) if m else None

@@ -306,6 +306,32 @@ def test_cli_importance_writes_the_ranking_and_pruning_curve(tiny_bert_dir, tmp_
     assert "heads can go" in done.output
 
 
+def test_the_ablation_folder_plots_the_effects_and_each_heads_grid(tiny_bert_loaded, sample, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from headscope.reports.figures import ablation_grids
+
+    each = ablate(tiny_bert_loaded, list(sample.sentences[:8]), heads="each", measures=["hidden"], bootstrap=50,
+                  random_draws=2)
+    out = each.save(tmp_path / "each")
+    assert each.meta["figures"] == ["ablation_effects.png", "ablation_hidden.png"]
+    for name in each.meta["figures"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{name}]({name})" in (out / "report.md").read_text()
+    # the grid puts each head's effect in its cell
+    grid = ablation_grids(each.table, 2, 4)["hidden"]
+    table = pd.read_csv(out / "ablation.csv")
+    for layer, head in [(0, 0), (1, 3)]:
+        assert grid.iloc[layer, head] == pytest.approx(table.set_index("heads").loc[f"L{layer}.H{head}", "effect"])
+    assert np.isfinite(grid.to_numpy()).all()
+    # a group of heads has effects but no grid
+    group = ablate(tiny_bert_loaded, list(sample.sentences[:8]), heads="L0.H0,L1.H1", measures=["hidden"],
+                   bootstrap=0, random_draws=2)
+    assert group.save(tmp_path / "group") and group.meta["figures"] == ["ablation_effects.png"]
+    assert ablation_grids(group.table, 2, 4) == {}
+
+
 def test_no_effect_reads_a_losss_interval_and_a_distances_size():
     from headscope.ablation import NEGLIGIBLE_DISTANCE, no_effect
 

@@ -379,6 +379,59 @@ def pruning_curve_png(curve: Any, tolerance: float, path: Path) -> None:
     plt.close(fig)
 
 
+# Head groups drawn per measure in the ablation-effect plot (the largest effects; ablation.csv has every one).
+EFFECT_GROUPS = 24
+
+
+def ablation_effects_png(table: Any, path: Path) -> None:
+    """The ablation-effect plot: per measure, the largest effects with their 95% intervals as horizontal bars,
+    the median of as many random heads as a cross on each, and the ablations with no measurable effect in grey."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(dict.fromkeys(table["measure"]))
+    groups = min(EFFECT_GROUPS, int(table.groupby("measure").size().max()))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 0.26 * groups + 1.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = table[table["measure"] == name].sort_values("effect", ascending=False).head(groups)[::-1]
+        y = np.arange(len(rows))
+        effect = rows["effect"].to_numpy(float)
+        low, high = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+        err = np.vstack([np.where(np.isnan(low), 0, effect - low), np.where(np.isnan(high), 0, high - effect)])
+        colours = ["#bbbbbb" if flag else "#4c72b0" for flag in rows["no_effect"].astype(bool)]
+        ax.barh(y, effect, xerr=np.clip(err, 0, None), color=colours, error_kw={"elinewidth": 0.8, "capsize": 2})
+        ax.plot(rows["random_median"].to_numpy(float), y, "x", color="#c44e52", markersize=5,
+                label="random heads (median)")
+        ax.axvline(0, color="black", linewidth=0.6)
+        ax.set_yticks(y, [plain_text(str(h)) for h in rows["heads"]], fontsize=7)
+        ax.set_xlabel(plain_text(f"effect on {name}"), fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    fig.suptitle("What removing the heads changed (bars: 95% intervals; grey: no measurable effect)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ablation_grids(table: Any, num_layers: int, num_heads: int) -> dict:
+    """``{measure: layer x head grid of effects}`` when the table ablated every head alone (``heads=each``)."""
+    import pandas as pd
+
+    from ..schema import parse_head_label
+
+    out = {}
+    for name, rows in table.groupby("measure", sort=False):
+        cells = {}
+        for label, effect in zip(rows["heads"], rows["effect"]):
+            head = parse_head_label(str(label))
+            if head is not None:
+                cells[head] = float(effect)
+        if len(cells) == num_layers * num_heads:
+            out[name] = pd.DataFrame([[cells[(layer, head)] for head in range(num_heads)]
+                                      for layer in range(num_layers)])
+    return out
+
+
 def far_heads(distance: dict, k: int = 6, beyond: int = 64) -> list[tuple[int, int]]:
     """The ``k`` heads that look furthest in a distance profile (``links.read_links``): the most mass at
     offsets of ``beyond`` tokens or more, or, on an input too short for that, the highest mean offset bin."""

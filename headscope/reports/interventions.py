@@ -53,8 +53,9 @@ def ablation_markdown(result: Any) -> str:
     lines += ["", "## Effects", "",
               f"{sum(flagged)} of {len(table)} ablations change nothing measurable ({md_text(meta.get('no_effect_rule', ''))}); they are "
               f"flagged, not left out." + (f" The {SHOWN} largest effects are shown; every row is in "
-                                                f"`ablation.csv`." if len(table) > SHOWN else ""), "",
-              "| heads | measure | base | ablated | effect [95% CI] | random median | × random | |",
+                                                f"`ablation.csv`." if len(table) > SHOWN else ""), ""]
+    lines += [f"![{md_text(name)}]({md_text(name)})" for name in meta.get("figures", [])]
+    lines += ["", "| heads | measure | base | ablated | effect [95% CI] | random median | × random | |",
               "|---|---|---|---|---|---|---|---|"]
     order = table.assign(_flag=flagged).sort_values("effect", ascending=False).head(SHOWN)
     for _, r in order.iterrows():
@@ -78,6 +79,7 @@ def ablation_markdown(result: Any) -> str:
                   + "."]
     lines += ["", "## Files", "",
               "`ablation.csv` (one row per group × measure × method), "
+              + "".join(f"`{md_text(name)}`, " for name in meta.get("figures", []))
               + ("`importance.csv`, `pruning.csv`, `pruning.png`, " if imp is not None else "")
               + "`run.json` (what was run, with the command)."]
     if meta.get("command"):
