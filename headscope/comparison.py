@@ -84,6 +84,7 @@ class Comparison:
         return written
 
     def markdown(self, figure_files: list[str] = ()) -> str:
+        """compare.md: the largest differences per measure, with their intervals and the figures."""
         from .reports.markdown import md_text
 
         lines = [f"# headscope compare: {md_text(self.label_a)} vs {md_text(self.label_b)}", "",

@@ -36,6 +36,7 @@ class DataError(HeadscopeError):
         super().__init__(str(self))
 
     def location(self) -> str:
+        """``path:line (sent_id)``: where the bad input is, as much of it as is known."""
         where = str(self.path) if self.path else "<input>"
         if self.line is not None:
             where += f":{self.line}"

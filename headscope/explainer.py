@@ -94,9 +94,11 @@ class Explanation:
 
     @property
     def word(self) -> str:
+        """The explained word."""
         return self.words[self.word_index]
 
     def top(self, k: int = 10):
+        """The ``k`` heads with the strongest link from the word (rows of ``table``)."""
         return self.table.head(k)
 
     def figure(self, path: str | Path, *, k: int = 12) -> Path:
@@ -197,6 +199,7 @@ class Explanation:
         return iframe(self.html())
 
     def markdown(self, k: int = 15) -> str:
+        """explain.md: the ``k`` strongest heads' links from the word, with their roles."""
         from .reports.markdown import md_text
 
         lines = [f"# headscope explain: {md_text(self.model)}", "",

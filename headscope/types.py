@@ -45,6 +45,7 @@ class Sentence:
 
     @property
     def has_tree(self) -> bool:
+        """Whether the sentence carries a dependency tree (heads and relations)."""
         return self.heads is not None and self.relations is not None
 
 
@@ -86,6 +87,7 @@ class ModelInfo:
 
     @property
     def kv_group_size(self) -> int:
+        """Query heads per key/value head (1 without GQA/MQA)."""
         return max(1, self.num_heads // max(1, self.num_kv_heads))
 
     def kv_head(self, head: int) -> int:
@@ -93,6 +95,7 @@ class ModelInfo:
         return head // self.kv_group_size
 
     def describe(self) -> str:
+        """One line for reports: name, architecture, layers x heads, KV heads, attention path."""
         kind = "decoder (causal)" if self.is_decoder else "encoder (bidirectional)"
         return (f"{self.name}: {self.architecture} {kind}, {self.num_layers} layers x {self.num_heads} "
                 f"query heads ({self.num_kv_heads} KV heads), max {self.max_length} tokens, "

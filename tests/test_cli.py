@@ -680,15 +680,16 @@ def test_minilm_alias_on_sample(tmp_path):
     assert set(df["model"]) == {"minilm"}
 
 
-def test_every_command_line_in_the_readme_parses():
-    """Each `headscope ...` line of the README's command-line block names options the command has (a renamed or
-    missing option fails here, not in a reader's shell)."""
+def test_every_command_line_in_the_readme_and_docs_parses():
+    """Each `headscope ...` line of a bash block in the README or the docs names options the command has (a
+    renamed or missing option fails here, not in a reader's shell)."""
     import re
 
     import typer.main
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"## Command line\n+```bash\n(.*?)```", text, re.S).group(1)
+    root = Path(__file__).resolve().parents[1]
+    texts = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    block = "\n".join(b for p in texts for b in re.findall(r"```bash\n(.*?)```", p.read_text(), re.S))
     lines, joined = [], ""
     for raw in block.splitlines():
         joined += raw.rstrip("\\").strip() + " " if raw.rstrip().endswith("\\") else raw
@@ -708,6 +709,6 @@ def test_every_command_line_in_the_readme_parses():
         try:
             sub.make_context(words[0], words[1:], parent=ctx)
         except Exception as exc:  # noqa: BLE001 - typer's own click raises its usage errors
-            raise AssertionError(f"README: {line}: {exc}") from None
+            raise AssertionError(f"README or docs: {line}: {exc}") from None
         checked += 1
     assert checked >= 20

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, HeadscopeError
 from ..types import Corpus
 from .formats import COREF_FORMATS, FORMATS, SENTENCE_FORMATS, detect_format, endings, load_file
 from .reading import check_options, read_file
@@ -100,6 +100,29 @@ def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool =
             return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
         return _load_sentence_folder(p, files, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
     return load_file(p, fmt or detect_format(p), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
+
+
+def shared_data(relative: str) -> Path | None:
+    """A file or folder of the shared labelled datasets (UD English EWT, GAP, LitBank), for the examples and
+    benchmarks: under ``$HEADSCOPE_SHARED_DATA`` when set, else ``shared/data`` beside a clone of headscope;
+    None when it is not there (they are not part of the package)."""
+    import os
+
+    base = os.environ.get("HEADSCOPE_SHARED_DATA")
+    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    path = root / relative
+    return path if path.exists() else None
+
+
+def format_example(name: str) -> Path:
+    """One of the minimal files of each data format that ship with headscope (``example.conllu``,
+    ``example_corefud.conllu``, ``example.conll``, ``example.jsonlines``, ``example.tsv``,
+    ``example_pairs.jsonl``, ``example.txt``, ``example.jsonl``; the docs' data formats page shows them)."""
+    path = Path(str(resources.files("headscope.datasets") / "data" / "formats" / name))
+    if not path.is_file():
+        raise HeadscopeError(f"no format example {name!r}; the examples are "
+                             f"{', '.join(sorted(p.name for p in path.parent.iterdir()))}")
+    return path
 
 
 def sample_path() -> Path:
