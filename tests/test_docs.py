@@ -104,3 +104,25 @@ def test_the_site_builds_strict_with_every_example_executed(tmp_path):
         html = (site / "examples" / example / "index.html").read_text()
         assert "jp-OutputArea" in html or "output_area" in html, example      # executed: outputs are there
         assert "Traceback" not in html, example
+
+
+def test_a_dead_internal_link_fails_the_build(tmp_path):
+    """The same site with one broken link, built without executing the examples: strict mode refuses it."""
+    import shutil
+
+    for module in ("mkdocs", "mkdocs_jupyter", "mkdocstrings", "material", "jupytext"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"the docs extra is not installed ({module} missing): pip install -e '.[docs]'")
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs", docs, symlinks=False)
+    page = docs / "index.md"
+    page.write_text(page.read_text() + "\nSee [the missing page](no-such-page.md).\n")
+    config = tmp_path / "mkdocs.yml"
+    config.write_text(f"INHERIT: {ROOT / 'mkdocs.yml'}\ndocs_dir: {docs}\nhooks: [{docs / 'hooks.py'}]\n")
+    env = {**os.environ, "HEADSCOPE_DOCS_EXECUTE": "false", "NO_MKDOCS_2_WARNING": "1"}
+    args = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(tmp_path / "site")]
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "no-such-page.md" in done.stderr, done.stderr[-3000:]
+    page.write_text(page.read_text().replace("\nSee [the missing page](no-such-page.md).\n", "\n"))
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]                  # and without it, the build passes
