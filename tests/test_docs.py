@@ -126,3 +126,21 @@ def test_a_dead_internal_link_fails_the_build(tmp_path):
     page.write_text(page.read_text().replace("\nSee [the missing page](no-such-page.md).\n", "\n"))
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]                  # and without it, the build passes
+
+
+def test_an_example_that_raises_fails_the_build(tmp_path):
+    """A site whose only example raises: the build executes it and stops (allow_errors is off)."""
+    for module in ("mkdocs", "mkdocs_jupyter", "mkdocstrings", "material", "jupytext"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"the docs extra is not installed ({module} missing): pip install -e '.[docs]'")
+    docs = tmp_path / "docs"
+    (docs / "examples").mkdir(parents=True)
+    (docs / "index.md").write_text("# Home\n\n[The example](examples/broken.py)\n")
+    (docs / "examples" / "broken.py").write_text("# %% [markdown]\n# # Broken\n\n# %%\nraise ValueError('example broke')\n")
+    config = tmp_path / "mkdocs.yml"
+    config.write_text(f"INHERIT: {ROOT / 'mkdocs.yml'}\ndocs_dir: {docs}\nhooks: []\n"
+                      "nav:\n  - index.md\n  - examples/broken.py\n")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d",
+                           str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "example broke" in done.stderr, done.stderr[-3000:]
