@@ -43,7 +43,8 @@ def check_api(markdown: str) -> None:
         raise PluginError(f"{API_PAGE}: public names without an entry: {', '.join(missing)}; add '::: headscope.NAME'")
     bare = [name for name in headscope.__all__ if not (getattr(getattr(headscope, name), "__doc__", None) or "").strip()
             or (isinstance(getattr(headscope, name), (list, tuple, dict)) and name not in DOCUMENTED_DATA)]
-    bare += [f"{name}.{method}" for name in headscope.__all__ for method in undocumented_methods(getattr(headscope, name))]
+    bare += [f"{name}.{method}" for name in headscope.__all__
+             for method in undocumented_methods(getattr(headscope, name))]
     if bare:
         raise PluginError(f"public names without a docstring: {', '.join(bare)}; write one")
 

@@ -143,8 +143,8 @@ class Explanation:
 
     def save(self, out_dir: str | Path, *, figure: bool = True, force: bool = False) -> Path:
         """explain.csv (every head), explain.md (the strongest), explain.html (the attention viewer),
-        explain.png and explain_distance.png (the furthest-looking heads' distance profiles) into ``out_dir``, written whole (see ``reports.folder.staged_output``; ``force`` adds them
-        to a folder of other files)."""
+        explain.png and explain_distance.png (the furthest-looking heads' distance profiles) into ``out_dir``,
+        written whole (see ``reports.folder.staged_output``; ``force`` adds them to a folder of other files)."""
         from .reports.folder import staged_output
         from .reports.writer import write_csv, write_text
 
@@ -181,8 +181,8 @@ class Explanation:
         layers, heads = self.shape or self.attention.shape[:2]
         text = self.meta.get("text") or " ".join(self.words)
         title = text if len(text) <= 80 else text[:79] + "…"
-        return payload([{"title": title, "links": self.links, "distance": self.distance}], model=self.model, num_layers=layers,
-                       num_heads=heads, roles=roles,
+        return payload([{"title": title, "links": self.links, "distance": self.distance}], model=self.model,
+                       num_layers=layers, num_heads=heads, roles=roles,
                        initial={"level": "word", "layer": int(first["layer"]), "head": int(first["head"]),
                                 "word": self.word_index},
                        roles_note=None if roles is not None else "No roles: pass --run with a run's folder.")

@@ -45,9 +45,10 @@ def result_html(result: Any) -> str:
     tops, more = {}, {}
     for name, rows in content["top_heads"].items():
         syntax = [r for r in rows if r["task"] == "syntax" and r["relation"] != "all"]
-        keep = {id(r) for r in syntax[:2 * NOTEBOOK_RELATIONS]}      # both directions of the most frequent
+        shown = syntax[:2 * NOTEBOOK_RELATIONS]                      # both directions of the most frequent
+        keep = {id(r) for r in shown}
         tops[name] = [r for r in rows if r["task"] != "syntax" or r["relation"] == "all" or id(r) in keep]
-        more[name] = len({r["relation"] for r in syntax}) - len({r["relation"] for r in syntax[:2 * NOTEBOOK_RELATIONS]})
+        more[name] = len({r["relation"] for r in syntax}) - len({r["relation"] for r in shown})
     env = jinja2.Environment(autoescape=True)
     env.globals.update(score=score_text, ci=lambda lo, hi, metric: interval_text(lo, hi, metric).strip(), qfmt=q_text)
     return env.from_string(TEMPLATE).render(s=content["summary"], roles=content["roles"], tops=tops, more=more,
