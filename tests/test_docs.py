@@ -44,6 +44,13 @@ def test_each_format_example_loads_as_its_format(name, kind, fmt):
         format_example("nothing.xyz")
 
 
+def needs_docs_extra() -> None:
+    """Skip unless the docs extra (what ``mkdocs build`` of this site needs) is installed."""
+    for module in ("mkdocs", "mkdocs_jupyter", "mkdocstrings", "material", "jupytext"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"the docs extra is not installed ({module} missing): pip install -e '.[docs]'")
+
+
 def hooks():
     spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
     module = importlib.util.module_from_spec(spec)
@@ -88,9 +95,7 @@ def test_the_cli_reference_is_generated_from_the_app():
 
 @pytest.mark.slow
 def test_the_site_builds_strict_with_every_example_executed(tmp_path):
-    for module in ("mkdocs", "mkdocs_jupyter", "mkdocstrings", "material", "jupytext"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"the docs extra is not installed ({module} missing): pip install -e '.[docs]'")
+    needs_docs_extra()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -110,9 +115,7 @@ def test_a_dead_internal_link_fails_the_build(tmp_path):
     """The same site with one broken link, built without executing the examples: strict mode refuses it."""
     import shutil
 
-    for module in ("mkdocs", "mkdocs_jupyter", "mkdocstrings", "material", "jupytext"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"the docs extra is not installed ({module} missing): pip install -e '.[docs]'")
+    needs_docs_extra()
     docs = tmp_path / "docs"
     shutil.copytree(ROOT / "docs", docs, symlinks=False)
     page = docs / "index.md"
@@ -130,9 +133,7 @@ def test_a_dead_internal_link_fails_the_build(tmp_path):
 
 def test_an_example_that_raises_fails_the_build(tmp_path):
     """A site whose only example raises: the build executes it and stops (allow_errors is off)."""
-    for module in ("mkdocs", "mkdocs_jupyter", "mkdocstrings", "material", "jupytext"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"the docs extra is not installed ({module} missing): pip install -e '.[docs]'")
+    needs_docs_extra()
     docs = tmp_path / "docs"
     (docs / "examples").mkdir(parents=True)
     (docs / "index.md").write_text("# Home\n\n[The example](examples/broken.py)\n")

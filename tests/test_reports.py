@@ -345,6 +345,14 @@ def test_explain_cli_with_roles_from_a_run(evil_run, tiny_bert_dir, tmp_path):
     for r in table.itertuples():
         expect = "; ".join(dict.fromkeys(named[(named["layer"] == r.layer) & (named["head"] == r.head)]["role"]))
         assert r.role == expect
+    # the viewer shows the same roles beside each head, with their scores
+    page = (out / "explain.html").read_text(encoding="utf-8")
+    info = json.loads(re.search(r'id="hs-viewer-data">(.*?)</script>', page, re.S).group(1))["head_info"]
+    for r in named.itertuples():
+        entries = info[r.layer][r.head]["roles"]
+        assert any(e["role"] == r.role and e["score"].startswith(f"{r.score:.3f}") for e in entries)
+    assert sum(len(cell["roles"]) for row in info for cell in row) == len(named.drop_duplicates(
+        ["layer", "head", "role", "score", "criterion"]))
     bad = tmp_path / "badrun"
     bad.mkdir()
     (bad / "roles.csv").write_text("x,y\n1,2\n")

@@ -72,32 +72,30 @@ def distance_block(distance: dict | None) -> dict | None:
 
 def head_info(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
     """``[layer][head] -> {"label", "family", "roles": [{"role", "score", "criterion"}]}`` from a roles table
-    (a run's roles.csv; None or empty: no roles)."""
-    from ..analysis.roles import primary_roles
+    (a run's roles.csv; None or empty: no roles): the role map's cells (``content.role_grid``) with each role's
+    score, interval and criterion."""
+    from .content import role_grid
 
     grid = [[{"label": "", "family": "none", "roles": []} for _ in range(num_heads)] for _ in range(num_layers)]
     if roles is None or not len(roles):
         return grid
-    named = roles[roles["role"].notna() & (roles["role"] != "none")]
+    roles = roles[(roles["layer"] < num_layers) & (roles["head"] < num_heads)]
     if "family" in roles.columns:
-        for (layer, head), (label, family) in primary_roles(roles).items():
-            if layer < num_layers and head < num_heads:
-                grid[layer][head].update(label=label, family=family)
-    for r in named.to_dict("records"):
-        layer, head = int(r["layer"]), int(r["head"])
-        if layer >= num_layers or head >= num_heads:
-            continue
-        score = r.get("score")
+        for layer, row in enumerate(role_grid(roles, num_layers, num_heads)):
+            for head, cell in enumerate(row):
+                grid[layer][head].update(label=cell["label"], family=cell["family"])
+    for r in roles[roles["role"].notna() & (roles["role"] != "none")].to_dict("records"):
+        score, lo, hi = r.get("score"), r.get("ci_low"), r.get("ci_high")
         text = None
         if isinstance(score, (int, float)) and score == score:
             text = f"{score:.3f}"
-            lo, hi = r.get("ci_low"), r.get("ci_high")
             if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi:
                 text += f" [{lo:.3f}, {hi:.3f}]"
         entry = {"role": str(r["role"]), "score": text,
                  "criterion": str(r["criterion"]) if isinstance(r.get("criterion"), str) else None}
-        if entry not in grid[layer][head]["roles"]:
-            grid[layer][head]["roles"].append(entry)
+        cell = grid[int(r["layer"])][int(r["head"])]
+        if entry not in cell["roles"]:
+            cell["roles"].append(entry)
     return grid
 
 
