@@ -1,9 +1,10 @@
-"""Data parallel on torch.distributed: `torchrun --nproc_per_node 2 -m headscope run` with gloo on CPU gives the
-scores of one process (counts exactly, sums and intervals to 1e-6), and bad input stops every rank in one line."""
+"""Data parallel on torch.distributed: `torchrun --nproc_per_node 2 -m headscope run` (and the same through
+`accelerate launch --multi_gpu`) with gloo on CPU gives the scores of one process (counts exactly, sums and intervals to 1e-6), and bad input stops every rank in one line."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,17 +17,27 @@ from conftest import SHARED_DATA
 EWT_DEV = SHARED_DATA / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
 
 
-def _torchrun(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "headscope", "run", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # accelerate's own launcher, as a user starts it on GPUs: --multi_gpu hands the processes to
+    # torch.distributed.run with its environment, and without CUDA each rank joins with gloo
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
 
 
-def test_two_ranks_with_gloo_give_the_scores_of_one_process(tiny_bert_dir, tmp_path):
+def _torchrun(*args, cwd, launcher="torchrun"):
+    env = {**os.environ, "HF_HOME": str(cwd / "hf-home")}     # no accelerate config of the user's is read
+    return subprocess.run([*LAUNCHERS[launcher], "-m", "headscope", "run", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_ranks_with_gloo_give_the_scores_of_one_process(tiny_bert_dir, tmp_path, launcher):
     data = ["--data", EWT_DEV, "--max-sentences", 120] if EWT_DEV.is_file() else []   # else the bundled samples
     common = ["--model", tiny_bert_dir, *data, "--bootstrap", 200, "--no-figures", "--quiet"]
     ranks = _torchrun(*common, "--tasks", "syntax,positional,induction", "--induction-count", 8,
-                      "--out", tmp_path / "ranks", cwd=tmp_path)
+                      "--out", tmp_path / "ranks", cwd=tmp_path, launcher=launcher)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
     one = subprocess.run([sys.executable, "-m", "headscope", "run", *map(str, common), "--tasks",
                           "syntax,positional,induction", "--induction-count", "8", "--out", str(tmp_path / "one")],
