@@ -10,7 +10,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -190,6 +190,7 @@ def run(
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from ..reports.figures import workers_ahead
+    from .collection import starting
 
     _setup_logging()
     command = _command_line(ctx)
@@ -258,9 +259,12 @@ def run(
             Method.parse(ablate)
         except HeadscopeError as exc:
             _fail(f"--ablate: {exc}")
-    with workers_ahead(not no_figures):     # forked now, while this process is small; they draw at the end
+    # Collection is off until the first batch (collection.py); the figure workers, forked now while this
+    # process is small, turn it on for themselves.
+    with starting() as settled, workers_ahead(not no_figures):
         _run(model, data, out, command, quiet=quiet, no_figures=no_figures or parts is not None, force=force,
-             select_on=select_on, ablate=ablate, shard=parts, checkpoint=checkpoint, config=settings)
+             select_on=select_on, ablate=ablate, shard=parts, checkpoint=checkpoint, config=settings,
+             settled=settled)
 
 
 EVIDENCE_SENTENCES = 256   # sentences that --ablate reads: every head is ablated alone on each
@@ -299,7 +303,8 @@ def _launched() -> tuple[int, int] | None:
 
 
 def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict, ranks: tuple[int, int],
-              progress: Any, on_progress: Any, checkpoint: Any = None) -> Any:
+              progress: Any, on_progress: Any, checkpoint: Any = None,
+              settled: Callable[[], None] = lambda: None) -> Any:
     """One rank of a launched run: its shard of the inputs, on its own device; every rank's scorer states go to
     every rank, and rank 0 merges them into the run's result (the other ranks return None). A rank's bad input
     stops every rank: rank 0 with the one-line error, the others with its exit code."""
@@ -318,7 +323,8 @@ def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict,
                             part=run_config.part, dtype=run_config.dtype)
         with progress if rank == 0 else contextlib.nullcontext():
             result = analyze(loaded, data or None, config=run_config, select_on=select_on,
-                             progress=on_progress if rank == 0 else None, shard=(rank, size), checkpoint=checkpoint)
+                             progress=on_progress if rank == 0 else (lambda done, total: settled()),
+                             shard=(rank, size), checkpoint=checkpoint)
         part: tuple = ("ok", shard_parts(result, model=model, data=data, select_on=select_on, config=run_config,
                                          command=command), str(loaded.device), result.meta["seconds"])
     except HeadscopeError as exc:
@@ -346,8 +352,9 @@ def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict,
 
 def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figures: bool, force: bool,
          select_on: Any, config: dict, ablate: str | None = None, shard: tuple[int, int] | None = None,
-         checkpoint: Any = None) -> None:
-    """The run command's analysis and report, once its arguments are checked."""
+         checkpoint: Any = None, settled: Callable[[], None] = lambda: None) -> None:
+    """The run command's analysis and report, once its arguments are checked; ``settled()`` is called when the
+    first batch is scored (the model and the data are loaded)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -362,13 +369,15 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
     task_id = progress.add_task("scoring", total=None)
 
     def on_progress(done: int, total: int) -> None:
+        settled()
         progress.update(task_id, completed=done, total=total)
 
     failed = None
     ranks = _launched()
     try:
         if ranks is not None:
-            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress, checkpoint)
+            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress, checkpoint,
+                               settled)
             if result is None:
                 return                                  # not rank 0: rank 0 writes the run
         run_config = RunConfig(**config)
@@ -763,7 +772,12 @@ def tasks() -> None:
 
 
 def main() -> None:
-    app()
+    from .collection import exiting
+
+    try:
+        app()
+    finally:
+        exiting()
 
 
 if __name__ == "__main__":

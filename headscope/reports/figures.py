@@ -165,8 +165,12 @@ def _ignore_ctrl_c() -> None:
 
 def _worker_start() -> None:
     """A figure worker's start: Ctrl-C is the parent's to handle; matplotlib is imported and its fonts loaded
-    now, so that a pool forked ahead (:func:`workers_ahead`) does that while the parent is still busy."""
+    now, so that a pool forked ahead (:func:`workers_ahead`) does that while the parent is still busy. The
+    parent may have forked it with garbage collection off (``cli/collection.py``): a worker collects its own."""
+    import gc
+
     _ignore_ctrl_c()
+    gc.enable()
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure as MplFigure
