@@ -103,3 +103,15 @@ def test_the_library_leaves_the_collector_alone(restore_gc):
     frozen = gc.get_freeze_count()
     headscope.analyze("minilm", ["The cat sat on the mat ."], tasks=["positional"], bootstrap=0)
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_starting_and_exiting_can_leave_the_collector_alone(restore_gc):
+    from headscope.cli.collection import exiting
+
+    gc.enable()
+    frozen = gc.get_freeze_count()
+    with starting(enabled=False) as settled:
+        assert gc.isenabled()
+        settled()
+    exiting(enabled=False)
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

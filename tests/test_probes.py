@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -336,6 +337,19 @@ def test_interrupt_keeps_the_finished_model(tiny_bert_loaded, monkeypatch, tmp_p
     with pytest.raises(KeyboardInterrupt):
         headscope.probe(tiny_bert_loaded, SAMPLE, SAMPLE, max_train_sentences=20, features="attention",
                         probes="parent", control="random-init")
+
+
+def test_lists_of_sentences_train_and_test_as_their_corpus_does(tiny_bert_loaded):
+    sample = headscope.load_conllu(SAMPLE)
+    train, test = list(sample.sentences[:30]), list(sample.sentences[30:])
+    as_lists = headscope.probe(tiny_bert_loaded, train, test, features="attention", probes="parent")
+    as_corpora = headscope.probe(tiny_bert_loaded, dataclasses.replace(sample, sentences=tuple(train)),
+                                 dataclasses.replace(sample, sentences=tuple(test)), features="attention",
+                                 probes="parent")
+    assert len(as_lists.table) and as_lists.table["value"].tolist() == as_corpora.table["value"].tolist()
+    with pytest.raises(headscope.HeadscopeError, match="training data: expected a treebank path, a Corpus or a "
+                                                      "list of Sentences, got list"):
+        headscope.probe(tiny_bert_loaded, ["not a sentence"], test)
 
 
 def test_same_file_for_train_and_test_warns(tiny_bert_loaded, caplog):

@@ -259,9 +259,9 @@ def run(
             Method.parse(ablate)
         except HeadscopeError as exc:
             _fail(f"--ablate: {exc}")
-    # Collection is off until the first batch (collection.py); the figure workers, forked now while this
-    # process is small, turn it on for themselves.
-    with starting() as settled, workers_ahead(not no_figures):
+    # Collection is off until the first batch (collection.py), except for a launcher's ranks; the figure
+    # workers, forked now while this process is small, turn it on for themselves.
+    with starting(enabled=ranks is None) as settled, workers_ahead(not no_figures):
         _run(model, data, out, command, quiet=quiet, no_figures=no_figures or parts is not None, force=force,
              select_on=select_on, ablate=ablate, shard=parts, checkpoint=checkpoint, config=settings,
              settled=settled)
@@ -777,7 +777,7 @@ def main() -> None:
     try:
         app()
     finally:
-        exiting()
+        exiting(enabled=_launched() is None)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,13 @@ class ProbeResult:
 
 def _load_treebank(data: Any, what: str, limit: int | None, on_error: str) -> Corpus:
     from ..datasets import load_data
+    from ..types import Sentence
 
+    if isinstance(data, (list, tuple)) and data and all(isinstance(s, Sentence) for s in data):
+        data = Corpus(name=what, sentences=tuple(data))      # sentences in hand, e.g. part of a loaded corpus
+    if not isinstance(data, (str, Path, Corpus)):
+        raise HeadscopeError(f"{what}: expected a treebank path, a Corpus or a list of Sentences, got "
+                             f"{type(data).__name__}")
     corpus = data if isinstance(data, Corpus) else load_data(data, fmt="conllu" if str(data).endswith(".conllu")
                                                               else None, on_error=on_error, limit=limit)
     if not isinstance(corpus, Corpus) or not any(s.has_tree for s in corpus.sentences):
@@ -133,7 +139,8 @@ def _uas(data: Any, picked_candidate: Any, heads: Any) -> tuple[float, int]:
 
 def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, config: ProbeConfig | None = None,
           tokenizer: Any = None, partial_on_interrupt: bool = False, **options: Any) -> ProbeResult:
-    """Train attention probes on ``train`` and report them on ``test`` (both dependency treebanks).
+    """Train attention probes on ``train`` and report them on ``test`` (both dependency treebanks: a path, a
+    Corpus, or a list of Sentences).
 
     ``probes``: ``parent`` (which word is each word's head: UAS without punctuation) and/or
     ``relation`` (the relation of each gold dependent-head pair: accuracy, macro-F1). ``features``:
