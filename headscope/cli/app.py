@@ -303,8 +303,7 @@ def _launched() -> tuple[int, int] | None:
 
 
 def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict, ranks: tuple[int, int],
-              progress: Any, on_progress: Any, checkpoint: Any = None,
-              settled: Callable[[], None] = lambda: None) -> Any:
+              progress: Any, on_progress: Any, checkpoint: Any = None) -> Any:
     """One rank of a launched run: its shard of the inputs, on its own device; every rank's scorer states go to
     every rank, and rank 0 merges them into the run's result (the other ranks return None). A rank's bad input
     stops every rank: rank 0 with the one-line error, the others with its exit code."""
@@ -323,8 +322,7 @@ def _run_rank(model: Any, data: Any, command: str, select_on: Any, config: dict,
                             part=run_config.part, dtype=run_config.dtype)
         with progress if rank == 0 else contextlib.nullcontext():
             result = analyze(loaded, data or None, config=run_config, select_on=select_on,
-                             progress=on_progress if rank == 0 else (lambda done, total: settled()),
-                             shard=(rank, size), checkpoint=checkpoint)
+                             progress=on_progress if rank == 0 else None, shard=(rank, size), checkpoint=checkpoint)
         part: tuple = ("ok", shard_parts(result, model=model, data=data, select_on=select_on, config=run_config,
                                          command=command), str(loaded.device), result.meta["seconds"])
     except HeadscopeError as exc:
@@ -376,8 +374,7 @@ def _run(model: str, data: Any, out: Path, command: str, *, quiet: bool, no_figu
     ranks = _launched()
     try:
         if ranks is not None:
-            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress, checkpoint,
-                               settled)
+            result = _run_rank(model, data, command, select_on, config, ranks, progress, on_progress, checkpoint)
             if result is None:
                 return                                  # not rank 0: rank 0 writes the run
         run_config = RunConfig(**config)
