@@ -40,8 +40,8 @@ def main() -> None:
         sys.exit(f"data not found: {args.data} (needs ../shared/data)")
     import importlib.util
 
-    from headscope.ablation import _as_batches, ablate, importance
-    from headscope.models import load_model
+    from headscope.interventions.ablation import _as_batches, ablate, importance
+    from headscope.models.loading import load_model
 
     med = statistics.median
     loaded = load_model("minilm")

@@ -29,7 +29,7 @@ def main() -> None:
     import headscope
     from headscope.analysis.positional import PositionalScorer
     from headscope.analysis.syntax import SyntaxScorer
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     loaded = load_model("minilm")
     corpus = headscope.load_conllu(args.data)
@@ -51,9 +51,9 @@ def main() -> None:
     print(f"  assign_roles on the finished table: {roles_s:.2f} s ({int((roles['role'] != 'none').sum())} roles)")
 
     # The interval computation alone, on scorers that already hold the per-sentence counts.
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.analysis.base import LayerView
-    from headscope.capture import capture
+    from headscope.capture.session import capture
 
     info = loaded.info
     relations = sorted({r for s in corpus.sentences for h, r in zip(s.heads, s.relations) if h >= 0})

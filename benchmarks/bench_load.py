@@ -24,7 +24,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch, transformers  # what every headscope run imports anyway
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-from headscope.models import load_model
+from headscope.models.loading import load_model
 t1 = time.perf_counter()
 loaded = load_model(sys.argv[1])
 t2 = time.perf_counter()

@@ -33,9 +33,9 @@ def document(data: str, tokens: int, loaded):
     """One Sentence of consecutive EWT train sentences (joined, boundaries kept) whose encoding has at
     most ``tokens`` tokens (with the BOS), as close to it as whole sentences allow."""
     import headscope
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.datasets import join_sentences
-    from headscope.models import leading_token
+    from headscope.models.loading import leading_token
 
     corpus = headscope.load_conllu(data, limit=max(2000, tokens // 8))
     bos = leading_token(loaded, None)
@@ -58,7 +58,7 @@ def wide_model(tokens: int):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     tok = load_model("smollm2").tokenizer
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def wide_model(tokens: int):
 def child(mode: str, data: str, tokens: int, wide: bool) -> None:
     import torch
 
-    from headscope.models import load_model, model_body
+    from headscope.models.loading import load_model, model_body
 
     loaded = wide_model(tokens) if wide else load_model("smollm2")
     sentence, enc = document(data, tokens, loaded)

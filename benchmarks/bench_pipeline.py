@@ -34,8 +34,8 @@ def bare_forward(loaded, corpus, batch_size: int, implementation: str = "sdpa") 
     padded batches, no capture, no scoring."""
     import torch
 
-    from headscope.alignment import collate, encode_sentences
-    from headscope.capture import iter_batches
+    from headscope.capture.alignment import collate, encode_sentences
+    from headscope.capture.session import iter_batches
 
     encoded = encode_sentences(loaded.tokenizer, corpus.sentences)
     batches = [collate([corpus.sentences[e.index] for e in g], g, pad_id=loaded.tokenizer.pad_token_id or 0,
@@ -68,7 +68,7 @@ def memory_child(data: str, n: int, batch_size: int, repeat: int = 1) -> None:
     import threading
 
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     corpus = headscope.load_conllu(data, limit=n)
     corpus = headscope.Corpus(name=corpus.name, sentences=corpus.sentences * repeat)
@@ -95,7 +95,7 @@ def constant_child(data: str, copies: int, batch_size: int) -> None:
     """RSS after every batch while reading one sentence ``copies`` times: every batch has the same
     shape, so any upward trend is memory that grows with the corpus rather than with batch size."""
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     corpus = headscope.load_conllu(data, limit=500)
     longest = max(corpus.sentences, key=len)
@@ -131,7 +131,7 @@ def main() -> None:
     import torch
 
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     sys.path.insert(0, str(ROOT / "tests"))
     from reference import reference_syntax

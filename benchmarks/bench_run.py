@@ -35,7 +35,7 @@ FLOOR = """
 import sys
 sys.path.insert(0, {bench!r})
 import headscope
-from headscope.models import load_model
+from headscope.models.loading import load_model
 from bench_pipeline import bare_forward
 loaded = load_model("minilm")
 corpus = headscope.load_conllu({data!r})

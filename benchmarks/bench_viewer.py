@@ -65,7 +65,7 @@ def main() -> None:
     if not Path(args.data).is_file():
         sys.exit(f"data not found: {args.data} (needs ../shared/data)")
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     loaded = load_model(args.model)
     print(f"{args.model}, one EWT train document per length; Chromium times are medians of {args.repeats} loads")

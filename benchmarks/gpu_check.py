@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def same_scores_on_gpu(device: str) -> None:
     import torch
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
     from headscope.testing import tiny_gpt2, tiny_llama, tiny_qwen2
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -59,7 +59,7 @@ def pipeline_vs_forward(data: str, repeats: int, batch_size: int, device: str, l
     from transformers import BertConfig, BertModel
 
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
     from headscope.testing import bpe_tokenizer
 
     tok = bpe_tokenizer()
@@ -100,7 +100,7 @@ def big_bf16(data: str, repeats: int, batch_size: int, device: str, limit: int |
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
     from headscope.testing import bpe_tokenizer
 
     tok = bpe_tokenizer()
@@ -143,7 +143,7 @@ def big_bf16(data: str, repeats: int, batch_size: int, device: str, limit: int |
 
 def _long_document(tok, tokens: int):
     """The bundled sample's sentences joined (again and again) until the encoding has ``tokens`` tokens."""
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.datasets import join_sentences, load_sample
 
     sample = list(load_sample().sentences)
@@ -161,7 +161,7 @@ def _smollm2_shape(tok, layers: int, tokens: int, dtype, device: str):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
@@ -177,8 +177,8 @@ def long_context(device: str, tokens: int, repeats: int) -> None:
     import torch
 
     import headscope
-    from headscope.alignment import encode_sentences
-    from headscope.models import model_body
+    from headscope.capture.alignment import encode_sentences
+    from headscope.models.loading import model_body
     from headscope.testing import bpe_tokenizer
 
     tok = bpe_tokenizer()
@@ -193,7 +193,7 @@ def long_context(device: str, tokens: int, repeats: int) -> None:
             torch.cuda.synchronize()
 
     def bare() -> float:
-        from headscope.attention import NAME
+        from headscope.capture.attention import NAME
 
         loaded.model.set_attn_implementation("sdpa")
         sync()

@@ -17,9 +17,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "analyze": ("pipeline", "analyze"),
-    "AnalysisResult": ("result", "AnalysisResult"),
-    "load_model": ("models", "load_model"),
+    "analyze": ("run.analyze", "analyze"),
+    "AnalysisResult": ("run.result", "AnalysisResult"),
+    "load_model": ("models.loading", "load_model"),
     "load_conllu": ("datasets", "load_conllu"),
     "load_data": ("datasets", "load_data"),
     "load_sample": ("datasets", "load_sample"),
@@ -27,32 +27,32 @@ _LAZY = {
     "SCORE_COLUMNS": ("schema", "SCORE_COLUMNS"),
     "probe": ("probes.experiment", "probe"),
     "ProbeResult": ("probes.experiment", "ProbeResult"),
-    "compare": ("comparison", "compare"),
-    "Comparison": ("comparison", "Comparison"),
-    "explain": ("explainer", "explain"),
-    "Explanation": ("explainer", "Explanation"),
+    "compare": ("run.compare", "compare"),
+    "Comparison": ("run.compare", "Comparison"),
+    "explain": ("run.explain", "explain"),
+    "Explanation": ("run.explain", "Explanation"),
     "assign_roles": ("analysis.roles", "assign_roles"),
-    "ablate": ("ablation", "ablate"),
-    "AblationResult": ("ablation", "AblationResult"),
-    "importance": ("ablation", "importance"),
-    "context_needs": ("context", "context_needs"),
-    "ContextResult": ("context", "ContextResult"),
+    "ablate": ("interventions.ablation", "ablate"),
+    "AblationResult": ("interventions.ablation", "AblationResult"),
+    "importance": ("interventions.ablation", "importance"),
+    "context_needs": ("interventions.context", "context_needs"),
+    "ContextResult": ("interventions.context", "ContextResult"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
 from .types import Corpus, ModelInfo, Sentence  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ablation import AblationResult, ablate, importance
-    from .context import ContextResult, context_needs
+    from .interventions.ablation import AblationResult, ablate, importance
+    from .interventions.context import ContextResult, context_needs
     from .analysis.roles import assign_roles
-    from .comparison import Comparison, compare
+    from .run.compare import Comparison, compare
     from .datasets import load_conllu, load_data, load_sample, load_text
-    from .explainer import Explanation, explain
-    from .models import load_model
-    from .pipeline import analyze
+    from .run.explain import Explanation, explain
+    from .models.loading import load_model
+    from .run.analyze import analyze
     from .probes.experiment import ProbeResult, probe
-    from .result import AnalysisResult
+    from .run.result import AnalysisResult
     from .schema import SCORE_COLUMNS
 
 

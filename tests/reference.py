@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from headscope.alignment import is_punct
+from headscope.capture.alignment import is_punct
 from headscope.analysis.positional import CONTENT_UPOS, FAR
 
 
@@ -58,7 +58,7 @@ def full_attentions(model, tokenizer, sentence):
     Token ids come from headscope's own encoder (words as running text; tested on its own in
     test_alignment / test_decoders), so the reference checks the scoring, not the tokenisation.
     """
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.types import Sentence
 
     if not isinstance(sentence, Sentence):
@@ -119,7 +119,7 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
 
     for s in sentences:
         atts, word_ids = full_attentions(model, tokenizer, s)
-        from headscope.alignment import encode_sentences
+        from headscope.capture.alignment import encode_sentences
 
         ids = list(encode_sentences(tokenizer, [s])[0].input_ids)
         t = len(ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from headscope.alignment import EncodedSentence, collate
+from headscope.capture.alignment import EncodedSentence, collate
 from headscope.analysis.base import LayerView
 from headscope.types import Sentence
 

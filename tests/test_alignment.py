@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import bpe_tokenizer, sentencepiece_tokenizer, wordpiece_tokenizer  # noqa: E402
 
-from headscope.alignment import collate, encode_sentences, pool_words  # noqa: E402
+from headscope.capture.alignment import collate, encode_sentences, pool_words  # noqa: E402
 from headscope.types import Sentence  # noqa: E402
 
 TOKENIZERS = {"wordpiece": wordpiece_tokenizer, "bpe": bpe_tokenizer, "sentencepiece": sentencepiece_tokenizer}

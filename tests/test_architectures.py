@@ -101,9 +101,9 @@ def captured_equals_eager(loaded) -> float:
     """Largest difference between captured probabilities and eager maps over real (unpadded) positions."""
     import torch
 
-    from headscope.alignment import collate, encode_sentences
-    from headscope.capture import attention_capture, forward_kwargs, start_forward
-    from headscope.models import model_body
+    from headscope.capture.alignment import collate, encode_sentences
+    from headscope.capture.session import attention_capture, forward_kwargs, start_forward
+    from headscope.models.loading import model_body
 
     sents = _sentences()
     enc = encode_sentences(loaded.tokenizer, sents, bos_id=loaded.tokenizer.bos_token_id if loaded.info.is_decoder
@@ -128,7 +128,7 @@ def captured_equals_eager(loaded) -> float:
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_capture_equals_eager_as_object_and_from_folder(family, tmp_path):
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = build(family)
     decoder = FAMILIES[family][1]
@@ -147,7 +147,7 @@ def test_capture_equals_eager_as_object_and_from_folder(family, tmp_path):
 
 
 def test_kv_heads_come_from_the_attention_calls():
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     for family, kv in (("llama", 2), ("gemma", 1), ("falcon", 1), ("gpt2", 4)):
         model, tok = build(family)
@@ -163,8 +163,8 @@ def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
     import torch
 
     import headscope
-    from headscope.alignment import encode_sentences
-    from headscope.models import load_model
+    from headscope.capture.alignment import encode_sentences
+    from headscope.models.loading import load_model
     from headscope.types import Sentence
 
     model, tok = build("mistral")
@@ -193,8 +193,8 @@ def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
 def test_row_blocks_score_like_whole_maps(family):
     """Positional scores from attention computed in blocks of 3 query rows equal those from whole maps."""
     import headscope
-    from headscope.models import load_model
-    from headscope.pipeline import block_rows
+    from headscope.models.loading import load_model
+    from headscope.run.analyze import block_rows
     from headscope.types import Sentence
 
     model, tok = build(family)
@@ -203,7 +203,7 @@ def test_row_blocks_score_like_whole_maps(family):
     sentences = [Sentence(words=tuple(w.split()), sent_id=str(i)) for i, w in enumerate(texts * 4)]  # 12: intervals
     whole = headscope.analyze(loaded, sentences, tasks="positional", n_examples=0, bootstrap=200).scores
     # a budget that leaves room for 3 rows of the batch: rows = budget / (4 * batch * heads * t * 4 bytes)
-    from headscope.alignment import collate, encode_sentences
+    from headscope.capture.alignment import collate, encode_sentences
 
     enc = encode_sentences(tok, sentences, bos_id=tok.bos_token_id if loaded.info.is_decoder else None)
     t = max(len(e) for e in enc)
@@ -224,7 +224,7 @@ def test_row_blocks_score_like_whole_maps(family):
 
 def test_attention_sinks_are_a_model_fact_and_rows_may_sum_below_one():
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = build("gpt-oss")
     loaded = load_model(model, tokenizer=tok)
@@ -236,7 +236,7 @@ def test_attention_sinks_are_a_model_fact_and_rows_may_sum_below_one():
     import numpy as np
     import torch
 
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.types import Sentence
 
     shares: dict = {}
@@ -265,8 +265,8 @@ def test_syntax_reach_follows_a_sliding_window(blocks, sample):
     import torch
 
     import headscope
-    from headscope.alignment import encode_sentences
-    from headscope.models import load_model
+    from headscope.capture.alignment import encode_sentences
+    from headscope.models.loading import load_model
 
     window = 4
     model, tok = build("mistral")
@@ -276,9 +276,9 @@ def test_syntax_reach_follows_a_sliding_window(blocks, sample):
     t = max(len(e) for e in encoded)
     mib = 3 * 3 * loaded.info.num_heads * t * 16 / 2 ** 20 if blocks else 256   # 3 rows of the longest batch
     if blocks:
-        from headscope.alignment import collate
+        from headscope.capture.alignment import collate
         from headscope.analysis.syntax import SyntaxScorer
-        from headscope.pipeline import block_rows
+        from headscope.run.analyze import block_rows
 
         longest = sorted(range(6), key=lambda i: -len(encoded[i]))[:3]
         batch = collate([sentences[i] for i in longest], [encoded[i] for i in longest], pad_id=0, device="cpu",
@@ -325,10 +325,10 @@ def captured_decoder_equals_eager(loaded) -> float:
     eager ``decoder_attentions`` for the same teacher-forced inputs, over real positions."""
     import torch
 
-    from headscope.alignment import collate, encode_sentences
-    from headscope.capture import attention_capture, forward_kwargs, model_inputs, start_forward
-    from headscope.models import model_body
-    from headscope.models import leading_token
+    from headscope.capture.alignment import collate, encode_sentences
+    from headscope.capture.session import attention_capture, forward_kwargs, model_inputs, start_forward
+    from headscope.models.loading import model_body
+    from headscope.models.loading import leading_token
 
     sents = _sentences()
     enc = encode_sentences(loaded.tokenizer, sents, bos_id=leading_token(loaded, None))
@@ -357,7 +357,7 @@ def test_an_encoder_decoder_can_be_read_on_its_decoder_self_attention(family, tm
     after the decoder start token, equal to eager ``decoder_attentions``; scored as a causal model; the same from
     a saved folder. The default stays the encoder."""
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = build(family)
     loaded = load_model(model, tokenizer=tok, part="decoder")
@@ -378,7 +378,7 @@ def test_an_encoder_decoder_can_be_read_on_its_decoder_self_attention(family, tm
 
 def test_part_decoder_needs_an_encoder_decoder():
     from headscope.errors import ModelError
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = build("bert")
     with pytest.raises(ModelError, match="not one; leave the part out"):

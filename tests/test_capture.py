@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 import headscope
-from headscope.capture import attention_hooks, check_attention
+from headscope.capture.session import attention_hooks, check_attention
 from headscope.errors import CaptureError
-from headscope.models import LoadedModel
+from headscope.models.loading import LoadedModel
 from headscope.types import Sentence
 
 
@@ -36,8 +36,8 @@ def test_hooks_removed_after_exception_inside_callback(tiny, sample):
     def explode(*_):
         raise ValueError("callback failed")
 
-    from headscope.alignment import encode_sentences
-    from headscope.capture import capture
+    from headscope.capture.alignment import encode_sentences
+    from headscope.capture.session import capture
 
     sents = list(sample.sentences[:3])
     with pytest.raises(ValueError, match="callback failed"):
@@ -86,7 +86,7 @@ def test_rows_that_do_not_sum_to_one_fail_clearly(tiny_bert_loaded, sample):
 def test_check_attention_rejects_wrong_shapes(tiny_bert_loaded, sample):
     import torch
 
-    from headscope.alignment import collate, encode_sentences
+    from headscope.capture.alignment import collate, encode_sentences
 
     sents = list(sample.sentences[:2])
     enc = encode_sentences(tiny_bert_loaded.tokenizer, sents)
@@ -115,8 +115,7 @@ def test_row_facts_from_the_scores_equal_those_read_from_the_probabilities(block
     (two logits 200 above the rest elsewhere), which take the largest score instead."""
     import torch
 
-    from headscope import attention
-
+    from headscope.capture import attention
     torch.manual_seed(0)
     b, h, t, d = 2, 3, 8, 4
     q, k, v = torch.randn(b, h, t, d), torch.randn(b, h, t, d), torch.randn(b, h, t, d)

@@ -381,7 +381,7 @@ def test_unknown_model_alias(tmp_path):
 
 
 def test_model_alias_with_missing_package(monkeypatch, tmp_path):
-    import headscope.models as models
+    import headscope.models.loading as models
 
     real = models.importlib.util.find_spec
     monkeypatch.setattr(models.importlib.util, "find_spec",
@@ -536,7 +536,7 @@ def test_format_option_overrides_the_suffix(tiny_bert_dir, tmp_path):
 
 
 def test_interrupt_writes_partial_results(tiny_bert_dir, monkeypatch, tmp_path):
-    import headscope.capture as capture_mod
+    import headscope.capture.session as capture_mod
 
     real = capture_mod.capture
 

@@ -65,7 +65,7 @@ def test_a_figure_worker_collects_its_own_garbage(restore_gc):
 
 PROBE = """
 import gc, json, sys
-import headscope.pipeline as pipeline
+import headscope.run.analyze as pipeline
 seen = {}
 score_jobs = pipeline._score_jobs
 def probe(*args, **kwargs):

@@ -55,7 +55,7 @@ def test_config_object_and_keywords_give_the_same_run(tiny_bert_loaded, sample):
 def test_the_cli_defaults_are_the_configs():
     import inspect
 
-    from headscope.cli.app import run
+    from headscope.cli.run import run
 
     params = inspect.signature(run).parameters
     for f in fields(RunConfig):

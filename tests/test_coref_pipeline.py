@@ -85,7 +85,7 @@ def test_cli_coref_report_compares_best_head_with_baselines(tmp_path, tiny_bert_
 @needs_gap
 def test_gap_by_gender_with_bias_ratio(tiny_bert_loaded):
     result = headscope.analyze(tiny_bert_loaded, GAP_DEV, tasks="gap", max_sentences=120)
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
 
     corpus = headscope.load_data(GAP_DEV, limit=120)
     encoded = encode_sentences(tiny_bert_loaded.tokenizer, [headscope.Sentence(words=e.words) for e in corpus.examples])
@@ -124,7 +124,7 @@ def test_litbank_document_matches_reference(tiny_bert_loaded):
     reference (full maps via output_attentions, numpy loops)."""
     from reference import reference_coref
 
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.analysis.coref import make_windows
     from headscope.types import DocumentCorpus
 

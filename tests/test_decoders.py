@@ -13,10 +13,10 @@ from conftest import (EWT_DEV, bpe_tokenizer, needs_ewt, sentencepiece_tokenizer
                       tiny_llama, wordpiece_tokenizer)
 
 import headscope  # noqa: E402
-from headscope.alignment import encode_sentences, space_convention, text_words  # noqa: E402
+from headscope.capture.alignment import encode_sentences, space_convention, text_words  # noqa: E402
 from headscope.analysis.induction import in_context_loss, make_sequences  # noqa: E402
 from headscope.datasets.ud import parse_conllu  # noqa: E402
-from headscope.models import load_model  # noqa: E402
+from headscope.models.loading import load_model  # noqa: E402
 from headscope.types import Sentence  # noqa: E402
 
 

@@ -277,7 +277,7 @@ def test_long_chain_tree_is_checked_in_linear_time(tmp_path):
 def test_sentences_longer_than_the_model_are_not_tokenized():
     from conftest import wordpiece_tokenizer
 
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.types import Sentence
 
     huge = Sentence(words=("word",) * 3_000_000, sent_id="huge")

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reference import reference_induction  # noqa: E402
 
 import headscope  # noqa: E402
-from headscope.alignment import collate  # noqa: E402
+from headscope.capture.alignment import collate  # noqa: E402
 from headscope.analysis.base import LayerView  # noqa: E402
 from headscope.analysis.induction import InductionScorer, encode_sequences, make_sequences  # noqa: E402
 

@@ -166,7 +166,7 @@ def pd_isna(x) -> bool:
 
 
 def test_coref_intervals_are_over_documents_and_equal_a_bootstrap_of_reference_counts(tiny_bert_loaded):
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
 
     loaded = with_max_length(tiny_bert_loaded, 32)          # short windows: every document spans several
     docs = stories(10, np.random.default_rng(5))

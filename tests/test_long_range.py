@@ -137,13 +137,13 @@ def test_documents_in_row_blocks_match_the_reference(family, sample, monkeypatch
     equal the one-row-at-a-time reference, the long-range measures included (also when only some blocks'
     geometry is kept for the next layers)."""
     import headscope
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = long_models()[family]
     loaded = load_model(model, tokenizer=tok)
     docs = [d for d in documents(sample, words=300).sentences if len(d.sentence_starts) > 1][:2]
     whole = headscope.analyze(loaded, docs, tasks="positional", n_examples=0, bootstrap=0).scores
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
 
     t = max(len(e) for e in encode_sentences(tok, docs))
     assert t > 257  # the 256-token measure has rows

@@ -19,9 +19,9 @@ from headscope.types import Corpus, GapCorpus, PairCorpus  # noqa: E402
 
 def _score(loaded, job, keep) -> None:
     """Run ``job``'s scorers over the inputs whose index passes ``keep`` (a shard)."""
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.analysis.base import LayerView
-    from headscope.capture import capture
+    from headscope.capture.session import capture
 
     encoded = job.encoded or encode_sentences(loaded.tokenizer, job.sentences, max_length=loaded.info.max_length)
     encoded = [e for e in encoded if keep(e.index) and len(e) <= loaded.info.max_length]
@@ -58,7 +58,7 @@ TASKS = ["syntax", "tree", "positional", "final", "pairs", "induction", "gap", "
 
 @pytest.mark.parametrize("task", TASKS)
 def test_two_shards_merged_equal_one_pass_intervals_included(task, tiny_bert_loaded, sample):
-    from headscope.jobs import make_job as _make_job
+    from headscope.run.jobs import make_job as _make_job
 
     sources = _sources(sample)
     if task not in sources:
@@ -120,7 +120,7 @@ def _to_disk_and_back(state: dict, path: Path) -> dict:
 def test_state_goes_to_disk_and_back_into_a_fresh_scorer(task, tiny_bert_loaded, sample, tmp_path):
     """A shard's state, written as plain arrays and read into a scorer built again for the same job, merges with
     the other shard into the one-pass table: what a resumed or distributed run does."""
-    from headscope.jobs import make_job as _make_job
+    from headscope.run.jobs import make_job as _make_job
 
     sources = _sources(sample)
     if task not in sources:

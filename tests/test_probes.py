@@ -115,7 +115,7 @@ def test_word_vectors_are_mean_input_embeddings(tiny_bert_loaded, sample):
     loaded = tiny_bert_loaded
     s = sample.sentences[0]
     data = collect_features(loaded, [s], vectors=True)
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
 
     (enc,) = encode_sentences(loaded.tokenizer, [s])
     emb = loaded.model.get_input_embeddings()(torch.tensor([enc.input_ids]))[0]
@@ -252,7 +252,7 @@ def test_probe_library_call_on_the_sample(tiny_bert_loaded):
 def test_random_init_control_model(tiny_bert_loaded):
     import torch
 
-    from headscope.models import random_init
+    from headscope.models.loading import random_init
 
     a = random_init(tiny_bert_loaded, seed=1)
     b = random_init(tiny_bert_loaded, seed=1)
@@ -385,7 +385,7 @@ def test_memory_check_refuses_in_one_line(tiny_bert_loaded, monkeypatch):
 def test_decoder_probe_runs_with_its_bos_column():
     from conftest import tiny_llama
 
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = tiny_llama(bos=False)
     loaded = load_model(model, tokenizer=tok, name="tiny-llama")

@@ -306,7 +306,7 @@ def test_explain_reads_the_word_row_of_every_head(tiny_bert_dir):
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     maps, word_ids = full_attentions(model, tok, headscope.Sentence(words=tuple(e.words),
                                                                       space_after=tuple(
-                                                                          headscope.explainer.split_words(
+                                                                          headscope.run.explain.split_words(
                                                                               SENTENCE).space_after)))
     for r in e.table.head(5).itertuples():
         row = word_attention(maps[r.layer][r.head], word_ids)[e.word_index]
@@ -363,7 +363,7 @@ def test_explain_cli_with_roles_from_a_run(evil_run, tiny_bert_dir, tmp_path):
 
 
 def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
-    from headscope.explainer import word_maps
+    from headscope.run.explain import word_maps
 
     sents = list(sample.sentences[:2])
     maps = word_maps(tiny_bert_loaded, sents)
@@ -381,7 +381,7 @@ def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
 def test_explain_on_a_decoder_only_looks_left():
     from conftest import tiny_llama
 
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = tiny_llama()
     loaded = load_model(model, tokenizer=tok, name="tiny-llama")
@@ -452,7 +452,7 @@ def test_compare_and_explain_refuse_runs_of_another_shape(evil_run, tmp_path, ti
 def test_explain_on_a_decoder_first_word_has_nothing_to_link_to():
     from conftest import tiny_llama
 
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     model, tok = tiny_llama()
     loaded = load_model(model, tokenizer=tok, name="tiny-llama")

@@ -15,7 +15,7 @@ import synthetic as syn  # noqa: E402
 from conftest import long_models  # noqa: E402
 from reference import reference_syntax  # noqa: E402
 
-from headscope.alignment import EncodedSentence, collate  # noqa: E402
+from headscope.capture.alignment import EncodedSentence, collate  # noqa: E402
 from headscope.analysis.base import LayerView  # noqa: E402
 from headscope.analysis.syntax import SyntaxScorer  # noqa: E402
 from headscope.datasets import documents  # noqa: E402
@@ -72,8 +72,8 @@ def test_syntax_in_blocks_of_any_size_equals_whole_maps(causal):
 @pytest.mark.parametrize("family", ["llama", "bert"])
 def test_syntax_on_documents_in_blocks_matches_the_reference(family, sample):
     import headscope
-    from headscope.alignment import encode_sentences
-    from headscope.models import load_model
+    from headscope.capture.alignment import encode_sentences
+    from headscope.models.loading import load_model
 
     model, tok = long_models()[family]
     loaded = load_model(model, tokenizer=tok)

@@ -220,7 +220,7 @@ def test_sigint_while_writing_tables_is_deferred(tiny_bert_dir, text_file, tmp_p
 
 
 def test_ctrl_c_before_any_scoring_says_nothing_was_written(tiny_bert_dir, text_file, tmp_path, monkeypatch):
-    _interrupt_in(monkeypatch, "headscope.models", "load_model")
+    _interrupt_in(monkeypatch, "headscope.models.loading", "load_model")
     out = tmp_path / "out"
     result = invoke(*run_args(tiny_bert_dir, text_file, out))
     assert result.exit_code == 130 and "nothing was written" in result.stderr
@@ -228,8 +228,8 @@ def test_ctrl_c_before_any_scoring_says_nothing_was_written(tiny_bert_dir, text_
 
 
 def test_batches_run_in_a_seeded_random_order():
-    from headscope.alignment import EncodedSentence
-    from headscope.capture import iter_batches
+    from headscope.capture.alignment import EncodedSentence
+    from headscope.capture.session import iter_batches
 
     encoded = [EncodedSentence(i, (0,) * (1 + i % 40), (0,) * (1 + i % 40), (False,) * (1 + i % 40), 1)
                for i in range(400)]
@@ -247,7 +247,7 @@ def test_batches_run_in_a_seeded_random_order():
 def _model_folder(tmp_path: Path, name: str) -> Path:
     from transformers import BertConfig, BertModel
 
-    from headscope.models import resolve_alias
+    from headscope.models.loading import resolve_alias
 
     folder = tmp_path / name
     model = BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -261,7 +261,7 @@ def _model_folder(tmp_path: Path, name: str) -> Path:
 
 
 def test_model_code_runs_only_when_trusted(tmp_path, capfd):
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     folder = _model_folder(tmp_path, "remote")
     flag = tmp_path / "code-ran"
@@ -291,7 +291,7 @@ def test_model_code_runs_only_when_trusted(tmp_path, capfd):
 def test_pickled_weights_that_torch_refuses_are_one_line(tmp_path):
     import torch
 
-    from headscope.models import load_model
+    from headscope.models.loading import load_model
 
     folder = _model_folder(tmp_path, "pickled")
     from safetensors.torch import load_file

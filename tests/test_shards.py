@@ -12,8 +12,8 @@ import pytest
 from conftest import SHARED_DATA
 from headscope.config import RunConfig
 from headscope.errors import HeadscopeError
-from headscope.pipeline import analyze
-from headscope.shards import merge_shards, parse_shard, read_shard, write_shard
+from headscope.run.analyze import analyze
+from headscope.run.shards import merge_shards, parse_shard, read_shard, write_shard
 
 EWT_DEV = SHARED_DATA / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
 LITBANK = SHARED_DATA / "litbank_coref_sample"

@@ -87,7 +87,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_has_no_cycles_and_no_private_names_across_modules():
     graph, private = import_graph()
-    assert len(graph) > 40 and graph["headscope.pipeline"]   # the walk found the package and its imports
+    assert len(graph) > 40 and graph["headscope.run.analyze"]   # the walk found the package and its imports
     assert cycles(graph) == []
     assert private == []
 
@@ -104,8 +104,8 @@ def test_every_module_says_what_it_owns_in_its_first_line():
 
 
 def test_the_cli_and_the_library_name_every_task():
-    from headscope.cli.app import TASKS_HELP
-    from headscope.pipeline import analyze
+    from headscope.cli.common import TASKS_HELP
+    from headscope.run.analyze import analyze
 
     for name in TASKS:
         assert name in TASKS_HELP and f"``{name}``" in analyze.__doc__

@@ -78,9 +78,9 @@ def test_fast_decoder_equals_networkx(temperature):
 
 
 def test_tree_scorer_same_with_networkx_on_a_real_model(tiny_bert_loaded, sample):
-    from headscope.alignment import encode_sentences
+    from headscope.capture.alignment import encode_sentences
     from headscope.analysis.base import LayerView
-    from headscope.capture import capture
+    from headscope.capture.session import capture
 
     sents = list(sample.sentences[:10])
     fast, ref = TreeScorer(2, 4), TreeScorer(2, 4, method="networkx")

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import headscope
 from headscope.cli.app import app
-from headscope.links import read_links
-from headscope.models import load_model
+from headscope.capture.links import read_links
+from headscope.models.loading import load_model
 from headscope.reports.viewer import asset, csp_hash, pack
 from headscope.types import Sentence
 
@@ -221,9 +221,9 @@ def test_the_viewer_in_chromium_draws_the_clicked_words_links(browser, evil_expl
 
 
 def test_a_long_document_opens_with_word_links_only(browser, tmp_path, sample, monkeypatch):
-    import headscope.links
+    import headscope.capture.links
 
-    monkeypatch.setattr(headscope.links, "TOKEN_LEVEL_MAX", 256)   # the token level stops above this many tokens
+    monkeypatch.setattr(headscope.capture.links, "TOKEN_LEVEL_MAX", 256)   # the token level stops above this many tokens
     model, tok = long_models()["llama"]
     loaded = load_model(model, tokenizer=tok, name="tiny-long-llama")
     words = [w for s in sample.sentences for w in s.words][:500]

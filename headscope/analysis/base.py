@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..alignment import Batch, pool_words
+from ..capture.alignment import Batch, pool_words
 from .units import UnitStore
 
 
@@ -22,7 +22,7 @@ class LayerView:
     def row_stats(self) -> Any:
         """This block's attention.RowStats (entropy and confidence per row, ``[batch, head, rows]``):
         from the capture when it computed them, else from the probabilities."""
-        from ..attention import row_stats
+        from ..capture.attention import row_stats
 
         rows = self.batch.row_stats
         if rows is not None and tuple(rows.confidence.shape) == tuple(self.tokens.shape[:3]):

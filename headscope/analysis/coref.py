@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..alignment import Batch
+from ..capture.alignment import Batch
 from ..schema import frame
 from ..types import Document, Sentence
 from .base import LayerView, Scorer, check_same_inputs
@@ -239,7 +239,7 @@ class CorefScorer(Scorer):
     row_blocks = True  # reads query-row blocks: only the mention heads' word rows are needed
 
     def update(self, view: LayerView) -> None:
-        from ..alignment import WordRows
+        from ..capture.alignment import WordRows
 
         g = self._batch
         if "rows" not in g:

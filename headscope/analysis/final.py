@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Batch
+from ..capture.alignment import Batch
 from ..schema import frame
 from .base import LayerView, Scorer
 from .units import UnitStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..alignment import Batch
+from ..capture.alignment import Batch
 from ..schema import frame
 from ..types import GapExample
 from .base import LayerView, Scorer, check_same_inputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Batch, EncodedSentence
+from ..capture.alignment import Batch, EncodedSentence
 from ..schema import frame
 from ..types import Sentence
 from .base import LayerView, Scorer, check_same_inputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Batch, pool_words
+from ..capture.alignment import Batch, pool_words
 from ..schema import frame
 from .base import LayerView, Scorer
 from .units import UnitStore
@@ -196,7 +196,7 @@ class SyntaxScorer(Scorer):
         rows and head_to_dep's reach of the dependents whose head they are."""
         import torch
 
-        from ..alignment import WordRows
+        from ..capture.alignment import WordRows
 
         g = self._batch
         b, w = g["heads"].shape
@@ -223,7 +223,7 @@ class SyntaxScorer(Scorer):
         word column's best attending word so far (head_to_dep) is kept; the last block scores the layer."""
         import torch
 
-        from ..alignment import WordRows
+        from ..capture.alignment import WordRows
 
         g = self._batch
         batch = view.batch

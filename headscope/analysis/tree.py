@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..alignment import Batch
+from ..capture.alignment import Batch
 from ..schema import frame
 from .base import LayerView, Scorer
 from .units import UnitStore

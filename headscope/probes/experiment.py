@@ -88,7 +88,7 @@ def _memory_check(loaded: Any, train: list, test: list, features: list[str], pca
 
 
 def _usable(loaded: Any, corpus: Corpus, bos_id: int | None) -> tuple[list, dict]:
-    from ..alignment import encode_sentences
+    from ..capture.alignment import encode_sentences
 
     sents = [s for s in corpus.sentences if s.has_tree]
     enc = encode_sentences(loaded.tokenizer, sents, bos_id=bos_id)
@@ -154,8 +154,8 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, config:
     """
     import pandas as pd
 
-    from ..models import load_model, random_init
-    from ..provenance import package_versions
+    from ..models.loading import load_model, random_init
+    from ..run.provenance import package_versions
 
     if config is not None and options:
         raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
@@ -200,7 +200,7 @@ def _probe_models(models: list, train_c: Corpus, test_c: Corpus, probe_list: lis
                   rows: list, heads: list, meta_models: list, *, seed: int, alpha: float, pca_dim: int,
                   drop_heads: bool, batch_size: int, prepend_bos: bool | None) -> None:
     """Features, probes and controls for each model in turn; each model's rows are added when it is done."""
-    from ..models import leading_token
+    from ..models.loading import leading_token
     from .features import collect_features
 
     for lm in models:

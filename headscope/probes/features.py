@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..alignment import Batch, is_punct
+from ..capture.alignment import Batch, is_punct
 from ..analysis.base import LayerView
 from ..types import Sentence
 
@@ -186,8 +186,8 @@ def collect_features(loaded: Any, sentences: Sequence[Sentence], *, batch_size: 
     Only per-sentence rows are kept; attention maps are dropped batch by batch. Sentences without
     a tree, or longer than the model, are refused / skipped by the caller.
     """
-    from ..alignment import encode_sentences
-    from ..capture import capture
+    from ..capture.alignment import encode_sentences
+    from ..capture.session import capture
 
     info = loaded.info
     encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=bos_id)

@@ -453,7 +453,7 @@ def distance_png(distance: dict, heads: list[tuple[int, int]], path: Path, title
     """Distance profiles: each head's mean attention per row against the token offset (log-spaced bins)."""
     import numpy as np
 
-    from ..links import distance_labels
+    from ..capture.links import distance_labels
 
     plt = _pyplot()
     mass = np.asarray(distance["mass"], dtype=np.float64)

@@ -61,7 +61,7 @@ def distance_block(distance: dict | None) -> dict | None:
     """A distance profile (``links.read_links``) as the page draws it: bin labels and each head's masses."""
     import numpy as np
 
-    from ..links import distance_labels
+    from ..capture.links import distance_labels
 
     if not distance:
         return None

@@ -38,7 +38,7 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
     the tables, reports and run.json are still written, and the run is marked partial
     (``result.meta["complete"] = False``, ``interrupted`` says where).
     """
-    from ..interrupts import shielded
+    from ..run.interrupts import shielded
     from .folder import staged_output
 
     with shielded() as noted, staged_output(Path(out_dir), "run", force=force) as tmp:
@@ -50,7 +50,7 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
     """Everything but the figures runs shielded from Ctrl-C (``noted`` says whether one came)."""
     import time
 
-    from ..interrupts import interruptible
+    from ..run.interrupts import interruptible
     from .content import build_content
 
     started = time.perf_counter()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import HeadscopeError
+from ..errors import HeadscopeError
 
 
 def read_run(path: Path) -> tuple[Any, dict]:
@@ -15,7 +15,7 @@ def read_run(path: Path) -> tuple[Any, dict]:
     (an empty dict where there is none)."""
     import pandas as pd
 
-    from .schema import frame
+    from ..schema import frame
 
     path = Path(path)
     if not path.exists():

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import HeadscopeError
+from ..errors import HeadscopeError
 
 STATES = "states.npz"
 MANIFEST = "shard.json"
@@ -75,8 +75,8 @@ def write_shard(result: Any, out: Path, *, model: Any, data: Any, select_on: Any
     """A shard's folder: ``states.npz`` and ``shard.json`` (``shard_parts``), written whole."""
     import numpy as np
 
-    from .reports.folder import staged_output
-    from .reports.writer import write_text
+    from ..reports.folder import staged_output
+    from ..reports.writer import write_text
 
     manifest, arrays = shard_parts(result, model=model, data=data, select_on=select_on, config=config,
                                    command=command)
@@ -203,8 +203,8 @@ def merge_parts(read: Sequence[tuple[dict, Any]], names: Sequence[str], *, model
     again (``model``: its alias, id or folder, when the shards were written from a model object), to rebuild
     each job's scorers; their sums come from the shards, not from forward passes.
     """
-    from .config import RunConfig
-    from .pipeline import analyze
+    from ..config import RunConfig
+    from .analyze import analyze
 
     folders = [Path(n) for n in names]
     manifests = [m for m, _ in read]

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HeadscopeError
-from .runs import read_run
-from .tasks import BOUNDED_METRICS, measures
+from ..errors import HeadscopeError
+from .reading import read_run
+from ..tasks import BOUNDED_METRICS, measures
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Comparison:
 
     def figures(self, out_dir: str | Path) -> list[str]:
         """Difference heatmaps (A - B, diverging colours) for the headline measures present."""
-        from .reports.figures import file_part, heatmap_png, plain_text
+        from ..reports.figures import file_part, heatmap_png, plain_text
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ class Comparison:
 
     def markdown(self, figure_files: list[str] = ()) -> str:
         """compare.md: the largest differences per measure, with their intervals and the figures."""
-        from .reports.markdown import md_text
+        from ..reports.markdown import md_text
 
         lines = [f"# headscope compare: {md_text(self.label_a)} vs {md_text(self.label_b)}", "",
                  f"Differences are A − B (A = {md_text(self.label_a)}, B = {md_text(self.label_b)}), per head and "
@@ -115,8 +115,8 @@ class Comparison:
     def save(self, out_dir: str | Path, *, figures: bool = True, force: bool = False) -> Path:
         """compare.csv (every pair), compare_summary.csv, compare.md and difference heatmaps into ``out_dir``,
         written whole (see ``reports.folder.staged_output``)."""
-        from .reports.folder import staged_output
-        from .reports.writer import write_csv, write_text
+        from ..reports.folder import staged_output
+        from ..reports.writer import write_csv, write_text
 
         with staged_output(Path(out_dir), "compare", force=force) as out:
             write_csv(self.table, out / "compare.csv")

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import HeadscopeError
+from ..errors import HeadscopeError
 
 WINDOWS = (16, 64, 256)
 CONTEXTS = (8192, 32768)       # context lengths at which the KV cache is sized
@@ -38,9 +38,9 @@ def parse_windows(text: Any) -> tuple[int, ...]:
 
 def token_stream(loaded: Any, data: Any) -> tuple[str, list[int]]:
     """The data's running text as one stream of token ids (no special tokens), and the dataset's name."""
-    from .alignment import encode_sentences
-    from .datasets import join_sentences
-    from .datasets.loading import load_data, sample_path
+    from ..capture.alignment import encode_sentences
+    from ..datasets import join_sentences
+    from ..datasets.loading import load_data, sample_path
 
     corpus = load_data(data if data is not None else sample_path())
     sentences = list(getattr(corpus, "sentences", []))
@@ -53,7 +53,7 @@ def token_stream(loaded: Any, data: Any) -> tuple[str, list[int]]:
 
 def _ends(loaded: Any) -> tuple[list[int], list[int]]:
     """The tokens an input starts and ends with: a decoder's BOS; an encoder's [CLS] and [SEP]."""
-    from .models import leading_token
+    from ..models.loading import leading_token
 
     tok = loaded.tokenizer
     if loaded.info.is_decoder:
@@ -112,7 +112,7 @@ def make_needles(loaded: Any, stream: Sequence[int], name: str, *, count: int, l
     at the end (teacher-forced: the model reads the copy, and each row's prediction is checked)."""
     import torch
 
-    from .analysis.induction import make_sequences
+    from ..analysis.induction import make_sequences
 
     lead, _ = _ends(loaded)
     hay = tokens - len(lead) - 2 * length
@@ -233,7 +233,7 @@ def strongest_keys(loaded: Any, needles: Needles, *, attention_memory: int = 512
     attention is read in query-row blocks within ``attention_memory`` bytes: no input holds a whole map."""
     import torch
 
-    from .capture import attention_capture, forward_kwargs, start_forward
+    from ..capture.session import attention_capture, forward_kwargs, start_forward
 
     info = loaded.info
     ids = needles.input_ids
@@ -316,9 +316,9 @@ class ContextResult:
         import json
         from pathlib import Path
 
-        from .reports.folder import staged_output
-        from .reports.interventions import context_markdown
-        from .reports.writer import write_csv, write_text
+        from ..reports.folder import staged_output
+        from ..reports.interventions import context_markdown
+        from ..reports.writer import write_csv, write_text
 
         with staged_output(Path(out), "context", force=force) as folder:
             write_csv(self.windows, folder / "windows.csv")

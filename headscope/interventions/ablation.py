@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import HeadscopeError
+from ..errors import HeadscopeError
 
 METHODS = ("zero", "mean", "uniform", "sink", "window:W")
 MEASURES = ("loss", "hidden", "embedding", "induction-loss", "pronoun-loss", "syntax-loss")
@@ -46,7 +46,7 @@ class Method:
 
 def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
     """``"L3.H1,L4.H0"`` as ``[(3, 1), (4, 0)]``, checked against the model's layers and heads."""
-    from .schema import parse_head_label
+    from ..schema import parse_head_label
 
     heads = []
     for part in str(spec).split(","):
@@ -144,7 +144,7 @@ def _window_head(inputs: Any, h: int, g: int, visible: Any, window: int) -> Any:
     ``window`` positions away, computed as the model does (softcap, sinks, position bias)."""
     import torch
 
-    from .attention import block_probabilities
+    from ..capture.attention import block_probabilities
 
     q_len, k_len = inputs.query.shape[2], inputs.key.shape[2]
     rows = torch.arange(q_len, device=visible.device).unsqueeze(1) + (k_len - q_len)
@@ -212,7 +212,7 @@ def edited_forward(loaded: Any, batch: dict, edit: Any, *, real: Any = None, gra
     attention function (None: the model as it is); ``grad``: with autograd (for gates), else in inference mode."""
     import torch
 
-    from .attention import NAME, Session, session
+    from ..capture.attention import NAME, Session, session
 
     model = loaded.model
     if getattr(model.config, "_attn_implementation", None) != NAME:
@@ -268,9 +268,9 @@ class AblationResult:
         import json
         from pathlib import Path
 
-        from .reports.folder import staged_output
-        from .reports.interventions import ablation_markdown
-        from .reports.writer import write_csv, write_text
+        from ..reports.folder import staged_output
+        from ..reports.interventions import ablation_markdown
+        from ..reports.writer import write_csv, write_text
 
         with staged_output(Path(out), "ablation", force=force) as folder:
             write_csv(self.table, folder / "ablation.csv")
@@ -287,7 +287,7 @@ class AblationResult:
         alone, ablation_<measure>.png (a layer x head grid of effects); the names written."""
         from pathlib import Path
 
-        from .reports.figures import ablation_effects_png, ablation_grids, file_part, heatmap_png
+        from ..reports.figures import ablation_effects_png, ablation_grids, file_part, heatmap_png
 
         if not len(self.table):
             return []
@@ -309,7 +309,7 @@ class AblationResult:
 def top_heads(scores: Any, task: str, k: int, relation: str | None = None) -> list[tuple[int, int]]:
     """The ``k`` best heads of ``task`` in a score table: by its first measure of the report's top-heads table
     (its relation ``all`` where the task has one, else the task's own, else its first), or by ``relation``."""
-    from .tasks import measures
+    from ..tasks import measures
 
     rows = scores[(scores["task"] == task) & scores["layer"].notna() & scores["baseline"].isna()]
     shown = measures(where="top", task=task)
@@ -330,7 +330,7 @@ def top_heads(scores: Any, task: str, k: int, relation: str | None = None) -> li
 
 def role_task(role: str, is_decoder: bool) -> str:
     """The scoring task whose roles include ``role`` (a role name or its start, e.g. ``syntax:nsubj``)."""
-    from .tasks import rules
+    from ..tasks import rules
 
     if role.startswith("syntax:"):
         return "tree" if role == "syntax:tree" else "syntax"
@@ -404,13 +404,13 @@ def _as_batches(loaded: Any, data: Any, measures: Sequence[str], *, batch_size: 
     import numpy as np
     import torch
 
-    from .models import leading_token
+    from ..models.loading import leading_token
 
     pad = loaded.tokenizer.pad_token_id
     pad = pad if pad is not None else (loaded.tokenizer.eos_token_id or 0)
     dev = loaded.device
     if "induction-loss" in measures:
-        from .analysis.induction import make_sequences
+        from ..analysis.induction import make_sequences
 
         vocab = loaded.model.get_input_embeddings().num_embeddings
         seqs = make_sequences(loaded.tokenizer, count=induction_count, length=induction_length, seed=seed,
@@ -425,9 +425,9 @@ def _as_batches(loaded: Any, data: Any, measures: Sequence[str], *, batch_size: 
             batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
                             "scored": {"induction-loss": second}})
         return "repeated_tokens", batches
-    from .alignment import encode_sentences
-    from .datasets.loading import sample_path
-    from .jobs import as_sources
+    from ..capture.alignment import encode_sentences
+    from ..datasets.loading import sample_path
+    from ..run.jobs import as_sources
 
     # a path, a Corpus, Sentences or strings, as analyze takes them; the first source with sentences is read
     sources = as_sources(data if data is not None else sample_path(), keep_subtypes=False, on_error="fail",
@@ -508,7 +508,7 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     import numpy as np
     import pandas as pd
 
-    from .analysis.stats import ratio_intervals
+    from ..analysis.stats import ratio_intervals
 
     loaded = editable_model(model, "ablation")
     info = loaded.info
@@ -527,8 +527,8 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
     scored: dict = {}
 
     def top(task: str, relation: str | None, k: int) -> list[tuple[int, int]]:
-        from .pipeline import analyze
-        from .tasks import parse_tasks
+        from ..run.analyze import analyze
+        from ..tasks import parse_tasks
 
         parse_tasks([task])
         result = analyze(loaded, data, tasks=[task], max_sentences=max_sentences, seed=seed, bootstrap=0)
@@ -536,7 +536,7 @@ def ablate(model: Any = "minilm", data: Any = None, *, heads: Any = "each", meth
         return top_heads(result.scores, task, k, relation)
 
     def with_role(name: str) -> list[tuple[int, int]]:
-        from .pipeline import analyze
+        from ..run.analyze import analyze
 
         task = role_task(name, info.is_decoder)
         result = analyze(loaded, data, tasks=[task], max_sentences=max_sentences, seed=seed,
@@ -636,8 +636,8 @@ def has_lm_head(loaded: Any) -> bool:
 def editable_model(model: Any, what: str) -> Any:
     """``model`` loaded, checked to run on headscope's attention function (where edits happen) and to be an
     encoder or a decoder; ``what`` names the caller in the errors."""
-    from .attention import VIA_INTERFACE
-    from .models import load_model
+    from ..capture.attention import VIA_INTERFACE
+    from ..models.loading import load_model
 
     loaded = load_model(model)
     info = loaded.info
@@ -677,8 +677,8 @@ class ImportanceResult:
     def save(self, folder: Any) -> None:
         from pathlib import Path
 
-        from .reports.figures import pruning_curve_png
-        from .reports.writer import write_csv
+        from ..reports.figures import pruning_curve_png
+        from ..reports.writer import write_csv
 
         folder = Path(folder)
         write_csv(self.table, folder / "importance.csv")

@@ -6,8 +6,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import ModelError
-from .types import Sentence
+from ..errors import ModelError
+from ..types import Sentence
 
 
 def is_punct(word: str, upos: str | None = None) -> bool:

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from .alignment import Batch, EncodedSentence, collate
-from .errors import CaptureError
-from .models import LoadedModel
-from .types import Sentence
+from ..errors import CaptureError
+from ..models.loading import LoadedModel
+from ..types import Sentence
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def forward_kwargs(loaded: LoadedModel) -> dict:
     """Keyword arguments each captured forward needs: no KV cache; eager modules return their weights
     (for hooks) only when asked."""
     from .attention import VIA_INTERFACE
-    from .models import model_accepts
+    from ..models.loading import model_accepts
 
     out = {}
     if model_accepts(loaded.model, "use_cache", loaded.info.part):
@@ -185,7 +185,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
     if pad_id is None:
         pad_id = loaded.tokenizer.eos_token_id if loaded.tokenizer.eos_token_id is not None else 0
     device = loaded.device
-    from .models import model_body
+    from ..models.loading import model_body
 
     body = model_body(loaded.model, info.part)
     state: dict[str, Any] = {"batch": None, "seen": set(), "check": check}

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HeadscopeError
-from .tasks import DATA_KINDS, SENTENCE_KINDS, TASKS, Build, build_scorers
-from .types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
+from ..errors import HeadscopeError
+from ..tasks import DATA_KINDS, SENTENCE_KINDS, TASKS, Build, build_scorers
+from ..types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
 
 
 def source_kinds(source: Any) -> set[str]:
@@ -24,7 +24,7 @@ def source_kinds(source: Any) -> set[str]:
         return {"gap"}
     if isinstance(source, PairCorpus):
         return {"pairs"}
-    from .analysis.induction import RepeatedTokens
+    from ..analysis.induction import RepeatedTokens
 
     if isinstance(source, RepeatedTokens):
         return {"generated"}
@@ -33,7 +33,7 @@ def source_kinds(source: Any) -> set[str]:
 
 def as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences: int | None, fmt: str | None
                 ) -> list[Any]:
-    from .datasets import load_data
+    from ..datasets import load_data
 
     if data is None:
         return []
@@ -74,8 +74,8 @@ def jobs_of(source: Any, tasks: list[str]) -> list[tuple[Any, list[str]]]:
 def plan_jobs(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None,
           repeats: Any = None) -> list[tuple[Any, list[str]]]:
     """Which tasks run on which dataset; bundled data fills in where it exists, otherwise a clear error."""
-    from .datasets import load_sample
-    from .datasets.pairs import load_bundled_pairs
+    from ..datasets import load_sample
+    from ..datasets.pairs import load_bundled_pairs
 
     jobs = [job for s in sources for job in jobs_of(s, [t for t in tasks if TASKS[t].data in source_kinds(s)])]
     covered = {t for _, ts in jobs for t in ts}
@@ -137,7 +137,7 @@ def make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int |
               bos_id: int | None = None, lead: bool = False, keep_units: bool = True) -> Job:
     """The job of one dataset: its model inputs, prepared as its kind of data needs, and the registered
     scorers of ``tasks`` built on them."""
-    from .alignment import encode_sentences
+    from ..capture.alignment import encode_sentences
 
     info = loaded.info
     build = Build(info.num_layers, info.num_heads, causal=info.is_decoder, sinks=info.sinks, window=window,
@@ -152,7 +152,7 @@ def make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int |
         meta.update(kind="sentences", words=sum(len(s) for s in sentences), relations=relations)
         build = dataclasses.replace(build, relations=tuple(relations))
     elif isinstance(source, DocumentCorpus):
-        from .analysis.coref import make_windows
+        from ..analysis.coref import make_windows
 
         docs = list(source.documents[:max_sentences] if max_sentences else source.documents)
         flat = [s for d in docs for s in d.sentences]
@@ -172,14 +172,14 @@ def make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int |
         meta.update(kind="gap", rows=len(examples))
         build = dataclasses.replace(build, inputs=examples)
     elif isinstance(source, PairCorpus):
-        from .analysis.pairs import pair_sentences
+        from ..analysis.pairs import pair_sentences
 
         pairs = list(source.pairs[:max_sentences] if max_sentences else source.pairs)
         meta.update(kind="pairs", pairs=len(pairs))
         sentences = pair_sentences(pairs)
         build = dataclasses.replace(build, inputs=pairs)
     else:
-        from .analysis.induction import RepeatedTokens, encode_sequences, make_sequences
+        from ..analysis.induction import RepeatedTokens, encode_sequences, make_sequences
 
         if not isinstance(source, RepeatedTokens):
             raise HeadscopeError(f"unsupported data object {type(source).__name__}")

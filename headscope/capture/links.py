@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import HeadscopeError
-from .types import Sentence
+from ..errors import HeadscopeError
+from ..types import Sentence
 
 LEVELS = ("word", "token")
 DEFAULT_K = 5
@@ -235,7 +235,7 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     import numpy as np
 
     from .alignment import encode_sentences
-    from .capture import capture
+    from .session import capture
 
     if k < 1:
         raise HeadscopeError(f"links per row must be 1 or more, got {k}")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
-from .types import ModelInfo
+from ..errors import ModelError
+from ..types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
     it again after its start token).
 
     Models that use transformers' AttentionInterface get headscope's attention function as their
-    attention implementation (``headscope.attention``); the others are set to eager attention and
+    attention implementation (``headscope.capture.attention``); the others are set to eager attention and
     read through forward hooks. A model that brings its own Python code (``auto_map`` in its config) loads only with ``trust_remote_code=True``;
     weights are read as safetensors, or as pickles only as far as torch's ``weights_only`` allows.
     """
@@ -254,7 +254,7 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
         raise ModelError(f"{name}: the decoder's self-attention is read only through headscope's attention function, "
                          f"which this model does not take; analyse its encoder (leave the part out)")
     if calls:
-        from .attention import VIA_INTERFACE
+        from ..capture.attention import VIA_INTERFACE
 
         modules = [c.module for c in calls]
         causal = [c.causal for c in calls if c.causal is not None]
@@ -265,7 +265,7 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
         if decoder_part:
             info = dataclasses.replace(info, part="decoder", num_layers=len(calls))
     else:
-        from .attention import VIA_HOOKS
+        from ..capture.attention import VIA_HOOKS
 
         _force_eager(hf_model)
         modules, spec = find_attention_modules(hf_model)
@@ -282,7 +282,7 @@ def _use_interface(model: Any, tokenizer: Any, name: str, decoder: bool = False)
     (T5, BART, whose attention modules use the interface all the same) get it in their configs, and
     the first forward shows whether it took.
     """
-    from .attention import NAME, register
+    from ..capture.attention import NAME, register
 
     register()
     configs = _configs(model)
@@ -320,7 +320,7 @@ def _discover(model: Any, tokenizer: Any, name: str, decoder: bool = False) -> l
     giving the decoder an input of another length."""
     import torch
 
-    from .attention import Session, session
+    from ..capture.attention import Session, session
 
     ids = tokenizer("The cat sat on the mat.", add_special_tokens=True)["input_ids"][:8]
     vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
@@ -572,7 +572,7 @@ def random_init(loaded: LoadedModel, *, seed: int = 0) -> LoadedModel:
         torch.manual_seed(seed)
         fresh = type(loaded.model)(copy.deepcopy(loaded.model.config))
     fresh.to(loaded.device).eval()
-    from .attention import VIA_INTERFACE
+    from ..capture.attention import VIA_INTERFACE
 
     control = prepare(fresh, loaded.tokenizer, f"{loaded.info.name} (random-init)", loaded.info.source,
                       capture="auto" if loaded.info.attention == VIA_INTERFACE else "hooks")

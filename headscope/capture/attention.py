@@ -69,7 +69,7 @@ class Session:
         layer = self.position
         self.position += 1
         if self.modules and (layer >= len(self.modules) or self.modules[layer] is not module):
-            from .errors import CaptureError
+            from ..errors import CaptureError
 
             raise CaptureError(f"attention call {layer} came from {type(module).__name__}, not the module seen there "
                                f"when the model was loaded; load the model again")

@@ -9,18 +9,18 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from .config import RunConfig
-from .errors import HeadscopeError
+from ..config import RunConfig
+from ..errors import HeadscopeError
 from .jobs import Job, as_sources, bos_meta, jobs_of, make_job, plan_jobs, source_kinds, unique_names
-from .tasks import TASKS, auto_tasks, default_tasks
-from .types import Corpus
+from ..tasks import TASKS, auto_tasks, default_tasks
+from ..types import Corpus
 
 log = logging.getLogger(__name__)
 
 
 def add_q_values(scores: Any) -> None:
     """Fill ``q_value``: Benjamini–Hochberg over the head rows with a p-value of each model, dataset and task."""
-    from .analysis.stats import bh_adjust
+    from ..analysis.stats import bh_adjust
 
     if not len(scores) or scores["p_value"].isna().all():
         return
@@ -35,8 +35,8 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
     Only sentences the model can read are drawn; anything that goes wrong here is a warning, never
     the loss of a finished run.
     """
-    from .alignment import encode_sentences
-    from .explainer import word_maps
+    from ..capture.alignment import encode_sentences
+    from .explain import word_maps
 
     if count <= 0:
         return []
@@ -114,9 +114,9 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
     """
     import pandas as pd
 
-    from .alignment import encode_sentences
-    from .analysis.base import LayerView
-    from .capture import capture
+    from ..capture.alignment import encode_sentences
+    from ..analysis.base import LayerView
+    from ..capture.session import capture
 
     from .interrupts import shielded
 
@@ -187,7 +187,7 @@ def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, prog
             interrupted = f"while scoring: {progress_state['done']} of {progress_state['total']} inputs were scored"
             log.warning("interrupted after %d inputs; results are partial", progress_state["done"])
         if interrupted is None and job.meta.get("kind") == "generated":
-            from .analysis.induction import in_context_loss
+            from ..analysis.induction import in_context_loss
 
             try:
                 job.meta["in_context_loss"] = (
@@ -263,18 +263,18 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     than the model are skipped. ``part="decoder"``: read an encoder-decoder's decoder self-attention,
     teacher-forced on the input, instead of its encoder (see ``load_model``). ``shard=(i, n)``: read only
     the inputs whose index is i modulo n, and keep the scorers' states (``result.states``, no intervals);
-    ``restored``: the shards' states (``headscope.shards.merge_shards``), which take the place of the
-    forward passes. ``checkpoint`` (``headscope.shards.Checkpoint``): save the scorer states every few
+    ``restored``: the shards' states (``headscope.run.shards.merge_shards``), which take the place of the
+    forward passes. ``checkpoint`` (``headscope.run.shards.Checkpoint``): save the scorer states every few
     batches, and go on from the states it holds (a run resumed after a kill). Returns an :class:`AnalysisResult`.
     """
     import pandas as pd
     import torch
 
     from .interrupts import Noted, interruptible, shielded
-    from .models import leading_token, load_model
+    from ..models.loading import leading_token, load_model
     from .provenance import package_versions
     from .result import AnalysisResult
-    from .schema import frame
+    from ..schema import frame
 
     if config is not None and options:
         raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
@@ -291,13 +291,13 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     if task_list is None:
         kinds = set().union(*(source_kinds(s) for s in sources)) if sources else set()
         task_list = auto_tasks(kinds) if sources else default_tasks()
-    from .analysis.induction import RepeatedTokens
+    from ..analysis.induction import RepeatedTokens
 
     repeats = RepeatedTokens(count=induction_count, length=induction_length, seed=seed)
     plan = plan_jobs(task_list, unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences,
                  repeats=repeats)
     if documents is not None:
-        from .datasets.documents import documents as join_documents
+        from ..datasets.documents import documents as join_documents
 
         plan = [(join_documents(s, documents) if isinstance(s, Corpus) else s, ts) for s, ts in plan]
     loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code, part=part,
@@ -307,7 +307,7 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     bos_id = leading_token(loaded, prepend_bos)
     models = [loaded]
     if control == "random-init":
-        from .models import random_init
+        from ..models.loading import random_init
 
         models.append(random_init(loaded, seed=seed))
     selection = []

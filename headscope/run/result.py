@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HeadscopeError
-from .types import ModelInfo
+from ..errors import HeadscopeError
+from ..types import ModelInfo
 
 
 @dataclass
@@ -41,7 +41,7 @@ class AnalysisResult:
         """Every head's roles on the reported datasets, by the criteria of ``analysis.roles.criteria``, with the
         run's random-init control when it had one: the table that roles.csv and the reports show."""
         if self._roles is None:
-            from .analysis.roles import assign_roles
+            from ..analysis.roles import assign_roles
 
             info = self.model
             control = (self.meta.get("control") or {}).get("model")
@@ -49,14 +49,14 @@ class AnalysisResult:
                                        datasets=self.report_datasets, num_layers=info.num_layers,
                                        num_heads=info.num_heads)
             if "ablation" in self.tables:
-                from .analysis.roles import with_evidence
+                from ..analysis.roles import with_evidence
 
                 self._roles = with_evidence(self._roles, self.tables["ablation"])
         return self._roles
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, the best head per measure and the role map (``reports.notebook``)."""
-        from .reports.notebook import result_html
+        from ..reports.notebook import result_html
 
         return result_html(self)
 
@@ -114,7 +114,7 @@ class AnalysisResult:
 
     def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
         """Write scores.csv, report.md, run.json and heatmaps into ``out_dir``."""
-        from .reports import write_report
+        from ..reports import write_report
 
         return write_report(self, Path(out_dir), figures=figures)
 

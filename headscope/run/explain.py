@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import HeadscopeError
-from .runs import load_roles, roles_for, roles_path
-from .types import Sentence
+from ..errors import HeadscopeError
+from .reading import load_roles, roles_for, roles_path
+from ..types import Sentence
 
 PRONOUNS = ("it", "he", "she", "they", "him", "her", "them", "its", "his", "their", "hers", "theirs", "itself",
             "himself", "herself", "themselves", "this", "that")
@@ -41,7 +41,7 @@ def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None 
     """
     import numpy as np
 
-    from .links import read_links
+    from ..capture.links import read_links
 
     out = []
     for item in read_links(loaded, sentences, keep_rows="all", bos_id=bos_id):
@@ -125,7 +125,7 @@ class Explanation:
 
         names = [name(r) for r in top.itertuples()]
         fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(labels) + 3.0), max(3.0, 0.35 * len(top) + 1.5)))
-        from .reports.figures import plain_text
+        from ..reports.figures import plain_text
 
         sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, xticklabels=[plain_text(x) for x in labels],
                     yticklabels=[plain_text(x) for x in names],
@@ -145,8 +145,8 @@ class Explanation:
         """explain.csv (every head), explain.md (the strongest), explain.html (the attention viewer),
         explain.png and explain_distance.png (the furthest-looking heads' distance profiles) into ``out_dir``,
         written whole (see ``reports.folder.staged_output``; ``force`` adds them to a folder of other files)."""
-        from .reports.folder import staged_output
-        from .reports.writer import write_csv, write_text
+        from ..reports.folder import staged_output
+        from ..reports.writer import write_csv, write_text
 
         with staged_output(Path(out_dir), "explain", force=force) as out:
             write_csv(self.table, out / "explain.csv")
@@ -161,7 +161,7 @@ class Explanation:
 
     def distance_figure(self, path: str | Path, k: int = 6) -> Path:
         """The distance profiles of the ``k`` heads that look furthest in this input (PNG)."""
-        from .reports.figures import distance_png, far_heads
+        from ..reports.figures import distance_png, far_heads
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ class Explanation:
     def viewer_data(self) -> dict:
         """What the attention viewer reads: this input's links, the heads' roles, opened on the word and its
         strongest head."""
-        from .reports.viewer import payload
+        from ..reports.viewer import payload
 
         first = self.table.iloc[0]
         roles = self.roles
@@ -189,18 +189,18 @@ class Explanation:
 
     def html(self) -> str:
         """The attention viewer as one self-contained page (explain.html)."""
-        from .reports.viewer import page
+        from ..reports.viewer import page
 
         return page(self.viewer_data(), title=f"headscope explain: {self.model}, “{self.word}”")
 
     def _repr_html_(self) -> str:
-        from .reports.viewer import iframe
+        from ..reports.viewer import iframe
 
         return iframe(self.html())
 
     def markdown(self, k: int = 15) -> str:
         """explain.md: the ``k`` strongest heads' links from the word, with their roles."""
-        from .reports.markdown import md_text
+        from ..reports.markdown import md_text
 
         lines = [f"# headscope explain: {md_text(self.model)}", "",
                  f"Sentence: {md_text(self.meta.get('text') or ' '.join(self.words))}", "",
@@ -231,8 +231,8 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     import numpy as np
     import pandas as pd
 
-    from .links import read_links
-    from .models import leading_token, load_model
+    from ..capture.links import read_links
+    from ..models.loading import leading_token, load_model
 
     sent = split_words(sentence) if isinstance(sentence, str) else Sentence(words=tuple(sentence), sent_id="explain")
     if not sent.words:

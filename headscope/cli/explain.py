@@ -1,0 +1,69 @@
+"""``headscope explain``: which heads link one word to which others, with the viewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import FORCE_HELP, TRUST_HELP, check_out, fail, setup_logging
+
+
+def explain(
+    sentence: Annotated[Optional[str], typer.Argument(help="The sentence, as running text (or give --file).")]
+    = None,
+    word: Annotated[Optional[str], typer.Option("--word", "-w", help="The word to explain (first match) or its "
+                                                                    "0-based index. Default: the first pronoun.")]
+    = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Alias, Hugging Face id, local folder or .gguf.")]
+    = "minilm",
+    run_dir: Annotated[Optional[Path], typer.Option("--run", help="A previous run's output folder: its roles.csv "
+                                                                  "labels each head.")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Heads to print.")] = 10,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write explain.csv, explain.md, "
+                                                                     "explain.html (the attention viewer) and "
+                                                                     "figures here.")] = None,
+    prepend_bos: Annotated[Optional[bool], typer.Option("--prepend-bos/--no-prepend-bos", help="As for run.")]
+    = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda.")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the input from this UTF-8 text file "
+                                                                      "(a document up to the model's length) "
+                                                                      "instead of SENTENCE.")] = None,
+    links: Annotated[int, typer.Option("--links", min=1, max=64, help="Strongest links per word that "
+                                                                       "explain.html carries.")] = 5,
+    attention_memory: Annotated[float, typer.Option("--attention-memory", min=1.0, help="MiB one layer's "
+                                                    "attention may take; longer inputs are read in row blocks.")]
+    = 512,
+) -> None:
+    """Which heads link a word of one sentence (or document) to which other words, with roles from a previous
+    run; --out also writes explain.html, an attention viewer."""
+    from ..datasets.reading import read_document
+    from ..errors import HeadscopeError
+    from ..run.explain import explain as run_explain
+    from ..run.explain import weight_text
+
+    setup_logging()
+    if (sentence is None) == (file is None):
+        fail("give the sentence as an argument or --file PATH, not both and not neither")
+    if out is not None:
+        check_out(out, "explain", force)
+    try:
+        text = read_document(file) if file is not None else sentence
+        result = run_explain(text, word, model=model, run=run_dir, prepend_bos=prepend_bos, device=device,
+                             trust_remote_code=trust_remote_code, links=links, attention_memory=attention_memory)
+        if out is not None:
+            result.save(out, force=force)
+    except HeadscopeError as exc:
+        fail(str(exc))
+    typer.echo(f"{result.model}: heads linking {result.word!r} (word {result.word_index}) to other words")
+    typer.echo(f"{'head':<8} {'links to':<14} {'weight':>6}  {'2nd':<14} {'weight':>6}  {'specials':>8}  role")
+    for r in result.top(top).itertuples():
+        typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {weight_text(r.weight):>6}  {r.second[:14]:<14} "
+                   f"{weight_text(r.second_weight):>6}  {r.specials:8.3f}  {r.role}")
+    if out is not None:
+        typer.echo(f"wrote {out}/explain.md, explain.csv, explain.html (open it in a browser), explain.png, "
+                   f"explain_distance.png")
+

@@ -1,0 +1,1 @@
+"""Interventions inside the attention function: head ablation, importance and context windows."""
