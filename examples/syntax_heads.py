@@ -31,7 +31,7 @@ from headscope.datasets.loading import shared_data
 
 data = shared_data("ud_english_ewt/en_ewt-ud-dev.conllu")
 result = headscope.analyze("minilm", data, tasks="syntax", max_sentences=600, bootstrap=300)
-print(result.meta["datasets"][0]["name"], result.meta["datasets"][0]["scored"], "sentences")
+print(result.meta.datasets[0]["name"], result.meta.datasets[0]["scored"], "sentences")
 
 # %% [markdown]
 # The best head per relation (dependent to head), with its 95% interval and the best baseline.

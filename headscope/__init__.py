@@ -32,9 +32,9 @@ _LAZY = {
     "explain": ("run.explain", "explain"),
     "Explanation": ("run.explain", "Explanation"),
     "assign_roles": ("analysis.roles", "assign_roles"),
-    "ablate": ("interventions.ablation", "ablate"),
-    "AblationResult": ("interventions.ablation", "AblationResult"),
-    "importance": ("interventions.ablation", "importance"),
+    "ablate": ("interventions.ablate", "ablate"),
+    "AblationResult": ("interventions.ablate", "AblationResult"),
+    "importance": ("interventions.importance", "importance"),
     "context_needs": ("interventions.context", "context_needs"),
     "ContextResult": ("interventions.context", "ContextResult"),
 }
@@ -43,7 +43,8 @@ from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa:
 from .types import Corpus, ModelInfo, Sentence  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .interventions.ablation import AblationResult, ablate, importance
+    from .interventions.ablate import AblationResult, ablate
+    from .interventions.importance import importance
     from .interventions.context import ContextResult, context_needs
     from .analysis.roles import assign_roles
     from .run.compare import Comparison, compare

@@ -1,5 +1,6 @@
 """Settings, declared and validated once: ``RunConfig`` (what ``analyze`` and ``headscope run`` take) and
-``ProbeConfig`` (``probe`` and ``headscope probe``), written to run.json and probe.json as they are."""
+``ProbeConfig`` (``probe`` and ``headscope probe``) and the intervention and explain configs, written to run.json
+and probe.json as they are."""
 
 from __future__ import annotations
 
@@ -62,8 +63,24 @@ def _of(cls: Any, options: dict) -> Any:
     return cls(**options)
 
 
+class Settings:
+    """What every config shares: built from keyword options (``of``), or taken as a call gives it (``given``)."""
+
+    @classmethod
+    def of(cls, options: dict) -> Any:
+        """A config from keyword options, with a clear error for a name that is not a setting."""
+        return _of(cls, options)
+
+    @classmethod
+    def given(cls, config: Any, options: dict) -> Any:
+        """The settings of a library call: its ``config=`` or its keyword options (not both), checked."""
+        if config is not None and options:
+            raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
+        return config if config is not None else cls.of(options)
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Settings):
     """Every setting of a run but the model, the data and where the output goes.
 
     ``tasks``: names or ``"syntax,positional"`` (None: chosen from the data, see ``headscope.tasks``);
@@ -124,10 +141,6 @@ class RunConfig:
             (self.n_examples >= 0, f"example sentences must be 0 or more, got {self.n_examples}"),
         ))
 
-    @classmethod
-    def of(cls, options: dict) -> "RunConfig":
-        """A config from keyword options, with a clear error for a name that is not a setting."""
-        return _of(cls, options)
 
     def record(self, **facts: Any) -> dict:
         """What run.json's ``config`` says: every setting (induction's only when it ran) and ``facts`` of the
@@ -140,7 +153,7 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Settings):
     """Every setting of a probe experiment but the model and the two treebanks.
 
     ``probes``: ``parent`` and/or ``relation``; ``features``: feature sets of ``attention``, ``words``
@@ -174,10 +187,143 @@ class ProbeConfig:
             (self.pca_dim >= 1, f"word vectors need at least 1 PCA dimension, got {self.pca_dim}"),
         ))
 
-    @classmethod
-    def of(cls, options: dict) -> "ProbeConfig":
-        """A config from keyword options, with a clear error for a name that is not a setting."""
-        return _of(cls, options)
+
+
+@dataclass(frozen=True)
+class ExplainConfig(Settings):
+    """Every setting of ``explain`` but the text, the word and the model.
+
+    ``links``: each word's strongest links that the viewer (explain.html) carries; ``attention_memory``: MiB
+    one layer's attention may take before the input is read in blocks of query rows; ``prepend_bos`` (None:
+    for decoders)."""
+
+    links: int = 5
+    attention_memory: float = 512
+    prepend_bos: bool | None = None
+    device: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        _refuse((
+            (1 <= self.links <= 64, f"links per word must be 1 to 64, got {self.links}"),
+            (self.attention_memory > 0, f"attention memory must be more than 0 MiB, got {self.attention_memory}"),
+        ))
+
 
 
 DEFAULTS = RunConfig()
+
+
+@dataclass(frozen=True)
+class AblationConfig(Settings):
+    """Every setting of an ablation (``ablate`` and ``headscope ablate``) but the model and the data.
+
+    ``heads``: a head-group spec (``"L3.H1,L4.H0"``, ``each``, ``layer:N``, ``top:TASK:K``, ``role:ROLE``) or a
+    list of groups; ``method``: one of the registry ``interventions.methods.METHODS`` (``window:W``);
+    ``measures``: names of ``interventions.measures.MEASURES`` or ``"loss,hidden"`` (None: chosen from the
+    model); ``random_draws``: random groups each group is set against; ``bootstrap``: replicates of the 95%
+    intervals (0: none); ``kv_group``: ablate every query head of each head's key/value group;
+    ``induction_count`` / ``induction_length``: the generated sequences of ``induction-loss``."""
+
+    heads: Any = "each"
+    method: str = "zero"
+    measures: tuple[str, ...] | None = None
+    random_draws: int = 5
+    seed: int = 0
+    batch_size: int = 16
+    max_sentences: int | None = None
+    bootstrap: int = 1000
+    kv_group: bool = False
+    induction_count: int = 16
+    induction_length: int = 32
+
+    def __post_init__(self) -> None:
+        from .interventions.measures import check_measure_names
+        from .interventions.methods import Method
+
+        object.__setattr__(self, "method", str(Method.parse(self.method)))
+        if self.measures is not None:
+            given = self.measures.split(",") if isinstance(self.measures, str) else self.measures
+            object.__setattr__(self, "measures", tuple(m.strip() for m in given if m.strip()))
+            check_measure_names(self.measures)
+        _refuse((
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.max_sentences is None or self.max_sentences >= 1,
+             f"max sentences must be at least 1, got {self.max_sentences}"),
+            (self.random_draws >= 1, f"random draws must be at least 1, got {self.random_draws}"),
+            (self.bootstrap >= 0, f"bootstrap replicates must be 0 (no intervals) or more, got {self.bootstrap}"),
+            (self.induction_count >= 1 and self.induction_length >= 2,
+             f"induction needs at least 1 sequence of 2 tokens, got {self.induction_count} of "
+             f"{self.induction_length}"),
+        ))
+
+
+
+@dataclass(frozen=True)
+class ImportanceConfig(Settings):
+    """Every setting of head importance and the pruning curve (``importance``; ``headscope ablate
+    --importance``) but the model and the data.
+
+    ``measure``: ``loss`` (gate gradients; needs an LM head) or ``hidden`` (zeroing each head alone; None:
+    ``loss`` where the model has an LM head); ``steps``: points of the pruning curve after none removed;
+    ``tolerance``: the cost at which heads count as prunable (the loss's relative rise, or 1 - cosine)."""
+
+    measure: str | None = None
+    steps: int = 12
+    tolerance: float = 0.01
+    batch_size: int = 16
+    max_sentences: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _refuse((
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.max_sentences is None or self.max_sentences >= 1,
+             f"max sentences must be at least 1, got {self.max_sentences}"),
+            (self.measure in (None, "loss", "hidden"),
+             f"importance measure must be loss or hidden, got {self.measure!r}"),
+            (self.steps >= 0, f"the pruning curve needs 0 or more steps, got {self.steps}"),
+            (self.tolerance >= 0, f"tolerance must be 0 or more, got {self.tolerance}"),
+        ))
+
+
+
+@dataclass(frozen=True)
+class ContextConfig(Settings):
+    """Every setting of the context-window search (``context_needs`` and ``headscope context``) but the model
+    and the data.
+
+    ``windows``: windows to try, in keys (``"16,64,256"`` or ints; kept sorted and distinct); ``tolerance``:
+    the change a window may cause, in [0, 1) (the loss's relative rise, or 1 - cosine); ``tokens``: tokens per
+    long document and per haystack; ``documents``: long documents to measure on; ``heads``: ``each`` or
+    ``"L3.H1,L4.H0"``; ``needles`` / ``needle_length``: the needle-in-a-haystack inputs and their needles'
+    tokens; ``window_needles``: needle inputs on which a window must also keep the copy's loss (0: the text
+    only); ``measure``: ``loss`` or ``hidden`` (None: ``loss`` for a causal LM)."""
+
+    windows: tuple[int, ...] = (16, 64, 256)
+    tolerance: float = 0.01
+    tokens: int = 512
+    documents: int = 1
+    heads: Any = "each"
+    needles: int = 8
+    needle_length: int = 16
+    window_needles: int = 2
+    measure: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from .interventions.windows import parse_windows
+
+        object.__setattr__(self, "windows", parse_windows(self.windows))
+        _refuse((
+            (0 <= self.tolerance < 1,
+             f"tolerance {self.tolerance} is not in [0, 1); give the measure's allowed change, e.g. 0.01"),
+            (self.measure in (None, "loss", "hidden"), f"the measure must be loss or hidden, got {self.measure!r}"),
+            (self.tokens >= 1, f"documents need at least 1 token, got {self.tokens}"),
+            (self.documents >= 1, f"give at least 1 long document, got {self.documents}"),
+            (self.needles >= 1 and self.needle_length >= 2,
+             f"needles need a length of at least 2 and a count of at least 1, got {self.needle_length} and "
+             f"{self.needles}"),
+            (self.window_needles >= 0, f"window needles must be 0 (the text only) or more, got {self.window_needles}"),
+        ))
+

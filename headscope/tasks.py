@@ -73,6 +73,7 @@ class Rule:
     threshold: float
     text: str
     encoder_only: bool = False   # the causal mask hides what it needs (next token, [SEP])
+    unless: tuple[str, ...] = ()  # roles that, once the same head has one of them, keep it from this one
 
     def for_model(self, is_decoder: bool) -> "Rule":
         """The rule as a model of this kind reads it: ``{first}`` names its first token (BOS or [CLS])."""
@@ -82,10 +83,25 @@ class Rule:
 
 @dataclass(frozen=True)
 class Tested:
-    """A task whose heads get a role by beating its best baseline (BH-adjusted paired test)."""
+    """A task whose heads get a role by beating its best baseline (BH-adjusted paired test), and how that role
+    is named.
+
+    ``role``: the role's name, where ``{relation}`` and ``{direction}`` stand for the head's row;
+    ``summary``: a relation that sums up the others and names no role (syntax's ``all``); ``best_of``: a
+    metric of which only each head's best row can name its role (one role a head, whatever the relation);
+    ``criterion``: the role's criterion as the reports print it (tasks that share a role share one text, given
+    by the first of them)."""
 
     family: str
     baseline: str
+    role: str
+    summary: str | None = None
+    best_of: str | None = None
+    criterion: str = ""
+
+    def role_of(self, row: Any) -> str:
+        """The role a head's score row names (``row``: a mapping with ``relation`` and ``direction``)."""
+        return self.role.format(relation=row["relation"], direction=row["direction"])
 
 
 @dataclass(frozen=True)
@@ -184,9 +200,9 @@ def _mass(relation: str, title: str, **shown: Any) -> Measure:
 
 
 def _threshold(role: str, family: str, task: str, relation: str, metric: str, threshold: float, what: str,
-               extra: str = "", encoder_only: bool = False) -> Rule:
+               extra: str = "", encoder_only: bool = False, unless: tuple[str, ...] = ()) -> Rule:
     return Rule(role, family, task, relation, metric, threshold, f"{what}, 95% lower bound >= {threshold}{extra}",
-                encoder_only)
+                encoder_only, unless)
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
@@ -198,12 +214,19 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                      "syntax_all_head_to_dep", heatmap=True, diff=True),
              Measure("syntax", None, None, "accuracy", top=True),
          ),
-         tested=Tested("syntax", "best fixed-offset baseline"), auto=True, default=True,
+         tested=Tested("syntax", "best fixed-offset baseline", "syntax:{relation} {direction}", summary="all",
+                       criterion=f"accuracy beats the best fixed-offset baseline of that relation and direction: "
+                                 f"one-sided paired bootstrap test over sentences, Benjamini–Hochberg q < {ALPHA} "
+                                 f"over every head x relation x direction of the dataset, by at least "
+                                 f"{100 * MARGIN:.0f} points; relation with >= {MIN_N} instances; 'all' is a "
+                                 f"summary, not a role"),
+         auto=True, default=True,
          section="headscope.reports.sections:syntax"),
     Task("tree", "treebank", "per-head maximum-spanning-arborescence UAS (slower)", _tree,
          measures=(Measure("tree", "all", "dep_to_head", "uas", "Decoded-tree UAS, dep→head", "tree_uas_dep_to_head",
                            heatmap=True, top=True),),
-         tested=Tested("syntax", "right/left-branching tree"), section="headscope.reports.sections:tree"),
+         tested=Tested("syntax", "right/left-branching tree", "syntax:tree"),
+         section="headscope.reports.sections:tree"),
     Task("positional", "sentences", "attention mass on self/prev/next/first/last/[SEP]/punctuation, distance, "
                                     "entropy, confidence, positional-head flag", _positional,
          measures=(
@@ -235,7 +258,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                         "mean attention mass on punctuation"),
              _threshold("local window", "positional", "positional", "local", "mass", LOCAL,
                         "mean attention mass within the local window",
-                        ", and no previous / next / self role (it spreads over the window)"),
+                        ", and no previous / next / self role (it spreads over the window)",
+                        unless=("previous-token", "next-token", "self")),
              _threshold("broad", "broad", "positional", "entropy_norm", "ratio", BROAD,
                         "normalised attention entropy", " (close to uniform)"),
          ),
@@ -249,7 +273,12 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                      "coref_pronoun", heatmap=True),
              Measure("coref", None, None, "accuracy", top=True),
          ),
-         tested=Tested("coreference", "best rule baseline (nearest, same head word, ...)"), auto=True,
+         tested=Tested("coreference", "best rule baseline (nearest, same head word, ...)", "coreference",
+                       best_of="accuracy",
+                       criterion=f"antecedent accuracy (coreference documents, resampled by document) beats the "
+                                 f"best rule baseline, or GAP accuracy (rows) beats the nearest-name baseline, BH "
+                                 f"q < {ALPHA}, by at least {100 * MARGIN:.0f} points; >= {MIN_N} instances"),
+         auto=True,
          section="headscope.reports.sections:coref"),
     Task("gap", "gap", "GAP: pronoun-to-name accuracy by gender and the feminine/masculine bias ratio", _gap,
          measures=(
@@ -257,7 +286,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                      diff=True),
              Measure("gap", None, None, "accuracy", top=True),
          ),
-         tested=Tested("coreference", "nearest-name baseline"), auto=True,
+         tested=Tested("coreference", "nearest-name baseline", "coreference", best_of="accuracy"), auto=True,
          section="headscope.reports.sections:gap"),
     Task("pairs", "pairs", "Winograd-style minimal pairs: right candidate in both sentences (chance 25%)", _pairs,
          measures=(Measure("pairs", "pair", None, "accuracy", "Minimal pairs: both sentences right (chance 0.25)",

@@ -15,7 +15,8 @@ from headscope.testing import (bpe_tokenizer, long_models, sentencepiece_tokeniz
 
 # the builders live in headscope.testing (benchmarks use them too); tests import them from here
 __all__ = ["bpe_tokenizer", "long_models", "sentencepiece_tokenizer", "tiny_bert", "tiny_gpt2", "tiny_llama",
-           "tiny_qwen2", "wordpiece_tokenizer", "SHARED_DATA", "EWT_DEV", "needs_ewt", "TINY"]
+           "tiny_qwen2", "wordpiece_tokenizer", "SHARED_DATA", "EWT_DEV", "needs_ewt", "TINY",
+           "cli_defaults_mismatches", "head_row", "baseline_row"]
 
 needs_ewt = pytest.mark.skipif(not EWT_DEV.is_file(), reason=f"needs ../shared/data (EWT dev not found at {EWT_DEV})")
 
@@ -129,3 +130,74 @@ def open_page(browser, path: Path):
     page.goto(path.as_uri())
     page.wait_for_selector(".hs-viewer[data-ready='1']", timeout=30_000)
     return page, problems
+
+
+def cli_defaults_mismatches(command, config_cls, *, renamed: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Compare every parameter default of a typer ``command`` with the default of the same-named field of
+    ``config_cls`` (``renamed``: command parameter -> field, where the names differ). Each default is read as
+    the config reads it (enum choices by value, strings parsed by the config's own checks), so
+    ``"a,b"`` and ``("a", "b")`` agree. Returns how many parameters were compared and one line per mismatch."""
+    import enum
+    import inspect
+    from dataclasses import fields
+
+    import typer.models
+
+    from headscope.errors import HeadscopeError
+
+    names = {f.name for f in fields(config_cls)}
+    reference = config_cls()
+    compared, mismatches = 0, []
+    for param in inspect.signature(command).parameters.values():
+        field = (renamed or {}).get(param.name, param.name)
+        default = param.default
+        if isinstance(default, typer.models.ParameterInfo):     # the older ``= typer.Option(default)`` style
+            default = default.default
+        if field not in names or default is inspect.Parameter.empty:
+            continue
+        compared += 1
+        value = default.value if isinstance(default, enum.Enum) else default
+        try:
+            got = getattr(config_cls(**{field: value}), field)
+        except HeadscopeError as exc:
+            mismatches.append(f"{param.name}: the command's default {value!r} is refused by {config_cls.__name__} "
+                              f"({exc})")
+            continue
+        want = getattr(reference, field)
+        if got != want:
+            mismatches.append(f"{param.name}: the command's default {value!r} is {got!r} to {config_cls.__name__}, "
+                              f"whose default is {want!r}")
+    return compared, mismatches
+
+
+def head_row(model, task, relation, layer, head, score, *, direction=None, metric="accuracy", lo=None, hi=None,
+             q=None, n=100, dataset="d") -> dict:
+    """One head's row of a score table (``headscope.schema.frame`` fills the other columns); its interval is
+    ``score`` +- 0.02 unless ``lo`` / ``hi`` say otherwise; ``q`` is its p- and q-value."""
+    return {"model": model, "dataset": dataset, "task": task, "relation": relation, "direction": direction,
+            "metric": metric, "layer": layer, "head": head, "score": score,
+            "ci_low": score - 0.02 if lo is None else lo, "ci_high": score + 0.02 if hi is None else hi,
+            "p_value": q, "q_value": q, "n": n}
+
+
+def baseline_row(model, task, relation, name, score, direction=None, metric="accuracy", dataset="d") -> dict:
+    """One baseline's row (``name``, e.g. ``offset:-1``) of a score table, with an interval of ``score`` +- 0.02."""
+    return {"model": model, "dataset": dataset, "task": task, "relation": relation, "direction": direction,
+            "metric": metric, "baseline": name, "score": score, "ci_low": score - 0.02, "ci_high": score + 0.02,
+            "n": 100}
+
+
+def write(tmp_path: Path, lines, name: str = "t.conllu") -> Path:
+    """Write lines (joined with '\\n' plus a final newline) or raw bytes to tmp_path/name: a data file for a loader."""
+    path = tmp_path / name
+    path.write_bytes(lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+def invoke(*args):
+    """``headscope ARGS...`` in-process (typer's CliRunner), every argument as a string."""
+    from typer.testing import CliRunner
+
+    from headscope.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])

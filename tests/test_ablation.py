@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from conftest import tiny_bert, tiny_gpt2, tiny_llama
-from headscope.interventions.ablation import HeadEdit, Method, ablate, edited_forward, parse_heads
+from headscope.interventions.ablate import ablate
+from headscope.interventions.edits import HeadEdit
+from headscope.interventions.groups import parse_heads
+from headscope.interventions.measures import edited_forward
+from headscope.interventions.methods import Method
 from headscope.errors import HeadscopeError
 from headscope.models.loading import load_model
 
@@ -97,7 +101,7 @@ def test_mean_ablation_equals_the_heads_mean_slice_over_real_tokens(arch):
     result = ablate(loaded, heads=[f"L{LAYER}.H{HEAD}"], method="mean", measures=["hidden"], random_draws=1,
                     bootstrap=50)
     assert result.table["effect"].iloc[0] > 0
-    from headscope.interventions.ablation import MeanRecorder
+    from headscope.interventions.edits import MeanRecorder
 
     recorder = MeanRecorder(loaded.info.num_layers, loaded.info.num_heads)
     edited_forward(loaded, batch, recorder, real=real)
@@ -158,8 +162,8 @@ def test_uniform_sink_and_window_equal_a_row_by_row_reference(arch, method):
     for b, n in enumerate(lengths):
         def ok(i, j, n=n):
             return j < n and (j <= i or not loaded.info.is_decoder)
-        ref = _reference_head(inputs.query[b, HEAD, :n], inputs.key[b, g], inputs.value[b, g], ok, parsed.kind,
-                              parsed.window)
+        ref = _reference_head(inputs.query[b, HEAD, :n], inputs.key[b, g], inputs.value[b, g], ok, parsed.name,
+                              parsed.param)
         torch.testing.assert_close(captured["after"][b, :n, HEAD].double(), ref, atol=1e-5, rtol=1e-5)
         others = [h for h in range(inputs.query.shape[1]) if h != HEAD]
         assert torch.equal(captured["after"][b, :, others], captured["before"][b, :, others])
@@ -257,14 +261,15 @@ def test_smollm2_induction_heads_found_by_headscope_carry_the_second_copy(smollm
 
 def test_gate_gradients_equal_finite_differences_of_the_loss():
     """The gradient importance is d loss / d gate at gate 1: checked against a central difference per head."""
-    from headscope.interventions.ablation import GateEdit, importance
+    from headscope.interventions.edits import GateEdit
+    from headscope.interventions.importance import importance
 
     model, tok = tiny_gpt2()
     loaded = load_model(model, tokenizer=tok, name="tiny-gpt2")
     result = importance(loaded, max_sentences=8, batch_size=8, steps=2)
-    from headscope.interventions.ablation import _as_batches
+    from headscope.interventions.batches import as_batches
 
-    _, batches = _as_batches(loaded, None, ["loss"], batch_size=8, max_sentences=8, seed=0, induction_count=0,
+    _, batches = as_batches(loaded, None, ["loss"], batch_size=8, max_sentences=8, seed=0, induction_count=0,
                              induction_length=0)
     (batch,) = batches
 
@@ -333,7 +338,7 @@ def test_the_ablation_folder_plots_the_effects_and_each_heads_grid(tiny_bert_loa
 
 
 def test_no_effect_reads_a_losss_interval_and_a_distances_size():
-    from headscope.interventions.ablation import NEGLIGIBLE_DISTANCE, no_effect
+    from headscope.interventions.measures import NEGLIGIBLE_DISTANCE, no_effect
 
     nan = float("nan")
     assert no_effect(0.1, -0.02, 0.2, "loss") and not no_effect(0.1, 0.01, 0.2, "loss")
@@ -348,7 +353,7 @@ def test_roles_carry_each_heads_ablation_effect_into_roles_csv_and_the_reports(m
     import pandas as pd
 
     import headscope
-    from headscope.interventions.ablation import no_effect
+    from headscope.interventions.measures import no_effect
     from headscope.analysis.roles import EVIDENCE_COLUMNS
     from headscope.reports import write_report
 
@@ -397,7 +402,7 @@ def test_cli_run_ablate_joins_the_evidence_and_refuses_a_bad_method_first(tiny_b
 
 
 def test_role_losses_read_pronouns_and_dependents_whose_head_the_decoder_has_seen():
-    from headscope.interventions.ablation import _as_batches
+    from headscope.interventions.batches import as_batches
     from headscope.capture.alignment import encode_sentences
     from headscope.datasets import load_sample
     from headscope.models.loading import leading_token
@@ -405,7 +410,7 @@ def test_role_losses_read_pronouns_and_dependents_whose_head_the_decoder_has_see
     model, tok = tiny_gpt2()
     loaded = load_model(model, tokenizer=tok, name="tiny-gpt2")
     measures = ["pronoun-loss", "syntax-loss"]
-    _, batches = _as_batches(loaded, None, measures, batch_size=8, max_sentences=8, seed=0, induction_count=0,
+    _, batches = as_batches(loaded, None, measures, batch_size=8, max_sentences=8, seed=0, induction_count=0,
                              induction_length=0)
     sentences = load_sample().sentences[:8]
     encoded = encode_sentences(loaded.tokenizer, sentences, bos_id=leading_token(loaded, None))
@@ -431,13 +436,13 @@ def test_role_losses_read_pronouns_and_dependents_whose_head_the_decoder_has_see
 
 
 def test_an_encoders_masked_lm_loss_masks_a_seeded_share_of_tokens():
-    from headscope.interventions.ablation import _as_batches
+    from headscope.interventions.batches import as_batches
 
     model, tok = tiny_bert(mlm=True)
     loaded = load_model(model, tokenizer=tok, name="tiny-bert-mlm")
     args = dict(batch_size=16, max_sentences=16, seed=3, induction_count=0, induction_length=0)
-    _, batches = _as_batches(loaded, None, ["loss"], **args)
-    _, again = _as_batches(loaded, None, ["loss"], **args)
+    _, batches = as_batches(loaded, None, ["loss"], **args)
+    _, again = as_batches(loaded, None, ["loss"], **args)
     (b,) = batches
     picked = b["scored"]["loss"]
     assert torch.equal(picked, again[0]["scored"]["loss"])                # seeded
@@ -469,7 +474,7 @@ def test_role_losses_refuse_data_without_tags_or_trees(tmp_path):
 
 
 def test_layer_and_role_specs_choose_their_heads_and_bad_ones_fail_in_one_line(minilm):
-    from headscope.interventions.ablation import role_task
+    from headscope.interventions.groups import role_task
 
     layer = ablate(minilm, heads="layer:3", measures=["hidden"], max_sentences=8, bootstrap=0, random_draws=1)
     assert layer.table["heads"].tolist() == [",".join(f"L3.H{h}" for h in range(12))]

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import headscope
-from headscope.errors import HeadscopeError
-from headscope.schema import SCORE_COLUMNS
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import baseline_row, head_row  # noqa: E402
+
+import headscope  # noqa: E402
+from headscope.errors import HeadscopeError  # noqa: E402
+from headscope.schema import SCORE_COLUMNS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,9 +50,8 @@ def test_unknown_tasks_list_the_valid_ones(tiny_bert_loaded, tasks, message):
 def test_result_queries_and_save(tiny_bert_loaded, tmp_path):
     result = headscope.analyze(tiny_bert_loaded, None, tasks="syntax,positional", max_sentences=10)
     best = result.best("syntax", "all", "dep_to_head")
-    heads = result.scores[(result.scores["task"] == "syntax") & (result.scores["relation"] == "all")
-                          & (result.scores["direction"] == "dep_to_head") & result.scores["baseline"].isna()]
-    assert best["score"] == heads["score"].max()
+    assert (int(best["layer"]), int(best["head"]), best["score"]) == brute_force_best(
+        result.scores.to_dict("records"), result.model.name, "syntax", "all", "dep_to_head")
     assert len(result.top("syntax", "all", "dep_to_head", k=3)) == 3
     base = result.best_baseline("syntax", "all", "dep_to_head")
     assert str(base["baseline"]).startswith("offset:") and base["layer"] is pd_na()
@@ -62,6 +64,45 @@ def test_result_queries_and_save(tiny_bert_loaded, tmp_path):
     report = (out / "report.md").read_text()
     row = [line for line in report.splitlines() if line.startswith("| all | dep_to_head |")]
     assert len(row) == 1 and f"| L{int(best['layer'])}.H{int(best['head'])} |" in row[0]   # the same best head
+
+
+def brute_force_best(records: list[dict], model: str, task: str, relation: str,
+                     direction: str) -> tuple[int, int, float]:
+    """``(layer, head, score)`` of ``model``'s highest-scoring head row (not a baseline), by a plain loop over
+    the rows; the first such row on a tie."""
+    found = None
+    for r in records:
+        if (r["model"], r["task"], r["relation"], r["direction"]) != (model, task, relation, direction) \
+                or isinstance(r.get("baseline"), str):
+            continue
+        if found is None or r["score"] > found[2]:
+            found = (int(r["layer"]), int(r["head"]), r["score"])
+    assert found is not None
+    return found
+
+
+def test_best_and_top_pick_the_known_best_head():
+    """A score table built so that the best head is known: L1.H2 scores highest on syntax 'all' dep→head, while a
+    baseline, another direction, another relation, another task and another model each score higher still."""
+    from headscope.run.result import AnalysisResult
+    from headscope.schema import frame
+    from headscope.types import ModelInfo
+
+    rows = [head_row("m", "syntax", "all", layer, head, 0.01 * (3 * layer + head + 1), direction="dep_to_head")
+            for layer in range(2) for head in range(3)]                                    # L1.H2: 0.06
+    rows += [baseline_row("m", "syntax", "all", "offset:-1", 0.9, "dep_to_head"),
+             head_row("m", "syntax", "all", 0, 0, 0.8, direction="head_to_dep"),
+             head_row("m", "syntax", "det", 0, 1, 0.7, direction="dep_to_head"),
+             head_row("m", "positional", "prev", 1, 0, 0.6, metric="mass"),
+             head_row("other", "syntax", "all", 0, 2, 0.5, direction="dep_to_head")]
+    info = ModelInfo("m", "test", "none", "none", False, 2, 3, 3, 16)
+    result = AnalysisResult(scores=frame(rows), model=info)
+    best = result.best("syntax", "all", "dep_to_head")
+    assert (int(best["layer"]), int(best["head"])) == (1, 2) and best["score"] == pytest.approx(0.06)
+    assert brute_force_best(rows, "m", "syntax", "all", "dep_to_head") == (1, 2, best["score"])
+    top = result.top("syntax", "all", "dep_to_head", k=3)
+    assert [(int(r.layer), int(r.head)) for r in top.itertuples()] == [(1, 2), (1, 1), (1, 0)]
+    assert result.best_baseline("syntax", "all", "dep_to_head")["baseline"] == "offset:-1"
 
 
 def pd_na():

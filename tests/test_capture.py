@@ -102,7 +102,7 @@ def test_sentences_longer_than_the_model_are_skipped_and_counted(tiny_bert_loade
     long = Sentence(words=tuple(["word"] * 300), heads=tuple([-1] + [0] * 299),
                     relations=tuple(["root"] + ["dep"] * 299), sent_id="long")
     result = headscope.analyze(tiny_bert_loaded, [long] + list(sample.sentences[:3]), tasks="syntax")
-    (ds,) = result.meta["datasets"]
+    (ds,) = result.meta.datasets
     assert ds["skipped_too_long"] == 1
     assert ds["scored"] == 3
 

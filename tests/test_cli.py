@@ -21,6 +21,9 @@ from typer.testing import CliRunner
 from headscope.cli.app import app
 from headscope.schema import SCORE_COLUMNS
 
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import invoke  # noqa: E402
+
 runner = CliRunner()
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,10 +68,6 @@ TEXT = "The cat sat on the mat .\nDogs bark .\nShe reads old books every day .\n
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def read_run(out: Path) -> dict:

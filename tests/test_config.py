@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import headscope  # noqa: E402
 from headscope.config import DEFAULTS, RunConfig  # noqa: E402
 from headscope.errors import HeadscopeError  # noqa: E402
+from conftest import cli_defaults_mismatches  # noqa: E402
 
 
 @pytest.mark.parametrize("setting, value, message", [
@@ -47,21 +47,41 @@ def test_config_object_and_keywords_give_the_same_run(tiny_bert_loaded, sample):
     a = headscope.analyze(tiny_bert_loaded, data, tasks="positional", bootstrap=20, seed=3, window=2)
     b = headscope.analyze(tiny_bert_loaded, data, config=RunConfig(tasks=("positional",), bootstrap=20, seed=3,
                                                                    window=2))
-    assert a.meta["config"] == b.meta["config"]
-    assert a.meta["config"]["window"] == 2 and "induction_count" not in a.meta["config"]
+    assert a.meta.config == b.meta.config
+    assert a.meta.config["window"] == 2 and "induction_count" not in a.meta.config
     assert a.scores[["score", "ci_low"]].equals(b.scores[["score", "ci_low"]])
 
 
 def test_the_cli_defaults_are_the_configs():
-    import inspect
-
+    """Every option of ``run`` and ``probe`` that is also a config setting defaults to the config's default."""
+    from headscope.cli.probe import probe
     from headscope.cli.run import run
+    from headscope.config import ProbeConfig
 
-    params = inspect.signature(run).parameters
-    for f in fields(RunConfig):
-        if f.name in params and isinstance(params[f.name].default, (int, float)) \
-                and not isinstance(params[f.name].default, bool):
-            assert params[f.name].default == getattr(DEFAULTS, f.name), f.name
+    compared, mismatches = cli_defaults_mismatches(run, RunConfig)
+    assert mismatches == [] and compared >= 18, (compared, mismatches)
+    compared, mismatches = cli_defaults_mismatches(probe, ProbeConfig, renamed={"probe_": "probes"})
+    assert mismatches == [] and compared >= 10, (compared, mismatches)
+
+
+def test_the_defaults_checker_reports_a_mismatch():
+    import enum
+
+    class Choice(str, enum.Enum):
+        fail = "fail"
+        skip = "skip"
+
+    def fake(ctx, data, batch_size: int = 7, window: int = DEFAULTS.window, on_error: Choice = Choice.skip,
+             tasks: str = "syntax,positional", bootstrap: int = -1, other: int = 5):
+        """A command whose defaults are partly wrong (``other`` is no setting)."""
+
+    compared, mismatches = cli_defaults_mismatches(fake, RunConfig)
+    assert compared == 5
+    assert [m.split(":")[0] for m in mismatches] == ["batch_size", "on_error", "tasks", "bootstrap"]
+    assert "default 7 is 7 to RunConfig, whose default is 32" in mismatches[0]
+    assert "refused by RunConfig" in mismatches[3]
+    right, none = cli_defaults_mismatches(lambda batch_size=32, tasks=None, on_error=Choice.fail: None, RunConfig)
+    assert (right, none) == (3, [])
 
 
 @pytest.mark.parametrize("setting, value, message", [

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import needs_smollm2, tiny_llama
-from headscope.interventions.context import (WindowTest, Windows, context_needs, kv_cache, long_documents, make_needles,
-                               needle_batches, parse_windows, retrieval_hits, strongest_keys, text_batches,
-                               token_stream, windowability)
+from headscope.interventions.context import context_needs, kv_cache
+from headscope.interventions.haystack import (long_documents, make_needles, needle_batches, retrieval_hits,
+                                              strongest_keys, text_batches, token_stream)
+from headscope.interventions.windows import WindowTest, Windows, parse_windows, windowability
 from headscope.errors import HeadscopeError
 from headscope.models.loading import load_model
 from reference import eager_forward
@@ -87,7 +88,8 @@ def test_the_needle_loss_reads_the_copys_predicted_tokens(llama):
 
 def test_windows_of_several_heads_each_keep_their_own_window(llama):
     """The joint edit windows each head as its own one-head edit would, and leaves the other heads alone."""
-    from headscope.interventions.ablation import HeadEdit, Method
+    from headscope.interventions.edits import HeadEdit
+    from headscope.interventions.methods import Method
     from headscope.capture.attention import Session, session
 
     name, stream = token_stream(llama, None)

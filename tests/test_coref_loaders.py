@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import SHARED_DATA  # noqa: E402
+from conftest import SHARED_DATA, write  # noqa: E402
 
 from headscope.datasets import load_conll2012, load_coref, load_corefud, load_gap, load_jsonlines  # noqa: E402
 from headscope.datasets.coref import EMPTY_NODE_NOTE  # noqa: E402
@@ -36,13 +36,6 @@ Span = tuple[int, int, str]  # (start, end, cluster), inclusive document-level w
 
 
 # --------------------------------------------------------------------------- helpers and writers
-
-
-def write(tmp_path: Path, lines, name: str) -> Path:
-    """Write lines (joined with '\\n' plus a final newline) or raw bytes to tmp_path/name."""
-    path = tmp_path / name
-    path.write_bytes(lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode("utf-8"))
-    return path
 
 
 def located(exc: pytest.ExceptionInfo, path: Path, line: int | None, sent_id: str | None = None) -> str:

@@ -42,7 +42,7 @@ COREFUD = """# newdoc id = d1
 @needs_litbank
 def test_litbank_all_documents_in_windows(tiny_bert_loaded):
     result = headscope.analyze(tiny_bert_loaded, LITBANK, tasks="coref")
-    (d,) = result.meta["datasets"]
+    (d,) = result.meta.datasets
     assert d["kind"] == "documents" and d["documents"] == 10 and d["mentions"] == 3253
     assert d["mentions_with_antecedent"] == (d["mentions_scored"] + d["dropped_antecedent_outside_window"]
                                              + d["dropped_sentence_longer_than_window"])
@@ -90,7 +90,7 @@ def test_gap_by_gender_with_bias_ratio(tiny_bert_loaded):
     corpus = headscope.load_data(GAP_DEV, limit=120)
     encoded = encode_sentences(tiny_bert_loaded.tokenizer, [headscope.Sentence(words=e.words) for e in corpus.examples])
     fits = [len(e) <= tiny_bert_loaded.info.max_length for e in encoded]
-    assert result.meta["datasets"][0]["skipped_too_long"] == fits.count(False) > 0   # counted, not hidden
+    assert result.meta.datasets[0]["skipped_too_long"] == fits.count(False) > 0   # counted, not hidden
     one = [e for e, ok in zip(corpus.examples, fits) if ok and e.a_coref != e.b_coref]
     df = result.scores[result.scores["baseline"].isna()]
     n = {r: int(df.loc[df["relation"] == r, "n"].iloc[0]) for r in ("all", "masculine", "feminine")}
@@ -104,8 +104,8 @@ def test_corefud_file_uses_tree_heads(tmp_path, tiny_bert_loaded):
     path = tmp_path / "tiny.conllu"
     path.write_text(COREFUD, encoding="utf-8")
     result = headscope.analyze(tiny_bert_loaded, path)   # format and tasks detected: a CorefUD file is a treebank too
-    sents, d = result.meta["datasets"]
-    assert result.meta["tasks"] == ["syntax", "positional", "coref"] and d["format"] == "corefud"
+    sents, d = result.meta.datasets
+    assert result.meta.tasks == ["syntax", "positional", "coref"] and d["format"] == "corefud"
     assert sents["kind"] == "sentences" and sents["tasks"] == ["syntax", "positional"]
     assert d["mention_head_rule"] == {"tree": 3}          # "The old king" -> king, not the last-word rule
     assert d["mentions_scored"] == 1 and d["mention_types"] == {"nominal": 2, "pronoun": 1}

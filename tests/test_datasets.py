@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import EWT_DEV, needs_ewt  # noqa: E402
+from conftest import EWT_DEV, needs_ewt, write  # noqa: E402
 
 from headscope.datasets import FORMATS, load_conllu, load_data, load_sample, load_text, parse_conllu  # noqa: E402
 from headscope.datasets.loading import detect_format, sample_path  # noqa: E402
@@ -29,16 +29,6 @@ from headscope.errors import DataError, HeadscopeError  # noqa: E402
 def tok(i, form, head, rel, upos="X", lemma="_", misc="_", deps="_") -> str:
     """One CoNLL-U token line with real tabs."""
     return "\t".join([str(i), form, lemma, upos, "_", "_", str(head), rel, deps, misc])
-
-
-def write(tmp_path: Path, lines, name: str = "t.conllu") -> Path:
-    """Write lines (str joined with '\\n' plus a final newline) or raw bytes to tmp_path/name."""
-    path = tmp_path / name
-    if isinstance(lines, bytes):
-        path.write_bytes(lines)
-    else:
-        path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
-    return path
 
 
 def located(exc: pytest.ExceptionInfo, path: Path, line: int | None, sent_id: str | None = None) -> str:

@@ -152,9 +152,9 @@ def test_bos_and_no_bos_tokenizers_give_the_same_word_level_scores(sample):
     sents = list(sample.sentences[:20])
     a = headscope.analyze(with_bos, sents, tasks="syntax,positional")
     b = headscope.analyze(without, sents, tasks="syntax,positional")
-    assert a.meta["datasets"][0]["bos_added"] == 0                  # the tokenizer adds <s> itself
-    assert b.meta["datasets"][0]["bos_added"] == 20                 # headscope adds it
-    assert a.meta["datasets"][0]["first_token"] == b.meta["datasets"][0]["first_token"] == "<s>"
+    assert a.meta.datasets[0]["bos_added"] == 0                  # the tokenizer adds <s> itself
+    assert b.meta.datasets[0]["bos_added"] == 20                 # headscope adds it
+    assert a.meta.datasets[0]["first_token"] == b.meta.datasets[0]["first_token"] == "<s>"
     cols = ["task", "relation", "direction", "metric", "baseline", "layer", "head", "score", "n"]
     import pandas as pd
 
@@ -162,8 +162,8 @@ def test_bos_and_no_bos_tokenizers_give_the_same_word_level_scores(sample):
 
     # Without the BOS the first word becomes the attention sink: the scores change.
     c = headscope.analyze(without, sents, tasks="positional", prepend_bos=False)
-    assert c.meta["datasets"][0]["first_token"] is None
-    assert c.meta["datasets"][0]["bos_added"] == 0
+    assert c.meta.datasets[0]["first_token"] is None
+    assert c.meta.datasets[0]["bos_added"] == 0
     pos_a = a.scores[a.scores["task"] == "positional"]["score"].to_numpy()
     assert len(pos_a) == len(c.scores)
     assert abs(pos_a - c.scores["score"].to_numpy()).max() > 1e-3
@@ -180,7 +180,7 @@ def test_bos_is_a_special_column_never_a_word():
 
 def test_encoders_get_no_bos_by_default(tiny_bert_loaded, sample):
     r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:4]), tasks="positional")
-    (d,) = r.meta["datasets"]
+    (d,) = r.meta.datasets
     assert d["bos_added"] == 0 and d["first_token"] == "[CLS]"
 
 
@@ -224,7 +224,7 @@ def test_in_context_loss_is_skipped_without_a_language_model_head():
 def test_induction_run_records_the_in_context_check(tiny):
     name, loaded = tiny
     r = headscope.analyze(loaded, None, tasks="induction", induction_count=4, induction_length=6)
-    (d,) = r.meta["datasets"]
+    (d,) = r.meta.datasets
     icl = d["in_context_loss"]
     if name == "bert":
         assert "skipped" in icl
@@ -269,7 +269,7 @@ def test_smollm2_induction_matches_reference_and_learns_in_context(smollm2):
     from reference import reference_induction
 
     r = headscope.analyze(smollm2, None, tasks="induction", induction_count=4, induction_length=12, batch_size=2)
-    (d,) = r.meta["datasets"]
+    (d,) = r.meta.datasets
     seqs = make_sequences(smollm2.tokenizer, count=4, length=12, seed=0, bos=True,
                           vocab_size=smollm2.model.get_input_embeddings().num_embeddings)
     assert d["bos"] and seqs[0].input_ids[0] == smollm2.tokenizer.bos_token_id

@@ -90,7 +90,7 @@ def test_ranks_killed_part_way_resume_to_the_scores_of_one_process(tmp_path):
     with --resume goes on from there and rank 0 writes the scores one process gives."""
     import time
 
-    from headscope.run.shards import Checkpoint, checkpoint_path
+    from headscope.run.checkpoints import Checkpoint, checkpoint_path
 
     data = ["--data", EWT_DEV, "--max-sentences", 300] if EWT_DEV.is_file() else []     # else the bundled samples
     common = ["--model", "minilm", *data, "--tasks", "syntax,positional,induction", "--batch-size", 2,

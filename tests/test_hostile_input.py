@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from conftest import write  # noqa: E402
 from headscope.datasets import load_conllu, load_data  # noqa: E402
 from headscope.datasets.loading import detect_format  # noqa: E402
 from headscope.datasets.gap import HEADER, load_gap  # noqa: E402
@@ -27,12 +28,6 @@ HUGE = "9" * 5000  # Python's int() refuses more than 4,300 digits with a ValueE
 
 def tok(i, form, head, rel, misc="_", upos="X") -> str:
     return "\t".join([str(i), form, "_", upos, "_", "_", str(head), rel, "_", misc])
-
-
-def write(tmp_path: Path, lines, name: str) -> Path:
-    path = tmp_path / name
-    path.write_bytes(lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode("utf-8"))
-    return path
 
 
 def one_line(exc: pytest.ExceptionInfo, path: Path, line: int) -> str:
@@ -89,9 +84,9 @@ def test_corefud_runs_syntax_tree_positional_and_coref_in_one_run(tmp_path, tiny
     result = analyze(tiny_bert_loaded, path, tasks="syntax,tree,positional,coref", bootstrap=0, n_examples=0)
     assert set(result.scores["task"]) == {"syntax", "tree", "positional", "coref"}
     auto = analyze(tiny_bert_loaded, path, bootstrap=0, n_examples=0)  # no tasks: all it supports but tree
-    assert auto.meta["tasks"] == ["syntax", "positional", "coref"]
+    assert auto.meta.tasks == ["syntax", "positional", "coref"]
     assert set(auto.scores["task"]) == {"syntax", "positional", "coref"}
-    assert {d["kind"] for d in auto.meta["datasets"]} == {"sentences", "documents"}
+    assert {d["kind"] for d in auto.meta.datasets} == {"sentences", "documents"}
 
 
 CONLL_DOC = ["#begin document (d); part 0", "d\t0\t0\tMary\tNNP\t(1)", "d\t0\t1\tran\tVBD\t-", "",

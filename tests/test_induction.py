@@ -60,7 +60,7 @@ def test_matches_reference_on_tiny_models(tiny):
     _, loaded = tiny
     result = headscope.analyze(loaded, None, tasks="induction", induction_count=6, induction_length=8,
                                batch_size=4)
-    (d,) = result.meta["datasets"]
+    (d,) = result.meta.datasets
     seqs = make_sequences(loaded.tokenizer, count=6, length=8, seed=0, bos=loaded.info.is_decoder)
     assert d["sequences"] == 6 and d["bos"] == bool(seqs[0].bos)
     ref = reference_induction(loaded.model, seqs)

@@ -197,7 +197,7 @@ def test_control_scores_sit_next_to_the_model(tiny_bert_loaded, sample):
     r = headscope.analyze(tiny_bert_loaded, list(sample.sentences[:20]), tasks="syntax,positional",
                           control="random-init", bootstrap=100, seed=5)
     models = r.scores["model"].value_counts()
-    control = r.meta["control"]["model"]
+    control = r.meta.control["model"]
     assert set(models.index) == {r.model.name, control} and models.iloc[0] == models.iloc[1]
     a = r.scores[r.scores["model"] == r.model.name].reset_index(drop=True)
     b = r.scores[r.scores["model"] == control].reset_index(drop=True)
@@ -220,7 +220,7 @@ def test_held_out_selection_picks_on_one_set_and_reports_on_the_other(tiny_bert_
     pick = headscope.Corpus(name="pick", sentences=tuple(sents[:32]))
     report = headscope.Corpus(name="report", sentences=tuple(sents[32:]))
     r = headscope.analyze(tiny_bert_loaded, report, select_on=pick, tasks="syntax", bootstrap=50)
-    assert r.meta["selection"] == {"select_on": ["pick"], "report_on": ["report"]}
+    assert r.meta.selection == {"select_on": ["pick"], "report_on": ["report"]}
     df = r.scores[r.scores["baseline"].isna()]
     key = (df["relation"] == "all") & (df["direction"] == "dep_to_head")
     on_pick = df[key & (df["dataset"] == "pick")]
@@ -363,7 +363,7 @@ def test_explain_cli_with_roles_from_a_run(evil_run, tiny_bert_dir, tmp_path):
 
 
 def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
-    from headscope.run.explain import word_maps
+    from headscope.capture.links import word_maps
 
     sents = list(sample.sentences[:2])
     maps = word_maps(tiny_bert_loaded, sents)

@@ -34,7 +34,7 @@ def _run(*args):
 
 
 def test_a_run_killed_part_way_resumes_to_the_scores_of_one_uninterrupted_run(tmp_path):
-    from headscope.run.shards import Checkpoint, checkpoint_path
+    from headscope.run.checkpoints import Checkpoint, checkpoint_path
 
     coref = _coref_file(tmp_path / "docs.jsonlines")
     common = ["--model", "minilm", "--data", coref, "--tasks", "syntax,coref,induction", "--batch-size", 2,
@@ -80,7 +80,7 @@ def test_resume_without_a_checkpoint_or_with_a_broken_one_fails_in_one_line(tmp_
     from test_cli import invoke
     from test_run_safety import one_line_error
 
-    from headscope.run.shards import checkpoint_path
+    from headscope.run.checkpoints import checkpoint_path
 
     one_line_error(invoke("run", "--resume", tmp_path / "nothing"), "no checkpoint to resume from")
     checkpoint_path(tmp_path / "broken").write_bytes(b"not a zip")

@@ -2,48 +2,40 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from headscope.analysis.roles import ALPHA, MIN_N, assign_roles, criteria, primary_roles, short_label
-from headscope.schema import frame
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import baseline_row, head_row  # noqa: E402
+
+from headscope.analysis.roles import ALPHA, MIN_N, assign_roles, criteria, primary_roles, short_label  # noqa: E402
+from headscope.schema import frame  # noqa: E402
 
 M, C = "m", "m (random-init)"
-
-
-def _head(model, task, relation, layer, head, score, *, direction=None, metric="accuracy", lo=None, hi=None,
-          q=None, n=100):
-    return {"model": model, "dataset": "d", "task": task, "relation": relation, "direction": direction,
-            "metric": metric, "layer": layer, "head": head, "score": score,
-            "ci_low": score - 0.02 if lo is None else lo, "ci_high": score + 0.02 if hi is None else hi,
-            "p_value": q, "q_value": q, "n": n}
-
-
-def _base(model, task, relation, name, score, direction=None, metric="accuracy"):
-    return {"model": model, "dataset": "d", "task": task, "relation": relation, "direction": direction,
-            "metric": metric, "baseline": name, "score": score, "ci_low": score - 0.02, "ci_high": score + 0.02,
-            "n": 100}
 
 
 def _table(control_first_mass: float = 0.8):
     rows = [
         # syntax: (0,0) beats its baseline after BH; (0,1) does not; "all" and a rare relation never name roles.
-        _head(M, "syntax", "obj", 0, 0, 0.9, direction="dep_to_head", q=0.001),
-        _head(M, "syntax", "obj", 0, 1, 0.5, direction="dep_to_head", q=0.3),
-        _head(M, "syntax", "all", 0, 1, 0.6, direction="dep_to_head", q=0.001),
-        _head(M, "syntax", "iobj", 0, 1, 0.9, direction="dep_to_head", q=0.001, n=MIN_N - 1),
-        _base(M, "syntax", "obj", "offset:-1", 0.4, "dep_to_head"),
-        _base(M, "syntax", "obj", "offset:+1", 0.2, "dep_to_head"),
+        head_row(M, "syntax", "obj", 0, 0, 0.9, direction="dep_to_head", q=0.001),
+        head_row(M, "syntax", "obj", 0, 1, 0.5, direction="dep_to_head", q=0.3),
+        head_row(M, "syntax", "all", 0, 1, 0.6, direction="dep_to_head", q=0.001),
+        head_row(M, "syntax", "iobj", 0, 1, 0.9, direction="dep_to_head", q=0.001, n=MIN_N - 1),
+        baseline_row(M, "syntax", "obj", "offset:-1", 0.4, "dep_to_head"),
+        baseline_row(M, "syntax", "obj", "offset:+1", 0.2, "dep_to_head"),
         # significant, but only 2 points above its baseline: below the margin, no role
-        _head(M, "syntax", "nsubj", 0, 1, 0.42, direction="dep_to_head", q=1e-6),
-        _base(M, "syntax", "nsubj", "offset:+1", 0.40, "dep_to_head"),
+        head_row(M, "syntax", "nsubj", 0, 1, 0.42, direction="dep_to_head", q=1e-6),
+        baseline_row(M, "syntax", "nsubj", "offset:+1", 0.40, "dep_to_head"),
         # positional: (1,0) previous-token with a tight interval; (1,1) a high mean but a low bound: no role.
-        _head(M, "positional", "prev", 1, 0, 0.95, metric="mass", lo=0.93, hi=0.97),
-        _head(M, "positional", "prev", 1, 1, 0.6, metric="mass", lo=0.45, hi=0.75),
+        head_row(M, "positional", "prev", 1, 0, 0.95, metric="mass", lo=0.93, hi=0.97),
+        head_row(M, "positional", "prev", 1, 1, 0.6, metric="mass", lo=0.45, hi=0.75),
         # (1,1) puts most attention on [CLS], but so does a head of the random model: no role.
-        _head(M, "positional", "first", 1, 1, 0.75, metric="mass", lo=0.7, hi=0.8),
-        _head(C, "syntax", "obj", 0, 0, 0.3, direction="dep_to_head", q=0.9),
-        _head(C, "positional", "prev", 0, 0, 0.1, metric="mass"),
-        _head(C, "positional", "first", 0, 0, control_first_mass, metric="mass"),
+        head_row(M, "positional", "first", 1, 1, 0.75, metric="mass", lo=0.7, hi=0.8),
+        head_row(C, "syntax", "obj", 0, 0, 0.3, direction="dep_to_head", q=0.9),
+        head_row(C, "positional", "prev", 0, 0, 0.1, metric="mass"),
+        head_row(C, "positional", "first", 0, 0, control_first_mass, metric="mass"),
     ]
     return frame(rows)
 
@@ -85,8 +77,8 @@ def test_control_decides_only_when_it_matches():
 
 
 def test_decoders_have_bos_sinks_and_no_next_token_role():
-    rows = [_head(M, "positional", "first", 0, 0, 0.9, metric="mass"),
-            _head(M, "positional", "next", 0, 1, 0.9, metric="mass")]
+    rows = [head_row(M, "positional", "first", 0, 0, 0.9, metric="mass"),
+            head_row(M, "positional", "next", 0, 1, 0.9, metric="mass")]
     roles = assign_roles(frame(rows), model=M, is_decoder=True, num_layers=1, num_heads=2)
     assert set(roles.role) == {"BOS sink", "none"}
     assert all("next-token" != r for r, _ in criteria(True)) and any(r == "next-token" for r, _ in criteria(False))
@@ -104,17 +96,17 @@ def test_primary_role_and_labels():
 def test_coreference_gap_and_tree_roles_match_their_baselines():
     rows = [
         # coreference documents: no direction; the best rule baseline is 'rules' (0.5)
-        _head(M, "coref", "pronoun", 0, 0, 0.7, q=0.001),
-        _head(M, "coref", "pronoun", 0, 1, 0.53, q=0.01),          # significant, but under the margin
-        _base(M, "coref", "pronoun", "nearest", 0.3),
-        _base(M, "coref", "pronoun", "rules", 0.5),
+        head_row(M, "coref", "pronoun", 0, 0, 0.7, q=0.001),
+        head_row(M, "coref", "pronoun", 0, 1, 0.53, q=0.01),          # significant, but under the margin
+        baseline_row(M, "coref", "pronoun", "nearest", 0.3),
+        baseline_row(M, "coref", "pronoun", "rules", 0.5),
         # GAP rows: the nearest-name baseline
-        _head(M, "gap", "all", 1, 0, 0.75, q=0.001),
-        _base(M, "gap", "all", "nearest", 0.5),
+        head_row(M, "gap", "all", 1, 0, 0.75, q=0.001),
+        baseline_row(M, "gap", "all", "nearest", 0.5),
         # whole trees: better of the branching baselines, per direction
-        _head(M, "tree", "all", 1, 1, 0.4, direction="dep_to_head", metric="uas", q=0.001),
-        _base(M, "tree", "all", "right_branching", 0.1, "dep_to_head", "uas"),
-        _base(M, "tree", "all", "left_branching", 0.3, "dep_to_head", "uas"),
+        head_row(M, "tree", "all", 1, 1, 0.4, direction="dep_to_head", metric="uas", q=0.001),
+        baseline_row(M, "tree", "all", "right_branching", 0.1, "dep_to_head", "uas"),
+        baseline_row(M, "tree", "all", "left_branching", 0.3, "dep_to_head", "uas"),
     ]
     roles = assign_roles(frame(rows), model=M, num_layers=2, num_heads=2)
     got = {key: g for key, g in roles.groupby(["layer", "head"])}
@@ -126,6 +118,25 @@ def test_coreference_gap_and_tree_roles_match_their_baselines():
     assert gap["role"] == "coreference" and gap["baseline"] == "nearest"
     tree = got[(1, 1)].iloc[0]
     assert tree["role"] == "syntax:tree" and tree["baseline"] == "left_branching"
+
+
+def test_a_tested_task_names_its_roles_by_its_registry_entry(monkeypatch):
+    """A new task with baselines declares how its role is named in its ``TASKS`` entry; ``assign_roles`` and
+    ``criteria`` read it from there."""
+    from headscope.tasks import TASKS, Task, Tested
+
+    spec = Tested("syntax", "best chunk baseline", "chunk:{relation} {direction}", summary="all",
+                  criterion="chunk accuracy beats the best chunk baseline")
+    monkeypatch.setitem(TASKS, "chunk", Task("chunk", "treebank", "phrase chunks", lambda b: None, tested=spec))
+    rows = [head_row(M, "chunk", "NP", 0, 0, 0.8, direction="left", q=0.001),
+            head_row(M, "chunk", "all", 0, 1, 0.9, direction="left", q=0.001),     # the summary names no role
+            baseline_row(M, "chunk", "NP", "first word", 0.5, "left")]
+    roles = assign_roles(frame(rows), model=M, num_layers=1, num_heads=2)
+    named = roles[roles["role"] != "none"]
+    assert named[["layer", "head", "role", "family", "baseline"]].values.tolist() == [
+        [0, 0, "chunk:NP left", "syntax", "first word"]]
+    assert named["criterion"].iloc[0] == f"beats best chunk baseline (BH q = 0.001 < {ALPHA})"
+    assert ("chunk:<relation> <direction>", "chunk accuracy beats the best chunk baseline") in criteria(False)
 
 
 def test_roles_skip_the_selection_dataset(minilm, sample):
@@ -148,5 +159,5 @@ def test_roles_skip_the_selection_dataset(minilm, sample):
     assert set(roles["dataset"].dropna()) == {"report"}
     assert set(r.scores["dataset"]) == {"report", "pick"}
     # the same criteria on every dataset would name roles on the selection set too
-    everywhere = assign_roles(r.scores, model=r.model.name, control=r.meta["control"]["model"])
+    everywhere = assign_roles(r.scores, model=r.model.name, control=r.meta.control["model"])
     assert "pick" in set(everywhere["dataset"].dropna())

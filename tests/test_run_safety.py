@@ -15,16 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from headscope.cli.app import app
 from headscope.errors import HeadscopeError, ModelError
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import invoke  # noqa: E402
 
 
 def one_line_error(result, *fragments) -> str:

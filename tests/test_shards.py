@@ -13,7 +13,7 @@ from conftest import SHARED_DATA
 from headscope.config import RunConfig
 from headscope.errors import HeadscopeError
 from headscope.run.analyze import analyze
-from headscope.run.shards import merge_shards, parse_shard, read_shard, write_shard
+from headscope.run.shards import analyze_shard, merge_shards, parse_shard, read_shard, write_shard
 
 EWT_DEV = SHARED_DATA / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
 LITBANK = SHARED_DATA / "litbank_coref_sample"
@@ -36,7 +36,7 @@ def _same_scores(one, merged):
 
 
 def _shards(model, data, config, n, folder):
-    return [write_shard(analyze(model, data, config=config, shard=(i, n)), folder / f"part{i}", model=model,
+    return [write_shard(analyze_shard(model, data, config=config, shard=(i, n)), folder / f"part{i}", model=model,
                         data=data, select_on=None, config=config) for i in range(n)]
 
 
@@ -47,11 +47,11 @@ def test_three_shards_merged_equal_one_process(tiny_bert_dir, tmp_path):
     one = analyze(model, None, config=config)
     parts = _shards(model, None, config, 3, tmp_path)
     sizes = [sum(d["scored"] for d in read_shard(p)[0]["datasets"]) for p in parts]
-    assert all(s > 0 for s in sizes) and sum(sizes) == sum(d["scored"] for d in one.meta["datasets"])
+    assert all(s > 0 for s in sizes) and sum(sizes) == sum(d["scored"] for d in one.meta.datasets)
     merged = merge_shards(parts)
     _same_scores(one, merged)
-    assert [d["scored"] for d in merged.meta["datasets"]] == [d["scored"] for d in one.meta["datasets"]]
-    assert merged.meta["merged"]["shards"] == 3
+    assert [d["scored"] for d in merged.meta.datasets] == [d["scored"] for d in one.meta.datasets]
+    assert merged.meta.merged["shards"] == 3
 
 
 @pytest.mark.skipif(not (EWT_DEV.is_file() and LITBANK.is_dir() and GAP.is_file()),
@@ -92,7 +92,7 @@ def test_shards_that_disagree_or_are_broken_fail_in_one_line(tiny_bert_dir, tmp_
     config = RunConfig(tasks=("positional",), bootstrap=0, max_sentences=8)
     p0, p1 = _shards(model, None, config, 2, tmp_path)
     other = RunConfig(tasks=("positional",), bootstrap=0, max_sentences=8, window=5)
-    odd = write_shard(analyze(model, None, config=other, shard=(1, 2)), tmp_path / "odd", model=model, data=None,
+    odd = write_shard(analyze_shard(model, None, config=other, shard=(1, 2)), tmp_path / "odd", model=model, data=None,
                       select_on=None, config=other)
     with pytest.raises(HeadscopeError, match=r"settings differ .* in window \(3 against 5\)"):
         merge_shards([p0, odd])
@@ -100,7 +100,7 @@ def test_shards_that_disagree_or_are_broken_fail_in_one_line(tiny_bert_dir, tmp_
         merge_shards([p0])
     with pytest.raises(HeadscopeError, match="given twice"):
         merge_shards([p0, p0, p1])
-    three = write_shard(analyze(model, None, config=config, shard=(2, 3)), tmp_path / "three", model=model,
+    three = write_shard(analyze_shard(model, None, config=config, shard=(2, 3)), tmp_path / "three", model=model,
                         data=None, select_on=None, config=config)
     with pytest.raises(HeadscopeError, match="split differently"):
         merge_shards([p0, p1, three])

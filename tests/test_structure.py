@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -103,12 +104,66 @@ def test_every_module_says_what_it_owns_in_its_first_line():
         assert doc and doc.strip().splitlines()[0], f"{path} has no docstring"
 
 
-def test_the_cli_and_the_library_name_every_task():
-    from headscope.cli.common import TASKS_HELP
+def rendered_run_help() -> str:
+    """``headscope run --help`` as a terminal 300 columns wide shows it, the table's borders and line breaks
+    turned into single spaces."""
+    from typer.testing import CliRunner
+
+    from headscope.cli.app import app
+
+    done = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert done.exit_code == 0, done.output
+    return " ".join(done.output.replace("│", " ").split())
+
+
+def named_tasks(text: str) -> tuple[list[str], list[str], list[str]]:
+    """The task names that the --tasks help lists: every task, the defaults, the automatic ones."""
+    found = re.search(r"Comma-separated: (.*?) \(see `headscope tasks`\)\. Default: without --data, (.*?) on the "
+                      r"bundled samples; with --data, those of (.*?) that the data supports", text)
+    assert found, text
+    return tuple(part.split(", ") for part in found.groups())
+
+
+def test_the_cli_help_and_the_analyze_docstring_name_every_task():
+    """What the user reads (the rendered ``run --help``, ``analyze``'s docstring) lists the registry's tasks."""
     from headscope.run.analyze import analyze
 
-    for name in TASKS:
-        assert name in TASKS_HELP and f"``{name}``" in analyze.__doc__
+    every, default, auto = named_tasks(rendered_run_help())
+    assert every == list(TASKS)
+    assert default == [t.name for t in TASKS.values() if t.default] == ["syntax", "positional", "pairs"]
+    assert auto == [t.name for t in TASKS.values() if t.auto]
+    doc = " ".join(analyze.__doc__.split())
+    listed = re.search(r"any of (.*?) \(``headscope\.tasks\.TASKS``\)", doc)
+    assert listed and re.findall(r"``(\w+)``", listed.group(1)) == list(TASKS)
+
+
+def test_a_task_added_to_the_registry_is_named_by_the_cli_and_the_library(monkeypatch):
+    """A new entry in ``TASKS`` is all it takes: ``headscope tasks`` lists it at once, and the help texts, which
+    are made when the CLI and ``analyze`` are imported, list it when it is registered before that."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from headscope.cli.app import app
+    from headscope.tasks import Task
+
+    added = Task("zz_added", "sentences", "a task added at test time", lambda b: None, auto=True)
+    monkeypatch.setitem(TASKS, added.name, added)
+    listed = CliRunner().invoke(app, ["tasks"])
+    assert listed.exit_code == 0 and "zz_added    a task added at test time" in listed.output
+    code = (
+        "import re, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from headscope.tasks import TASKS, Task\n"
+        "TASKS['zz_added'] = Task('zz_added', 'sentences', 'a task added at test time', lambda b: None, auto=True)\n"
+        "from test_structure import named_tasks, rendered_run_help\n"
+        "from headscope.run.analyze import analyze\n"
+        "every, default, auto = named_tasks(rendered_run_help())\n"
+        "assert every[-1] == auto[-1] == 'zz_added' and 'zz_added' not in default, (every, default, auto)\n"
+        "assert '``zz_added``' in analyze.__doc__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_figure_stems_are_unique_and_measures_name_their_own_task():

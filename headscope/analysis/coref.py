@@ -82,68 +82,9 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
     sentences: list[Sentence] = []
     windows: list[CorefWindow] = []
     for d, (doc, lengths) in enumerate(zip(documents, token_lengths)):
+        groups, too_long = _pack(lengths, max_tokens, specials)
         starts = doc.sentence_starts()
-        groups: list[list[int]] = []
-        current: list[int] = []
-        used = specials
-        too_long: set[int] = set()
-        for k, n in enumerate(lengths):
-            if n + specials > max_tokens:
-                too_long.add(k)
-                if current:
-                    groups.append(current)
-                current, used = [], specials
-                continue
-            if current and used + n > max_tokens:
-                groups.append(current)
-                current, used = [], specials
-            current.append(k)
-            used += n
-        if current:
-            groups.append(current)
-        infos = mention_infos(doc)
-        words_lower = tuple(w.lower() for w in doc.words)
-        sent_of = []
-        for k, s in enumerate(doc.sentences):
-            sent_of += [k] * len(s.words)
-        window_of = {k: g for g, ks in enumerate(groups) for k in ks}
-        stats.mentions += len(infos)
-        for info in infos:
-            stats.head_rules[info.head_rule] = stats.head_rules.get(info.head_rule, 0) + 1
-            stats.types[info.type] = stats.types.get(info.type, 0) + 1
-        per_window: dict[int, list[Query]] = {g: [] for g in range(len(groups))}
-        for m in infos:
-            record = {"doc_id": doc.doc_id, "start": m.start, "end": m.end, "cluster": m.cluster,
-                      "text": " ".join(doc.words[m.start:m.end + 1]), "head": doc.words[m.head],
-                      "head_rule": m.head_rule, "type": m.type, "status": "first_mention"}
-            stats.table.append(record)
-            # Antecedents end before the mention starts: a mention that contains this one is not one.
-            earlier = [a for a in infos if a.cluster == m.cluster and a.end < m.start]
-            if not earlier:
-                continue
-            stats.with_antecedent += 1
-            k = sent_of[m.start]
-            if k in too_long:
-                stats.dropped_too_long += 1
-                record["status"] = "dropped_sentence_too_long"
-                continue
-            g = window_of[k]
-            lo = starts[groups[g][0]]
-            hi = starts[groups[g][-1]] + len(doc.sentences[groups[g][-1]].words)
-            if not (lo <= m.end < hi):
-                stats.dropped_crosses_window += 1
-                record["status"] = "dropped_mention_crosses_window"
-                continue
-            inside = [a for a in earlier if a.start >= lo]
-            if not inside:
-                stats.dropped_out_of_window += 1
-                record["status"] = "dropped_antecedent_outside_window"
-                continue
-            candidates = [a for a in infos if lo <= a.start and a.end < m.start]
-            per_window[g].append(Query(m.head - lo, m.start - lo, tuple(sorted({a.head - lo for a in inside})),
-                                       m.type, _baselines(m, candidates, words_lower)))
-            record["status"] = "scored"
-            stats.scored += 1
+        per_window = _window_queries(doc, groups, too_long, starts, stats)
         for g, ks in enumerate(groups):
             lo = starts[ks[0]]
             words = tuple(w for k in ks for w in doc.sentences[k].words)
@@ -151,6 +92,81 @@ def make_windows(documents: Sequence[Document], token_lengths: Sequence[Sequence
             windows.append(CorefWindow(doc.doc_id, lo, tuple(per_window[g]), d))
     stats.windows = len(windows)
     return sentences, windows, stats
+
+
+def _pack(lengths: Sequence[int], max_tokens: int, specials: int) -> tuple[list[list[int]], set[int]]:
+    """Sentence indices packed greedily into groups of at most ``max_tokens`` tokens (with ``specials``), and
+    the sentences too long for a window of their own (they end the group before them and join none)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = specials
+    too_long: set[int] = set()
+    for k, n in enumerate(lengths):
+        if n + specials > max_tokens:
+            too_long.add(k)
+            if current:
+                groups.append(current)
+            current, used = [], specials
+            continue
+        if current and used + n > max_tokens:
+            groups.append(current)
+            current, used = [], specials
+        current.append(k)
+        used += n
+    if current:
+        groups.append(current)
+    return groups, too_long
+
+
+def _window_queries(doc: Document, groups: list[list[int]], too_long: set[int], starts: Sequence[int],
+                    stats: WindowStats) -> dict[int, list[Query]]:
+    """Each window's queries (by window index): the document's mentions that have an earlier mention of their
+    cluster inside their window. Counts every mention in ``stats``, and records each in ``stats.table`` with
+    its status (scored, or why not)."""
+    infos = mention_infos(doc)
+    words_lower = tuple(w.lower() for w in doc.words)
+    sent_of = []
+    for k, s in enumerate(doc.sentences):
+        sent_of += [k] * len(s.words)
+    window_of = {k: g for g, ks in enumerate(groups) for k in ks}
+    stats.mentions += len(infos)
+    for info in infos:
+        stats.head_rules[info.head_rule] = stats.head_rules.get(info.head_rule, 0) + 1
+        stats.types[info.type] = stats.types.get(info.type, 0) + 1
+    per_window: dict[int, list[Query]] = {g: [] for g in range(len(groups))}
+    for m in infos:
+        record = {"doc_id": doc.doc_id, "start": m.start, "end": m.end, "cluster": m.cluster,
+                  "text": " ".join(doc.words[m.start:m.end + 1]), "head": doc.words[m.head],
+                  "head_rule": m.head_rule, "type": m.type, "status": "first_mention"}
+        stats.table.append(record)
+        # Antecedents end before the mention starts: a mention that contains this one is not one.
+        earlier = [a for a in infos if a.cluster == m.cluster and a.end < m.start]
+        if not earlier:
+            continue
+        stats.with_antecedent += 1
+        k = sent_of[m.start]
+        if k in too_long:
+            stats.dropped_too_long += 1
+            record["status"] = "dropped_sentence_too_long"
+            continue
+        g = window_of[k]
+        lo = starts[groups[g][0]]
+        hi = starts[groups[g][-1]] + len(doc.sentences[groups[g][-1]].words)
+        if not (lo <= m.end < hi):
+            stats.dropped_crosses_window += 1
+            record["status"] = "dropped_mention_crosses_window"
+            continue
+        inside = [a for a in earlier if a.start >= lo]
+        if not inside:
+            stats.dropped_out_of_window += 1
+            record["status"] = "dropped_antecedent_outside_window"
+            continue
+        candidates = [a for a in infos if lo <= a.start and a.end < m.start]
+        per_window[g].append(Query(m.head - lo, m.start - lo, tuple(sorted({a.head - lo for a in inside})),
+                                   m.type, _baselines(m, candidates, words_lower)))
+        record["status"] = "scored"
+        stats.scored += 1
+    return per_window
 
 
 @dataclass

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..tasks import ALPHA, MARGIN, MIN_N, TASKS, rules
+from ..tasks import ALPHA, MARGIN, MIN_N, TASKS, Tested, rules
 
-__all__ = ["ALPHA", "MARGIN", "MIN_N", "assign_roles", "criteria", "primary_roles", "short_label", "with_evidence"]
+__all__ = ["ALPHA", "MARGIN", "MIN_N", "assign_roles", "criteria", "primary_roles", "short_label", "tested",
+           "with_evidence"]
 
 ROLE_COLUMNS = ["model", "dataset", "layer", "head", "role", "family", "task", "relation", "direction", "metric",
                 "score", "ci_low", "ci_high", "baseline", "baseline_score", "baseline_ci_low", "baseline_ci_high",
@@ -18,20 +20,16 @@ EVIDENCE_COLUMNS = ["ablation_measure", "ablation_effect", "ablation_ci_low", "a
 # The measure that speaks to a role's task, where the ablation measured it (else the ablation's general one).
 ROLE_MEASURES = {"induction": "induction-loss"}
 
-# Tasks with baselines: a head has the role when it beats the best baseline after BH (q < ALPHA).
-TESTED = {t.name: (t.tested.family, t.tested.baseline) for t in TASKS.values() if t.tested is not None}
+def tested() -> dict[str, Tested]:
+    """Tasks with baselines, in task order: a head has the role when it beats the best baseline after BH
+    (q < ALPHA); each task's entry says how the role is named."""
+    return {t.name: t.tested for t in TASKS.values() if t.tested is not None}
 
 
 def criteria(is_decoder: bool) -> list[tuple[str, str]]:
     """``(role, criterion)`` for every role, in words, as the reports print them."""
-    out = [("syntax:<relation> <direction>",
-            f"accuracy beats the best fixed-offset baseline of that relation and direction: one-sided paired "
-            f"bootstrap test over sentences, Benjamini–Hochberg q < {ALPHA} over every head x relation x "
-            f"direction of the dataset, by at least {100 * MARGIN:.0f} points; relation with >= {MIN_N} "
-            f"instances; 'all' is a summary, not a role"),
-           ("coreference", f"antecedent accuracy (coreference documents, resampled by document) beats the best rule "
-                           f"baseline, or GAP accuracy (rows) beats the nearest-name baseline, BH q < {ALPHA}, by at least {100 * MARGIN:.0f} points; >= {MIN_N} "
-                           f"instances")]
+    out = [(t.role.format(relation="<relation>", direction="<direction>"), t.criterion)
+           for t in tested().values() if t.criterion]
     out += [(r.role, r.text) for r in rules(is_decoder)]
     out.append(("control", "with --control random-init, a role also needs its 95% lower bound above the best score "
                            "any head of the re-initialised model reaches on the same measure (otherwise architecture, "
@@ -57,83 +55,102 @@ def _num(x: Any) -> float:
     return float("nan") if x is None or x != x or str(x) == "<NA>" else float(x)
 
 
-def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: str | None = None,
-                 datasets: list[str] | None = None, num_layers: int | None = None, num_heads: int | None = None):
-    """Every head of ``model`` with zero or more roles per dataset, by the criteria in :func:`criteria`.
+@dataclass
+class _Named:
+    """The role rows of one model named so far, and the random-init control each role must beat."""
 
-    Returns a tidy DataFrame (``ROLE_COLUMNS``): one row per (dataset, head, role), plus a row with
-    role ``none`` for each head that has no role on any dataset.
-    """
-    import pandas as pd
+    model: str
+    control: str | None
+    control_best: dict
+    rows: list[dict] = field(default_factory=list)
 
-    own = scores[(scores["model"] == model) & scores["layer"].notna()]
-    if datasets is None:
-        datasets = [d for d in own["dataset"].dropna().unique()]
-    rows: list[dict] = []
-    control_best = _control_table(scores, control)
+    def add(self, r: Any, role: str, family: str, criterion: str, baseline: Any = None) -> bool:
+        """Add head row ``r``'s ``role`` (with the ``baseline`` row it beat) unless the control matches it;
+        whether it was added."""
+        import pandas as pd
 
-    def add(r: Any, role: str, family: str, criterion: str, baseline: Any = None) -> None:
         direction = "" if pd.isna(r["direction"]) else r["direction"]
         nan = float("nan")
-        cbest, clo, chi = control_best.get((r["dataset"], r["task"], r["relation"], direction, r["metric"]),
-                                           (nan, nan, nan))
+        cbest, clo, chi = self.control_best.get((r["dataset"], r["task"], r["relation"], direction, r["metric"]),
+                                                (nan, nan, nan))
         bound = r["score"] if pd.isna(r["ci_low"]) else r["ci_low"]
-        beats = None if control is None or cbest != cbest else bool(bound > cbest)
+        beats = None if self.control is None or cbest != cbest else bool(bound > cbest)
         if beats is False:
-            return
-        rows.append({"model": model, "dataset": r["dataset"], "layer": int(r["layer"]), "head": int(r["head"]),
-                     "role": role, "family": family, "task": r["task"], "relation": r["relation"],
-                     "direction": direction or None, "metric": r["metric"], "score": float(r["score"]),
-                     "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]),
-                     "baseline": None if baseline is None else str(baseline["baseline"]),
-                     "baseline_score": nan if baseline is None else _num(baseline["score"]),
-                     "baseline_ci_low": nan if baseline is None else _num(baseline["ci_low"]),
-                     "baseline_ci_high": nan if baseline is None else _num(baseline["ci_high"]),
-                     "q_value": _num(r["q_value"]), "control_best": cbest, "control_ci_low": clo,
-                     "control_ci_high": chi, "beats_control": beats, "criterion": criterion})
+            return False
+        self.rows.append({
+            "model": self.model, "dataset": r["dataset"], "layer": int(r["layer"]), "head": int(r["head"]),
+            "role": role, "family": family, "task": r["task"], "relation": r["relation"],
+            "direction": direction or None, "metric": r["metric"], "score": float(r["score"]),
+            "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]),
+            "baseline": None if baseline is None else str(baseline["baseline"]),
+            "baseline_score": nan if baseline is None else _num(baseline["score"]),
+            "baseline_ci_low": nan if baseline is None else _num(baseline["ci_low"]),
+            "baseline_ci_high": nan if baseline is None else _num(baseline["ci_high"]),
+            "q_value": _num(r["q_value"]), "control_best": cbest, "control_ci_low": clo, "control_ci_high": chi,
+            "beats_control": beats, "criterion": criterion})
+        return True
 
-    for dataset in datasets:
-        d = own[own["dataset"] == dataset]
-        allrows = scores[(scores["dataset"] == dataset) & (scores["model"] == model)]
-        # Tested roles: heads that beat the best baseline after Benjamini–Hochberg.
-        for task, (family, against) in TESTED.items():
-            t = d[(d["task"] == task) & d["q_value"].notna() & (d["q_value"] < ALPHA) & (d["n"] >= MIN_N)
-                  & (d["relation"] != "all" if task == "syntax" else d["relation"].notna())]
-            if t.empty:
+
+def _significant(heads: Any, task: str, spec: Tested) -> Any:
+    """The head rows of ``task`` that beat their best baseline after BH, on enough instances, and may name a role
+    (not the summary relation; with ``best_of``, each head's best row of that metric only)."""
+    relation = heads["relation"]
+    t = heads[(heads["task"] == task) & heads["q_value"].notna() & (heads["q_value"] < ALPHA)
+              & (heads["n"] >= MIN_N) & (relation != spec.summary if spec.summary is not None
+                                         else relation.notna())]
+    if spec.best_of is not None:
+        t = t[t["metric"] == spec.best_of]
+        t = t.sort_values("score", ascending=False).drop_duplicates(["layer", "head"])
+    return t
+
+
+def _best_baselines(rows: Any, task: str) -> Any:
+    """``task``'s best baseline row per ``(relation, direction, metric)`` (the index)."""
+    bases = rows[(rows["task"] == task) & rows["baseline"].notna()]
+    return (bases.sort_values("score").groupby(["relation", "direction", "metric"], dropna=False)
+            .tail(1).set_index(["relation", "direction", "metric"]))
+
+
+def _tested_roles(heads: Any, rows: Any, named: _Named) -> None:
+    """Roles of the tested tasks: heads that beat the best baseline after Benjamini–Hochberg by ``MARGIN``.
+    ``heads``: one dataset's head rows of the model; ``rows``: all its rows (baselines too)."""
+    for task, spec in tested().items():
+        t = _significant(heads, task, spec)
+        if t.empty:
+            continue
+        best_base = _best_baselines(rows, task)
+        for _, r in t.iterrows():
+            try:
+                b = best_base.loc[(r["relation"], r["direction"], r["metric"])]
+            except KeyError:
+                b = None
+            if b is not None and float(r["score"]) - float(b["score"]) < MARGIN:
                 continue
-            if task in ("coref", "gap"):
-                t = t[t["metric"] == "accuracy"]
-                t = t.sort_values("score", ascending=False).drop_duplicates(["layer", "head"])
-            bases = allrows[(allrows["task"] == task) & allrows["baseline"].notna()]
-            best_base = (bases.sort_values("score").groupby(["relation", "direction", "metric"], dropna=False)
-                         .tail(1).set_index(["relation", "direction", "metric"]))
-            for _, r in t.iterrows():
-                key = (r["relation"], r["direction"], r["metric"])
-                try:
-                    b = best_base.loc[key]
-                except KeyError:
-                    b = None
-                if b is not None and float(r["score"]) - float(b["score"]) < MARGIN:
-                    continue
-                role = f"syntax:{r['relation']} {r['direction']}" if family == "syntax" and task == "syntax" else (
-                    "syntax:tree" if task == "tree" else "coreference")
-                add(r, role, family, f"beats {against} (BH q = {r['q_value']:.2g} < {ALPHA})", b)
-        # Threshold roles on positional and induction measures.
-        have: dict[tuple[int, int], set] = {}
-        for rule in rules(is_decoder):
-            t = d[(d["task"] == rule.task) & (d["relation"] == rule.relation) & (d["metric"] == rule.metric)]
-            if t.empty:
+            named.add(r, spec.role_of(r), spec.family, f"beats {spec.baseline} (BH q = {r['q_value']:.2g} < {ALPHA})",
+                      b)
+
+
+def _threshold_roles(heads: Any, rule_list: list, named: _Named) -> None:
+    """Threshold roles on positional and induction measures (``rules``) of one dataset's head rows."""
+    have: dict[tuple[int, int], set] = {}
+    for rule in rule_list:
+        t = heads[(heads["task"] == rule.task) & (heads["relation"] == rule.relation)
+                  & (heads["metric"] == rule.metric)]
+        if t.empty:
+            continue
+        bound = t["ci_low"].where(t["ci_low"].notna(), t["score"])
+        for _, r in t[bound >= rule.threshold].iterrows():
+            key = (int(r["layer"]), int(r["head"]))
+            if have.get(key, set()) & set(rule.unless):
                 continue
-            bound = t["ci_low"].where(t["ci_low"].notna(), t["score"])
-            for _, r in t[bound >= rule.threshold].iterrows():
-                key = (int(r["layer"]), int(r["head"]))
-                if rule.role == "local window" and have.get(key, set()) & {"previous-token", "next-token", "self"}:
-                    continue
-                before = len(rows)
-                add(r, rule.role, rule.family, rule.text)
-                if len(rows) > before:
-                    have.setdefault(key, set()).add(rule.role)
-    roles = pd.DataFrame(rows, columns=ROLE_COLUMNS)
+            if named.add(r, rule.role, rule.family, rule.text):
+                have.setdefault(key, set()).add(rule.role)
+
+
+def _with_unnamed(roles: Any, own: Any, model: str, num_layers: int | None, num_heads: int | None) -> Any:
+    """``roles`` with a ``none`` row for each head of the grid that has no role, typed and sorted."""
+    import pandas as pd
+
     if num_layers is None:
         num_layers = int(own["layer"].max()) + 1 if len(own) else 0
     if num_heads is None:
@@ -147,8 +164,27 @@ def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: 
     roles["layer"] = roles["layer"].astype("int64")
     roles["head"] = roles["head"].astype("int64")
     roles["beats_control"] = roles["beats_control"].astype("boolean")
-    roles = roles.sort_values(["layer", "head", "family", "role"], ignore_index=True)
-    return roles
+    return roles.sort_values(["layer", "head", "family", "role"], ignore_index=True)
+
+
+def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: str | None = None,
+                 datasets: list[str] | None = None, num_layers: int | None = None, num_heads: int | None = None):
+    """Every head of ``model`` with zero or more roles per dataset, by the criteria in :func:`criteria`.
+
+    Returns a tidy DataFrame (``ROLE_COLUMNS``): one row per (dataset, head, role), plus a row with
+    role ``none`` for each head that has no role on any dataset.
+    """
+    import pandas as pd
+
+    own = scores[(scores["model"] == model) & scores["layer"].notna()]
+    if datasets is None:
+        datasets = [d for d in own["dataset"].dropna().unique()]
+    named = _Named(model, control, _control_table(scores, control))
+    for dataset in datasets:
+        heads = own[own["dataset"] == dataset]
+        _tested_roles(heads, scores[(scores["dataset"] == dataset) & (scores["model"] == model)], named)
+        _threshold_roles(heads, rules(is_decoder), named)
+    return _with_unnamed(pd.DataFrame(named.rows, columns=ROLE_COLUMNS), own, model, num_layers, num_heads)
 
 
 def with_evidence(roles: Any, ablation: Any) -> Any:

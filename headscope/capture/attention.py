@@ -228,39 +228,61 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     with the values (one QK^T serves both). Outside one, it is transformers' SDPA, so a model left with
     this implementation still runs as usual.
     """
-    import torch
-
     state = _session.get()
     if state is None or (state.watch is not None and module not in state.watch):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    softcap = kwargs.get("softcap")
-    sinks = kwargs.get("s_aux")
-    bias = kwargs.get("position_bias")
+        return _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs)
     layer = state.next_layer(module)
     if state.edit is not None:
-        causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
-        inputs = Inputs(module, query, key, value, attention_mask, query.shape[-1] ** -0.5 if scaling is None
-                        else scaling, causal and query.shape[2] > 1, softcap, sinks, bias)
-        if state.on_attention is None and softcap is None and sinks is None and bias is None:
-            from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-            out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                            scaling=scaling, is_causal=is_causal, **kwargs)
-            return state.edit(layer, out, inputs), None
-        edit, state.edit = state.edit, None
-        try:
-            state.position -= 1
-            out, _ = attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal,
-                                       **kwargs)
-        finally:
-            state.edit = edit
-        return edit(layer, out, inputs), None
+        return _edited(state, layer, module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs)
+    softcap = kwargs.get("softcap")
+    sinks = kwargs.get("s_aux")
     if not state.modules:
         state.calls.append(Call(module, query.shape[1], key.shape[1], _is_causal(attention_mask), sinks is not None,
                                 softcap, kwargs.get("sliding_window"), query.shape[2], key.shape[2]))
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
+    return _read_layer(state, layer, query, key, value, attention_mask, scaling, causal, softcap, sinks,
+                       kwargs.get("position_bias")), None
+
+
+def _sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float, scaling: Any,
+          is_causal: Any, kwargs: dict) -> tuple[Any, Any]:
+    """transformers' own SDPA attention, as the model would run it without headscope."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, **kwargs)
+
+
+def _edited(state: Session, layer: int, module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+            dropout: float, scaling: Any, is_causal: Any, kwargs: dict) -> tuple[Any, None]:
+    """The layer's output with the session's edit applied: computed by SDPA when nothing reads the
+    probabilities and the model adds nothing to the scores; otherwise by this function, which also hands
+    the probabilities to the session."""
+    softcap = kwargs.get("softcap")
+    sinks = kwargs.get("s_aux")
+    bias = kwargs.get("position_bias")
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", False))
+    inputs = Inputs(module, query, key, value, attention_mask, query.shape[-1] ** -0.5 if scaling is None
+                    else scaling, causal and query.shape[2] > 1, softcap, sinks, bias)
+    if state.on_attention is None and softcap is None and sinks is None and bias is None:
+        out, _ = _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs)
+        return state.edit(layer, out, inputs), None
+    edit, state.edit = state.edit, None
+    try:
+        state.position -= 1     # the call below counts this layer again
+        out, _ = attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal,
+                                   **kwargs)
+    finally:
+        state.edit = edit
+    return edit(layer, out, inputs), None
+
+
+def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, attention_mask: Any, scaling: Any,
+                causal: bool, softcap: Any, sinks: Any, bias: Any) -> Any:
+    """The layer's output ``[batch, query, head, dim]`` as P·V, its probabilities computed (and handed to the
+    session) in blocks of query rows. ``causal``: the module's (or the call's) causal flag."""
+    import torch
+
     n_rep = query.shape[1] // value.shape[1]
     keys = key.repeat_interleave(n_rep, dim=1) if n_rep > 1 else key
     values = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
@@ -273,10 +295,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     keys_t = keys.float().transpose(-1, -2)
     if blocked:
         keys_t = keys_t.contiguous()  # each block reads a prefix of the keys' columns
-    # Row facts from the scores: entropy = logsumexp * (row mass) - sum_j p_j s_j, where logsumexp is
-    # max s - log max p and sum_j p_j s_j is one pass over the scores and probabilities already made (no
-    # logarithm over the map, no product with the keys). Exact for plain scores; softcap and position bias
-    # change the scores after q k, so there the entropy is read from the probabilities.
+    # row facts are read from plain scores, which the model changes no further after q k (see _row_facts)
     plain = softcap is None and bias is None and (attention_mask is None or attention_mask.dtype == torch.bool)
     facts = state.row_stats and state.on_attention is not None
     out = values.new_empty((b, heads, q_len, values.shape[-1])) if blocked else None
@@ -284,8 +303,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities)
         buffers = (queries.new_empty(b * heads * step * k_len), queries.new_empty(b * heads * step * k_len))
     # A causal mask that transformers skipped (no padding, no window that bites): each block makes its rows.
-    implicit = (attention_mask is None and q_len > 1 and k_len == q_len
-                and bool(is_causal if is_causal is not None else getattr(module, "is_causal", False)))
+    implicit = attention_mask is None and q_len > 1 and k_len == q_len and causal
     triangle = None
     real = state.real if state.real is not None and tuple(state.real.shape) == (b, q_len) else None
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
@@ -293,19 +311,8 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     for r0 in range(0, q_len, step):
         r1 = min(q_len, r0 + step)
         width = min(k_len, r1) if blocked and state.causal else k_len
-        mask, mask_from = attention_mask, 0
-        if mask is not None and mask.dim() == 4:
-            mask = mask[:, :, r0:r1, :width]
-        elif implicit and width == r1:
-            # the causal rule's rows: keys left of the block are visible, the square at its diagonal is a
-            # triangle (the same one for every block of the layer)
-            if triangle is None:
-                pos = torch.arange(step, device=query.device)
-                triangle = (pos <= pos.unsqueeze(1)).view(1, 1, step, step)
-            mask, mask_from = triangle[..., : r1 - r0, : r1 - r0], r0
-        elif implicit:
-            rows_at = torch.arange(r0, r1, device=query.device).unsqueeze(1)
-            mask = (torch.arange(width, device=query.device) <= rows_at).view(1, 1, r1 - r0, width)
+        mask, mask_from, triangle = _block_mask(attention_mask, implicit, triangle, r0, r1, step, width,
+                                                query.device)
         shape = (b, heads, r1 - r0, width)
         s_out, p_out = ((buf[: b * heads * (r1 - r0) * width].view(shape) for buf in buffers)
                         if buffers[0] is not None else (None, None))
@@ -322,26 +329,67 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         if state.on_attention is None:
             continue
         state.row_start = r0
-        state.visible = state.key_mask = None
-        if mask is not None and mask.dtype == torch.bool and mask.dim() == 4 and not implicit:
-            # Layers of one kind share one mask: its visible keys are counted once per forward and block,
-            # and scorers see the same mask object (the implicit one is the plain causal rule they know).
-            seen = state.visible_of
-            if seen is None or seen[0] is not attention_mask or seen[1] != (r0, r1, width):
-                seen = state.visible_of = (attention_mask, (r0, r1, width), mask.sum(-1)[:, 0], mask[:, 0])
-            state.visible = seen[2]
-            state.key_mask = seen[3]
+        _share_visible(state, attention_mask, mask if not implicit else None, (r0, r1, width))
         state.rows = None
         if facts:
-            if plain:
-                conf = probs.amax(-1)
-                lse = _log_normaliser(probs, scores, conf, r0 if k_len == q_len else None,
-                                      real[:, r0:r1] if real is not None else None)
-                expected = torch.einsum("bhqk,bhqk->bhq", probs, scores)     # sum_j p_j s_j
-                entropy = lse * probs.sum(-1) - expected if sinks is not None else lse - expected
-                # a row with no visible key (padding, never read) could overflow to inf: keep it finite
-                state.rows = RowStats(entropy.nan_to_num_(0.0, 0.0, 0.0).clamp_(min=0), conf)
-            else:
-                state.rows = row_stats(probs)
+            state.rows = _row_facts(probs, scores, plain, sinks is not None, r0 if k_len == q_len else None,
+                                    real[:, r0:r1] if real is not None else None)
         state.on_attention(layer, probs)
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
+
+
+def _block_mask(attention_mask: Any, implicit: bool, triangle: Any, r0: int, r1: int, step: int, width: int,
+                device: Any) -> tuple[Any, int, Any]:
+    """The mask of query rows ``r0:r1`` over the first ``width`` keys; the column it starts at (``mask_from``
+    of ``block_probabilities``: 0, or the block's first row for the implicit causal rule's triangle); and that
+    triangle, made at the layer's first block and the same for all of them (``triangle``: the one made so
+    far, or None)."""
+    import torch
+
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask[:, :, r0:r1, :width], 0, triangle
+    if implicit and width == r1:
+        # the causal rule's rows: keys left of the block are visible, the square at its diagonal is a triangle
+        if triangle is None:
+            pos = torch.arange(step, device=device)
+            triangle = (pos <= pos.unsqueeze(1)).view(1, 1, step, step)
+        return triangle[..., : r1 - r0, : r1 - r0], r0, triangle
+    if implicit:
+        rows_at = torch.arange(r0, r1, device=device).unsqueeze(1)
+        return (torch.arange(width, device=device) <= rows_at).view(1, 1, r1 - r0, width), 0, triangle
+    return attention_mask, 0, triangle
+
+
+def _share_visible(state: Session, attention_mask: Any, mask: Any, block: tuple[int, int, int]) -> None:
+    """Tell the session which keys each row of the block ``(r0, r1, width)`` may see (``visible``,
+    ``key_mask``), from the model's boolean mask ``mask`` of the block (None: the plain causal rule, or no
+    mask). Layers of one kind share one mask: its visible keys are counted once per forward and block, and
+    scorers see the same mask object (the implicit one is the plain causal rule they know)."""
+    import torch
+
+    state.visible = state.key_mask = None
+    if mask is not None and mask.dtype == torch.bool and mask.dim() == 4:
+        seen = state.visible_of
+        if seen is None or seen[0] is not attention_mask or seen[1] != block:
+            seen = state.visible_of = (attention_mask, block, mask.sum(-1)[:, 0], mask[:, 0])
+        state.visible = seen[2]
+        state.key_mask = seen[3]
+
+
+def _row_facts(probs: Any, scores: Any, plain: bool, sinks: bool, diagonal_from: int | None, real: Any) -> RowStats:
+    """A block's ``RowStats``. Plain scores (no softcap, no position bias, no additive mask): entropy =
+    logsumexp * (row mass) - sum_j p_j s_j, where logsumexp is max s - log max p and sum_j p_j s_j is one pass
+    over the scores and probabilities already made (no logarithm over the map, no product with the keys).
+    Softcap and position bias change the scores after q k, so there the entropy is read from the
+    probabilities. ``diagonal_from``, ``real``: as ``_log_normaliser`` takes them; ``sinks``: the model has
+    attention sinks (rows sum to less than 1)."""
+    import torch
+
+    if not plain:
+        return row_stats(probs)
+    conf = probs.amax(-1)
+    lse = _log_normaliser(probs, scores, conf, diagonal_from, real)
+    expected = torch.einsum("bhqk,bhqk->bhq", probs, scores)     # sum_j p_j s_j
+    entropy = lse * probs.sum(-1) - expected if sinks else lse - expected
+    # a row with no visible key (padding, never read) could overflow to inf: keep it finite
+    return RowStats(entropy.nan_to_num_(0.0, 0.0, 0.0).clamp_(min=0), conf)

@@ -281,3 +281,21 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
                             for j in sorted(c.rows.get(0, {}))}
         out.append(item)
     return out
+
+
+def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None) -> list[dict]:
+    """Every head's word-level attention for each sentence, one sentence per forward.
+
+    Returns dicts with ``sent_id``, ``words``, ``labels`` (the words, then the special tokens in
+    input order, as the columns of the maps), ``attention`` (float32 ``[layer, head, col, col]``:
+    rows averaged over a word's pieces, columns summed, as every scorer sees them) and ``links``
+    (``links.read_links``: what the attention viewer shows).
+    """
+    import numpy as np
+
+    out = []
+    for item in read_links(loaded, sentences, keep_rows="all", bos_id=bos_id):
+        rows = item.pop("rows")
+        item["attention"] = np.stack([rows[j] for j in range(len(item["words"]))], axis=2)
+        out.append(item)
+    return out

@@ -65,8 +65,6 @@ FORCE_HELP = ("Write into --out even when it holds files headscope did not write
               "same-named files are replaced) or another kind of headscope output (replaced whole).")
 TRUST_HELP = ("Let a model folder run its own Python code (auto_map in its config). Off by default: read the code "
               "first.")
-# what a dataset's 'scored' counts, by its kind (run.json)
-UNITS = {"documents": "document windows", "gap": "rows", "pairs": "pair sentences", "generated": "sequences"}
 
 
 def setup_logging() -> None:

@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import ExplainConfig
 from .common import FORCE_HELP, TRUST_HELP, check_out, fail, setup_logging
+
+EXPLAIN = ExplainConfig()
 
 
 def explain(
@@ -33,10 +36,10 @@ def explain(
                                                                       "(a document up to the model's length) "
                                                                       "instead of SENTENCE.")] = None,
     links: Annotated[int, typer.Option("--links", min=1, max=64, help="Strongest links per word that "
-                                                                       "explain.html carries.")] = 5,
+                                                                       "explain.html carries.")] = EXPLAIN.links,
     attention_memory: Annotated[float, typer.Option("--attention-memory", min=1.0, help="MiB one layer's "
                                                     "attention may take; longer inputs are read in row blocks.")]
-    = 512,
+    = EXPLAIN.attention_memory,
 ) -> None:
     """Which heads link a word of one sentence (or document) to which other words, with roles from a previous
     run; --out also writes explain.html, an attention viewer."""
@@ -52,8 +55,9 @@ def explain(
         check_out(out, "explain", force)
     try:
         text = read_document(file) if file is not None else sentence
-        result = run_explain(text, word, model=model, run=run_dir, prepend_bos=prepend_bos, device=device,
-                             trust_remote_code=trust_remote_code, links=links, attention_memory=attention_memory)
+        config = ExplainConfig(links=links, attention_memory=attention_memory, prepend_bos=prepend_bos, device=device,
+                               trust_remote_code=trust_remote_code)
+        result = run_explain(text, word, model=model, run=run_dir, config=config)
         if out is not None:
             result.save(out, force=force)
     except HeadscopeError as exc:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import ProbeConfig
 from .common import FORCE_HELP, TRUST_HELP, Control, OnError, check_out, command_line, fail, setup_logging
 
 
@@ -31,7 +32,8 @@ def probe(
     = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for control targets, PCA and the random-init model.")]
     = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")]
+    = ProbeConfig().batch_size,
     device: Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda.")] = None,
     on_error: Annotated[OnError, typer.Option("--on-error", help="Malformed sentences: fail, or skip and count.")]
     = OnError.fail,

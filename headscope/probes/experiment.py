@@ -157,9 +157,7 @@ def probe(model: Any = "minilm", train: Any = None, test: Any = None, *, config:
     from ..models.loading import load_model, random_init
     from ..run.provenance import package_versions
 
-    if config is not None and options:
-        raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
-    cfg = config if config is not None else ProbeConfig.of(options)
+    cfg = ProbeConfig.given(config, options)
     probe_list, feature_list, control, seed = list(cfg.probes), list(cfg.features), cfg.control, cfg.seed
     max_train_sentences, max_test_sentences, on_error = cfg.max_train_sentences, cfg.max_test_sentences, cfg.on_error
     batch_size, alpha, pca_dim, drop_heads = cfg.batch_size, cfg.alpha, cfg.pca_dim, cfg.drop_heads

@@ -122,9 +122,9 @@ def role_grid(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
     return grid
 
 
-def _evidence(meta: dict, named: Any) -> dict | None:
+def _evidence(meta: Any, named: Any) -> dict | None:
     """What the run's ablation was, and how many role assignments it found no effect for (None: no ablation)."""
-    ablation = meta.get("ablation")
+    ablation = meta.ablation
     if not ablation or "no_effect" not in named:
         return None
     return {"rule": ablation.get("no_effect_rule"), "method": ablation.get("method"),
@@ -139,10 +139,10 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
 
     meta = result.meta
     info = result.model
-    control = (meta.get("control") or {}).get("model")
-    selection = meta.get("selection") or {}
+    control = (meta.control or {}).get("model")
+    selection = meta.selection or {}
     select_on = (selection.get("select_on") or [None])[0]
-    report_sets = [d["name"] for d in meta.get("datasets", []) if d["name"] not in (selection.get("select_on") or [])]
+    report_sets = [d["name"] for d in meta.datasets if d["name"] not in (selection.get("select_on") or [])]
     tops = {}
     for name in report_sets:
         tops[name] = top_heads(result.scores, model=info.name, dataset=name, control=control,
@@ -164,16 +164,16 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
         "summary": {
             "model": info.name, "description": info.describe(), "is_decoder": bool(info.is_decoder),
             "layers": info.num_layers, "heads": info.num_heads, "kv_heads": info.num_kv_heads,
-            "tasks": meta.get("tasks", []), "complete": bool(meta.get("complete", True)),
-            "datasets": meta.get("datasets", []), "control": meta.get("control"), "selection": selection or None,
-            "bootstrap": meta.get("config", {}).get("bootstrap"),
+            "tasks": meta.tasks, "complete": bool(meta.complete),
+            "datasets": meta.datasets, "control": meta.control, "selection": selection or None,
+            "bootstrap": meta.config.get("bootstrap"),
             "head_names": "L<layer>.H<head>, both 0-based (Clark et al. print 1-based layer-head)",
         },
         "roles": {
             "criteria": [{"role": r, "criterion": c} for r, c in criteria(info.is_decoder)]
             + ([{"role": "no intervals", "criterion": "this run has no intervals (--bootstrap 0): the threshold roles "
                  "used the point estimates and no head was tested against its baseline"}]
-               if not meta.get("config", {}).get("bootstrap") else []),
+               if not meta.config.get("bootstrap") else []),
             "heads_with_a_role": int(info.num_layers * info.num_heads - n_none),
             "heads_without_a_role": n_none,
             "tested_roles_beating_baseline": int(len(tested)),
@@ -186,8 +186,8 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
         "control": control_summary,
         "examples": [{"dataset": e.get("dataset"), "sent_id": e.get("sent_id"), "words": e["words"],
                       "labels": e["labels"]} for e in getattr(result, "examples", [])],
-        "provenance": {"command": command or meta.get("command") or "headscope (library call)",
-                       "versions": meta.get("versions", {}), "config": meta.get("config", {}),
-                       "seconds": meta.get("seconds"),
-                       "datasets": [{k: d.get(k) for k in ("name", "path", "sha256")} for d in meta.get("datasets", [])]},
+        "provenance": {"command": command or meta.command or "headscope (library call)",
+                       "versions": meta.versions, "config": meta.config,
+                       "seconds": meta.seconds,
+                       "datasets": [{k: d.get(k) for k in ("name", "path", "sha256")} for d in meta.datasets]},
     }

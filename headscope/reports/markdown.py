@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .sections import Data, build_sections, effect_text, interval_text, q_text, score_text
+from .sections import Data, effect_text, interval_text, q_text, score_text
 
 _MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]",
                "\\": "\\\\", "\n": " ", "\r": " "}
@@ -15,14 +15,14 @@ def md_text(value: Any) -> str:
     return "".join(_MD_ESCAPES.get(c, c) for c in str(value))
 
 
-def _kv_groups(info: Any) -> str | None:
+def _kv_groups(heads: int, kv_heads: int) -> str | None:
     """One line naming each key/value head's query heads (GQA/MQA); None when every head has its own."""
-    if info.num_kv_heads >= info.num_heads:
+    if kv_heads >= heads:
         return None
-    size = info.kv_group_size
+    size = heads // kv_heads
     groups = ", ".join(f"H{k * size}–H{k * size + size - 1} → KV {k}" if size > 1 else f"H{k} → KV {k}"
-                       for k in range(info.num_kv_heads))
-    return (f"- Key/value groups ({'MQA' if info.num_kv_heads == 1 else 'GQA'}): {groups}; query heads are what is "
+                       for k in range(kv_heads))
+    return (f"- Key/value groups ({'MQA' if kv_heads == 1 else 'GQA'}): {groups}; query heads are what is "
             f"scored, and `kv_head` in scores.csv names each one's group.")
 
 
@@ -168,39 +168,48 @@ def _control_section(content: dict) -> list[str]:
     return lines
 
 
-def render_markdown(result: Any, figure_files: list[str], content: dict | None = None) -> str:
-    meta = result.meta
-    info = result.model
-    selection = meta.get("selection") or {}
-    lines = [f"# headscope report: {md_text(info.name)}", "",
-             f"- Model: {md_text(info.describe())}",
-             f"- Tasks: {', '.join(meta.get('tasks', []))}",
+def _header(content: dict) -> list[str]:
+    """The report's opening list: the model, the tasks, the data and how each dataset was read, the control and
+    the held-out selection."""
+    summary, provenance = content["summary"], content["provenance"]
+    selection = summary.get("selection") or {}
+    lines = [f"# headscope report: {md_text(summary['model'])}", "",
+             f"- Model: {md_text(summary['description'])}",
+             f"- Tasks: {', '.join(summary.get('tasks', []))}",
              "- Heads are named `L<layer>.H<head>`, both 0-based (Clark et al. print 1-based `layer-head`)."]
-    kv = _kv_groups(info)
+    kv = _kv_groups(summary["heads"], summary["kv_heads"])
     if kv:
         lines.append(kv)
-    if not meta.get("complete", True):
+    if not summary.get("complete", True):
         lines.append("- **Run interrupted: these results cover only the inputs scored before the stop** (counts "
                      "per dataset below). Batches run in a seeded random order, so the inputs scored are a random "
                      "sample of the batches, not the shortest inputs.")
-    for d in meta.get("datasets", []):
+    for d in summary.get("datasets", []):
         lines.append(f"- Data {md_text(d['name'])} ({d.get('kind', '?')}; tasks {', '.join(d.get('tasks', []))}): "
-                     + _data_line(d, meta["config"]["max_length"]))
-    if meta.get("control"):
-        lines.append(f"- Control: {md_text(meta['control']['model'])}, {meta['control']['description']}.")
+                     + _data_line(d, provenance["config"]["max_length"]))
+    control = summary.get("control")
+    if control:
+        lines.append(f"- Control: {md_text(control['model'])}, {control['description']}.")
     if selection:
         lines.append(f"- Held-out selection: best heads chosen on {md_text(', '.join(selection['select_on']))}, "
                      f"reported on {md_text(', '.join(selection['report_on']))}.")
-    if content is not None:
-        lines += _roles_section(content)
-        lines += _top_section(content)
-        lines += _control_section(content)
+    return lines
+
+
+def render_markdown(result: Any, figure_files: list[str], content: dict | None = None) -> str:
+    """report.md, drawn from the content model (``content.build_content``; built here when not given)."""
+    if content is None:
+        from .content import build_content
+
+        content = build_content(result, result.roles)
+    lines = _header(content)
+    lines += _roles_section(content)
+    lines += _top_section(content)
+    lines += _control_section(content)
     lines += ["", "## Details by dataset"]
-    details = content["details"] if content is not None and "details" in content else \
-        [s.record() for s in build_sections(result)]
-    for section in details:
+    for section in content["details"]:
         lines += render_section(section)
-    if content is not None and content.get("examples") and content.get("example_heads"):
+    if content.get("examples") and content.get("example_heads"):
         lines += ["", "## Example sentences", "",
                   "Word-level attention maps of " + ", ".join(content.get("example_heads", [])) +
                   " for these sentences are in `figures/example_*.png` and in report.html:", ""]
@@ -208,10 +217,11 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
     if figure_files:
         lines += ["", "## Figures", ""]
         lines += [f"![{md_text(f)}](figures/{md_text(f)})" for f in figure_files]
-    v = meta.get("versions", {})
+    v = content["provenance"].get("versions", {})
+    seconds = content["provenance"].get("seconds")
     lines += ["", "## Provenance", "",
               f"headscope {v.get('headscope', '?')}, torch {v.get('torch', '?')}, transformers "
-              f"{v.get('transformers', '?')}, Python {v.get('python', '?')}; run took {meta.get('seconds', '?')} s. "
+              f"{v.get('transformers', '?')}, Python {v.get('python', '?')}; run took {'?' if seconds is None else seconds} s. "
               "Full configuration, versions and dataset checksums are in `run.json`; every number is in `scores.csv`.",
               ""]
     return "\n".join(lines)

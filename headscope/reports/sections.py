@@ -406,10 +406,10 @@ def build_sections(result: Any) -> list[Section]:
     meta = result.meta
     info = result.model
     df = result.scores[result.scores["model"] == info.name]
-    selection = meta.get("selection") or {}
+    selection = meta.selection or {}
     select_on = (selection.get("select_on") or [None])[0]
     out = []
-    for d in meta.get("datasets", []):
+    for d in meta.datasets:
         name = d["name"]
         if name in (selection.get("select_on") or []):
             continue

@@ -36,7 +36,7 @@ def write_report(result: Any, out_dir: Path, *, figures: bool = True, command: s
     ``folder.staged_output``; a folder of other files is refused unless ``force``). Tables come
     first, so a failing figure never costs them. Ctrl-C while figures are drawn stops the drawing;
     the tables, reports and run.json are still written, and the run is marked partial
-    (``result.meta["complete"] = False``, ``interrupted`` says where).
+    (``result.meta.complete`` is False, ``interrupted`` says where).
     """
     from ..run.interrupts import shielded
     from .folder import staged_output
@@ -56,7 +56,7 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
     started = time.perf_counter()
     scores = result.scores
     write_csv(scores, out_dir / "scores.csv")
-    run = dict(result.meta)
+    run = result.meta.record()
     if command is not None:
         run["command"] = command
     run.setdefault("command", "headscope (library call)")
@@ -84,7 +84,7 @@ def _write_run(result: Any, out_dir: Path, *, figures: bool, command: str | None
             log.warning("interrupted %s", interrupted)
             drawn.keep_finished(out_dir / "figures")
     if interrupted:
-        result.meta.update(complete=False, interrupted=interrupted)
+        result.meta.stopped(interrupted)
         run.update(complete=False, interrupted=interrupted)
         content["summary"]["complete"] = False
     _write_reports(result, content, drawn, out_dir)

@@ -6,11 +6,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..config import RunConfig
 from ..errors import HeadscopeError
+from .state import RunState
 from .jobs import Job, as_sources, bos_meta, jobs_of, make_job, plan_jobs, source_kinds, unique_names
 from ..tasks import TASKS, auto_tasks, default_tasks
 from ..types import Corpus
@@ -36,7 +37,7 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
     the loss of a finished run.
     """
     from ..capture.alignment import encode_sentences
-    from .explain import word_maps
+    from ..capture.links import word_maps
 
     if count <= 0:
         return []
@@ -98,142 +99,327 @@ def _restore(scorers: list, states: list[list[dict]]) -> list:
     return out
 
 
-def _score_jobs(loaded: Any, jobs: list[Job], *, bootstrap: int, seed: int, progress: Any, progress_state: dict,
-                partial_on_interrupt: bool, bos_id: int | None, batch_size: int, attention_memory: float = 512,
-                shard: tuple[int, int] | None = None, restored: dict | None = None, collect: dict | None = None,
-                checkpoint: Any = None) -> tuple[list, list, dict, str | None]:
-    """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance).
+class _Feed:
+    """The capture's callbacks for one job: every scorer sees each batch and layer; the inputs scored so far are
+    counted (and, with a checkpoint, saved every few batches)."""
 
-    The last item says where Ctrl-C stopped the run (None: it ran to the end); with
-    ``partial_on_interrupt`` everything finished before that point is still returned. ``shard`` ``(i, n)``:
-    only the inputs whose index is i modulo n are read, and each job's scorer states go into ``collect``
-    (``{"k|name": [state, ...]}``, k the job's place). ``restored`` (``{"k|name": ([[state per shard] per
-    scorer], inputs scored)}``):
-    a job's scorers are rebuilt from its shards' states instead of read from the model. ``checkpoint`` (a
-    ``shards.Checkpoint``): the states are saved every few batches, and a job it holds goes on from there.
-    """
-    import pandas as pd
+    def __init__(self, scorers: list, state: RunState, model: str, job_key: str) -> None:
+        self.scorers, self.state, self.model, self.job_key = scorers, state, model, job_key
+        self.done: list = []           # the inputs scored so far (a checkpoint records them)
+        self.scored = 0
 
+    def batch_start(self, batch: Any) -> None:
+        for s in self.scorers:
+            s.start_batch(batch)
+
+    def layer(self, layer: int, weights: Any, batch: Any) -> None:
+        from ..analysis.base import LayerView
+
+        view = LayerView(layer, weights, batch)
+        for s in self.scorers:
+            s.update(view)
+
+    def batch_end(self, batch: Any) -> None:
+        for s in self.scorers:
+            s.end_batch()
+        self.scored += batch.size
+        checkpoint = self.state.checkpoint
+        if checkpoint is not None:
+            self.done.extend(e.index for e in batch.encoded)
+            checkpoint.batch_done(self.model, self.job_key, self.scorers, self.done, self.scored)
+        self.state.advance(batch.size)
+
+
+def _inputs(loaded: Any, job: Job, *, bos_id: int | None, shard: tuple[int, int] | None) -> tuple[list, int]:
+    """The job's inputs that the model can read (this shard's), and how many were too long for it."""
     from ..capture.alignment import encode_sentences
-    from ..analysis.base import LayerView
+
+    info = loaded.info
+    if not job.sentences:
+        raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
+    encoded_all = job.encoded
+    if encoded_all is None:
+        encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id, max_length=info.max_length)
+    encoded = [e for e in encoded_all if len(e) <= info.max_length]
+    too_long = len(job.sentences) - len(encoded)
+    if not encoded:
+        raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
+                             f"{info.max_length} tokens")
+    if shard is not None:          # this shard's inputs (it may have none when there are more shards)
+        encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
+    if too_long:
+        log.warning("%s: %d inputs longer than %d tokens were skipped", job.name, too_long, info.max_length)
+    return encoded, too_long
+
+
+def _read(loaded: Any, job: Job, job_key: str, encoded: list, cfg: RunConfig, state: RunState) -> _Feed:
+    """Score the job's inputs (or restore its scorers from a checkpoint or from the shards' states)."""
     from ..capture.session import capture
+
+    info = loaded.info
+    feed = _Feed(job.scorers, state, info.name, job_key)
+    prior = state.checkpoint.prior(info.name, job_key) if state.checkpoint is not None else None
+    restored = state.restored_for(info.name)
+
+    def where() -> str:
+        log.warning("interrupted after %d inputs; results are partial", state.done)
+        return f"while scoring: {state.done} of {state.total} inputs were scored"
+
+    with state.stop_point(where):
+        if prior is not None:          # resumed: the sums so far, and only the inputs not yet scored
+            feed.scorers = job.scorers = _restore(feed.scorers, [[st] for st in prior["states"]])
+            feed.done[:], feed.scored = list(prior["done"]), prior["n"]
+            finished = set(prior["done"])
+            encoded = [e for e in encoded if e.index not in finished]
+            state.done += feed.scored
+        if restored is not None and job_key in restored:
+            feed.scorers = job.scorers = _restore(feed.scorers, restored[job_key][0])
+            feed.scored = restored[job_key][1]
+        elif encoded:
+            capture(loaded, job.sentences, encoded, feed.layer, batch_size=cfg.batch_size,
+                    on_batch_start=feed.batch_start, on_batch_end=feed.batch_end,
+                    block_rows=block_rows(feed.scorers, info.num_heads, cfg.attention_memory),
+                    row_stats=any(getattr(s, "wants_row_stats", False) for s in feed.scorers))
+    return feed
+
+
+def _collect(job: Job, scorers: list, bootstrap: int, seed: int, state: RunState, tables: list, extra: dict) -> None:
+    """Each scorer's intervals and result tables (a Ctrl-C here keeps what is collected)."""
+    import pandas as pd
 
     from .interrupts import shielded
 
+    for s in scorers:
+        if bootstrap and state.interrupted is None and callable(getattr(s, "intervals", None)):
+            with state.stop_point("while computing intervals: the scores have no intervals from that task on"):
+                s.intervals(n_boot=bootstrap, seed=seed)
+        with shielded() as noted:
+            df = s.result()
+            if len(df):
+                tables.append(df.assign(dataset=job.name))
+            summary = getattr(s, "summary", None)
+            if callable(summary):
+                job.meta.update(summary())
+            for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
+                extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
+                    if key in extra else table.assign(dataset=job.name)
+        if noted.hit and state.partial_on_interrupt and state.interrupted is None:
+            state.interrupted = "while collecting the scores: the tasks after it were not collected"
+
+
+def _score_job(loaded: Any, job: Job, k: int, cfg: RunConfig, state: RunState, *, bos_id: int | None,
+               tables: list, extra: dict) -> dict:
+    """Read one job's inputs with the model, and collect its scorers into ``tables`` and ``extra``; returns the
+    dataset's provenance for run.json."""
     info = loaded.info
-    interrupted: str | None = None
-    tables, datasets = [], []
+    job_key = f"{k}|{job.name}"    # a dataset can feed two jobs (documents: coref, and positional)
+    kept, too_long = _inputs(loaded, job, bos_id=bos_id, shard=state.shard)
+    feed = _read(loaded, job, job_key, kept, cfg, state)
+    if state.interrupted is None and job.meta.get("kind") == "generated":
+        from ..analysis.induction import in_context_loss
+
+        with state.stop_point("while checking the in-context loss (not recorded)"):
+            job.meta["in_context_loss"] = (
+                in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
+                else {"skipped": "not a causal language model (next-token loss is undefined)"})
+    collect = state.collect_for(info.name)
+    if collect is not None:
+        collect[job_key] = [s.state() for s in feed.scorers]
+    if state.checkpoint is not None and state.interrupted is None:
+        state.checkpoint.job_done(info.name, job_key, feed.scorers, feed.done, feed.scored)
+    _collect(job, feed.scorers, 0 if state.shard else cfg.bootstrap, cfg.seed, state, tables, extra)
+    return {**job.meta, **bos_meta(loaded, kept), "sentences": len(job.sentences), "scored": feed.scored,
+            "skipped_too_long": too_long, "words_replaced_by_unk": sum(e.replaced_words for e in kept)}
+
+
+def _score_jobs(loaded: Any, jobs: list[Job], cfg: RunConfig, state: RunState, *, bos_id: int | None
+                ) -> tuple[list, list, dict]:
+    """Run one model over every job's inputs; each job's scorers end in tables (and per-dataset provenance).
+    A Ctrl-C (with ``state.partial_on_interrupt``) stops after the job it came in, noted in ``state``."""
+    tables: list = []
+    datasets: list = []
     extra: dict = {}  # further tables (e.g. mentions) -> <name>.csv
     for k, job in enumerate(jobs):
-        job_key = f"{k}|{job.name}"    # a dataset can feed two jobs (documents: coref, and positional)
-        if not job.sentences:
-            raise HeadscopeError(f"{job.meta['path'] or job.name}: no input to score (the data is empty)")
-        encoded_all = job.encoded
-        if encoded_all is None:
-            encoded_all = encode_sentences(loaded.tokenizer, job.sentences, bos_id=bos_id, max_length=info.max_length)
-        encoded = [e for e in encoded_all if len(e) <= info.max_length]
-        too_long = len(job.sentences) - len(encoded)
-        if not encoded:
-            raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
-                                 f"{info.max_length} tokens")
-        if shard is not None:          # this shard's inputs (it may have none when there are more shards)
-            encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
-        kept = encoded
-        done: list = []                # the inputs scored so far (a checkpoint records them)
-        prior = checkpoint.prior(info.name, job_key) if checkpoint is not None else None
-        if too_long:
-            log.warning("%s: %d inputs longer than %d tokens were skipped", job.name, too_long, info.max_length)
-        scorers = job.scorers
-        scored = {"n": 0}
-
-        def on_batch_start(batch):
-            for s in scorers:
-                s.start_batch(batch)
-
-        def on_layer(layer, weights, batch):
-            view = LayerView(layer, weights, batch)
-            for s in scorers:
-                s.update(view)
-
-        def on_batch_end(batch):
-            for s in scorers:
-                s.end_batch()
-            scored["n"] += batch.size
-            if checkpoint is not None:
-                done.extend(e.index for e in batch.encoded)
-                checkpoint.batch_done(info.name, job_key, scorers, done, scored["n"])
-            progress_state["done"] += batch.size
-            if progress is not None:
-                progress(progress_state["done"], progress_state["total"])
-
-        try:
-            if prior is not None:          # resumed: the sums so far, and only the inputs not yet scored
-                scorers = job.scorers = _restore(scorers, [[st] for st in prior["states"]])
-                done[:], scored["n"] = list(prior["done"]), prior["n"]
-                finished = set(prior["done"])
-                encoded = [e for e in encoded if e.index not in finished]
-                progress_state["done"] += scored["n"]
-            if restored is not None and job_key in restored:
-                scorers = job.scorers = _restore(scorers, restored[job_key][0])
-                scored["n"] = restored[job_key][1]
-            elif encoded:
-                capture(loaded, job.sentences, encoded, on_layer, batch_size=batch_size,
-                        on_batch_start=on_batch_start, on_batch_end=on_batch_end,
-                        block_rows=block_rows(scorers, info.num_heads, attention_memory),
-                        row_stats=any(getattr(s, "wants_row_stats", False) for s in scorers))
-        except KeyboardInterrupt:
-            if not partial_on_interrupt:
-                raise
-            interrupted = f"while scoring: {progress_state['done']} of {progress_state['total']} inputs were scored"
-            log.warning("interrupted after %d inputs; results are partial", progress_state["done"])
-        if interrupted is None and job.meta.get("kind") == "generated":
-            from ..analysis.induction import in_context_loss
-
-            try:
-                job.meta["in_context_loss"] = (
-                    in_context_loss(loaded.model, job.scorers[0].sequences) if info.is_decoder
-                    else {"skipped": "not a causal language model (next-token loss is undefined)"})
-            except KeyboardInterrupt:
-                if not partial_on_interrupt:
-                    raise
-                interrupted = "while checking the in-context loss (not recorded)"
-        if collect is not None:
-            collect[job_key] = [s.state() for s in scorers]
-        if checkpoint is not None and interrupted is None:
-            checkpoint.job_done(info.name, job_key, scorers, done, scored["n"])
-        for s in scorers:
-            if bootstrap and interrupted is None and callable(getattr(s, "intervals", None)):
-                try:
-                    s.intervals(n_boot=bootstrap, seed=seed)
-                except KeyboardInterrupt:
-                    if not partial_on_interrupt:
-                        raise
-                    interrupted = "while computing intervals: the scores have no intervals from that task on"
-            with shielded() as noted:
-                df = s.result()
-                if len(df):
-                    tables.append(df.assign(dataset=job.name))
-                summary = getattr(s, "summary", None)
-                if callable(summary):
-                    job.meta.update(summary())
-                for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
-                    extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
-                        if key in extra else table.assign(dataset=job.name)
-            if noted.hit and partial_on_interrupt and interrupted is None:
-                interrupted = "while collecting the scores: the tasks after it were not collected"
-        datasets.append({**job.meta, **bos_meta(loaded, kept),
-                         "sentences": len(job.sentences), "scored": scored["n"],
-                         "skipped_too_long": too_long,
-                         "words_replaced_by_unk": sum(e.replaced_words for e in kept)})
-        if interrupted is not None:
+        datasets.append(_score_job(loaded, job, k, cfg, state, bos_id=bos_id, tables=tables, extra=extra))
+        if state.interrupted is not None:
             break
-    return tables, datasets, extra, interrupted
+    return tables, datasets, extra
+
+
+@dataclass
+class _Plan:
+    """What a run reads: its tasks, and each dataset (the selection data last) with the tasks that run on it."""
+
+    tasks: list[str]
+    jobs: list          # [(dataset, [task, ...]), ...]
+    selection: list     # the same, of the selection data only
+
+
+def _plan(data: Any, select_on: Any, cfg: RunConfig) -> _Plan:
+    """The datasets and the tasks that run on each, bundled data filling in where a task has none."""
+    from ..analysis.induction import RepeatedTokens
+
+    sources = as_sources(data, keep_subtypes=cfg.keep_subtypes, on_error=cfg.on_error,
+                         max_sentences=cfg.max_sentences, fmt=cfg.fmt)
+    task_list = list(cfg.tasks) if cfg.tasks is not None else None
+    if task_list is None:
+        kinds = set().union(*(source_kinds(s) for s in sources)) if sources else set()
+        task_list = auto_tasks(kinds) if sources else default_tasks()
+    repeats = RepeatedTokens(count=cfg.induction_count, length=cfg.induction_length, seed=cfg.seed)
+    plan = plan_jobs(task_list, unique_names(sources), keep_subtypes=cfg.keep_subtypes,
+                     max_sentences=cfg.max_sentences, repeats=repeats)
+    if cfg.documents is not None:
+        from ..datasets.documents import documents as join_documents
+
+        plan = [(join_documents(s, cfg.documents) if isinstance(s, Corpus) else s, ts) for s, ts in plan]
+    return _Plan(task_list, plan, [])
+
+
+def _selection(select_on: Any, plan: _Plan, cfg: RunConfig) -> list:
+    """The jobs of the held-out selection data (``select_on``), named apart from the reported data."""
+    if select_on is None:
+        return []
+    picked = as_sources(select_on, keep_subtypes=cfg.keep_subtypes, on_error=cfg.on_error,
+                        max_sentences=cfg.max_sentences, fmt=cfg.fmt)
+    if len(picked) > 1:
+        raise HeadscopeError(f"--select-on takes one dataset, got {len(picked)}; join them into one file")
+    plan_names = {s.name for s, _ in plan.jobs}
+    selection = []
+    for src in picked:
+        name = src.name if src.name not in plan_names else f"{src.name} (selection)"
+        src = src if name == src.name else dataclasses.replace(src, name=name)
+        ts = [t for t in plan.tasks if TASKS[t].data in source_kinds(src)]
+        if not ts:
+            raise HeadscopeError(f"--select-on {getattr(src, 'path', '') or src.name}: none of the tasks "
+                                 f"{', '.join(plan.tasks)} can run on it")
+        selection.extend(jobs_of(src, ts))
+    return selection
+
+
+@dataclass
+class _Scored:
+    """Every model's scores, further tables and dataset provenance."""
+
+    tables: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    datasets: list = field(default_factory=list)
+    control_datasets: list = field(default_factory=list)
+
+
+def _score_models(models: list, plan: _Plan, cfg: RunConfig, state: RunState, *, bos_id: int | None,
+                  lead: bool) -> _Scored:
+    """Score every model (the model, then its control) on every job of the plan."""
+    import pandas as pd
+
+    from ..schema import frame
+
+    out = _Scored()
+    jobs_plan = plan.jobs + plan.selection
+    for m in models:
+        jobs = [make_job(s, ts, m, max_sentences=cfg.max_sentences, window=cfg.window, bos_id=bos_id, lead=lead,
+                         keep_units=cfg.bootstrap > 0) for s, ts in jobs_plan]
+        if m is models[0]:
+            state.total = sum(len(j.sentences) for j in jobs) * len(models)
+        tables, model_datasets, extra = _score_jobs(m, jobs, cfg, state, bos_id=bos_id)
+        frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
+        frame_["model"] = pd.array([m.info.name] * len(frame_), dtype="string")
+        out.tables.append(frame_)
+        for key, table in extra.items():
+            table = table.assign(model=m.info.name)
+            out.extra[key] = pd.concat([out.extra[key], table], ignore_index=True) if key in out.extra else table
+        if m is models[0]:
+            out.datasets = model_datasets
+        else:
+            out.control_datasets = model_datasets
+        if state.interrupted is not None:
+            break
+    return out
+
+
+def _meta(cfg: RunConfig, plan: _Plan, models: list, scored: _Scored, state: RunState, seconds: float) -> Any:
+    """run.json's account of the run: what ran, on what, and whether it finished."""
+    from .provenance import package_versions
+    from .result import RunMeta
+
+    loaded, info, control = models[0], models[0].info, cfg.control
+    picked = {x.name for x, _ in plan.selection}
+    return RunMeta(
+        complete=state.interrupted is None, interrupted=state.interrupted, tasks=plan.tasks,
+        config=cfg.record(device=str(loaded.device), max_length=info.max_length, tasks=plan.tasks,
+                          devices=sorted({str(p.device) for p in loaded.model.parameters()}),
+                          weights_dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", "")),
+        model=asdict(info), models=[m.info.name for m in models],
+        control=({"kind": control, "model": models[1].info.name, "seed": cfg.seed,
+                  "description": "the same architecture and tokenizer with freshly initialised weights "
+                                 "(torch seed = --seed), scored on the same data in the same run",
+                  "datasets": scored.control_datasets} if control else None),
+        selection=({"select_on": [s.name for s, _ in plan.selection],
+                    "report_on": [s.name for s, _ in plan.jobs if s.name not in picked]} if plan.selection else None),
+        datasets=scored.datasets, versions=package_versions(), seconds=round(seconds, 3),
+        shard={"index": state.shard[0], "count": state.shard[1]} if state.shard else None)
+
+
+def _load(model: Any, tokenizer: Any, cfg: RunConfig) -> tuple[list, int | None, bool]:
+    """The model (and its random-init control), the token that leads every input, and whether one does."""
+    from ..models.loading import leading_token, load_model
+
+    loaded = load_model(model, tokenizer=tokenizer, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                        part=cfg.part, dtype=cfg.dtype, device_map=cfg.device_map)
+    lead = loaded.info.is_decoder if cfg.prepend_bos is None else cfg.prepend_bos
+    models = [loaded]
+    if cfg.control == "random-init":
+        from ..models.loading import random_init
+
+        models.append(random_init(loaded, seed=cfg.seed))
+    return models, leading_token(loaded, cfg.prepend_bos), lead
+
+
+def _finish(models: list, plan: _Plan, scored: _Scored, cfg: RunConfig, state: RunState, *, bos_id: int | None,
+            t0: float) -> Any:
+    """The result: the score table with its q-values, the example maps and run.json's account."""
+    import pandas as pd
+
+    from ..schema import frame
+    from .interrupts import Noted, interruptible, shielded
+    from .result import AnalysisResult
+
+    loaded, info = models[0], models[0].info
+    # Past this point a Ctrl-C is noted, not raised (when partial results are wanted): the scores are done.
+    with (shielded() if state.partial_on_interrupt else contextlib.nullcontext(Noted())) as noted:
+        scores = pd.concat(scored.tables, ignore_index=True) if scored.tables else frame([])
+        scores["dataset"] = scores["dataset"].astype("string")
+        scores["model"] = scores["model"].astype("string")
+        scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
+        add_q_values(scores)
+        examples = []
+        if state.interrupted is None and cfg.n_examples and not noted.hit:
+            with state.stop_point("while making the example maps (the report has none)"):
+                with interruptible() if state.partial_on_interrupt else contextlib.nullcontext():
+                    examples = _examples(loaded, plan.jobs + plan.selection, cfg.n_examples, bos_id=bos_id)
+        if noted.hit and state.interrupted is None:
+            state.interrupted = "after scoring, while collecting the results"
+        meta = _meta(cfg, plan, models, scored, state, time.perf_counter() - t0)
+    return AnalysisResult(scores=scores, model=info, meta=meta, tables=scored.extra, examples=examples,
+                          states=state.states)
+
+
+def run_analysis(model: Any, data: Any, cfg: RunConfig, state: RunState, *, tokenizer: Any = None,
+                 select_on: Any = None) -> Any:
+    """``analyze`` as one part of a larger run: a shard, a launcher's rank, a merge of shards, a checkpointed or
+    interruptible run (``state``; see :class:`headscope.run.state.RunState`)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    plan = _plan(data, select_on, cfg)
+    models, bos_id, lead = _load(model, tokenizer, cfg)
+    plan.selection = _selection(select_on, plan, cfg)
+    scored = _score_models(models, plan, cfg, state, bos_id=bos_id, lead=lead)
+    return _finish(models, plan, scored, cfg, state, bos_id=bos_id, t0=t0)
 
 
 def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None = None, tokenizer: Any = None,
-            select_on: Any = None, progress: Callable[[int, int], None] | None = None,
-            partial_on_interrupt: bool = False, shard: tuple[int, int] | None = None, restored: dict | None = None,
-            checkpoint: Any = None, **options: Any):
+            select_on: Any = None, progress: Callable[[int, int], None] | None = None, **options: Any):
     """Score every attention head of ``model`` on ``data`` for the given tasks.
 
     ``model``: alias (``minilm``), Hugging Face id, local folder, ``nn.Module`` (with ``tokenizer``)
@@ -261,140 +447,12 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     ``documents``: join consecutive sentences of each treebank or text into documents of at most this
     many words (sentence boundaries, trees and tags kept), for the long-range measures; inputs longer
     than the model are skipped. ``part="decoder"``: read an encoder-decoder's decoder self-attention,
-    teacher-forced on the input, instead of its encoder (see ``load_model``). ``shard=(i, n)``: read only
-    the inputs whose index is i modulo n, and keep the scorers' states (``result.states``, no intervals);
-    ``restored``: the shards' states (``headscope.run.shards.merge_shards``), which take the place of the
-    forward passes. ``checkpoint`` (``headscope.run.shards.Checkpoint``): save the scorer states every few
-    batches, and go on from the states it holds (a run resumed after a kill). Returns an :class:`AnalysisResult`.
+    teacher-forced on the input, instead of its encoder (see ``load_model``). ``progress(done, total)`` is
+    called after each batch. Shards, checkpoints and interruptible runs: :func:`run_analysis`
+    (``headscope.run.shards.analyze_shard`` for one shard). Returns an :class:`AnalysisResult`.
     """
-    import pandas as pd
-    import torch
-
-    from .interrupts import Noted, interruptible, shielded
-    from ..models.loading import leading_token, load_model
-    from .provenance import package_versions
-    from .result import AnalysisResult
-    from ..schema import frame
-
-    if config is not None and options:
-        raise HeadscopeError(f"give the settings as config= or as keywords, not both (got {', '.join(options)})")
-    cfg = config if config is not None else RunConfig.of(options)
-    tasks, batch_size, device, max_sentences = cfg.tasks, cfg.batch_size, cfg.device, cfg.max_sentences
-    keep_subtypes, on_error, fmt, window, seed = cfg.keep_subtypes, cfg.on_error, cfg.fmt, cfg.window, cfg.seed
-    induction_count, induction_length, prepend_bos = cfg.induction_count, cfg.induction_length, cfg.prepend_bos
-    bootstrap, control, n_examples, trust_remote_code = cfg.bootstrap, cfg.control, cfg.n_examples, cfg.trust_remote_code
-    attention_memory, documents, part = cfg.attention_memory, cfg.documents, cfg.part
-    task_list = list(tasks) if tasks is not None else None
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    sources = as_sources(data, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences, fmt=fmt)
-    if task_list is None:
-        kinds = set().union(*(source_kinds(s) for s in sources)) if sources else set()
-        task_list = auto_tasks(kinds) if sources else default_tasks()
-    from ..analysis.induction import RepeatedTokens
-
-    repeats = RepeatedTokens(count=induction_count, length=induction_length, seed=seed)
-    plan = plan_jobs(task_list, unique_names(sources), keep_subtypes=keep_subtypes, max_sentences=max_sentences,
-                 repeats=repeats)
-    if documents is not None:
-        from ..datasets.documents import documents as join_documents
-
-        plan = [(join_documents(s, documents) if isinstance(s, Corpus) else s, ts) for s, ts in plan]
-    loaded = load_model(model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code, part=part,
-                        dtype=cfg.dtype, device_map=cfg.device_map)
-    info = loaded.info
-    lead = info.is_decoder if prepend_bos is None else prepend_bos
-    bos_id = leading_token(loaded, prepend_bos)
-    models = [loaded]
-    if control == "random-init":
-        from ..models.loading import random_init
-
-        models.append(random_init(loaded, seed=seed))
-    selection = []
-    if select_on is not None:
-        picked = as_sources(select_on, keep_subtypes=keep_subtypes, on_error=on_error, max_sentences=max_sentences,
-                             fmt=fmt)
-        if len(picked) > 1:
-            raise HeadscopeError(f"--select-on takes one dataset, got {len(picked)}; join them into one file")
-        plan_names = {s.name for s, _ in plan}
-        for src in picked:
-            name = src.name if src.name not in plan_names else f"{src.name} (selection)"
-            src = src if name == src.name else dataclasses.replace(src, name=name)
-            ts = [t for t in task_list if TASKS[t].data in source_kinds(src)]
-            if not ts:
-                raise HeadscopeError(f"--select-on {getattr(src, 'path', '') or src.name}: none of the tasks "
-                                     f"{', '.join(task_list)} can run on it")
-            selection.extend(jobs_of(src, ts))
-    plan = plan + selection
-    progress_state = {"done": 0, "total": 0}
-    all_tables, all_extra, interrupted = [], {}, None
-    datasets: list = []
-    control_datasets: list = []
-    states: dict = {}           # a shard's scorer states: {model: {job: [state, ...]}}
-    for m in models:
-        jobs = [make_job(s, ts, m, max_sentences=max_sentences, window=window, bos_id=bos_id, lead=lead,
-                          keep_units=bootstrap > 0) for s, ts in plan]
-        if m is loaded:
-            progress_state["total"] = sum(len(j.sentences) for j in jobs) * len(models)
-        tables, model_datasets, extra, interrupted = _score_jobs(
-            m, jobs, bootstrap=0 if shard else bootstrap, seed=seed, progress=progress, progress_state=progress_state,
-            partial_on_interrupt=partial_on_interrupt, bos_id=bos_id, batch_size=batch_size,
-            attention_memory=attention_memory, shard=shard,
-            restored=(restored or {}).get(m.info.name) if restored is not None else None,
-            collect=states.setdefault(m.info.name, {}) if shard else None, checkpoint=checkpoint)
-        frame_ = pd.concat(tables, ignore_index=True) if tables else frame([])
-        frame_["model"] = pd.array([m.info.name] * len(frame_), dtype="string")
-        all_tables.append(frame_)
-        for key, table in extra.items():
-            table = table.assign(model=m.info.name)
-            all_extra[key] = pd.concat([all_extra[key], table], ignore_index=True) if key in all_extra else table
-        if m is loaded:
-            datasets = model_datasets
-        else:
-            control_datasets = model_datasets
-        if interrupted is not None:
-            break
-    # Past this point a Ctrl-C is noted, not raised (when partial results are wanted): the scores are done.
-    with (shielded() if partial_on_interrupt else contextlib.nullcontext(Noted())) as noted:
-        scores = pd.concat(all_tables, ignore_index=True) if all_tables else frame([])
-        scores["dataset"] = scores["dataset"].astype("string")
-        scores["model"] = scores["model"].astype("string")
-        scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
-        add_q_values(scores)
-        examples = []
-        if interrupted is None and n_examples and not noted.hit:
-            try:
-                with interruptible() if partial_on_interrupt else contextlib.nullcontext():
-                    examples = _examples(loaded, plan, n_examples, bos_id=bos_id)
-            except KeyboardInterrupt:
-                if not partial_on_interrupt:
-                    raise
-                interrupted = "while making the example maps (the report has none)"
-        if noted.hit and interrupted is None:
-            interrupted = "after scoring, while collecting the results"
-        meta = {
-            "complete": interrupted is None,
-            **({"interrupted": interrupted} if interrupted else {}),
-            "tasks": task_list,
-            "config": cfg.record(device=str(loaded.device), max_length=info.max_length, tasks=task_list,
-                                 devices=sorted({str(p.device) for p in loaded.model.parameters()}),
-                                 weights_dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", "")),
-            "model": asdict(info),
-            "models": [m.info.name for m in models],
-            "control": ({"kind": control, "model": models[1].info.name, "seed": seed,
-                         "description": "the same architecture and tokenizer with freshly initialised weights "
-                                        "(torch seed = --seed), scored on the same data in the same run",
-                         "datasets": control_datasets}
-                        if control else None),
-            "selection": ({"select_on": [s.name for s, _ in selection],
-                           "report_on": [s.name for s, _ in plan if s.name not in {x.name for x, _ in selection}]}
-                          if selection else None),
-            "datasets": datasets,
-            "versions": package_versions(),
-            "seconds": round(time.perf_counter() - t0, 3),
-            **({"shard": {"index": shard[0], "count": shard[1]}} if shard else {}),
-        }
-    return AnalysisResult(scores=scores, model=info, meta=meta, tables=all_extra, examples=examples, states=states)
+    cfg = RunConfig.given(config, options)
+    return run_analysis(model, data, cfg, RunState(progress=progress), tokenizer=tokenizer, select_on=select_on)
 
 
 # the task lists of the docstring come from the registry

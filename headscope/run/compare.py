@@ -20,7 +20,7 @@ KEYS = ["dataset", "task", "relation", "direction", "metric", "layer", "head"]
 def _as_run(run: Any) -> tuple[Any, dict, str]:
     """(scores, meta, label) from an AnalysisResult or a run folder."""
     if hasattr(run, "scores") and hasattr(run, "meta"):
-        return run.scores, run.meta, str(run.model.name)
+        return run.scores, run.meta.record(), str(run.model.name)
     scores, meta = read_run(Path(run))
     main = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
     return scores, meta, main or (str(scores["model"].iloc[0]) if len(scores) else str(run))
@@ -142,40 +142,69 @@ def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str |
     import numpy as np
 
     scores_a, meta_a, label_a = _as_run(a)
-    meta_b = meta_a
     if b is None:
-        control = (meta_a.get("control") or {}).get("model")
-        if control is None:
-            models = [m for m in scores_a["model"].dropna().unique() if m != label_a]
-            if not models:
-                raise HeadscopeError("compare needs two runs, or one run made with --control random-init")
-            control = models[0]
-        scores_b, label_b = scores_a, control
+        scores_b, meta_b, label_b = scores_a, meta_a, _control_of(scores_a, meta_a, label_a)
     else:
         scores_b, meta_b, label_b = _as_run(b)
     label_a = model_a or label_a
     label_b = model_b or label_b
-    ha = scores_a[(scores_a["model"] == label_a) & scores_a["baseline"].isna() & scores_a["layer"].notna()
-                  & (scores_a["metric"] != "offset")]
-    hb = scores_b[(scores_b["model"] == label_b) & scores_b["baseline"].isna() & scores_b["layer"].notna()
-                  & (scores_b["metric"] != "offset")]
-    for h, label, which in ((ha, label_a, "A"), (hb, label_b, "B")):
-        if h.empty:
-            have = sorted(set((scores_a if which == "A" else scores_b)["model"].dropna()))
-            raise HeadscopeError(f"run {which} has no head scores for model {label!r}; it has {', '.join(have)}")
-    grid_a = (int(ha["layer"].max()) + 1, int(ha["head"].max()) + 1)
-    grid_b = (int(hb["layer"].max()) + 1, int(hb["head"].max()) + 1)
-    for meta, label, which in ((meta_a, label_a, "A"), (meta_b, label_b, "B")):
-        m = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-        if m.get("name") == label and m.get("num_layers") and m.get("num_heads"):
-            if which == "A":
-                grid_a = (int(m["num_layers"]), int(m["num_heads"]))
-            else:
-                grid_b = (int(m["num_layers"]), int(m["num_heads"]))
+    ha = _head_rows(scores_a, label_a, "A")
+    hb = _head_rows(scores_b, label_b, "B")
+    grid_a, grid_b = _grid(ha, meta_a, label_a), _grid(hb, meta_b, label_b)
     if grid_a != grid_b:
         raise HeadscopeError(f"{label_a} has {grid_a[0]} layers x {grid_a[1]} heads and {label_b} has "
                              f"{grid_b[0]} x {grid_b[1]}: a per-head comparison needs the same layer x head grid "
                              f"(compare each run's report for the best heads instead)")
+    table = _differences(ha, hb)
+    table.insert(0, "model_b", label_b)
+    table.insert(0, "model_a", label_a)
+    with_ci = int(np.isfinite(table["ci_low"]).sum())
+    notes = [] if b is None else _dataset_notes(table, meta_a, meta_b)
+    for note in notes:
+        log.warning("compare: %s", note)
+    meta = {"interval": ("95% intervals of A − B combine each run's bootstrap interval as if the runs were "
+                         "independent (wider than a paired interval when the two runs' per-sentence scores are "
+                         "positively correlated, narrower when negatively)." if with_ci else
+                         "The runs carry no intervals (--bootstrap 0), so the differences have none."),
+            "pairs": len(table), "with_interval": with_ci, "warnings": notes}
+    return Comparison(label_a=label_a, label_b=label_b, table=table, meta=meta)
+
+
+def _control_of(scores: Any, meta: dict, label: str) -> str:
+    """The random-init control's model name in a run's scores (its run.json's, else the other model there)."""
+    control = (meta.get("control") or {}).get("model")
+    if control is None:
+        models = [m for m in scores["model"].dropna().unique() if m != label]
+        if not models:
+            raise HeadscopeError("compare needs two runs, or one run made with --control random-init")
+        control = models[0]
+    return control
+
+
+def _head_rows(scores: Any, label: str, which: str) -> Any:
+    """Model ``label``'s head rows (no baselines, no offset measures) of run ``which`` (A or B); none is an error."""
+    h = scores[(scores["model"] == label) & scores["baseline"].isna() & scores["layer"].notna()
+               & (scores["metric"] != "offset")]
+    if h.empty:
+        have = sorted(set(scores["model"].dropna()))
+        raise HeadscopeError(f"run {which} has no head scores for model {label!r}; it has {', '.join(have)}")
+    return h
+
+
+def _grid(heads: Any, meta: dict, label: str) -> tuple[int, int]:
+    """``(layers, heads)`` of model ``label``: from the run's model record where it is that model's, else the
+    largest layer and head scored."""
+    m = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    if m.get("name") == label and m.get("num_layers") and m.get("num_heads"):
+        return int(m["num_layers"]), int(m["num_heads"])
+    return int(heads["layer"].max()) + 1, int(heads["head"].max()) + 1
+
+
+def _differences(ha: Any, hb: Any) -> Any:
+    """The head x measure pairs present in both runs: KEYS, each run's score, interval and n (``_a``, ``_b``),
+    ``diff`` (A − B), its interval (the two runs' combined as independent) and ``clear``."""
+    import numpy as np
+
     cols = KEYS + ["score", "ci_low", "ci_high", "n"]
     left = ha[cols].astype({"direction": "string"}).fillna({"direction": ""})
     right = hb[cols].astype({"direction": "string"}).fillna({"direction": ""})
@@ -194,24 +223,18 @@ def compare(a: Any, b: Any = None, *, model_a: str | None = None, model_b: str |
     table["ci_low"] = d - np.sqrt(ea_lo ** 2 + eb_hi ** 2)
     table["ci_high"] = d + np.sqrt(ea_hi ** 2 + eb_lo ** 2)
     table["clear"] = (table["ci_low"] > 0) | (table["ci_high"] < 0)
-    table.insert(0, "model_b", label_b)
-    table.insert(0, "model_a", label_a)
-    with_ci = int(np.isfinite(table["ci_low"]).sum())
+    return table
+
+
+def _dataset_notes(table: Any, meta_a: dict, meta_b: dict) -> list[str]:
+    """Warnings about datasets compared under one name that are another file, or another number of inputs."""
     notes = []
-    if b is not None:
-        sets_a = {d.get("name"): d for d in meta_a.get("datasets", []) if isinstance(d, dict)}
-        sets_b = {d.get("name"): d for d in meta_b.get("datasets", []) if isinstance(d, dict)}
-        for name in sorted(set(table["dataset"].dropna()) & set(sets_a) & set(sets_b)):
-            da, db = sets_a[name], sets_b[name]
-            if da.get("sha256") and db.get("sha256") and da["sha256"] != db["sha256"]:
-                notes.append(f"dataset {name} is a different file in the two runs (sha256 differs)")
-            elif da.get("scored") != db.get("scored"):
-                notes.append(f"dataset {name}: {da.get('scored')} inputs scored in A, {db.get('scored')} in B")
-    for note in notes:
-        log.warning("compare: %s", note)
-    meta = {"interval": ("95% intervals of A − B combine each run's bootstrap interval as if the runs were "
-                         "independent (wider than a paired interval when the two runs' per-sentence scores are "
-                         "positively correlated, narrower when negatively)." if with_ci else
-                         "The runs carry no intervals (--bootstrap 0), so the differences have none."),
-            "pairs": len(table), "with_interval": with_ci, "warnings": notes}
-    return Comparison(label_a=label_a, label_b=label_b, table=table, meta=meta)
+    sets_a = {d.get("name"): d for d in meta_a.get("datasets", []) if isinstance(d, dict)}
+    sets_b = {d.get("name"): d for d in meta_b.get("datasets", []) if isinstance(d, dict)}
+    for name in sorted(set(table["dataset"].dropna()) & set(sets_a) & set(sets_b)):
+        da, db = sets_a[name], sets_b[name]
+        if da.get("sha256") and db.get("sha256") and da["sha256"] != db["sha256"]:
+            notes.append(f"dataset {name} is a different file in the two runs (sha256 differs)")
+        elif da.get("scored") != db.get("scored"):
+            notes.append(f"dataset {name}: {da.get('scored')} inputs scored in A, {db.get('scored')} in B")
+    return notes

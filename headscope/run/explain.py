@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..config import ExplainConfig
 from ..errors import HeadscopeError
 from .reading import load_roles, roles_for, roles_path
 from ..types import Sentence
@@ -29,26 +30,6 @@ def split_words(text: str) -> Sentence:
     words = tuple(m.group() for m in matches)
     space_after = tuple(m.end() < len(text) and text[m.end()].isspace() for m in matches)
     return Sentence(words=words, sent_id="explain", space_after=space_after)
-
-
-def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None) -> list[dict]:
-    """Every head's word-level attention for each sentence, one sentence per forward.
-
-    Returns dicts with ``sent_id``, ``words``, ``labels`` (the words, then the special tokens in
-    input order, as the columns of the maps), ``attention`` (float32 ``[layer, head, col, col]``:
-    rows averaged over a word's pieces, columns summed, as every scorer sees them) and ``links``
-    (``links.read_links``: what the attention viewer shows).
-    """
-    import numpy as np
-
-    from ..capture.links import read_links
-
-    out = []
-    for item in read_links(loaded, sentences, keep_rows="all", bos_id=bos_id):
-        rows = item.pop("rows")
-        item["attention"] = np.stack([rows[j] for j in range(len(item["words"]))], axis=2)
-        out.append(item)
-    return out
 
 
 def weight_text(x: float) -> str:
@@ -217,16 +198,16 @@ class Explanation:
 
 
 def explain(sentence: str | Sequence[str], word: str | int | None = None, *, model: Any = "minilm",
-            run: str | Path | None = None, prepend_bos: bool | None = None, device: str | None = None,
-            trust_remote_code: bool = False, links: int = 5, attention_memory: float = 512) -> Explanation:
+            run: str | Path | None = None, config: ExplainConfig | None = None, **options: Any) -> Explanation:
     """For one sentence, which heads link ``word`` to which other words.
 
     ``sentence``: running text (split into words and punctuation, clitics apart) or a list of
     words. ``word``: the word (first match, case-insensitive) or its 0-based index; default the first
     pronoun, else the last word. ``run``: a previous run's output folder, whose roles.csv names each
-    head's role. ``links``: each word's strongest links that the viewer (``explain.html``) carries; the
-    input is read in query-row blocks within ``attention_memory`` MiB per layer, so a document up to the
-    model's length works. Returns an :class:`Explanation` (``table`` has one row per head, strongest first).
+    head's role. The settings are those of :class:`headscope.config.ExplainConfig`, as keywords or ``config=``:
+    ``links``: each word's strongest links that the viewer (``explain.html``) carries; the input is read in
+    query-row blocks within ``attention_memory`` MiB per layer, so a document up to the model's length works;
+    ``prepend_bos``, ``device``, ``trust_remote_code`` as for ``analyze``. Returns an :class:`Explanation` (``table`` has one row per head, strongest first).
     """
     import numpy as np
     import pandas as pd
@@ -234,6 +215,7 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     from ..capture.links import read_links
     from ..models.loading import leading_token, load_model
 
+    cfg = ExplainConfig.given(config, options)
     sent = split_words(sentence) if isinstance(sentence, str) else Sentence(words=tuple(sentence), sent_id="explain")
     if not sent.words:
         raise HeadscopeError("the sentence has no words")
@@ -241,10 +223,11 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
         raise HeadscopeError("the sentence needs at least two words to link one to another")
     index = _pick_word(sent.words, word)
     table_roles = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
-    loaded = load_model(model, device=device, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     roles = roles_for(table_roles, loaded.info, path=roles_path(run)) if run is not None else {}
-    bos_id = leading_token(loaded, prepend_bos)
-    (m,) = read_links(loaded, [sent], k=links, keep_rows=[{index}], bos_id=bos_id, attention_memory=attention_memory)
+    bos_id = leading_token(loaded, cfg.prepend_bos)
+    (m,) = read_links(loaded, [sent], k=cfg.links, keep_rows=[{index}], bos_id=bos_id,
+                      attention_memory=cfg.attention_memory)
     att = m["rows"][index]                                        # [L, H, col]
     n = len(sent.words)
     L, H = att.shape[:2]

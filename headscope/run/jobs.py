@@ -10,25 +10,13 @@ from typing import Any
 
 from ..errors import HeadscopeError
 from ..tasks import DATA_KINDS, SENTENCE_KINDS, TASKS, Build, build_scorers
-from ..types import Corpus, DocumentCorpus, GapCorpus, PairCorpus, Sentence
+from ..types import Corpus, DocumentCorpus, Sentence
+from .kinds import KINDS, Fallback, Preparation, kind_of, kind_or_fail
 
 
 def source_kinds(source: Any) -> set[str]:
-    if isinstance(source, Corpus):
-        return {"sentences"} | ({"treebank"} if any(s.has_tree for s in source.sentences) else set())
-    if isinstance(source, DocumentCorpus):
-        # coreference documents are sentences too, and a CorefUD file's sentences have trees
-        trees = any(s.has_tree for d in source.documents for s in d.sentences)
-        return {"documents", "sentences"} | ({"treebank"} if trees else set())
-    if isinstance(source, GapCorpus):
-        return {"gap"}
-    if isinstance(source, PairCorpus):
-        return {"pairs"}
-    from ..analysis.induction import RepeatedTokens
-
-    if isinstance(source, RepeatedTokens):
-        return {"generated"}
-    raise HeadscopeError(f"unsupported data object {type(source).__name__}")
+    """The task data (``tasks.DATA_KINDS``) that a dataset supports."""
+    return kind_or_fail(source).tasks_data(source)
 
 
 def as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences: int | None, fmt: str | None
@@ -37,7 +25,7 @@ def as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences: 
 
     if data is None:
         return []
-    if isinstance(data, (Corpus, DocumentCorpus, GapCorpus, PairCorpus)):
+    if kind_of(data) is not None:
         return [data]
     if isinstance(data, (str, Path)):
         return [load_data(data, fmt=fmt, keep_subtypes=keep_subtypes, on_error=on_error, limit=max_sentences)]
@@ -74,19 +62,16 @@ def jobs_of(source: Any, tasks: list[str]) -> list[tuple[Any, list[str]]]:
 def plan_jobs(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None,
           repeats: Any = None) -> list[tuple[Any, list[str]]]:
     """Which tasks run on which dataset; bundled data fills in where it exists, otherwise a clear error."""
-    from ..datasets import load_sample
-    from ..datasets.pairs import load_bundled_pairs
-
     jobs = [job for s in sources for job in jobs_of(s, [t for t in tasks if TASKS[t].data in source_kinds(s)])]
     covered = {t for _, ts in jobs for t in ts}
     missing = [t for t in tasks if t not in covered]
-    if not sources and any(TASKS[t].data in SENTENCE_KINDS for t in missing):
-        sample = load_sample(keep_subtypes=keep_subtypes, limit=max_sentences)
-        jobs.append((sample, [t for t in missing if TASKS[t].data in SENTENCE_KINDS]))
-    if "pairs" in missing:
-        jobs.append((load_bundled_pairs(limit=max_sentences), ["pairs"]))
-    if "induction" in missing and repeats is not None:
-        jobs.append((repeats, ["induction"]))
+    how = Fallback(sources, keep_subtypes=keep_subtypes, max_sentences=max_sentences, repeats=repeats)
+    for kind in KINDS.values():
+        wanted = [t for t in missing if TASKS[t].data in kind.supplies]
+        bundled = kind.bundled(how) if wanted else None
+        if bundled is not None:
+            jobs.append((bundled, wanted))
+            missing = [t for t in missing if t not in wanted]
     covered = {t for _, ts in jobs for t in ts}
     for t in tasks:
         if t not in covered:
@@ -137,60 +122,15 @@ def make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int |
               bos_id: int | None = None, lead: bool = False, keep_units: bool = True) -> Job:
     """The job of one dataset: its model inputs, prepared as its kind of data needs, and the registered
     scorers of ``tasks`` built on them."""
-    from ..capture.alignment import encode_sentences
-
     info = loaded.info
     build = Build(info.num_layers, info.num_heads, causal=info.is_decoder, sinks=info.sinks, window=window,
                   keep_units=keep_units)
     meta = {"name": source.name, "path": getattr(source, "path", ""), "sha256": getattr(source, "checksum", ""),
             "tasks": tasks, "skipped_bad_data": getattr(source, "skipped", 0),
             "skipped_examples": list(getattr(source, "skipped_reasons", ())[:10])}
-    encoded = None
-    if isinstance(source, Corpus):
-        sentences = list(source.sentences[:max_sentences] if max_sentences else source.sentences)
-        relations = sorted({r for s in sentences if s.has_tree for h, r in zip(s.heads, s.relations) if h >= 0})
-        meta.update(kind="sentences", words=sum(len(s) for s in sentences), relations=relations)
-        build = dataclasses.replace(build, relations=tuple(relations))
-    elif isinstance(source, DocumentCorpus):
-        from ..analysis.coref import make_windows
-
-        docs = list(source.documents[:max_sentences] if max_sentences else source.documents)
-        flat = [s for d in docs for s in d.sentences]
-        enc = encode_sentences(loaded.tokenizer, flat, bos_id=bos_id)
-        specials = sum(1 for w in enc[0].word_ids if w < 0) if enc else 0
-        lengths, k = [], 0
-        for d in docs:
-            lengths.append([len(e) - specials for e in enc[k:k + len(d.sentences)]])
-            k += len(d.sentences)
-        sentences, windows, stats = make_windows(docs, lengths, info.max_length, specials)
-        meta.update(kind="documents", format=source.format, documents=len(docs))
-        build = dataclasses.replace(build, inputs=(windows, stats))
-    elif isinstance(source, GapCorpus):
-        examples = list(source.examples[:max_sentences] if max_sentences else source.examples)
-        sentences = [Sentence(words=ex.words, sent_id=ex.example_id, source=ex.source, space_after=ex.space_after)
-                     for ex in examples]
-        meta.update(kind="gap", rows=len(examples))
-        build = dataclasses.replace(build, inputs=examples)
-    elif isinstance(source, PairCorpus):
-        from ..analysis.pairs import pair_sentences
-
-        pairs = list(source.pairs[:max_sentences] if max_sentences else source.pairs)
-        meta.update(kind="pairs", pairs=len(pairs))
-        sentences = pair_sentences(pairs)
-        build = dataclasses.replace(build, inputs=pairs)
-    else:
-        from ..analysis.induction import RepeatedTokens, encode_sequences, make_sequences
-
-        if not isinstance(source, RepeatedTokens):
-            raise HeadscopeError(f"unsupported data object {type(source).__name__}")
-        # Decoders read [BOS] r r; encoders the same tokens without BOS (METRICS §5).
-        embeddings = loaded.model.get_input_embeddings() if hasattr(loaded.model, "get_input_embeddings") else None
-        decoder_part = loaded.info.part == "decoder"   # the decoder reads its start token first
-        seqs = make_sequences(loaded.tokenizer, count=source.count, length=source.length, seed=source.seed,
-                              bos=lead or decoder_part, first=bos_id if decoder_part else None,
-                              vocab_size=getattr(embeddings, "num_embeddings", None))
-        sentences, encoded = encode_sequences(seqs)
-        meta.update(kind="generated", sequences=len(seqs), length=source.length, seed=source.seed,
-                    bos=bool(seqs[0].bos))
-        build = dataclasses.replace(build, inputs=seqs)
-    return Job(source.name, source, sentences, build_scorers(tasks, build), meta, encoded)
+    kind = kind_or_fail(source)
+    prepared = kind.prepared(source, Preparation(loaded, max_sentences=max_sentences, bos_id=bos_id, lead=lead))
+    meta["kind"] = kind.name
+    meta.update(prepared.meta)
+    build = dataclasses.replace(build, **prepared.build)
+    return Job(source.name, source, prepared.sentences, build_scorers(tasks, build), meta, prepared.encoded)

@@ -10,31 +10,96 @@ from ..errors import HeadscopeError
 from ..types import ModelInfo
 
 
+# run.json's keys in order; those after the first group appear only when set
+_ALWAYS = ("complete", "tasks", "config", "model", "models", "control", "selection", "datasets", "versions",
+           "seconds")
+_WHEN_SET = ("interrupted", "shard", "merged", "distributed", "ablation", "command")
+
+
+@dataclass
+class RunMeta:
+    """What a run was and how it went: run.json's account of it, typed. ``complete``: False when a Ctrl-C
+    stopped it (``interrupted`` says where); ``tasks``; ``config`` (``RunConfig.record``); ``model``
+    (``ModelInfo`` as a dict) and ``models`` (with the control's); ``control`` and ``selection`` (None when the
+    run had none); ``datasets``: one dict per dataset scored (its kind, counts, checksums and what its scorers
+    summarised); ``versions``; ``seconds``; ``shard``, ``merged``, ``distributed``: how it was split;
+    ``ablation``: the causal evidence's settings (``headscope run --ablate``); ``command``; ``extra``: any other
+    key of a run.json read back (``files``, ``report_seconds``)."""
+
+    complete: bool = True
+    interrupted: str | None = None
+    tasks: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    models: list = field(default_factory=list)
+    control: dict | None = None
+    selection: dict | None = None
+    datasets: list = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    seconds: float | None = None
+    shard: dict | None = None
+    merged: dict | None = None
+    distributed: dict | None = None
+    ablation: dict | None = None
+    command: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: dict) -> "RunMeta":
+        """From run.json's dict (keys it does not know go to ``extra``)."""
+        known = set(_ALWAYS) | set(_WHEN_SET)
+        return cls(**{k: v for k, v in record.items() if k in known},
+                   extra={k: v for k, v in record.items() if k not in known})
+
+    def record(self) -> dict:
+        """run.json's dict: the keys every run has, then those this run set, then ``extra``."""
+        out = {"complete": self.complete}
+        if self.interrupted is not None:
+            out["interrupted"] = self.interrupted
+        out.update({k: getattr(self, k) for k in _ALWAYS[1:]})
+        out.update({k: getattr(self, k) for k in _WHEN_SET[1:] if getattr(self, k) is not None})
+        return {**out, **self.extra}
+
+    def stopped(self, where: str) -> None:
+        """The run was cut short ``where``: what is written covers what was finished."""
+        self.complete, self.interrupted = False, where
+
+    @property
+    def scored(self) -> int:
+        """Inputs scored, over every dataset."""
+        return sum(d["scored"] for d in self.datasets)
+
+
 @dataclass
 class AnalysisResult:
-    """Scores of every head (``scores``, a tidy DataFrame) with the run's provenance (``meta``)."""
+    """Scores of every head (``scores``, a tidy DataFrame) with the run's provenance (``meta``, a
+    :class:`RunMeta`; a run.json dict is taken too)."""
 
     scores: Any
     model: ModelInfo
-    meta: dict = field(default_factory=dict)
+    meta: RunMeta = field(default_factory=RunMeta)
     tables: dict = field(default_factory=dict)   # further tidy tables by name, e.g. "mentions"
-    examples: list = field(default_factory=list)  # word-level attention maps of a few sentences (explain.word_maps)
+    examples: list = field(default_factory=list)  # word-level attention maps of a few sentences (capture.links.word_maps)
     _roles: Any = field(default=None, repr=False, compare=False)
     # a shard's scorer states, ``{model: {job: [state, ...]}}`` (``analyze(shard=...)``); empty otherwise
     states: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.meta, dict):
+            self.meta = RunMeta.of(self.meta)
+
     @property
     def select_on(self) -> str | None:
         """The dataset the best heads were chosen on (held-out selection), or None."""
-        return ((self.meta.get("selection") or {}).get("select_on") or [None])[0]
+        return ((self.meta.selection or {}).get("select_on") or [None])[0]
 
     @property
     def report_datasets(self) -> list[str] | None:
         """The datasets reported on: every dataset scored but the selection data (None: not recorded)."""
-        if "datasets" not in self.meta:
+        if not self.meta.datasets:
             return None
-        picked = set((self.meta.get("selection") or {}).get("select_on") or [])
-        return [d["name"] for d in self.meta["datasets"] if d["name"] not in picked]
+        picked = set((self.meta.selection or {}).get("select_on") or [])
+        return [d["name"] for d in self.meta.datasets if d["name"] not in picked]
 
     @property
     def roles(self) -> Any:
@@ -44,7 +109,7 @@ class AnalysisResult:
             from ..analysis.roles import assign_roles
 
             info = self.model
-            control = (self.meta.get("control") or {}).get("model")
+            control = (self.meta.control or {}).get("model")
             self._roles = assign_roles(self.scores, model=info.name, is_decoder=info.is_decoder, control=control,
                                        datasets=self.report_datasets, num_layers=info.num_layers,
                                        num_heads=info.num_heads)
@@ -72,7 +137,7 @@ class AnalysisResult:
             raise HeadscopeError(f"the ablation is of {', '.join(sorted(set(table['model'])))}, not of "
                                  f"{self.model.name}; ablate the model that was analysed")
         self.tables["ablation"] = table
-        self.meta["ablation"] = {k: ablation.meta.get(k) for k in ("method", "measures", "random_draws", "seed",
+        self.meta.ablation = {k: ablation.meta.get(k) for k in ("method", "measures", "random_draws", "seed",
                                                                    "bootstrap", "note", "no_effect_rule")}
         self._roles = None
 

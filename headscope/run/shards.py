@@ -1,5 +1,5 @@
 """Scorer states on disk (npz and JSON, no pickle): shards of one run, which ``merge_shards`` checks against each
-other and finishes as the run one process would have written; and the checkpoints a killed run resumes from."""
+other and finishes as the run one process would have written."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _flat(states: dict) -> tuple[dict, list]:
+def flatten_states(states: dict) -> tuple[dict, list]:
     """The arrays of every state under plain keys, and the index that says whose they are."""
     import numpy as np
 
@@ -49,23 +49,36 @@ def _flat(states: dict) -> tuple[dict, list]:
     return arrays, index
 
 
+def analyze_shard(model: Any, data: Any = None, *, shard: tuple[int, int], config: Any = None, select_on: Any = None,
+                  progress: Any = None, **options: Any) -> Any:
+    """``analyze`` on one shard of the inputs (those whose index is i modulo n, ``shard=(i, n)``), keeping the
+    scorers' states (``result.states``, no intervals) for ``write_shard``."""
+    from ..config import RunConfig
+    from .analyze import run_analysis
+    from .state import RunState
+
+    cfg = RunConfig.given(config, options)
+    return run_analysis(model, data, cfg, RunState(shard=shard, progress=progress), select_on=select_on)
+
+
 def shard_parts(result: Any, *, model: Any, data: Any, select_on: Any, config: Any,
                 command: str | None = None) -> tuple[dict, dict]:
     """A shard as its manifest (what was run, on which data, which arrays belong to which scorer) and its
     arrays (every scorer's sums and per-unit rows): what ``write_shard`` writes and ``merge_parts`` reads."""
     if not result.states:
-        raise HeadscopeError("this result holds no scorer states; analyse with shard=(i, n) to write a shard")
-    arrays, index = _flat(result.states)
+        raise HeadscopeError("this result holds no scorer states; analyse with analyze_shard(..., shard=(i, n)) to "
+                             "write a shard")
+    arrays, index = flatten_states(result.states)
     meta = result.meta
     manifest = {
-        "shard": meta["shard"], "model": str(model) if isinstance(model, (str, Path)) else None,
-        "model_info": meta["model"], "models": meta["models"],
+        "shard": meta.shard, "model": str(model) if isinstance(model, (str, Path)) else None,
+        "model_info": meta.model, "models": meta.models,
         "data": [str(Path(p).resolve()) for p in data] if data else None,
         "select_on": str(Path(select_on).resolve()) if select_on else None,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
-        "tasks": meta["tasks"], "datasets": meta["datasets"],
-        "control_datasets": (meta.get("control") or {}).get("datasets", []),
-        "versions": meta["versions"], "command": command or "headscope (library call)", "states": index,
+        "tasks": meta.tasks, "datasets": meta.datasets,
+        "control_datasets": (meta.control or {}).get("datasets", []),
+        "versions": meta.versions, "command": command or "headscope (library call)", "states": index,
     }
     return manifest, arrays
 
@@ -120,7 +133,7 @@ def read_shard(folder: Any) -> tuple[dict, Any]:
     return manifest, arrays
 
 
-def _state(entry: dict, arrays: Any) -> dict:
+def unflatten_state(entry: dict, arrays: Any) -> dict:
     state = dict(entry["scalars"])
     units: dict = {}
     for name in entry["arrays"]:
@@ -189,7 +202,7 @@ def merge_shards(folders: Sequence[Any], *, model: Any = None, progress: Any = N
     if not folders:
         raise HeadscopeError("no shard given; pass the --out folders of `headscope run --shard I/N`")
     result = merge_parts([read_shard(f) for f in folders], [str(f) for f in folders], model=model, progress=progress)
-    result.meta["merged"]["from"] = [str(f) for f in folders]
+    result.meta.merged["from"] = [str(f) for f in folders]
     return result
 
 
@@ -204,7 +217,8 @@ def merge_parts(read: Sequence[tuple[dict, Any]], names: Sequence[str], *, model
     each job's scorers; their sums come from the shards, not from forward passes.
     """
     from ..config import RunConfig
-    from .analyze import analyze
+    from .analyze import run_analysis
+    from .state import RunState
 
     folders = [Path(n) for n in names]
     manifests = [m for m, _ in read]
@@ -222,108 +236,18 @@ def merge_parts(read: Sequence[tuple[dict, Any]], names: Sequence[str], *, model
             states, total = per_model.get(entry["job"], ([], 0))
             while len(states) <= entry["scorer"]:
                 states.append([])
-            states[entry["scorer"]].append(_state(entry, arrays))
+            states[entry["scorer"]].append(unflatten_state(entry, arrays))
             if entry["scorer"] == 0:      # the job's place in the run's datasets: "k|name"
                 total += counts[entry["model"]][int(entry["job"].split("|", 1)[0])]["scored"]
             per_model[entry["job"]] = (states, total)
     config = RunConfig(**{k: tuple(v) if k == "tasks" and v is not None else v for k, v in first["config"].items()})
-    result = analyze(model, first["data"], config=config, select_on=first.get("select_on"), progress=progress,
-                     restored=restored)
-    now = [(d["name"], d.get("sha256")) for d in result.meta["datasets"]]
+    result = run_analysis(model, first["data"], config, RunState(restored=restored, progress=progress),
+                          select_on=first.get("select_on"))
+    now = [(d["name"], d.get("sha256")) for d in result.meta.datasets]
     if now != [(d["name"], d.get("sha256")) for d in first["datasets"]]:
-        changed = next(d for d, e in zip(first["datasets"], result.meta["datasets"])
+        changed = next(d for d, e in zip(first["datasets"], result.meta.datasets)
                        if d.get("sha256") != e.get("sha256"))
         raise HeadscopeError(f"{changed.get('path') or changed['name']}: the data changed since the shards were "
                              f"written (its checksum differs); merge with the data they read")
-    result.meta["merged"] = {"shards": n, "from": list(names)}
+    result.meta.merged = {"shards": n, "from": list(names)}
     return result
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_path(out: Any, rank: tuple[int, int] | None = None) -> Path:
-    """Where the run writing into ``out`` keeps its checkpoint: a hidden file beside the folder (one per rank
-    under a launcher: ``rank`` is ``(rank, world size)``)."""
-    import os
-
-    out = Path(os.path.abspath(out))
-    part = f".rank{rank[0]}of{rank[1]}" if rank else ""
-    return out.with_name(f".{out.name}.headscope-checkpoint{part}.npz")
-
-
-class Checkpoint:
-    """A run's scorer states, saved every ``every`` batches and when a job ends, in one file replaced whole
-    (a kill leaves the previous checkpoint or the new one, never half of one).
-
-    ``header``: what the run is (model, data, settings, command), so that ``--resume`` needs nothing else;
-    ``prior``: the jobs of a checkpoint read back (``load``), which the resumed run goes on from."""
-
-    def __init__(self, path: Any, every: int, header: dict, prior: dict | None = None) -> None:
-        self.path, self.every, self.header = Path(path), every, header
-        self.jobs: dict = dict(prior or {})     # "model\tjob" -> {"states", "done", "n", "complete"}
-        self.batches = 0
-
-    def prior(self, model: str, key: str) -> dict | None:
-        return self.jobs.get(f"{model}\t{key}")
-
-    def batch_done(self, model: str, key: str, scorers: list, done: list, n: int) -> None:
-        self.batches += 1
-        if self.every and self.batches % self.every == 0:
-            self._note(model, key, scorers, done, n, complete=False)
-            self.save()
-
-    def job_done(self, model: str, key: str, scorers: list, done: list, n: int) -> None:
-        self._note(model, key, scorers, done, n, complete=True)
-        self.save()
-
-    def _note(self, model: str, key: str, scorers: list, done: list, n: int, *, complete: bool) -> None:
-        self.jobs[f"{model}\t{key}"] = {"states": [s.state() for s in scorers], "done": list(done), "n": int(n),
-                                         "complete": complete}
-
-    def save(self) -> None:
-        import os
-
-        import numpy as np
-
-        arrays: dict = {}
-        jobs = []
-        for j, (name, job) in enumerate(self.jobs.items()):
-            flat, index = _flat({"m": {"j": job["states"]}})
-            arrays.update({f"j{j}.{k}": v for k, v in flat.items()})
-            arrays[f"j{j}.done"] = np.asarray(job["done"], dtype=np.int64)
-            jobs.append({"name": name, "n": job["n"], "complete": job["complete"], "states": index})
-        manifest = json.dumps({"header": self.header, "jobs": jobs}, default=str).encode("utf-8")
-        arrays["manifest"] = np.frombuffer(manifest, dtype=np.uint8)
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    @staticmethod
-    def load(path: Any) -> tuple[dict, dict]:
-        """``(header, jobs)`` of a checkpoint file, read without pickle."""
-        import zipfile
-
-        import numpy as np
-
-        path = Path(path)
-        try:
-            arrays = np.load(path, allow_pickle=False)
-            meta = json.loads(bytes(arrays["manifest"]).decode("utf-8"))
-            jobs = {}
-            for j, job in enumerate(meta["jobs"]):
-                view = {k[len(f"j{j}."):]: arrays[k] for k in arrays.files if k.startswith(f"j{j}.")}
-                jobs[job["name"]] = {"states": [_state(e, view) for e in job["states"]],
-                                     "done": [int(i) for i in view["done"]], "n": job["n"],
-                                     "complete": job["complete"]}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise HeadscopeError(f"{path}: not a readable checkpoint ({exc}); start the run again without "
-                                 f"--resume") from None
-        return meta["header"], jobs
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)

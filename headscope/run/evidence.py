@@ -1,0 +1,36 @@
+"""Causal evidence for a run's roles (``headscope run --ablate``): every head ablated alone, its effect set beside
+each of its roles; a failed ablation is noted, and the analysis is kept either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import HeadscopeError
+
+EVIDENCE_SENTENCES = 256   # sentences that --ablate reads: every head is ablated alone on each
+
+
+def add_evidence(result: Any, loaded: Any, data: Any, method: str, cfg: Any) -> str | None:
+    """Ablate every head of ``loaded`` alone by ``method`` on the first sentence file of ``data`` (the bundled
+    sample without one) and join the effects to ``result``'s roles; the failure, in one line, if it failed."""
+    from ..interventions.ablate import ablate
+    from ..interventions.measures import has_lm_head
+
+    sentences = next((p for p in data or [] if Path(p).suffix.lower() in (".conllu", ".txt")), None)
+    has_lm = has_lm_head(loaded)
+    measures = (["loss"] if has_lm else ["hidden"]) + (
+        ["induction-loss"] if has_lm and "induction" in result.meta.tasks else [])
+    try:
+        evidence = ablate(loaded, sentences, heads="each", method=method, measures=measures,
+                          max_sentences=min(cfg.max_sentences or EVIDENCE_SENTENCES, EVIDENCE_SENTENCES),
+                          bootstrap=cfg.bootstrap, seed=cfg.seed, induction_count=cfg.induction_count,
+                          induction_length=cfg.induction_length)
+        result.add_ablation(evidence)
+    except HeadscopeError as exc:
+        result.meta.ablation = {"skipped": str(exc)}
+        return f"--ablate: {exc}; the report was written without causal evidence"
+    except KeyboardInterrupt:
+        result.meta.ablation = {"skipped": "interrupted"}
+        return "--ablate was interrupted; the report was written without causal evidence"
+    return None
