@@ -61,6 +61,12 @@ class Session:
     # edit(layer, output, inputs) -> output: an intervention on the layer's output ``[batch, query, head, dim]``
     # (before the output projection), given the call's ``Inputs``; None: the output is left as computed
     edit: Callable[[int, Any, "Inputs"], Any] | None = None
+    # on_norm(layer, shares): each block's value-weighted rows (``norms.norm_weighted``), after on_attention
+    # of the same block; needs ``gram`` (``norms.OutputProjections.gram``, one ``[head, dim, dim]`` per layer)
+    on_norm: Callable[[int, Any], None] | None = None
+    gram: list | None = None
+    # on_output(layer, output): the layer's output ``[batch, query, head, dim]`` (finding its output projection)
+    on_output: Callable[[int, Any], None] | None = None
 
     def start_forward(self) -> None:
         self.position = 0
@@ -306,6 +312,11 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
     implicit = attention_mask is None and q_len > 1 and k_len == q_len and causal
     triangle = None
     real = state.real if state.real is not None and tuple(state.real.shape) == (b, q_len) else None
+    norms = None
+    if state.on_norm is not None:
+        from .norms import value_norms
+
+        norms = value_norms(values, state.gram[layer])       # [batch, head, key]: what each key's value writes
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
     # block needs only the keys up to its last row.
     for r0 in range(0, q_len, step):
@@ -335,7 +346,15 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
             state.rows = _row_facts(probs, scores, plain, sinks is not None, r0 if k_len == q_len else None,
                                     real[:, r0:r1] if real is not None else None)
         state.on_attention(layer, probs)
-    return out.transpose(1, 2).contiguous()
+        if norms is not None:
+            from .norms import norm_weighted
+
+            state.rows = None        # the row facts are the weights'; the norm view's are read from it
+            state.on_norm(layer, norm_weighted(probs, norms[..., :width]))
+    out = out.transpose(1, 2).contiguous()
+    if state.on_output is not None:
+        state.on_output(layer, out)
+    return out
 
 
 def _block_mask(attention_mask: Any, implicit: bool, triangle: Any, r0: int, r1: int, step: int, width: int,

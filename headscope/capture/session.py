@@ -54,8 +54,8 @@ def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None
 
 
 @contextmanager
-def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None], *, row_stats: bool = False
-                      ) -> Iterator[Any]:
+def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None], *, row_stats: bool = False,
+                      on_norm: Callable[[int, Any], None] | None = None) -> Iterator[Any]:
     """Inside the block, every layer's attention probabilities go to ``on_attention(layer, weights)``;
     call ``forward_kwargs(loaded)`` for what each forward pass needs, and start each pass with
     ``start_forward(state)`` on what the block yields.
@@ -63,20 +63,33 @@ def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], No
     Models on headscope's attention function report through a capture session (ended on exit);
     the others through forward hooks on their eager attention modules (always removed on exit).
     ``row_stats``: the attention function also computes each block's ``RowStats`` (``state.rows``).
+    ``on_norm(layer, shares)``: each block's value-weighted rows too (``norms.norm_weighted``), right after
+    its weights; only on headscope's attention function.
     """
     from .attention import NAME, VIA_INTERFACE, Session, session
 
+    gram = output_projections(loaded).gram if on_norm is not None else None   # refuses models read by hooks
     if loaded.info.attention == VIA_INTERFACE:
         if getattr(loaded.model.config, "_attn_implementation", None) != NAME:
             loaded.model.set_attn_implementation(NAME)  # changed since loading (e.g. a shared config)
         state = Session(modules=list(loaded.attention_modules), on_attention=on_attention,
                         causal=loaded.info.is_decoder, row_stats=row_stats,
-                        watch=set(loaded.attention_modules) if loaded.info.part == "decoder" else None)
+                        watch=set(loaded.attention_modules) if loaded.info.part == "decoder" else None,
+                        on_norm=on_norm, gram=gram)
         with session(state):
             yield state
         return
     with attention_hooks(loaded, on_attention):
         yield None
+
+
+def output_projections(loaded: LoadedModel) -> Any:
+    """The model's output projections as the norm weighting reads them (found once per loaded model)."""
+    from .norms import find_output_projections
+
+    if loaded.projections is None:
+        loaded.projections = find_output_projections(loaded)
+    return loaded.projections
 
 
 def forward_kwargs(loaded: LoadedModel) -> dict:
@@ -169,14 +182,16 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
 def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence],
             on_layer: LayerCallback, *, batch_size: int = 32, on_batch_start: Callable[[Batch], None] | None = None,
             on_batch_end: Callable[[Batch], None] | None = None, check: bool = True,
-            block_rows: Callable[[Batch], int | None] | None = None, row_stats: bool = False) -> int:
+            block_rows: Callable[[Batch], int | None] | None = None, row_stats: bool = False,
+            on_norm_layer: LayerCallback | None = None) -> int:
     """Run the model over ``encoded`` in length-sorted padded batches, calling ``on_layer`` per layer.
 
     Attention maps are dropped after each callback; nothing holds more than one layer of one batch.
     ``block_rows(batch)``: query rows per call (on headscope's attention function; every scorer must
     read row blocks, ``batch.row_start`` says which), or None for whole maps. ``row_stats``: each block's
-    ``RowStats`` reach the scorers as ``batch.row_stats`` (None on forward hooks). Returns the number of
-    batches run.
+    ``RowStats`` reach the scorers as ``batch.row_stats`` (None on forward hooks). ``on_norm_layer``: called
+    like ``on_layer`` with each block's value-weighted rows (``norms.norm_weighted``), right after its
+    weights. Returns the number of batches run.
     """
     import torch
 
@@ -199,6 +214,16 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads, sinks=info.sinks)
         on_layer(layer, weights, batch)
+        if on_norm_layer is None:
+            block_done(layer, weights, batch)
+
+    def on_norm(layer: int, shares: Any) -> None:
+        batch = state["batch"]
+        batch.row_stats = None
+        on_norm_layer(layer, shares, batch)
+        block_done(layer, shares, batch)
+
+    def block_done(layer: int, weights: Any, batch: Batch) -> None:
         if batch.row_start + weights.shape[2] < batch.input_ids.shape[1]:
             return  # more row blocks of this layer to come
         state["seen"].add(layer)
@@ -208,7 +233,9 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             raise _ForwardDone
 
     n_batches = 0
-    with attention_capture(loaded, on_attention, row_stats=row_stats) as capturing, torch.inference_mode():
+    with attention_capture(loaded, on_attention, row_stats=row_stats,
+                           on_norm=on_norm if on_norm_layer is not None else None) as capturing, \
+            torch.inference_mode():
         for group in iter_batches(encoded, batch_size):
             batch = collate([sentences[e.index] for e in group], group, pad_id=pad_id, device=device,
                             causal=info.is_decoder)

@@ -102,6 +102,7 @@ class LoadedModel:
     tokenizer: Any
     info: ModelInfo
     attention_modules: list  # one nn.Module per layer, in layer order
+    projections: Any = None  # each layer's output projection for value-weighted attention (found when first asked)
 
     @property
     def device(self):

@@ -1,0 +1,127 @@
+"""Value-weighted attention (Kobayashi et al. 2020): each head's slice of its layer's output projection, found
+from the model itself, and the norm ``‖α_ij · v_j W_O^h‖`` that turns attention weights into what a head writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CaptureError
+
+WEIGHTINGS = ("weight", "norm")
+# What each weighting reads, as the reports and the docs say it.
+ABOUT = {"weight": "attention weight α_ij",
+         "norm": "value-weighted attention ‖α_ij · v_j W_O^h‖ (what the head writes from key j), rows normalised"}
+
+
+@dataclass
+class OutputProjections:
+    """Each layer's output projection as the norm needs it: ``gram[layer]`` is ``[head, dim, dim]`` float32,
+    ``W_O^h W_O^h^T`` for head h's rows of the projection's input (``‖v W_O^h‖² = v G_h v^T``); ``modules``:
+    the projection of each layer (an ``nn.Linear`` or transformers' ``Conv1D``). The projection's bias is
+    the same whatever the head, so it is left out of every head's norm."""
+
+    modules: list
+    gram: list
+
+
+def _weight_in_out(module: Any) -> Any:
+    """The projection's weight as ``[in, out]`` (``nn.Linear`` keeps ``[out, in]``, GPT-2's ``Conv1D``
+    ``[in, out]``)."""
+    weight = module.weight
+    return weight if type(module).__name__ == "Conv1D" else weight.t()
+
+
+def gram_of(module: Any, num_heads: int, head_dim: int) -> Any:
+    """``[head, dim, dim]`` float32: each head's ``W_O^h W_O^h^T`` from the projection ``module``."""
+    import torch
+
+    w = _weight_in_out(module).detach().float()                 # [heads * dim, hidden]
+    if w.shape[0] != num_heads * head_dim:
+        raise CaptureError(f"{type(module).__name__} takes {w.shape[0]} inputs, not {num_heads} heads x "
+                           f"{head_dim}; it is not this layer's attention output projection")
+    per_head = w.view(num_heads, head_dim, w.shape[1])
+    return torch.matmul(per_head, per_head.transpose(1, 2)).contiguous()
+
+
+def find_output_projections(loaded: Any) -> OutputProjections:
+    """Each layer's output projection, found from one small forward: the first linear map after the layer's
+    attention call whose input is that call's output (the heads' outputs side by side). Models read through
+    forward hooks, and models that change the heads' outputs before projecting them (an output gate), are
+    refused in one line."""
+    import torch
+
+    from .attention import VIA_INTERFACE, Session, session
+    from ..models.loading import model_body
+
+    info = loaded.info
+    if info.attention != VIA_INTERFACE:
+        raise CaptureError(f"{info.name}: value-weighted attention is read inside headscope's attention function, "
+                           f"and this model bypasses it ({info.attention}); use --weighting weight")
+    events: list = []     # ("out", layer, tensor) and ("linear", module, input) in call order
+    state = Session(modules=list(loaded.attention_modules),
+                    on_output=lambda layer, out: events.append(("out", layer, out.detach())))
+    linear = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
+    handles = [m.register_forward_pre_hook(lambda mod, args: events.append(("linear", mod, args[0].detach())))
+               for m in linear]
+    tok = loaded.tokenizer
+    ids = tok("The cat sat on the mat because it was tired.", add_special_tokens=True)["input_ids"][:12]
+    device = loaded.device
+    try:
+        with session(state), torch.inference_mode():
+            state.start_forward()
+            model_body(loaded.model, info.part)(input_ids=torch.tensor([ids], device=device),
+                                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long,
+                                                                           device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return _match(events, info)
+
+
+def _match(events: list, info: Any) -> OutputProjections:
+    """Each layer's projection: the first linear call after its attention output that reads exactly it."""
+    import torch
+
+    found: dict = {}
+    pending: tuple | None = None
+    for event in events:
+        if event[0] == "out":
+            pending = (event[1], event[2])
+            continue
+        if pending is None:
+            continue
+        layer, out = pending
+        x = event[2]
+        flat = out.reshape(-1, out.shape[-2] * out.shape[-1])
+        if x.shape[-1] == flat.shape[-1] and x.numel() == flat.numel() and torch.allclose(
+                x.reshape(flat.shape).float(), flat.float(), rtol=1e-4, atol=1e-5):
+            found.setdefault(layer, (event[1], out.shape[-2], out.shape[-1]))
+            pending = None
+    missing = [layer for layer in range(info.num_layers) if layer not in found]
+    if missing:
+        raise CaptureError(f"{info.name}: no output projection reads layer {missing[0]}'s attention output as it is "
+                           f"(the model changes the heads' outputs before projecting them); value-weighted "
+                           f"attention is not defined for it here: use --weighting weight")
+    layers = [found[layer] for layer in range(info.num_layers)]      # (module, heads, head dim)
+    return OutputProjections([m for m, _, _ in layers], [gram_of(m, heads, dim) for m, heads, dim in layers])
+
+
+def value_norms(values: Any, gram: Any) -> Any:
+    """``[batch, head, key]`` float32: ``‖v_j W_O^h‖`` for each head's values ``[batch, head, key, dim]`` (GQA
+    values already repeated to the query heads) and ``gram`` ``[head, dim, dim]``."""
+    import torch
+
+    v = values.float()
+    return torch.einsum("bhkd,hde,bhke->bhk", v, gram.to(v.device), v).clamp_min_(0).sqrt_()
+
+
+def norm_weighted(probs: Any, norms: Any, out: Any = None) -> Any:
+    """Rows of ``α_ij ‖v_j W_O^h‖``, normalised to sum to 1 (``probs`` ``[batch, head, rows, keys]``, ``norms``
+    ``[batch, head, keys]`` of the same keys): the share of what a row's head writes that comes from each key.
+    A row whose visible keys all write nothing stays all zero."""
+    import torch
+
+    weighted = torch.mul(probs, norms.unsqueeze(2), out=out)
+    total = weighted.sum(-1, keepdim=True)
+    return weighted.div_(torch.where(total > 0, total, torch.ones_like(total)))

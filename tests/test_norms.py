@@ -1,0 +1,93 @@
+"""Value-weighted attention (``capture/norms.py``): the norm view the attention function hands over equals an
+independent computation (eager attention, hooked values, the output projection's weights: tests/reference_norm.py)
+on tiny BERT, GPT-2 and Llama (GQA), with whole maps and in row blocks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_norm import norm_maps  # noqa: E402
+
+from headscope.errors import CaptureError  # noqa: E402
+from headscope.testing import tiny_bert, tiny_gpt2, tiny_llama  # noqa: E402
+from headscope.types import Sentence  # noqa: E402
+
+TEXTS = ["the cat sat on the mat because it was tired", "a dog ran home", "birds sing at dawn in the old garden",
+         "she read it twice"]
+
+
+def _captured(loaded, rows):
+    """Every batch's token-level weight and norm maps, assembled from the blocks handed over, with the batch's
+    input ids and mask."""
+    from headscope.capture.alignment import encode_sentences
+    from headscope.capture.session import capture
+
+    sentences = [Sentence(words=tuple(t.split()), sent_id=f"s{i}") for i, t in enumerate(TEXTS)]
+    encoded = encode_sentences(loaded.tokenizer, sentences)
+    batches: list = []
+
+    def keep(kind):
+        def on(layer, maps, batch):
+            if not batches or batches[-1]["batch"] is not batch:
+                batches.append({"batch": batch, "weight": {}, "norm": {}})
+            b, h, r, k = maps.shape
+            full = batches[-1][kind].setdefault(layer, np.zeros((b, h, batch.input_ids.shape[1],
+                                                                 batch.input_ids.shape[1])))
+            full[:, :, batch.row_start:batch.row_start + r, :k] = maps.double().cpu().numpy()
+        return on
+
+    capture(loaded, sentences, encoded, keep("weight"), batch_size=3, on_norm_layer=keep("norm"),
+            block_rows=(lambda batch: rows) if rows else None)
+    return batches
+
+
+@pytest.mark.parametrize("build", [tiny_bert, tiny_gpt2, tiny_llama], ids=["bert", "gpt2", "llama-gqa"])
+@pytest.mark.parametrize("rows", [None, 3], ids=["whole", "blocks"])
+def test_the_norm_view_equals_an_independent_computation(build, rows):
+    from headscope.models.loading import load_model
+
+    model, tok = build()
+    loaded = load_model(model, tokenizer=tok)
+    compared = 0
+    for got in _captured(loaded, rows):
+        batch = got["batch"]
+        weights, norms = norm_maps(loaded.model, batch.input_ids, batch.attention_mask)
+        real = batch.token_mask.cpu().numpy()
+        for layer, ref in enumerate(norms):
+            ref = ref * real[:, None, None, :]
+            ref = ref / ref.sum(-1, keepdims=True)
+            mine = got["norm"][layer]
+            q = np.broadcast_to(real[:, None, :], mine.shape[:3])
+            assert np.abs(mine[q] - ref[q]).max() < 1e-5
+            assert np.abs(got["weight"][layer][q] - weights[layer][q]).max() < 1e-5
+            # the two views differ (the values' norms are not all equal), so the check can tell them apart
+            assert np.abs(mine[q] - weights[layer][q]).max() > 1e-3
+            compared += 1
+    assert compared == 2 * 2      # two batches of two layers each
+
+
+def test_the_output_projection_is_found_and_a_model_that_projects_something_else_is_refused():
+    import torch
+
+    from headscope.capture.norms import find_output_projections
+    from headscope.models.loading import load_model
+
+    model, tok = tiny_bert()
+    loaded = load_model(model, tokenizer=tok)
+    found = find_output_projections(loaded)
+    assert found.modules == [layer.attention.output.dense for layer in model.encoder.layer]
+    w = model.encoder.layer[0].attention.output.dense.weight.detach().float()        # [hidden, heads * dim]
+    head1 = w[:, 8:16]                                                                   # head 1's columns
+    assert torch.allclose(found.gram[0][1], head1.T @ head1, atol=1e-5)
+    # a model that gates its heads' outputs before projecting them: no projection reads the output as it is
+    for layer in model.encoder.layer:
+        dense = layer.attention.output.dense
+        dense.register_forward_pre_hook(lambda mod, args: (args[0] * 0.5,))
+    gated = load_model(model, tokenizer=tok)
+    with pytest.raises(CaptureError, match="no output projection reads layer 0's attention output"):
+        find_output_projections(gated)
