@@ -179,6 +179,24 @@ def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_h
                                f"the causal mask is missing (is this model really a decoder?)")
 
 
+def _pad_id(tokenizer: Any) -> int:
+    """The token that pads a batch: the tokenizer's pad token, else its end of sequence, else 0."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+
+def _forward(body: Any, kwargs: dict, seen: set, num_layers: int) -> None:
+    """One forward pass, ended early once every layer's attention is in hand; every layer must have run."""
+    try:
+        body(**kwargs)
+    except _ForwardDone:
+        pass
+    if len(seen) != num_layers:
+        raise CaptureError(f"only {len(seen)} of {num_layers} attention layers ran; the model's attention modules "
+                           f"were not all called")
+
+
 def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequence[EncodedSentence],
             on_layer: LayerCallback, *, batch_size: int = 32, on_batch_start: Callable[[Batch], None] | None = None,
             on_batch_end: Callable[[Batch], None] | None = None, check: bool = True,
@@ -195,12 +213,10 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
     """
     import torch
 
-    info = loaded.info
-    pad_id = loaded.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = loaded.tokenizer.eos_token_id if loaded.tokenizer.eos_token_id is not None else 0
-    device = loaded.device
     from ..models.loading import model_body
+
+    info = loaded.info
+    pad_id, device = _pad_id(loaded.tokenizer), loaded.device
 
     body = model_body(loaded.model, info.part)
     state: dict[str, Any] = {"batch": None, "seen": set(), "check": check}
@@ -247,13 +263,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             if capturing is not None:
                 capturing.block_rows = block_rows(batch) if block_rows is not None else None
                 capturing.real = batch.token_mask
-            try:
-                body(**kwargs)
-            except _ForwardDone:
-                pass
-            if len(state["seen"]) != info.num_layers:
-                raise CaptureError(f"only {len(state['seen'])} of {info.num_layers} attention layers ran; "
-                                   f"the model's attention modules were not all called")
+            _forward(body, kwargs, state["seen"], info.num_layers)
             state["check"] = False  # the first batch is checked; later ones run unchecked
             state["seen"] = set()
             if on_batch_end is not None:
