@@ -141,7 +141,7 @@ def main() -> None:
     print(f"corpus: {len(corpus)} sentences, {sum(len(s) for s in corpus.sentences)} words; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bare_forward(loaded, corpus, args.batch_size)  # warm-up
-    bare, eager, pipe, with_ci, bare_cpu, pipe_cpu = [], [], [], [], [], []
+    bare, eager, pipe, with_ci, bare_cpu, pipe_cpu, norm = [], [], [], [], [], [], []
     for _ in range(args.repeats):  # interleaved, so that machine noise hits all alike
         cpu = cpu_seconds()
         bare.append(bare_forward(loaded, corpus, args.batch_size))
@@ -151,6 +151,10 @@ def main() -> None:
         headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size, bootstrap=0)
         pipe.append(time.perf_counter() - start)
         pipe_cpu.append(cpu_seconds() - cpu)
+        start = time.perf_counter()
+        headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size, bootstrap=0,
+                          weighting="weight,norm")
+        norm.append(time.perf_counter() - start)
         start = time.perf_counter()
         headscope.analyze(loaded, corpus, tasks="syntax,positional", batch_size=args.batch_size)
         with_ci.append(time.perf_counter() - start)
@@ -169,6 +173,10 @@ def main() -> None:
           f"{statistics.median([y / x for x, y in zip(bare_cpu, pipe_cpu)]):.2f}; steadier on a shared machine)")
     print(f"  + 95% intervals (default):   median {c:7.2f} s, {c / b:.2f} x bare (their cost: "
           f"benchmarks/bench_bootstrap.py)")
+    n = statistics.median(norm)
+    print(f"  --weighting weight,norm:     median {n:7.2f} s, {n / b:.2f} x bare; the norm view adds {100 * (n / p - 1):.0f}% "
+          f"to the run (median of paired ratios {statistics.median([y / x for x, y in zip(pipe, norm)]):.2f}; "
+          f"target: at most 15%)")
 
     if args.reference_sentences < 0:
         print("reference: skipped (--reference-sentences -1)")

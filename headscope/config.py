@@ -13,7 +13,8 @@ CONTROLS = ("random-init",)          # what --control may name
 ON_ERROR = ("fail", "skip")          # what to do with malformed input
 PARTS = ("encoder", "decoder")       # the parts of an encoder-decoder that can be read
 DTYPES = ("float32", "bfloat16", "float16")    # the weights' dtype (scores accumulate in float32 whatever it is)
-DEVICE_MAPS = ("auto", "balanced", "sequential")   # accelerate's device maps for a model larger than one device
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+WEIGHTINGS = ("weight", "norm")      # attention weights, and value-weighted attention (what a head writes)   # accelerate's device maps for a model larger than one device
 PROBES = ("parent", "relation")      # what a probe predicts: each word's head, or each dependency's relation
 COMPONENTS = ("attention", "words", "distance")        # feature parts, joined with "+" into feature sets
 DEFAULT_FEATURES = ("attention", "attention+words", "distance")
@@ -40,6 +41,16 @@ def parse_probes(spec: str | Sequence[str]) -> list[str]:
     if not items or bad:
         raise HeadscopeError(f"unknown probe '{(bad or [''])[0]}'; choose from {', '.join(PROBES)}")
     return list(dict.fromkeys(items))
+
+
+def parse_weighting(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """``"weight,norm"`` -> the weightings to score by, ``weight`` first (the roles and reports read it)."""
+    items = list(dict.fromkeys(s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()))
+    bad = [w for w in items if w not in WEIGHTINGS]
+    if bad or "weight" not in items:
+        raise HeadscopeError(f"unknown weighting '{bad[0]}'; choose from {', '.join(WEIGHTINGS)}" if bad else
+                             "the weightings must include weight (the roles and reports read it): use weight,norm")
+    return tuple(w for w in WEIGHTINGS if w in items)
 
 
 def _refuse(checks: tuple) -> None:
@@ -91,8 +102,9 @@ class RunConfig(Settings):
     blocks of query rows; ``documents``: join sentences into documents of at most this many words;
     ``part``: an encoder-decoder's ``encoder`` (default) or ``decoder``; ``dtype``: the weights' dtype
     (``bfloat16``, ``float16``; attention statistics stay float32); ``device_map``: accelerate's placement
-    of a model larger than one device (``auto``). Invalid values are refused here,
-    with one clear message, before anything runs."""
+    of a model larger than one device (``auto``); ``weighting``: ``weight`` (attention weights), or
+    ``weight,norm`` to score every measure on value-weighted attention too (``capture.norms``). Invalid
+    values are refused here, with one clear message, before anything runs."""
 
     tasks: tuple[str, ...] | None = None
     batch_size: int = 32
@@ -115,12 +127,14 @@ class RunConfig(Settings):
     part: str | None = None
     dtype: str | None = None
     device_map: str | None = None
+    weighting: tuple[str, ...] = ("weight",)
 
     def __post_init__(self) -> None:
         from .tasks import parse_tasks
 
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(parse_tasks(self.tasks)))
+        object.__setattr__(self, "weighting", parse_weighting(self.weighting))
         _refuse(_shared_checks(self) + (
             (self.max_sentences is None or self.max_sentences >= 1,
              f"max sentences must be at least 1, got {self.max_sentences}"),
@@ -146,6 +160,8 @@ class RunConfig(Settings):
         """What run.json's ``config`` says: every setting (induction's only when it ran) and ``facts`` of the
         run (the device it used, the model's length)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("tasks", "fmt", "n_examples")}
+        if self.weighting == ("weight",):
+            out.pop("weighting")           # run.json names the weighting only where norm was scored too
         if "induction" not in (facts.pop("tasks", None) or ()):
             out.pop("induction_count")
             out.pop("induction_length")

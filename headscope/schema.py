@@ -9,13 +9,14 @@ from typing import Any, Iterable
 # ci_low/ci_high: 95% bootstrap interval over sentences (documents for coreference). p_value: on
 # head rows of tasks with baselines, the one-sided paired bootstrap test that the head beats the
 # best baseline of its relation/direction; q_value: that p after Benjamini–Hochberg over every
-# head row of the same model, dataset and task.
+# head row of the same model, dataset, task and weighting. weighting: what the maps read, ``weight`` (attention
+# weights) or ``norm`` (value-weighted attention, ``capture.norms``); tables read back without it are ``weight``.
 SCORE_COLUMNS = [
-    "model", "dataset", "task", "relation", "direction", "metric", "baseline",
+    "model", "dataset", "task", "relation", "direction", "metric", "weighting", "baseline",
     "layer", "head", "kv_head", "score", "ci_low", "ci_high", "p_value", "q_value", "n", "n_reachable",
 ]
 INT_COLUMNS = ("layer", "head", "kv_head", "n", "n_reachable")
-STR_COLUMNS = ("model", "dataset", "task", "relation", "direction", "metric", "baseline")
+STR_COLUMNS = ("model", "dataset", "task", "relation", "direction", "metric", "weighting", "baseline")
 
 
 def frame(rows: Iterable[dict[str, Any]]):
@@ -34,6 +35,14 @@ def frame(rows: Iterable[dict[str, Any]]):
     for col in ("score", "ci_low", "ci_high", "p_value", "q_value"):
         df[col] = df[col].astype("float64")
     return df
+
+
+def weighted(scores: Any, weighting: str = "weight") -> Any:
+    """The rows of one weighting (rows that name none, from tables written before there were two, are
+    ``weight``)."""
+    if "weighting" not in scores.columns:
+        return scores if weighting == "weight" else scores.iloc[:0]
+    return scores[scores["weighting"].fillna("weight") == weighting]
 
 
 def head_label(layer: int, head: int) -> str:

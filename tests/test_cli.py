@@ -181,9 +181,9 @@ def test_default_run_scores_csv(default_run, tiny_bert_dir):
     cfg = tiny_config(tiny_bert_dir)
     n_layers, n_heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     assert list(df.columns) == SCORE_COLUMNS == [
-        "model", "dataset", "task", "relation", "direction", "metric", "baseline", "layer", "head", "kv_head",
-        "score", "ci_low", "ci_high", "p_value", "q_value", "n", "n_reachable"]
-    assert set(df["model"]) == {tiny_bert_dir.name}
+        "model", "dataset", "task", "relation", "direction", "metric", "weighting", "baseline", "layer", "head",
+        "kv_head", "score", "ci_low", "ci_high", "p_value", "q_value", "n", "n_reachable"]
+    assert set(df["model"]) == {tiny_bert_dir.name} and set(df["weighting"]) == {"weight"}
     assert set(df["dataset"]) == {"sample_en", "pairs_en"}
     assert set(df["task"]) == {"syntax", "positional", "pairs"}
     assert set(df.loc[df["dataset"] == "pairs_en", "task"]) == {"pairs"}

@@ -74,7 +74,7 @@ def test_the_norm_view_equals_an_independent_computation(build, rows):
 def test_the_output_projection_is_found_and_a_model_that_projects_something_else_is_refused():
     import torch
 
-    from headscope.capture.norms import find_output_projections
+    from headscope.capture.session import find_output_projections
     from headscope.models.loading import load_model
 
     model, tok = tiny_bert()
@@ -91,3 +91,57 @@ def test_the_output_projection_is_found_and_a_model_that_projects_something_else
     gated = load_model(model, tokenizer=tok)
     with pytest.raises(CaptureError, match="no output projection reads layer 0's attention output"):
         find_output_projections(gated)
+
+
+def test_a_run_scores_every_measure_under_both_weightings_and_keeps_the_weight_view_as_it_was(tiny_bert_loaded):
+    import headscope
+
+    plain = headscope.analyze(tiny_bert_loaded, None, tasks="syntax,positional", max_sentences=16, bootstrap=50,
+                              n_examples=0)
+    both = headscope.analyze(tiny_bert_loaded, None, tasks="syntax,positional", max_sentences=16, bootstrap=50,
+                             n_examples=0, weighting="weight,norm")
+    keys = ["dataset", "task", "relation", "direction", "metric", "baseline", "layer", "head"]
+    assert set(plain.scores["weighting"]) == {"weight"} and set(both.scores["weighting"]) == {"weight", "norm"}
+    weight = both.scores[both.scores["weighting"] == "weight"].reset_index(drop=True)
+    # scoring the norm view too leaves every weight row as it was, q-values included (BH runs per weighting)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(weight, plain.scores.reset_index(drop=True))
+    norm = both.scores[both.scores["weighting"] == "norm"]
+    assert len(norm) == len(weight)
+    joined = weight.merge(norm, on=keys, suffixes=("_w", "_n"))
+    assert len(joined) == len(weight)
+    heads = joined[joined["baseline"].isna() & (joined["task"] == "positional") & (joined["metric"] == "mass")]
+    assert (heads["score_w"] - heads["score_n"]).abs().max() > 1e-3       # the two views differ
+    assert both.best("positional", "first", weighting="norm")["weighting"] == "norm"
+    pd.testing.assert_frame_equal(both.roles, plain.roles)                # roles read the weights
+
+
+def test_the_weighting_is_checked_before_anything_runs(tiny_bert_loaded):
+    import headscope
+    from headscope.errors import HeadscopeError
+
+    with pytest.raises(HeadscopeError, match="unknown weighting 'value'; choose from weight, norm"):
+        headscope.analyze(tiny_bert_loaded, None, tasks="positional", weighting="weight,value")
+    with pytest.raises(HeadscopeError, match="must include weight"):
+        headscope.analyze(tiny_bert_loaded, None, tasks="positional", weighting="norm")
+
+
+def test_the_command_line_writes_both_weightings_and_refuses_a_bad_one_in_one_line(tiny_bert_dir, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from conftest import invoke
+
+    out = tmp_path / "run"
+    r = invoke("run", "--model", tiny_bert_dir, "--tasks", "positional", "-n", "8", "--bootstrap", "0",
+               "--no-figures", "--weighting", "weight,norm", "--out", out)
+    assert r.exit_code == 0, r.output
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores["weighting"]) == {"weight", "norm"}
+    assert json.loads((out / "run.json").read_text())["config"]["weighting"] == ["weight", "norm"]
+    bad = invoke("run", "--model", tiny_bert_dir, "--weighting", "norm", "--out", tmp_path / "bad")
+    lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("headscope: error:")]
+    assert bad.exit_code == 2 and len(lines) == 1 and "must include weight" in lines[0]
+    assert not (tmp_path / "bad").exists()

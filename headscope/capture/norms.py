@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CaptureError
-
-WEIGHTINGS = ("weight", "norm")
-# What each weighting reads, as the reports and the docs say it.
+# What each weighting (``config.WEIGHTINGS``) reads, as the reports and the docs say it.
 ABOUT = {"weight": "attention weight α_ij",
          "norm": "value-weighted attention ‖α_ij · v_j W_O^h‖ (what the head writes from key j), rows normalised"}
 
@@ -44,43 +42,10 @@ def gram_of(module: Any, num_heads: int, head_dim: int) -> Any:
     return torch.matmul(per_head, per_head.transpose(1, 2)).contiguous()
 
 
-def find_output_projections(loaded: Any) -> OutputProjections:
-    """Each layer's output projection, found from one small forward: the first linear map after the layer's
-    attention call whose input is that call's output (the heads' outputs side by side). Models read through
-    forward hooks, and models that change the heads' outputs before projecting them (an output gate), are
-    refused in one line."""
-    import torch
-
-    from .attention import VIA_INTERFACE, Session, session
-    from ..models.loading import model_body
-
-    info = loaded.info
-    if info.attention != VIA_INTERFACE:
-        raise CaptureError(f"{info.name}: value-weighted attention is read inside headscope's attention function, "
-                           f"and this model bypasses it ({info.attention}); use --weighting weight")
-    events: list = []     # ("out", layer, tensor) and ("linear", module, input) in call order
-    state = Session(modules=list(loaded.attention_modules),
-                    on_output=lambda layer, out: events.append(("out", layer, out.detach())))
-    linear = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
-    handles = [m.register_forward_pre_hook(lambda mod, args: events.append(("linear", mod, args[0].detach())))
-               for m in linear]
-    tok = loaded.tokenizer
-    ids = tok("The cat sat on the mat because it was tired.", add_special_tokens=True)["input_ids"][:12]
-    device = loaded.device
-    try:
-        with session(state), torch.inference_mode():
-            state.start_forward()
-            model_body(loaded.model, info.part)(input_ids=torch.tensor([ids], device=device),
-                                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long,
-                                                                           device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    return _match(events, info)
-
-
-def _match(events: list, info: Any) -> OutputProjections:
-    """Each layer's projection: the first linear call after its attention output that reads exactly it."""
+def match_projections(events: list, info: Any) -> OutputProjections:
+    """Each layer's projection from the calls of one forward (``session.find_output_projections``): the first
+    linear call after the layer's attention output that reads exactly it. ``events``: ``("out", layer, output)``
+    and ``("linear", module, input)`` in call order."""
     import torch
 
     found: dict = {}

@@ -85,11 +85,45 @@ def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], No
 
 def output_projections(loaded: LoadedModel) -> Any:
     """The model's output projections as the norm weighting reads them (found once per loaded model)."""
-    from .norms import find_output_projections
-
     if loaded.projections is None:
         loaded.projections = find_output_projections(loaded)
     return loaded.projections
+
+
+def find_output_projections(loaded: LoadedModel) -> Any:
+    """Each layer's output projection, found from one small forward: the first linear map after the layer's
+    attention call whose input is that call's output (the heads' outputs side by side). Models read through
+    forward hooks, and models that change the heads' outputs before projecting them (an output gate), are
+    refused in one line."""
+    import torch
+
+    from ..models.loading import model_body
+    from .attention import VIA_INTERFACE, Session, session
+    from .norms import match_projections
+
+    info = loaded.info
+    if info.attention != VIA_INTERFACE:
+        raise CaptureError(f"{info.name}: value-weighted attention is read inside headscope's attention function, "
+                           f"and this model bypasses it ({info.attention}); use --weighting weight")
+    events: list = []     # ("out", layer, tensor) and ("linear", module, input) in call order
+    state = Session(modules=list(loaded.attention_modules),
+                    on_output=lambda layer, out: events.append(("out", layer, out.detach())))
+    linear = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
+    handles = [m.register_forward_pre_hook(lambda mod, args: events.append(("linear", mod, args[0].detach())))
+               for m in linear]
+    tok = loaded.tokenizer
+    ids = tok("The cat sat on the mat because it was tired.", add_special_tokens=True)["input_ids"][:12]
+    device = loaded.device
+    try:
+        with session(state), torch.inference_mode():
+            state.start_forward()
+            model_body(loaded.model, info.part)(input_ids=torch.tensor([ids], device=device),
+                                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long,
+                                                                           device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return match_projections(events, info)
 
 
 def forward_kwargs(loaded: LoadedModel) -> dict:

@@ -71,6 +71,9 @@ DeviceMapOption = Annotated[Optional[str], typer.Option("--device-map", help="au
                           "accelerate places a model larger than one device across the devices.")]
 ShardOption = Annotated[Optional[str], typer.Option("--shard", help="I/N: read only every N-th input from the I-th "
                      "(0-based) and write the scorer states into OUT, for `headscope merge`.")]
+WeightingOption = Annotated[str, typer.Option("--weighting", help="weight (attention weights), or weight,norm: also "
+                          "every measure on value-weighted attention ‖α_ij · v_j W_O^h‖, what each head writes from "
+                          "each token (scores.csv's weighting column).")]
 AblateOption = Annotated[Optional[str], typer.Option("--ablate", help="Also ablate every head alone by this method "
                       "(zero, mean, uniform, sink, window:W) on up to 256 sentences of the first .conllu or .txt "
                       "--data, and set each role's causal effect beside it (ablation.csv).")]
@@ -127,6 +130,7 @@ def run(
     device_map: DeviceMapOption = None,
     shard: ShardOption = None,
     ablate: AblateOption = None,
+    weighting: WeightingOption = ",".join(DEFAULTS.weighting),
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from ..errors import HeadscopeError
@@ -146,7 +150,7 @@ def run(
             induction_count=induction_count, induction_length=induction_length, prepend_bos=prepend_bos,
             bootstrap=bootstrap, control=control.value if control else None, trust_remote_code=trust_remote_code,
             attention_memory=attention_memory, documents=documents, part=part.value if part else None, dtype=dtype,
-            device_map=device_map) if resume is None else DEFAULTS
+            device_map=device_map, weighting=weighting) if resume is None else DEFAULTS
         request, config, checkpoint = _checkpoint(request, config, checkpoint_every, resume)
     except HeadscopeError as exc:
         fail(str(exc))

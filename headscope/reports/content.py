@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..schema import head_label
+from ..schema import head_label, weighted
 from ..tasks import ALPHA, measures
 from .sections import best_head, build_sections, by_key
 
@@ -145,7 +145,7 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
     report_sets = [d["name"] for d in meta.datasets if d["name"] not in (selection.get("select_on") or [])]
     tops = {}
     for name in report_sets:
-        tops[name] = top_heads(result.scores, model=info.name, dataset=name, control=control,
+        tops[name] = top_heads(weighted(result.scores), model=info.name, dataset=name, control=control,
                                select_on=select_on if select_on and select_on != name else None,
                                causal=info.is_decoder)
     named = roles[roles["role"] != "none"]

@@ -548,7 +548,9 @@ class ReportFigures:
     def __init__(self, result: Any, roles: Any, control: str | None, fig_dir: Path) -> None:
         from .content import role_grid
 
-        info, scores = result.model, result.scores
+        from ..schema import weighted
+
+        info, scores = result.model, weighted(result.scores)
         fig_dir.mkdir(parents=True, exist_ok=True)
         self.fig_dir = fig_dir
 

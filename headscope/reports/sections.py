@@ -6,7 +6,7 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..schema import head_label
+from ..schema import head_label, weighted
 from ..tasks import MASS, TASKS, measures
 
 
@@ -405,7 +405,8 @@ def build_sections(result: Any) -> list[Section]:
     order and, within one, in task order."""
     meta = result.meta
     info = result.model
-    df = result.scores[result.scores["model"] == info.name]
+    scores = weighted(result.scores)
+    df = scores[scores["model"] == info.name]
     selection = meta.selection or {}
     select_on = (selection.get("select_on") or [None])[0]
     out = []

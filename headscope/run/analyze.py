@@ -26,7 +26,7 @@ def add_q_values(scores: Any) -> None:
     if not len(scores) or scores["p_value"].isna().all():
         return
     has = scores["p_value"].notna()
-    for _, idx in scores[has].groupby(["model", "dataset", "task"], dropna=False).groups.items():
+    for _, idx in scores[has].groupby(["model", "dataset", "task", "weighting"], dropna=False).groups.items():
         scores.loc[idx, "q_value"] = bh_adjust(scores.loc[idx, "p_value"].to_numpy(dtype=float))
 
 
@@ -103,8 +103,9 @@ class _Feed:
     """The capture's callbacks for one job: every scorer sees each batch and layer; the inputs scored so far are
     counted (and, with a checkpoint, saved every few batches)."""
 
-    def __init__(self, scorers: list, state: RunState, model: str, job_key: str) -> None:
+    def __init__(self, scorers: list, state: RunState, model: str, job_key: str, weightings: list) -> None:
         self.scorers, self.state, self.model, self.job_key = scorers, state, model, job_key
+        self.weightings = weightings
         self.done: list = []           # the inputs scored so far (a checkpoint records them)
         self.scored = 0
 
@@ -113,11 +114,22 @@ class _Feed:
             s.start_batch(batch)
 
     def layer(self, layer: int, weights: Any, batch: Any) -> None:
+        self._update(layer, weights, batch, "weight")
+
+    def norm_layer(self, layer: int, shares: Any, batch: Any) -> None:
+        self._update(layer, shares, batch, "norm")
+
+    @property
+    def reads_norm(self) -> bool:
+        return "norm" in self.weightings
+
+    def _update(self, layer: int, maps: Any, batch: Any, weighting: str) -> None:
         from ..analysis.base import LayerView
 
-        view = LayerView(layer, weights, batch)
-        for s in self.scorers:
-            s.update(view)
+        view = LayerView(layer, maps, batch)
+        for s, w in zip(self.scorers, self.weightings):
+            if w == weighting:
+                s.update(view)
 
     def batch_end(self, batch: Any) -> None:
         for s in self.scorers:
@@ -157,7 +169,7 @@ def _read(loaded: Any, job: Job, job_key: str, encoded: list, cfg: RunConfig, st
     from ..capture.session import capture
 
     info = loaded.info
-    feed = _Feed(job.scorers, state, info.name, job_key)
+    feed = _Feed(job.scorers, state, info.name, job_key, job.weightings)
     prior = state.checkpoint.prior(info.name, job_key) if state.checkpoint is not None else None
     restored = state.restored_for(info.name)
 
@@ -179,7 +191,8 @@ def _read(loaded: Any, job: Job, job_key: str, encoded: list, cfg: RunConfig, st
             capture(loaded, job.sentences, encoded, feed.layer, batch_size=cfg.batch_size,
                     on_batch_start=feed.batch_start, on_batch_end=feed.batch_end,
                     block_rows=block_rows(feed.scorers, info.num_heads, cfg.attention_memory),
-                    row_stats=any(getattr(s, "wants_row_stats", False) for s in feed.scorers))
+                    row_stats=any(getattr(s, "wants_row_stats", False) for s in feed.scorers),
+                    on_norm_layer=feed.norm_layer if feed.reads_norm else None)
     return feed
 
 
@@ -189,18 +202,18 @@ def _collect(job: Job, scorers: list, bootstrap: int, seed: int, state: RunState
 
     from .interrupts import shielded
 
-    for s in scorers:
+    for s, weighting in zip(scorers, job.weightings):
         if bootstrap and state.interrupted is None and callable(getattr(s, "intervals", None)):
             with state.stop_point("while computing intervals: the scores have no intervals from that task on"):
                 s.intervals(n_boot=bootstrap, seed=seed)
         with shielded() as noted:
             df = s.result()
             if len(df):
-                tables.append(df.assign(dataset=job.name))
+                tables.append(df.assign(dataset=job.name, weighting=weighting))
             summary = getattr(s, "summary", None)
-            if callable(summary):
+            if callable(summary) and weighting == "weight":
                 job.meta.update(summary())
-            for key, table in (s.tables() if hasattr(s, "tables") else {}).items():
+            for key, table in (s.tables() if hasattr(s, "tables") and weighting == "weight" else {}).items():
                 extra[key] = pd.concat([extra[key], table.assign(dataset=job.name)], ignore_index=True) \
                     if key in extra else table.assign(dataset=job.name)
         if noted.hit and state.partial_on_interrupt and state.interrupted is None:
@@ -317,7 +330,7 @@ def _score_models(models: list, plan: _Plan, cfg: RunConfig, state: RunState, *,
     jobs_plan = plan.jobs + plan.selection
     for m in models:
         jobs = [make_job(s, ts, m, max_sentences=cfg.max_sentences, window=cfg.window, bos_id=bos_id, lead=lead,
-                         keep_units=cfg.bootstrap > 0) for s, ts in jobs_plan]
+                         keep_units=cfg.bootstrap > 0, weighting=cfg.weighting) for s, ts in jobs_plan]
         if m is models[0]:
             state.total = sum(len(j.sentences) for j in jobs) * len(models)
         tables, model_datasets, extra = _score_jobs(m, jobs, cfg, state, bos_id=bos_id)
@@ -389,6 +402,7 @@ def _finish(models: list, plan: _Plan, scored: _Scored, cfg: RunConfig, state: R
         scores = pd.concat(scored.tables, ignore_index=True) if scored.tables else frame([])
         scores["dataset"] = scores["dataset"].astype("string")
         scores["model"] = scores["model"].astype("string")
+        scores["weighting"] = scores["weighting"].astype("string")
         scores["kv_head"] = (scores["head"] // info.kv_group_size).astype("Int64")
         add_q_values(scores)
         examples = []

@@ -19,9 +19,12 @@ KEYS = ["dataset", "task", "relation", "direction", "metric", "layer", "head"]
 
 def _as_run(run: Any) -> tuple[Any, dict, str]:
     """(scores, meta, label) from an AnalysisResult or a run folder."""
+    from ..schema import weighted
+
     if hasattr(run, "scores") and hasattr(run, "meta"):
-        return run.scores, run.meta.record(), str(run.model.name)
+        return weighted(run.scores), run.meta.record(), str(run.model.name)
     scores, meta = read_run(Path(run))
+    scores = weighted(scores)
     main = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
     return scores, meta, main or (str(scores["model"].iloc[0]) if len(scores) else str(run))
 

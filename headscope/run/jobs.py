@@ -108,6 +108,7 @@ class Job:
     scorers: list[Any]
     meta: dict = field(default_factory=dict)
     encoded: list | None = None    # model inputs given as token ids (generated data); else tokenized
+    weightings: list = field(default_factory=list)   # each scorer's weighting (``weight`` or ``norm``), in order
 
 
 def bos_meta(loaded: Any, encoded: list) -> dict:
@@ -119,9 +120,10 @@ def bos_meta(loaded: Any, encoded: list) -> dict:
 
 
 def make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int | None, window: int,
-              bos_id: int | None = None, lead: bool = False, keep_units: bool = True) -> Job:
+              bos_id: int | None = None, lead: bool = False, keep_units: bool = True,
+              weighting: tuple[str, ...] = ("weight",)) -> Job:
     """The job of one dataset: its model inputs, prepared as its kind of data needs, and the registered
-    scorers of ``tasks`` built on them."""
+    scorers of ``tasks`` built on them, once for each ``weighting``."""
     info = loaded.info
     build = Build(info.num_layers, info.num_heads, causal=info.is_decoder, sinks=info.sinks, window=window,
                   keep_units=keep_units)
@@ -133,4 +135,9 @@ def make_job(source: Any, tasks: list[str], loaded: Any, *, max_sentences: int |
     meta["kind"] = kind.name
     meta.update(prepared.meta)
     build = dataclasses.replace(build, **prepared.build)
-    return Job(source.name, source, prepared.sentences, build_scorers(tasks, build), meta, prepared.encoded)
+    scorers, weightings = [], []
+    for w in weighting:
+        built = build_scorers(tasks, build)
+        scorers += built
+        weightings += [w] * len(built)
+    return Job(source.name, source, prepared.sentences, scorers, meta, prepared.encoded, weightings)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HeadscopeError
+from ..schema import weighted
 from ..types import ModelInfo
 
 
@@ -110,7 +111,7 @@ class AnalysisResult:
 
             info = self.model
             control = (self.meta.control or {}).get("model")
-            self._roles = assign_roles(self.scores, model=info.name, is_decoder=info.is_decoder, control=control,
+            self._roles = assign_roles(weighted(self.scores), model=info.name, is_decoder=info.is_decoder, control=control,
                                        datasets=self.report_datasets, num_layers=info.num_layers,
                                        num_heads=info.num_heads)
             if "ablation" in self.tables:
@@ -142,8 +143,8 @@ class AnalysisResult:
         self._roles = None
 
     def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
-                dataset: str | None, baselines: bool):
-        df = self.scores
+                dataset: str | None, baselines: bool, weighting: str = "weight"):
+        df = weighted(self.scores, weighting)
         mask = (df["task"] == task) & (df["model"] == self.model.name)
         if relation is not None:
             mask &= df["relation"] == relation
@@ -163,19 +164,20 @@ class AnalysisResult:
         return out
 
     def top(self, task: str = "syntax", relation: str | None = "all", direction: str | None = None, *,
-            metric: str | None = None, dataset: str | None = None, k: int = 5):
-        """The ``k`` best heads (highest score) for a task / relation / direction."""
-        return self._select(task, relation, direction, metric, dataset, False).nlargest(k, "score")
+            metric: str | None = None, dataset: str | None = None, k: int = 5, weighting: str = "weight"):
+        """The ``k`` best heads (highest score) for a task / relation / direction; ``weighting="norm"``: by
+        value-weighted attention (a run with ``weighting="weight,norm"``)."""
+        return self._select(task, relation, direction, metric, dataset, False, weighting).nlargest(k, "score")
 
     def best(self, task: str = "syntax", relation: str | None = "all", direction: str | None = None, *,
-             metric: str | None = None, dataset: str | None = None):
+             metric: str | None = None, dataset: str | None = None, weighting: str = "weight"):
         """The best head's row (a Series with ``layer``, ``head``, ``score``, ``n`` ...)."""
-        return self.top(task, relation, direction, metric=metric, dataset=dataset, k=1).iloc[0]
+        return self.top(task, relation, direction, metric=metric, dataset=dataset, k=1, weighting=weighting).iloc[0]
 
     def best_baseline(self, task: str = "syntax", relation: str | None = "all", direction: str | None = None, *,
-                      metric: str | None = None, dataset: str | None = None):
+                      metric: str | None = None, dataset: str | None = None, weighting: str = "weight"):
         """The best baseline's row for the same selection."""
-        return self._select(task, relation, direction, metric, dataset, True).nlargest(1, "score").iloc[0]
+        return self._select(task, relation, direction, metric, dataset, True, weighting).nlargest(1, "score").iloc[0]
 
     def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
         """Write scores.csv, report.md, run.json and heatmaps into ``out_dir``."""
