@@ -221,7 +221,8 @@ def distance_labels(edges: Sequence[int]) -> list[str]:
 
 
 def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K, levels: Sequence[str] | None = None,
-               keep_rows: Any = None, bos_id: int | None = None, attention_memory: float = 512) -> list[dict]:
+               keep_rows: Any = None, bos_id: int | None = None, attention_memory: float = 512,
+               norm_rows: bool = False) -> list[dict]:
     """Every head's strongest links for each input, one input per forward, in query-row blocks.
 
     ``levels``: ``("word", "token")`` (default: both, word only above TOKEN_LEVEL_MAX tokens). ``keep_rows``:
@@ -230,7 +231,8 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     ``links`` ({level: Links}), ``distance`` (the distance profile: ``edges`` of token-offset bins and ``mass``
     ``[layer, head, bin]``, each row's attention on the non-special tokens at those offsets, averaged over
     rows; ``absolute``: an encoder's offsets count both ways), and ``rows`` ({word: float32 [layer, head,
-    col]}) when rows were kept.
+    col]}) when rows were kept; with ``norm_rows``, ``norm_rows`` too: the same rows of the value-weighted
+    view (``capture.norms``).
     """
     import numpy as np
 
@@ -249,6 +251,7 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     if levels is not None and (not levels or set(levels) - set(LEVELS)):
         raise HeadscopeError(f"levels must be among {', '.join(LEVELS)}, got {', '.join(levels) or 'none'}")
     collectors: dict[int, LinkCollector] = {}
+    norm_collectors: dict[int, LinkCollector] = {}     # the same rows of the norm view (``norm_rows``)
     budget = attention_memory * 2 ** 20
 
     def start(batch: Any) -> None:
@@ -257,6 +260,9 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
         keep = keep_rows if keep_rows is None or keep_rows == "all" else set(keep_rows[enc.index])
         collectors[enc.index] = LinkCollector(batch, num_layers=info.num_layers, num_heads=info.num_heads, k=k,
                                               levels=want, keep_rows=keep)
+        if norm_rows:
+            norm_collectors[enc.index] = LinkCollector(batch, num_layers=info.num_layers, num_heads=info.num_heads,
+                                                       k=1, levels=(), keep_rows=keep)
 
     def rows(batch: Any) -> int | None:
         t = batch.input_ids.shape[1]
@@ -266,7 +272,11 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     def on_layer(layer: int, weights: Any, batch: Any) -> None:
         collectors[batch.encoded[0].index].update(layer, weights, batch)
 
-    capture(loaded, sentences, encoded, on_layer, batch_size=1, on_batch_start=start, block_rows=rows)
+    def on_norm(layer: int, shares: Any, batch: Any) -> None:
+        norm_collectors[batch.encoded[0].index].update(layer, shares, batch)
+
+    capture(loaded, sentences, encoded, on_layer, batch_size=1, on_batch_start=start, block_rows=rows,
+            on_norm_layer=on_norm if norm_rows else None)
     out = []
     for i, (sent, enc) in enumerate(zip(sentences, encoded)):
         pieces = tokenizer.convert_ids_to_tokens(list(enc.input_ids))
@@ -277,10 +287,19 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
                 "distance": {"edges": c.edges, "mass": (c.profile / max(1, c.profile_rows)).astype(np.float32),
                              "absolute": not c.causal}}
         if keep_rows is not None:
-            item["rows"] = {j: np.stack([c.rows[layer][j] for layer in range(info.num_layers)]).astype(np.float32)
-                            for j in sorted(c.rows.get(0, {}))}
+            item["rows"] = _kept(c, info.num_layers)
+            if norm_rows:
+                item["norm_rows"] = _kept(norm_collectors[i], info.num_layers)
         out.append(item)
     return out
+
+
+def _kept(collector: LinkCollector, num_layers: int) -> dict:
+    """``{word: float32 [layer, head, col]}``: the rows a collector kept."""
+    import numpy as np
+
+    return {j: np.stack([collector.rows[layer][j] for layer in range(num_layers)]).astype(np.float32)
+            for j in sorted(collector.rows.get(0, {}))}
 
 
 def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None = None) -> list[dict]:

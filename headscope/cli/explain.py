@@ -23,6 +23,9 @@ def explain(
     = "minilm",
     run_dir: Annotated[Optional[Path], typer.Option("--run", help="A previous run's output folder: its roles.csv "
                                                                   "labels each head.")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Rank the heads by their attention from "
+                      "the word to this word (and what they write from it); several, comma-separated "
+                      "(--target animal,street), rank by the contrast of the first with the others.")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Heads to print.")] = 10,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write explain.csv, explain.md, "
                                                                      "explain.html (the attention viewer) and "
@@ -46,7 +49,6 @@ def explain(
     from ..datasets.reading import read_document
     from ..errors import HeadscopeError
     from ..run.explain import explain as run_explain
-    from ..run.explain import weight_text
 
     setup_logging()
     if (sentence is None) == (file is None):
@@ -57,17 +59,42 @@ def explain(
         text = read_document(file) if file is not None else sentence
         config = ExplainConfig(links=links, attention_memory=attention_memory, prepend_bos=prepend_bos, device=device,
                                trust_remote_code=trust_remote_code)
-        result = run_explain(text, word, model=model, run=run_dir, config=config)
+        result = run_explain(text, word, model=model, run=run_dir, target=target, config=config)
         if out is not None:
             result.save(out, force=force)
     except HeadscopeError as exc:
         fail(str(exc))
+    if target is not None:
+        _print_links(result, top)
+    else:
+        _print_strongest(result, top)
+    if out is not None:
+        typer.echo(f"wrote {out}/explain.md, explain.csv, explain.html (open it in a browser), explain.png, "
+                   f"explain_distance.png")
+
+
+def _print_strongest(result, top: int) -> None:
+    from ..run.explain import weight_text
+
     typer.echo(f"{result.model}: heads linking {result.word!r} (word {result.word_index}) to other words")
     typer.echo(f"{'head':<8} {'links to':<14} {'weight':>6}  {'2nd':<14} {'weight':>6}  {'specials':>8}  role")
     for r in result.top(top).itertuples():
         typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {weight_text(r.weight):>6}  {r.second[:14]:<14} "
                    f"{weight_text(r.second_weight):>6}  {r.specials:8.3f}  {r.role}")
-    if out is not None:
-        typer.echo(f"wrote {out}/explain.md, explain.csv, explain.html (open it in a browser), explain.png, "
-                   f"explain_distance.png")
+
+
+def _print_links(result, top: int) -> None:
+    from ..run.explain import weight_text
+
+    table = result.table
+    to = table["link_to"].iloc[0]
+    contrast = "link_contrast" in table.columns
+    typer.echo(f"{result.model}: heads ranked by attention from {result.word!r} to {to!r}"
+               + (f" less their largest to {table['link_others'].iloc[0]}" if contrast else ""))
+    typer.echo(f"{'head':<8} {'weight':>6} {'norm':>6}" + (f" {'contrast':>8}" if contrast else "")
+               + f"  {'strongest link':<18} role")
+    for r in result.top(top).itertuples():
+        typer.echo(f"{f'L{r.layer}.H{r.head}':<8} {r.link_weight:6.3f} {weight_text(r.link_norm):>6}"
+                   + (f" {r.link_contrast:+8.3f}" if contrast else "")
+                   + f"  {r.target[:18]:<18} {r.role}")
 

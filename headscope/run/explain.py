@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from ..config import ExplainConfig
 from ..errors import HeadscopeError
 from .reading import load_roles, roles_for, roles_path
 from ..types import Sentence
+
+log = logging.getLogger(__name__)
 
 PRONOUNS = ("it", "he", "she", "they", "him", "her", "them", "its", "his", "their", "hers", "theirs", "itself",
             "himself", "herself", "themselves", "this", "that")
@@ -190,21 +193,94 @@ class Explanation:
                  f"and the share it puts on special tokens.", "",
                  "| head | links to | weight | 2nd | weight | on specials | role (previous run) |",
                  "|---|---|---:|---|---:|---:|---|"]
+        if "link_weight" in self.table.columns:
+            return "\n".join(lines[:4] + self._link_lines(k)) + "\n"
         for r in self.table.head(k).itertuples():
             lines.append(f"| L{r.layer}.H{r.head} | {md_text(r.target)} | {weight_text(r.weight)} | "
                          f"{md_text(r.second)} | {weight_text(r.second_weight)} | {r.specials:.3f} | "
                          f"{md_text(r.role or '')} |")
         return "\n".join(lines) + "\n"
 
+    def _link_lines(self, k: int) -> list[str]:
+        """explain.md's table when targets were asked for: the heads ranked by their link to the first."""
+        from ..reports.markdown import md_text
+
+        table = self.table
+        to = md_text(table["link_to"].iloc[0])
+        contrast = "link_contrast" in table.columns
+        lines = [f"Heads ranked by attention from **{md_text(self.word)}** to **{to}**"
+                 + (f" less their largest attention to {md_text(table['link_others'].iloc[0])}" if contrast else "")
+                 + "; norm: the share of what the head writes from that word (value-weighted attention).", "",
+                 f"| head | weight to {to} | norm | " + ("contrast | " if contrast else "") + "strongest link | role |",
+                 "|---|---:|---:|" + ("---:|" if contrast else "") + "---|---|"]
+        for r in table.head(k).itertuples():
+            lines.append(f"| L{r.layer}.H{r.head} | {r.link_weight:.3f} | {weight_text(r.link_norm)} | "
+                         + (f"{r.link_contrast:+.3f} | " if contrast else "")
+                         + f"{md_text(r.target)} ({weight_text(r.weight)}) | {md_text(r.role or '')} |")
+        return lines
+
+
+def _targets(words: Sequence[str], index: int, target: Any) -> list[int]:
+    """The targets' word indices, in order, each once; the explained word itself is refused."""
+    if target is None:
+        return []
+    items = [x.strip() for x in target.split(",") if x.strip()] if isinstance(target, str) else list(target)
+    if not items:
+        raise HeadscopeError("no target given; name a word of the sentence, e.g. --target animal")
+    out = []
+    for item in items:
+        j = _pick_word(words, item)
+        if j == index:
+            raise HeadscopeError(f"target {item!r} is the explained word itself; name another word")
+        out.append(j)
+    return list(dict.fromkeys(out))
+
+
+def _read(loaded: Any, sent: Sentence, index: int, cfg: ExplainConfig, bos_id: Any, *, norm: bool) -> Any:
+    """The word's rows of every head (and of the norm view, where the model allows it), and the links."""
+    from ..capture.links import read_links
+    from ..errors import CaptureError
+
+    kw = dict(k=cfg.links, keep_rows=[{index}], bos_id=bos_id, attention_memory=cfg.attention_memory)
+    if norm:
+        try:
+            return read_links(loaded, [sent], norm_rows=True, **kw)
+        except CaptureError as exc:      # the weights still rank the heads; the norm column says why it is empty
+            log.warning("no value-weighted attention: %s", exc)
+    return read_links(loaded, [sent], **kw)
+
+
+def _link_columns(table: Any, att: Any, norm: Any, targets: list[int], words: Sequence[str]) -> str:
+    """Each head's attention from the word to the first target (and what it writes from there), and its
+    contrast with the other targets; returns the column to rank by."""
+    import numpy as np
+
+    layer, head = table["layer"].to_numpy(), table["head"].to_numpy()
+    first = targets[0]
+    table["link_to"] = words[first]
+    table["link_weight"] = att[layer, head, first].astype(float)
+    table["link_norm"] = norm[layer, head, first].astype(float) if norm is not None else np.nan
+    if len(targets) == 1:
+        return "link_weight"
+    others = att[:, :, targets[1:]].max(-1)
+    table["link_contrast"] = table["link_weight"] - others[layer, head]
+    table["link_others"] = ", ".join(words[j] for j in targets[1:])
+    return "link_contrast"
+
 
 def explain(sentence: str | Sequence[str], word: str | int | None = None, *, model: Any = "minilm",
-            run: str | Path | None = None, config: ExplainConfig | None = None, **options: Any) -> Explanation:
+            run: str | Path | None = None, target: Any = None, config: ExplainConfig | None = None,
+            **options: Any) -> Explanation:
     """For one sentence, which heads link ``word`` to which other words.
 
     ``sentence``: running text (split into words and punctuation, clitics apart) or a list of
     words. ``word``: the word (first match, case-insensitive) or its 0-based index; default the first
     pronoun, else the last word. ``run``: a previous run's output folder, whose roles.csv names each
-    head's role. The settings are those of :class:`headscope.config.ExplainConfig`, as keywords or ``config=``:
+    head's role. ``target``: a word (or index) the word may link to, or several (``"animal,street"`` or a list):
+    every head is then ranked by its attention from the word to the first target (``link_weight``), with what
+    it writes from there (``link_norm``, value-weighted attention, where the model runs on headscope's
+    attention function) and, for several targets, by ``link_contrast``: its weight on the first target less
+    its largest weight on the others. The settings are those of :class:`headscope.config.ExplainConfig`, as keywords or ``config=``:
     ``links``: each word's strongest links that the viewer (``explain.html``) carries; the input is read in
     query-row blocks within ``attention_memory`` MiB per layer, so a document up to the model's length works;
     ``prepend_bos``, ``device``, ``trust_remote_code`` as for ``analyze``. Returns an :class:`Explanation` (``table`` has one row per head, strongest first).
@@ -212,7 +288,6 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     import numpy as np
     import pandas as pd
 
-    from ..capture.links import read_links
     from ..models.loading import leading_token, load_model
 
     cfg = ExplainConfig.given(config, options)
@@ -222,12 +297,15 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
     if len(sent.words) < 2:
         raise HeadscopeError("the sentence needs at least two words to link one to another")
     index = _pick_word(sent.words, word)
+    targets = _targets(sent.words, index, target)
     table_roles = load_roles(run) if run is not None else None     # a bad roles table fails before the model loads
     loaded = load_model(model, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     roles = roles_for(table_roles, loaded.info, path=roles_path(run)) if run is not None else {}
     bos_id = leading_token(loaded, cfg.prepend_bos)
-    (m,) = read_links(loaded, [sent], k=cfg.links, keep_rows=[{index}], bos_id=bos_id,
-                      attention_memory=cfg.attention_memory)
+    if targets and loaded.info.is_decoder and max(targets) > index:
+        raise HeadscopeError(f"target {sent.words[max(targets)]!r} comes after {sent.words[index]!r}: a causal "
+                             f"model's word sees only the words before it; name an earlier target")
+    (m,) = _read(loaded, sent, index, cfg, bos_id, norm=bool(targets))
     att = m["rows"][index]                                        # [L, H, col]
     n = len(sent.words)
     L, H = att.shape[:2]
@@ -249,8 +327,12 @@ def explain(sentence: str | Sequence[str], word: str | int | None = None, *, mod
                          "second_weight": float(att[layer, head, second]) if visible >= 2 else float("nan"),
                          "self": float(att[layer, head, index]), "specials": float(att[layer, head, n:].sum()),
                          "role": roles.get((layer, head), "")})
-    table = pd.DataFrame(rows).sort_values(["weight", "layer", "head"], ascending=[False, True, True],
-                                           ignore_index=True, na_position="last")
+    table = pd.DataFrame(rows)
+    by = "weight"
+    if targets:
+        by = _link_columns(table, att, m.get("norm_rows", {}).get(index), targets, sent.words)
+    table = table.sort_values([by, "layer", "head"], ascending=[False, True, True], ignore_index=True,
+                              na_position="last")
     return Explanation(model=loaded.info.name, words=list(sent.words), labels=m["labels"], word_index=index,
                        attention=att, table=table, links=m["links"], roles=table_roles, distance=m["distance"],
                        shape=(loaded.info.num_layers, loaded.info.num_heads),
