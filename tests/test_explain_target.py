@@ -113,3 +113,10 @@ def test_the_command_prints_the_ranking_and_the_viewer_opens_on_the_best_head(ti
     assert viewer.get_attribute("data-selected") == str(best["word_index"])        # the explained word
     assert not problems, problems
     page.close()
+
+
+def test_a_target_may_be_an_index(tiny_bert_loaded):
+    words = TEXT.split()
+    by_index = headscope.explain(words, "it", model=tiny_bert_loaded, target=words.index("animal"))
+    by_word = headscope.explain(words, "it", model=tiny_bert_loaded, target="animal")
+    assert by_index.table["link_weight"].tolist() == by_word.table["link_weight"].tolist()

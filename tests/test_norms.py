@@ -145,3 +145,19 @@ def test_the_command_line_writes_both_weightings_and_refuses_a_bad_one_in_one_li
     lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("headscope: error:")]
     assert bad.exit_code == 2 and len(lines) == 1 and "must include weight" in lines[0]
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_an_encoder_decoder_read_on_its_decoder_gets_its_norm_view_too(family):
+    import headscope
+    from headscope.models.loading import load_model
+    from test_architectures import _sentences, build
+
+    model, tok = build(family)
+    loaded = load_model(model, tokenizer=tok, part="decoder")
+    r = headscope.analyze(loaded, _sentences(), tasks="positional", bootstrap=0, n_examples=0,
+                          weighting="weight,norm")
+    norm = r.scores[r.scores["weighting"] == "norm"]
+    assert len(norm) == len(r.scores) // 2 and norm["score"].notna().all()
+    assert [type(m).__name__ for m in loaded.projections.modules] and len(loaded.projections.modules) == \
+        loaded.info.num_layers

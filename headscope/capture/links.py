@@ -241,6 +241,8 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
 
     if k < 1:
         raise HeadscopeError(f"links per row must be 1 or more, got {k}")
+    if norm_rows and keep_rows is None:
+        raise HeadscopeError("norm_rows keeps the norm view of the rows asked for: give keep_rows too")
     info, tokenizer = loaded.info, loaded.tokenizer
     sentences = list(sentences)
     encoded = encode_sentences(tokenizer, sentences, bos_id=bos_id)

@@ -97,7 +97,8 @@ def find_output_projections(loaded: LoadedModel) -> Any:
     refused in one line."""
     import torch
 
-    from ..models.loading import model_body
+    from ..models.loading import leading_token, model_body
+    from .alignment import encode_sentences
     from .attention import VIA_INTERFACE, Session, session
     from .norms import match_projections
 
@@ -107,19 +108,20 @@ def find_output_projections(loaded: LoadedModel) -> Any:
                            f"and this model bypasses it ({info.attention}); use --weighting weight")
     events: list = []     # ("out", layer, tensor) and ("linear", module, input) in call order
     state = Session(modules=list(loaded.attention_modules),
-                    on_output=lambda layer, out: events.append(("out", layer, out.detach())))
+                    on_output=lambda layer, out: events.append(("out", layer, out.detach())),
+                    watch=set(loaded.attention_modules) if info.part == "decoder" else None)
     linear = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
     handles = [m.register_forward_pre_hook(lambda mod, args: events.append(("linear", mod, args[0].detach())))
                for m in linear]
-    tok = loaded.tokenizer
-    ids = tok("The cat sat on the mat because it was tired.", add_special_tokens=True)["input_ids"][:12]
-    device = loaded.device
+    # one short input, given to the model as a capture gives it (an encoder-decoder's decoder teacher-forced)
+    sentence = Sentence(words=tuple("The cat sat on the mat because it was tired .".split()), sent_id="probe")
+    (enc,) = encode_sentences(loaded.tokenizer, [sentence], bos_id=leading_token(loaded, None))
+    batch = collate([sentence], [enc], pad_id=_pad_id(loaded.tokenizer), device=loaded.device,
+                    causal=info.is_decoder)
     try:
         with session(state), torch.inference_mode():
             state.start_forward()
-            model_body(loaded.model, info.part)(input_ids=torch.tensor([ids], device=device),
-                                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long,
-                                                                           device=device))
+            model_body(loaded.model, info.part)(**model_inputs(loaded, batch), **forward_kwargs(loaded))
     finally:
         for h in handles:
             h.remove()

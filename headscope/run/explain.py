@@ -224,7 +224,10 @@ def _targets(words: Sequence[str], index: int, target: Any) -> list[int]:
     """The targets' word indices, in order, each once; the explained word itself is refused."""
     if target is None:
         return []
-    items = [x.strip() for x in target.split(",") if x.strip()] if isinstance(target, str) else list(target)
+    if isinstance(target, str):
+        items = [x.strip() for x in target.split(",") if x.strip()]
+    else:
+        items = [target] if isinstance(target, int) else list(target)
     if not items:
         raise HeadscopeError("no target given; name a word of the sentence, e.g. --target animal")
     out = []
