@@ -7,7 +7,7 @@ import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from .alignment import Batch, EncodedSentence, collate
+from .alignment import Batch, EncodedSentence, collate, encode_sentences
 from ..errors import CaptureError
 from ..models.loading import LoadedModel
 from ..types import Sentence
@@ -98,7 +98,6 @@ def find_output_projections(loaded: LoadedModel) -> Any:
     import torch
 
     from ..models.loading import leading_token, model_body
-    from .alignment import encode_sentences
     from .attention import VIA_INTERFACE, Session, session
     from .norms import match_projections
 
