@@ -314,7 +314,7 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
     real = state.real if state.real is not None and tuple(state.real.shape) == (b, q_len) else None
     norms = None
     if state.on_norm is not None:
-        from .norms import value_norms
+        from .norms import norm_weighted, value_norms
 
         norms = value_norms(values, state.gram[layer])       # [batch, head, key]: what each key's value writes
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
@@ -347,8 +347,6 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
                                     real[:, r0:r1] if real is not None else None)
         state.on_attention(layer, probs)
         if norms is not None:
-            from .norms import norm_weighted
-
             state.rows = None        # the row facts are the weights'; the norm view's are read from it
             state.on_norm(layer, norm_weighted(probs, norms[..., :width]))
     out = out.transpose(1, 2).contiguous()
