@@ -40,7 +40,7 @@ def weight_text(x: float) -> str:
     return "—" if x != x else f"{x:.3f}"
 
 
-def _pick_word(words: Sequence[str], word: str | int | None) -> int:
+def _pick_word(words: Sequence[str], word: str | int | None, flag: str = "--word") -> int:
     if isinstance(word, int):
         if not 0 <= word < len(words):
             raise HeadscopeError(f"word index {word} is outside the sentence's {len(words)} words (0-based)")
@@ -53,10 +53,10 @@ def _pick_word(words: Sequence[str], word: str | int | None) -> int:
         return max(i for i, w in enumerate(words) if any(c.isalnum() for c in w)) if any(
             any(c.isalnum() for c in w) for w in words) else len(words) - 1
     if word.isdigit() and word not in words:
-        return _pick_word(words, int(word))
+        return _pick_word(words, int(word), flag)
     if word.lower() not in lower:
         raise HeadscopeError(f"word {word!r} is not in the sentence; its words are: {' '.join(words)} "
-                             f"(give --word as one of them, or a 0-based index)")
+                             f"(give {flag} as one of them, or a 0-based index)")
     return lower.index(word.lower())
 
 
@@ -232,7 +232,7 @@ def _targets(words: Sequence[str], index: int, target: Any) -> list[int]:
         raise HeadscopeError("no target given; name a word of the sentence, e.g. --target animal")
     out = []
     for item in items:
-        j = _pick_word(words, item)
+        j = _pick_word(words, item, "--target")
         if j == index:
             raise HeadscopeError(f"target {item!r} is the explained word itself; name another word")
         out.append(j)
