@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 # Every score table has these columns, in this order. Head rows have integer layer/head and an
-# empty baseline; baseline rows have empty layer/head and name the baseline (e.g. "offset:-1").
+# empty baseline; baseline rows name the baseline (e.g. "offset:-1") and have empty layer/head, except a
+# baseline that each head has of its own (syntax's "own-position": what the head's positional habit predicts),
+# whose rows name their head.
 # ci_low/ci_high: 95% bootstrap interval over sentences (documents for coreference). p_value: on
 # head rows of tasks with baselines, the one-sided paired bootstrap test that the head beats the
 # best baseline of its relation/direction; q_value: that p after Benjamini–Hochberg over every
@@ -17,6 +19,9 @@ SCORE_COLUMNS = [
 ]
 INT_COLUMNS = ("layer", "head", "kv_head", "n", "n_reachable")
 STR_COLUMNS = ("model", "dataset", "task", "relation", "direction", "metric", "weighting", "baseline")
+# The baseline of a head's own positional prediction of a syntax relation (``analysis.syntax``): the one
+# baseline whose rows name their head.
+OWN = "own-position"
 
 
 def frame(rows: Iterable[dict[str, Any]]):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .errors import HeadscopeError
+from .schema import OWN
 
 # What each kind of data is, in the words an error message uses ("task syntax needs ...").
 DATA_KINDS = {
@@ -25,6 +26,7 @@ SENTENCE_KINDS = ("treebank", "sentences")
 # scale, and rankings across measures ("largest changes") use only these.
 BOUNDED_METRICS = frozenset({"accuracy", "uas", "mass", "ratio", "share", "max_weight"})
 
+
 # Role thresholds (the criteria the reports print are made from these).
 ALPHA = 0.05            # Benjamini–Hochberg false discovery rate for "beats the best baseline"
 MIN_N = 30              # a relation / mention type needs this many instances before it can name a role
@@ -33,6 +35,8 @@ MASS = 0.5              # positional roles: lower 95% bound of the mean attentio
 LOCAL = 0.8             # local window: lower bound of the mass within +-window tokens
 BROAD = 0.85            # broad: lower bound of the normalised entropy
 PATTERN = 0.4           # induction / duplicate-token: lower bound of the mean attention to the target
+MAX_SYNTAX = 2          # syntax roles a head keeps per dataset: those with the largest margins over their baselines
+NOOP = 0.25             # a sink whose target gives less than this share of what the head writes is a no-op
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Tested:
     summary: str | None = None
     best_of: str | None = None
     criterion: str = ""
+    own: str | None = None    # a baseline that each head has of its own, named on its rows (syntax: ``OWN``)
 
     def role_of(self, row: Any) -> str:
         """The role a head's score row names (``row``: a mapping with ``relation`` and ``direction``)."""
@@ -214,12 +219,16 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                      "syntax_all_head_to_dep", heatmap=True, diff=True),
              Measure("syntax", None, None, "accuracy", top=True),
          ),
-         tested=Tested("syntax", "best fixed-offset baseline", "syntax:{relation} {direction}", summary="all",
-                       criterion=f"accuracy beats the best fixed-offset baseline of that relation and direction: "
-                                 f"one-sided paired bootstrap test over sentences, Benjamini–Hochberg q < {ALPHA} "
-                                 f"over every head x relation x direction of the dataset, by at least "
-                                 f"{100 * MARGIN:.0f} points; relation with >= {MIN_N} instances; 'all' is a "
-                                 f"summary, not a role"),
+         tested=Tested("syntax", "best fixed-offset baseline and its own positional prediction",
+                       "syntax:{relation} {direction}", summary="all", own=OWN,
+                       criterion=f"accuracy beats both the best fixed-offset baseline of that relation and "
+                                 f"direction and the head's own positional prediction (how often its most-attended "
+                                 f"word lies at each offset, learnt on the other relations' words, applied to this "
+                                 f"relation's instances): one-sided paired bootstrap tests over sentences, the "
+                                 f"larger p of the two, Benjamini–Hochberg q < {ALPHA} over every head x relation "
+                                 f"x direction of the dataset, by at least {100 * MARGIN:.0f} points over the "
+                                 f"higher; relation with >= {MIN_N} instances; 'all' is a summary, not a role; a "
+                                 f"head keeps its {MAX_SYNTAX} syntax roles with the largest margins"),
          auto=True, default=True,
          section="headscope.reports.sections:syntax"),
     Task("tree", "treebank", "per-head maximum-spanning-arborescence UAS (slower)", _tree,
@@ -234,7 +243,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
              _mass("next", "Mass on the next token", heatmap=True, top=True, detail=3, decoder=False),
              _mass("self", "Mass on the token itself", heatmap=True, top=True, detail=1),
              _mass("first", "Mass on the first token ([CLS]/BOS)", heatmap=True, diff=True, top=True, detail=4),
-             _mass("last", "Mass on the last token", top=True, detail=5),
+             _mass("last", "Mass on the last word", top=True, detail=5),
              _mass("sep", "Mass on [SEP]/EOS", heatmap=True, top=True, detail=6),
              _mass("punct", "Mass on punctuation", heatmap=True, top=True, detail=7),
              _mass("local", "Mass within the local window", top=True, detail=8),

@@ -99,6 +99,66 @@ def reference_syntax(model, tokenizer, sentences, *, causal: bool = False):
     return correct, total
 
 
+def reference_own_prediction(model, tokenizer, sentences, *, causal: bool = False, near: int = 32):
+    """{(layer, head, relation, direction): the accuracy the head's own positional habit predicts}.
+
+    The habit: how often the head's dep_to_head argmax lies at each offset from the query word (offsets
+    beyond ``near`` in one bin each side), over every word that has another word to look at, by the word's
+    relation. For relation r it is learnt on the words of other relations ('all': on every word). An
+    instance (dependent d, head h) is predicted with the habit's share at the offset key - query (query d,
+    key h for dep_to_head; query h, key d for head_to_dep), divided by the habit's share over the offsets
+    the query can reach in its sentence; a far bin's share is spread over the far offsets it can reach."""
+    habit: dict = {}       # (layer, head) -> {relation or None: {bin: count}}
+    instances = []         # (relation, d, h, n)
+    layers = heads = 0
+
+    def bin_of(offset):
+        return max(-near - 1, min(near + 1, offset))
+
+    for s in sentences:
+        atts, word_ids = full_attentions(model, tokenizer, s)
+        layers, heads = len(atts), atts[0].shape[0]
+        n = len(s.words)
+        for d, (h, rel) in enumerate(zip(s.heads, s.relations)):
+            if h >= 0:
+                instances.append((rel, d, h, n))
+        for layer, att in enumerate(atts):
+            for head in range(att.shape[0]):
+                w = word_attention(att[head], word_ids)
+                for d in range(n):
+                    if (d == 0) if causal else (n < 2):
+                        continue
+                    pred = argmax_excluding([w[d, j] for j in range(n)], d, (lambda j, d=d: j < d) if causal else None)
+                    rel = s.relations[d] if s.heads[d] >= 0 else None
+                    counts = habit.setdefault((layer, head), {}).setdefault(rel, {})
+                    counts[bin_of(pred - d)] = counts.get(bin_of(pred - d), 0) + 1
+    out: dict = {}
+    relations = sorted({i[0] for i in instances})
+    for layer in range(layers):
+        for head in range(heads):
+            by_rel = habit.get((layer, head), {})
+            for r in relations + ["all"]:
+                shares: dict = {}
+                for rel, counts in by_rel.items():
+                    if r != "all" and rel == r:
+                        continue
+                    for b, c in counts.items():
+                        shares[b] = shares.get(b, 0) + c
+                total = sum(shares.values())
+                mine = [i for i in instances if r == "all" or i[0] == r]
+                for direction in ("dep_to_head", "head_to_dep"):
+                    got = 0.0
+                    for _, d, h, n in mine:
+                        query, key = (d, h) if direction == "dep_to_head" else (h, d)
+                        offset, lo, hi = key - query, -query, n - 1 - query
+                        z = sum(shares.get(b, 0) for b in range(bin_of(lo), bin_of(hi) + 1)) / max(total, 1)
+                        width = (-near - lo) if offset < -near else (hi - near) if offset > near else 1
+                        if z > 0:
+                            got += shares.get(bin_of(offset), 0) / max(total, 1) / max(width, 1) / z
+                    out[(layer, head, r, direction)] = got / len(mine)
+    return out
+
+
 def _form(s, w: int) -> str:
     """What same_word compares: the word's lemma where the data has one, else the word; case-folded."""
     lemma = s.lemmas[w] if s.lemmas is not None else "_"
@@ -133,6 +193,7 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
             if sentence_of[j] is None:
                 sentence_of[j] = sentence_of[j - 1] if j else 0
         sentence_of = np.array(sentence_of)
+        last_word = max(j for j, w in enumerate(word_ids) if w is not None)   # the last word's final piece
         for layer, att in enumerate(atts):
             for head in range(att.shape[0]):
                 a = att[head].astype(np.float64)
@@ -146,7 +207,7 @@ def reference_positional(model, tokenizer, sentences, *, window: int = 3, causal
                     if i < t - 1:
                         add(k + ("next",), a[i, i + 1])
                     add(k + ("first",), a[i, 0])
-                    add(k + ("last",), a[i, t - 1])
+                    add(k + ("last",), a[i, last_word] if last_word < len(keys) else 0.0)
                     add(k + ("sep",), row[sep[keys]].sum())
                     add(k + ("punct",), row[punct[keys]].sum())
                     add(k + ("local",), row[np.abs(i - keys) <= window].sum())

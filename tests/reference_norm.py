@@ -44,7 +44,7 @@ def _layers(model):
             w_o = w.reshape(heads, d, -1)
             # c_attn produces q|k|v concatenated on the last axis, each `hidden` wide: v is the last third.
             out.append((block.attn.c_attn, slice(2 * hidden, 3 * hidden), w_o, 1))
-    elif kind == "llama":
+    elif kind in ("llama", "qwen2"):    # Qwen2: the same layout, with a bias on q, k and v (v_proj's output has it)
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         d = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
@@ -54,7 +54,7 @@ def _layers(model):
             # query head h reads KV head h // group (values carry no RoPE, so v_proj's output is the value).
             out.append((layer.self_attn.v_proj, slice(None), w_o, heads // kv_heads))
     else:
-        raise ValueError(f"reference_norm: no code path for model_type {kind!r} (supported: bert, gpt2, llama)")
+        raise ValueError(f"reference_norm: no code path for model_type {kind!r} (supported: bert, gpt2, llama, qwen2)")
     return out
 
 

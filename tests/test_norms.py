@@ -39,10 +39,15 @@ def _captured(loaded, rows):
             full = batches[-1][kind].setdefault(layer, np.zeros((b, h, batch.input_ids.shape[1],
                                                                  batch.input_ids.shape[1])))
             full[:, :, batch.row_start:batch.row_start + r, :k] = maps.double().cpu().numpy()
+            if kind == "norm" and batch.row_stats is not None:     # the norm view's row facts, from the capture
+                facts = batches[-1].setdefault("facts", {}).setdefault(layer, np.zeros((b, h, full.shape[2], 2)))
+                facts[:, :, batch.row_start:batch.row_start + r] = np.stack(
+                    [batch.row_stats.entropy.double().cpu().numpy(), batch.row_stats.confidence.double().cpu().numpy()],
+                    -1)
         return on
 
     capture(loaded, sentences, encoded, keep("weight"), batch_size=3, on_norm_layer=keep("norm"),
-            block_rows=(lambda batch: rows) if rows else None)
+            block_rows=(lambda batch: rows) if rows else None, row_stats=True)
     return batches
 
 
@@ -67,6 +72,13 @@ def test_the_norm_view_equals_an_independent_computation(build, rows):
             assert np.abs(got["weight"][layer][q] - weights[layer][q]).max() < 1e-5
             # the two views differ (the values' norms are not all equal), so the check can tell them apart
             assert np.abs(mine[q] - weights[layer][q]).max() > 1e-3
+            # the norm view's entropy and confidence, worked out from the weights' normaliser without a
+            # logarithm over the map, equal those read from the view itself
+            facts = got["facts"][layer]
+            rq = real.astype(bool)[:, None, :].repeat(facts.shape[1], 1)
+            entropy = -(ref * np.log(np.where(ref > 0, ref, 1.0))).sum(-1)
+            assert np.abs(facts[..., 0][rq] - entropy[rq]).max() < 1e-4
+            assert np.abs(facts[..., 1][rq] - ref.max(-1)[rq]).max() < 1e-5
             compared += 1
     assert compared == 2 * 2      # two batches of two layers each
 
@@ -108,9 +120,14 @@ def test_a_run_scores_every_measure_under_both_weightings_and_keeps_the_weight_v
 
     pd.testing.assert_frame_equal(weight, plain.scores.reset_index(drop=True))
     norm = both.scores[both.scores["weighting"] == "norm"]
-    assert len(norm) == len(weight)
+    # the sinks' written shares are the weight view's own: the norm view's masses on first and sep
+    written = weight[weight["relation"].isin(["first_written", "sep_written"])]
+    assert len(written) == 2 * 2 * 4 and len(norm) == len(weight) - len(written)
+    same = written.assign(relation=written["relation"].str.replace("_written", ""), metric="mass").merge(
+        norm, on=keys, suffixes=("_w", "_n"))
+    assert len(same) == len(written) and (same["score_w"] - same["score_n"]).abs().max() < 1e-5
     joined = weight.merge(norm, on=keys, suffixes=("_w", "_n"))
-    assert len(joined) == len(weight)
+    assert len(joined) == len(weight) - len(written)
     heads = joined[joined["baseline"].isna() & (joined["task"] == "positional") & (joined["metric"] == "mass")]
     assert (heads["score_w"] - heads["score_n"]).abs().max() > 1e-3       # the two views differ
     assert both.best("positional", "first", weighting="norm")["weighting"] == "norm"
@@ -158,6 +175,7 @@ def test_an_encoder_decoder_read_on_its_decoder_gets_its_norm_view_too(family):
     r = headscope.analyze(loaded, _sentences(), tasks="positional", bootstrap=0, n_examples=0,
                           weighting="weight,norm")
     norm = r.scores[r.scores["weighting"] == "norm"]
-    assert len(norm) == len(r.scores) // 2 and norm["score"].notna().all()
+    written = r.scores["relation"].isin(["first_written", "sep_written"])      # the weight view's only
+    assert written.any() and len(norm) == (~written).sum() // 2 and norm["score"].notna().all()
     assert [type(m).__name__ for m in loaded.projections.modules] and len(loaded.projections.modules) == \
         loaded.info.num_layers

@@ -64,7 +64,8 @@ def test_specials_separators_and_punctuation():
     maps[0, 1, :, 3] = 1.0                                     # everything to "."
     df = syn.run(PositionalScorer(1, 2), b, syn.normalise(maps, b))
     assert value(df, 0, "sep") == pytest.approx(1.0)
-    assert value(df, 0, "last") == pytest.approx(1.0)
+    assert value(df, 0, "last") == pytest.approx(0.0)         # last: the last word, for encoders too
+    assert value(df, 1, "last") == pytest.approx(1.0)
     assert value(df, 0, "punct") == pytest.approx(0.0)
     assert value(df, 1, "punct") == pytest.approx(1.0)
     assert value(df, 1, "sep") == pytest.approx(0.0)
@@ -113,7 +114,9 @@ def test_matches_reference_on_tiny_models(tiny, sample):
                                             causal=loaded.info.is_decoder)
     df = result.scores
     checked = 0
-    for r in df[df["relation"] != "argmax_offset"].itertuples():
+    written = df["relation"].isin(["first_written", "sep_written"])
+    _check_written(loaded, sents, df[written])
+    for r in df[(df["relation"] != "argmax_offset") & ~written].itertuples():
         assert r.score == pytest.approx(ref[(r.layer, r.head, r.relation)], abs=2e-5), (name, r.relation)
         checked += 1
     assert checked == loaded.info.num_layers * loaded.info.num_heads * len({k[2] for k in ref})
@@ -161,3 +164,33 @@ def test_one_product_per_whole_map_equals_the_band_path(causal):
     assert (m["score_x"] - m["score_y"]).abs().max() < 1e-5 and (m["n_x"] == m["n_y"]).all()
     offsets = m[m["relation"] == "argmax_offset"]
     assert (offsets["score_x"] == offsets["score_y"]).all()
+
+
+def _check_written(loaded, sents, rows):
+    """first_written / sep_written against eager attention, values from a hook and W_O from the weights
+    (``reference_norm``), sentence by sentence: the share of sum_j alpha_ij ||v_j W_O^h|| from the first
+    token and from [SEP]/EOS, averaged over every real query row."""
+    import numpy as np
+
+    from headscope.capture.alignment import encode_sentences
+    from reference_norm import norm_maps
+
+    assert len(rows) == 2 * loaded.info.num_layers * loaded.info.num_heads, "the sinks' written shares are missing"
+    tok = loaded.tokenizer
+    closing = {t for t in (tok.sep_token_id, tok.eos_token_id) if t is not None}
+    num, rows_seen = 0.0, 0
+    for s in sents:
+        (enc,) = encode_sentences(tok, [s])
+        ids = torch.tensor([enc.input_ids])
+        _, norms = norm_maps(loaded.model, ids, torch.ones_like(ids))
+        sep = np.array([w < 0 and i in closing for i, w in zip(enc.input_ids, enc.word_ids)])
+        per = []
+        for m in norms:                                         # [1, H, q, k]
+            total = m.sum(-1)
+            per.append(np.stack([m[..., 0] / total, (m * sep).sum(-1) / total], -1).sum(2)[0])   # [H, 2]
+        num = num + np.stack(per)                               # [layer, H, 2]
+        rows_seen += len(enc.input_ids)
+    expected = num / rows_seen
+    for r in rows.itertuples():
+        k = 0 if r.relation == "first_written" else 1
+        assert r.score == pytest.approx(expected[r.layer, r.head, k], abs=2e-5), (r.relation, r.layer, r.head)

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic as syn  # noqa: E402
 from conftest import long_models  # noqa: E402
-from reference import reference_syntax  # noqa: E402
+from reference import reference_own_prediction, reference_syntax  # noqa: E402
 
 from headscope.capture.alignment import EncodedSentence, collate  # noqa: E402
 from headscope.analysis.base import LayerView  # noqa: E402
@@ -62,7 +62,7 @@ def test_syntax_in_blocks_of_any_size_equals_whole_maps(causal):
     whole = _feed(SyntaxScorer(2, 3, rels, causal=causal), b, maps, None, causal)
     for rows in (1, 2, 3, 5, 8, t - 1):
         got = _feed(SyntaxScorer(2, 3, rels, causal=causal), b, maps, rows, causal)
-        key = ["relation", "direction", "baseline", "layer", "head"]
+        key = ["relation", "direction", "baseline", "layer", "head"]   # own predictions too
         m = whole.merge(got, on=key, suffixes=("", "_b"), how="outer")
         assert len(m) == len(whole) == len(got), rows
         assert (m["score"] - m["score_b"]).abs().max() == 0, rows
@@ -93,6 +93,12 @@ def test_syntax_on_documents_in_blocks_matches_the_reference(family, sample):
     for r in heads.itertuples():
         assert r.score == pytest.approx(correct[(r.layer, r.head, r.relation, r.direction)] / total[r.relation],
                                         abs=1e-9)
+    # each head's own positional prediction, on documents long enough to reach the far offset bins
+    own = reference_own_prediction(loaded.model, tok, docs, causal=loaded.info.is_decoder)
+    rows = blocked[(blocked["task"] == "syntax") & (blocked["baseline"] == "own-position")]
+    assert len(rows) == len(own)
+    for r in rows.itertuples():
+        assert r.score == pytest.approx(own[(r.layer, r.head, r.relation, r.direction)], abs=1e-9)
 
 
 def test_coref_in_blocks_equals_whole_maps_and_the_reference(tiny):

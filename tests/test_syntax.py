@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic as syn  # noqa: E402
 from conftest import EWT_DEV, needs_ewt  # noqa: E402
-from reference import reference_syntax  # noqa: E402
+from reference import reference_own_prediction, reference_syntax  # noqa: E402
 
 from headscope.analysis.syntax import SyntaxScorer  # noqa: E402
 
@@ -38,7 +38,8 @@ def planted(b, sentences, kind: str) -> torch.Tensor:
 
 
 def scores(df, direction, head, relation="all"):
-    row = df[(df["direction"] == direction) & (df["head"] == head) & (df["relation"] == relation)]
+    row = df[(df["direction"] == direction) & (df["head"] == head) & (df["relation"] == relation)
+             & df["baseline"].isna()]
     assert len(row) == 1
     return float(row["score"].iloc[0])
 
@@ -116,7 +117,10 @@ def test_offset_baselines_count_heads_at_each_offset():
     for k in (-3, -2, -1, 1, 2, 3):
         expected = sum(h == d + k for d, h in deps) / len(deps)
         assert got[f"offset:{k:+d}"] == pytest.approx(expected)
-    assert base["layer"].isna().all() and base["head"].isna().all()
+    offsets = base[base["baseline"].str.startswith("offset:")]
+    assert offsets["layer"].isna().all() and offsets["head"].isna().all()
+    own = base[base["baseline"] == "own-position"]                 # each head's own: it names the head
+    assert sorted(own["head"]) == [0, 1] and (own["layer"] == 0).all()
 
 
 def test_causal_mask_limits_reachability_and_baselines():
@@ -138,9 +142,12 @@ def test_causal_mask_limits_reachability_and_baselines():
     h2d = df[(df["relation"] == "all") & (df["direction"] == "head_to_dep") & df["baseline"].isna()].iloc[0]
     assert int(h2d["n_reachable"]) == len(deps) - left
     names = set(df.loc[(df["direction"] == "dep_to_head") & df["baseline"].notna(), "baseline"])
-    assert names == {"offset:-1", "offset:-2", "offset:-3"}
+    assert names == {"offset:-1", "offset:-2", "offset:-3", "own-position"}
     names = set(df.loc[(df["direction"] == "head_to_dep") & df["baseline"].notna(), "baseline"])
-    assert names == {"offset:+1", "offset:+2", "offset:+3"}
+    assert names == {"offset:+1", "offset:+2", "offset:+3", "own-position"}
+    # a decoder's habit has no offset to the right: its own prediction never reaches a head there
+    own = df[(df["relation"] == "all") & (df["baseline"] == "own-position") & (df["direction"] == "dep_to_head")]
+    assert (own["score"] <= left / len(deps) + 1e-12).all() and (own["score"] > 0).all()
 
 
 def test_merge_adds_counts_and_aligns_relations():
@@ -158,7 +165,7 @@ def test_merge_adds_counts_and_aligns_relations():
     key = ["relation", "direction", "baseline", "layer", "head"]
     m = expected.merge(merged, on=key, suffixes=("", "_m"))
     assert len(m) == len(expected) == len(merged)
-    assert (m["score"] - m["score_m"]).abs().max() < 1e-12
+    assert (m["score"] - m["score_m"]).abs().max() < 1e-12     # own predictions too: habits and instances join
     assert (m["n"] == m["n_m"]).all()
 
 
@@ -173,6 +180,13 @@ def _compare_with_reference(result, correct, total, tol=1e-6):
     assert worst <= tol
 
 
+def _compare_own_with_reference(result, expected, tol=1e-6):
+    own = result.scores[(result.scores["task"] == "syntax") & (result.scores["baseline"] == "own-position")]
+    assert len(own) == len(expected)
+    worst = max(abs(expected[(r.layer, r.head, r.relation, r.direction)] - r.score) for r in own.itertuples())
+    assert worst <= tol
+
+
 def test_matches_reference_on_tiny_models(tiny, sample):
     import headscope
 
@@ -181,6 +195,8 @@ def test_matches_reference_on_tiny_models(tiny, sample):
     result = headscope.analyze(loaded, list(sents), tasks="syntax", batch_size=7)
     correct, total = reference_syntax(loaded.model, loaded.tokenizer, sents, causal=loaded.info.is_decoder)
     _compare_with_reference(result, correct, total)
+    expected = reference_own_prediction(loaded.model, loaded.tokenizer, sents, causal=loaded.info.is_decoder)
+    _compare_own_with_reference(result, expected)
 
 
 @pytest.mark.slow
@@ -192,6 +208,7 @@ def test_matches_reference_on_minilm_ewt(minilm):
     result = headscope.analyze(minilm, corpus, tasks="syntax", batch_size=16)
     correct, total = reference_syntax(minilm.model, minilm.tokenizer, corpus.sentences)
     _compare_with_reference(result, correct, total)
+    _compare_own_with_reference(result, reference_own_prediction(minilm.model, minilm.tokenizer, corpus.sentences))
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ class Scorer(abc.ABC):
     ACCUMULATORS: ClassVar[tuple[str, ...]] = ()
     row_blocks: ClassVar[bool] = False        # reads blocks of query rows (``batch.row_start``)
     wants_row_stats: ClassVar[bool] = False   # uses the capture's entropy and confidence per row
+    wants_value_norms: ClassVar[bool] = False  # uses what each key's value writes (``batch.value_norms``)
 
     def start_batch(self, batch: Batch) -> None:
         """Get ready for a batch (its gold structure, masks); the default has nothing to prepare."""
@@ -114,6 +115,9 @@ class Scorer(abc.ABC):
             raise HeadscopeError(f"a {state.get('task')} state cannot go into a {self.task} scorer")
         out = copy.copy(self)
         for name in self.ACCUMULATORS:
+            if name not in state:
+                raise HeadscopeError(f"{self.task} state has no {name} (written by another version of headscope); "
+                                     f"run it again without --resume")
             current, value = getattr(self, name), np.asarray(state[name])
             if np.shape(current) != value.shape:
                 raise HeadscopeError(f"{self.task} state: {name} has shape {value.shape}, this scorer's "

@@ -21,7 +21,7 @@ METRICS = (
     ("prev", "mass", "attention to the previous token (rows that have one)"),
     ("next", "mass", "attention to the next token (rows that have one)"),
     ("first", "mass", "attention to the first token ([CLS]/BOS)"),
-    ("last", "mass", "attention to the last real token ([SEP]/EOS or final word)"),
+    ("last", "mass", "attention to the last word (its final piece; never [SEP]/EOS, which `sep` measures)"),
     ("sep", "mass", "attention to [SEP]/EOS special tokens"),
     ("punct", "mass", "attention to pieces of punctuation words"),
     ("local", "mass", "attention within the local window |i-j| <= w"),
@@ -38,9 +38,15 @@ METRICS = (
     ("entropy", "nats", "row entropy"),
     ("entropy_norm", "ratio", "row entropy / log(number of visible keys), rows with >= 2 visible keys"),
     ("confidence", "max_weight", "Voita confidence: max_j A[i,j]"),
+    # What a head writes from its sinks (Kobayashi et al. 2020): the share of ``sum_j A[i,j] ‖v_j W_O^h‖`` that
+    # comes from the first token and from [SEP]/EOS. A sink that takes most of the weight but writes little
+    # from there is a no-op. Only where the capture hands over the value norms (``batch.value_norms``).
+    ("first_written", "share", "share of what the head writes (value-weighted) that comes from the first token"),
+    ("sep_written", "share", "share of what the head writes (value-weighted) that comes from [SEP]/EOS"),
 )
 NAMES = [m[0] for m in METRICS]
 LINEAR = NAMES.index("entropy")   # metrics before this one are linear in the row
+WRITTEN = NAMES.index("first_written")   # this one and the next: from the value norms
 POSITIONAL_SHARE = 0.9  # Voita et al.: argmax at one fixed offset in >= 90% of rows
 
 
@@ -97,6 +103,18 @@ def _token_words(batch: Batch) -> tuple[Any, Any]:
     col = batch.col_of.cpu().numpy()
     word = np.where(col < w, col, -1)
     return word, np.where(word >= 0, word, w)
+
+
+def _last_word_token(word: Any, lengths: Any, device: Any) -> Any:
+    """``[b]``: each input's token that ends its last word (``word``: ``_token_words``); the last real token
+    where an input has no word."""
+    import numpy as np
+    import torch
+
+    pos = np.arange(word.shape[1])
+    last = np.where(word >= 0, pos, -1).max(1) if word.shape[1] else np.full(len(word), -1)
+    fallback = (lengths - 1).clamp_min(0).cpu().numpy()
+    return torch.from_numpy(np.where(last >= 0, last, fallback)).to(device)
 
 
 def _per_word(rows: Any, width: int, fill: Any, dtype: Any) -> Any:
@@ -185,6 +203,7 @@ class PositionalScorer(Scorer):
     ROWS = 512
     row_blocks = True        # reads query-row blocks (``batch.row_start``): every statistic here is per row
     wants_row_stats = True   # entropy and confidence come from the capture where it can
+    wants_value_norms = True  # the sinks' written shares
 
     def __post_init__(self) -> None:
         import torch
@@ -252,7 +271,7 @@ class PositionalScorer(Scorer):
         ent_w = torch.stack([real, masks[NAMES.index("entropy_norm")] / log_visible], -1)  # [b, t, 2]
         self._batch = {
             "keys": keys,
-            "last": (lengths[:, 0] - 1).clamp_min(0),               # [b]: the last real token
+            "last": _last_word_token(word, lengths[:, 0], dev),  # [b]: the last word's final piece
             "entropy": ent_w,
             "real": real,
             "row_w": row_w[..., :LINEAR],
@@ -268,6 +287,8 @@ class PositionalScorer(Scorer):
     def update(self, view: LayerView) -> None:
         a = view.tokens                                              # [b, h, rows, w]: rows r0.. of the map
         t = view.batch.token_mask.shape[1]
+        if view.batch.value_norms is not None:
+            self._written(view, a)
         if view.batch.row_start == 0 and a.shape[2] == t and self._whole_weights() is not None:
             self._whole(view, a.float())
             return
@@ -363,6 +384,24 @@ class PositionalScorer(Scorer):
         g.setdefault("plogp", []).append(-facts.entropy)
         g.setdefault("conf", []).append(facts.confidence)
         g.setdefault("bucket", []).append(bucket)
+
+    def _written(self, view: LayerView, a: Any) -> None:
+        """Add this block's rows' written shares of the first token and of [SEP]/EOS (``first_written``,
+        ``sep_written``) to its layer's sums: one product of the rows with the keys' value norms."""
+        import torch
+
+        g = self._batch
+        r0, (n, w) = view.batch.row_start, a.shape[2:]
+        norms = view.batch.value_norms[..., :w].float()             # [b, h, w]
+        sep = g["keys"][:, :w, 0].unsqueeze(1)                       # [b, 1, w]
+        parts = torch.matmul(a.float(), torch.stack([norms, norms * sep], -1))   # [b, h, n, 2]
+        total, from_sep = parts.unbind(-1)
+        from_first = a[..., 0].float() * norms[..., :1]
+        shares = torch.stack([from_first, from_sep], -1) / torch.where(total > 0, total, 1.0).unsqueeze(-1)
+        real = g["real"][:, r0:r0 + n]
+        written = g.setdefault("written", {})
+        got = torch.einsum("bhnk,bn->bhk", shares, real)
+        written[view.layer] = written[view.layer] + got if view.layer in written else got
 
     def _rows(self, view: LayerView, a: Any) -> None:
         """Row statistics of one block (or whole map) of one layer, filed under its layer at the last block."""
@@ -596,6 +635,12 @@ class PositionalScorer(Scorer):
         if not g.get("layers"):
             return
         layers = g.pop("layers")
+        written = g.pop("written", None)
+        if written is None or set(written) != set(layers):   # no value norms: these measures count no rows
+            written = None
+            g["counts"][WRITTEN:] = 0
+            if g.get("unit") is not None:
+                g["unit"][1][:, WRITTEN:] = 0
         self.counts += g["counts"]
         linear = torch.stack(g.pop("linear_sums"), 1)               # [b, layer, h, linear]
         plogp = torch.stack(g.pop("plogp"), 1)                       # [b, layer, h, t]
@@ -604,7 +649,9 @@ class PositionalScorer(Scorer):
         b, n_layers, h, t = bucket.shape
         entropy = -torch.einsum("blht,bltk->blhk", plogp, torch.stack(g.pop("entropy_w"), 1))  # [b, layer, h, 2]
         confidence = torch.einsum("blht,bt->blh", conf, g["real"])
-        per = torch.cat([linear, entropy, confidence.unsqueeze(-1)], -1)   # [b, layer, h, metric]
+        written = (torch.stack([written[layer] for layer in layers], 1) if written is not None    # [b, layer, h, 2]
+                   else linear.new_zeros(linear.shape[:3] + (2,)))
+        per = torch.cat([linear, entropy, confidence.unsqueeze(-1), written], -1)   # [b, layer, h, metric]
         self.sums[layers] += per.sum(0).double()
         m = self.max_offset
         # One histogram per sentence, layer and head (the per-sentence counts serve the intervals).

@@ -5,14 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tasks import ALPHA, MARGIN, MIN_N, TASKS, Tested, rules
+from ..schema import OWN
+from ..tasks import ALPHA, MARGIN, MAX_SYNTAX, MIN_N, NOOP, TASKS, Tested, rules
 
 __all__ = ["ALPHA", "MARGIN", "MIN_N", "assign_roles", "criteria", "primary_roles", "short_label", "tested",
            "with_evidence"]
 
 ROLE_COLUMNS = ["model", "dataset", "layer", "head", "role", "family", "task", "relation", "direction", "metric",
                 "score", "ci_low", "ci_high", "baseline", "baseline_score", "baseline_ci_low", "baseline_ci_high",
-                "q_value", "control_best", "control_ci_low", "control_ci_high", "beats_control", "criterion"]
+                "own_score", "own_ci_low", "own_ci_high", "written_share",
+                "q_value", "control_best", "control_ci_low", "control_ci_high", "beats_control", "criterion",
+                "primary"]
+# own_*: the head's own positional prediction (syntax roles); written_share: the share of what a sink head
+# writes that comes from its target (value-weighted); primary: the head's most telling role (one per head).
+# Families in the order a head's primary role is chosen (most specific evidence first).
+FAMILY_RANK = {"coreference": 0, "syntax": 1, "induction": 2, "positional": 3, "sink": 4, "broad": 5, "no-op": 6,
+               "none": 9}
+# The written share that splits each sink role, and what the target is called in the role's name.
+SINK_SHARES = {"first": "first_written", "sep": "sep_written"}
 
 # Added by ``with_evidence`` when the run ablated every head: the causal evidence beside each role.
 EVIDENCE_COLUMNS = ["ablation_measure", "ablation_effect", "ablation_ci_low", "ablation_ci_high",
@@ -31,6 +41,12 @@ def criteria(is_decoder: bool) -> list[tuple[str, str]]:
     out = [(t.role.format(relation="<relation>", direction="<direction>"), t.criterion)
            for t in tested().values() if t.criterion]
     out += [(r.role, r.text) for r in rules(is_decoder)]
+    out.append(("active / no-op sink", f"where the run has what each key's value writes (headscope's attention "
+                                       f"function), a sink is active when at least {NOOP} of what the head writes "
+                                       f"(sum_j alpha_ij ||v_j W_O^h||) comes from its target, and a no-op when less "
+                                       f"does: it parks its weight there and writes little from it"))
+    out.append(("primary", "each head's most telling role: coreference, then syntax, induction, positional, sink, "
+                           "broad, no-op sink; within a family the largest margin over its baselines"))
     out.append(("control", "with --control random-init, a role also needs its 95% lower bound above the best score "
                            "any head of the re-initialised model reaches on the same measure (otherwise architecture, "
                            "position or tokenisation alone explain it); beats_control says how each role fared. "
@@ -64,9 +80,10 @@ class _Named:
     control_best: dict
     rows: list[dict] = field(default_factory=list)
 
-    def add(self, r: Any, role: str, family: str, criterion: str, baseline: Any = None) -> bool:
-        """Add head row ``r``'s ``role`` (with the ``baseline`` row it beat) unless the control matches it;
-        whether it was added."""
+    def add(self, r: Any, role: str, family: str, criterion: str, baseline: Any = None, own: Any = None,
+            written: float | None = None) -> bool:
+        """Add head row ``r``'s ``role`` (with the ``baseline`` row it beat, and the head's ``own`` baseline
+        row where its task has one) unless the control matches it; whether it was added."""
         import pandas as pd
 
         direction = "" if pd.isna(r["direction"]) else r["direction"]
@@ -86,8 +103,12 @@ class _Named:
             "baseline_score": nan if baseline is None else _num(baseline["score"]),
             "baseline_ci_low": nan if baseline is None else _num(baseline["ci_low"]),
             "baseline_ci_high": nan if baseline is None else _num(baseline["ci_high"]),
+            "own_score": nan if own is None else _num(own["score"]),
+            "own_ci_low": nan if own is None else _num(own["ci_low"]),
+            "own_ci_high": nan if own is None else _num(own["ci_high"]),
+            "written_share": nan if written is None else float(written),
             "q_value": _num(r["q_value"]), "control_best": cbest, "control_ci_low": clo, "control_ci_high": chi,
-            "beats_control": beats, "criterion": criterion})
+            "beats_control": beats, "criterion": criterion, "primary": False})
         return True
 
 
@@ -106,28 +127,44 @@ def _significant(heads: Any, task: str, spec: Tested) -> Any:
 
 def _best_baselines(rows: Any, task: str) -> Any:
     """``task``'s best baseline row per ``(relation, direction, metric)`` (the index)."""
-    bases = rows[(rows["task"] == task) & rows["baseline"].notna()]
+    bases = rows[(rows["task"] == task) & rows["baseline"].notna() & rows["layer"].isna()]
     return (bases.sort_values("score").groupby(["relation", "direction", "metric"], dropna=False)
             .tail(1).set_index(["relation", "direction", "metric"]))
 
 
+def _own_baselines(heads: Any, task: str, spec: Tested) -> dict:
+    """``(relation, direction, layer, head) -> row`` of each head's own baseline of ``task`` (``spec.own``)."""
+    if spec.own is None:
+        return {}
+    own = heads[(heads["task"] == task) & (heads["baseline"] == spec.own)].fillna({"direction": ""})
+    return {(r["relation"], r["direction"], int(r["layer"]), int(r["head"])): r for _, r in own.iterrows()}
+
+
 def _tested_roles(heads: Any, rows: Any, named: _Named) -> None:
-    """Roles of the tested tasks: heads that beat the best baseline after Benjamini–Hochberg by ``MARGIN``.
-    ``heads``: one dataset's head rows of the model; ``rows``: all its rows (baselines too)."""
+    """Roles of the tested tasks: heads that beat the best baseline (and their own baseline, where the task has
+    one) after Benjamini–Hochberg by ``MARGIN``. ``heads``: one dataset's head rows of the model; ``rows``: all
+    its rows (baselines too)."""
+    import pandas as pd
+
     for task, spec in tested().items():
         t = _significant(heads, task, spec)
         if t.empty:
             continue
         best_base = _best_baselines(rows, task)
+        own_base = _own_baselines(heads, task, spec)
         for _, r in t.iterrows():
             try:
                 b = best_base.loc[(r["relation"], r["direction"], r["metric"])]
             except KeyError:
                 b = None
-            if b is not None and float(r["score"]) - float(b["score"]) < MARGIN:
+            direction = "" if pd.isna(r["direction"]) else r["direction"]
+            own = own_base.get((r["relation"], direction, int(r["layer"]), int(r["head"])))
+            bar = max([float(x["score"]) for x in (b, own) if x is not None and x["score"] == x["score"]],
+                      default=float("-inf"))
+            if float(r["score"]) - bar < MARGIN:
                 continue
             named.add(r, spec.role_of(r), spec.family, f"beats {spec.baseline} (BH q = {r['q_value']:.2g} < {ALPHA})",
-                      b)
+                      b, own)
 
 
 def _threshold_roles(heads: Any, rule_list: list, named: _Named) -> None:
@@ -143,8 +180,28 @@ def _threshold_roles(heads: Any, rule_list: list, named: _Named) -> None:
             key = (int(r["layer"]), int(r["head"]))
             if have.get(key, set()) & set(rule.unless):
                 continue
-            if named.add(r, rule.role, rule.family, rule.text):
+            if named.add(r, *_sink_kind(rule, r, heads)):
                 have.setdefault(key, set()).add(rule.role)
+
+
+def _sink_kind(rule: Any, r: Any, heads: Any) -> tuple:
+    """``(role, family, criterion, None, None, written share)`` of head row ``r`` under threshold ``rule``: a
+    sink splits into an active sink and a no-op one by the share of what the head writes that comes from its
+    target (where the run has it: ``positional``'s ``first_written`` / ``sep_written``)."""
+    share_of = SINK_SHARES.get(rule.relation) if rule.family == "sink" else None
+    if share_of is None:
+        return rule.role, rule.family, rule.text, None, None, None
+    got = heads[(heads["task"] == rule.task) & (heads["relation"] == share_of) & (heads["layer"] == r["layer"])
+                & (heads["head"] == r["head"])]
+    if got.empty:
+        return rule.role, rule.family, rule.text, None, None, None
+    share = float(got["score"].iloc[0])
+    if share < NOOP:
+        return (f"no-op {rule.role}", "no-op", f"{rule.text}, and less than {NOOP} of what the head writes comes "
+                f"from there (value-weighted share {share:.2f}): it parks its weight and writes little",
+                None, None, share)
+    return (f"active {rule.role}", rule.family, f"{rule.text}, and at least {NOOP} of what the head writes comes "
+            f"from there (value-weighted share {share:.2f})", None, None, share)
 
 
 def _with_unnamed(roles: Any, own: Any, model: str, num_layers: int | None, num_heads: int | None) -> Any:
@@ -157,13 +214,14 @@ def _with_unnamed(roles: Any, own: Any, model: str, num_layers: int | None, num_
         num_heads = int(own["head"].max()) + 1 if len(own) else 0
     named = set(zip(roles["layer"], roles["head"]))
     none = [{"model": model, "dataset": None, "layer": layer, "head": head, "role": "none", "family": "none",
-             "criterion": "meets no role criterion"}
+             "criterion": "meets no role criterion", "primary": True}
             for layer in range(num_layers) for head in range(num_heads) if (layer, head) not in named]
     if none:
         roles = pd.concat([roles, pd.DataFrame(none, columns=ROLE_COLUMNS)], ignore_index=True)
     roles["layer"] = roles["layer"].astype("int64")
     roles["head"] = roles["head"].astype("int64")
     roles["beats_control"] = roles["beats_control"].astype("boolean")
+    roles["primary"] = roles["primary"].astype(bool)
     return roles.sort_values(["layer", "head", "family", "role"], ignore_index=True)
 
 
@@ -176,7 +234,8 @@ def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: 
     """
     import pandas as pd
 
-    own = scores[(scores["model"] == model) & scores["layer"].notna()]
+    own = scores[(scores["model"] == model) & scores["layer"].notna() & (scores["baseline"].isna()
+                                                                          | (scores["baseline"] == OWN))]
     if datasets is None:
         datasets = [d for d in own["dataset"].dropna().unique()]
     named = _Named(model, control, _control_table(scores, control))
@@ -184,7 +243,50 @@ def assign_roles(scores: Any, *, model: str, is_decoder: bool = False, control: 
         heads = own[own["dataset"] == dataset]
         _tested_roles(heads, scores[(scores["dataset"] == dataset) & (scores["model"] == model)], named)
         _threshold_roles(heads, rules(is_decoder), named)
-    return _with_unnamed(pd.DataFrame(named.rows, columns=ROLE_COLUMNS), own, model, num_layers, num_heads)
+    roles = _mark_primary(_cap_syntax(pd.DataFrame(named.rows, columns=ROLE_COLUMNS)))
+    return _with_unnamed(roles, own, model, num_layers, num_heads)
+
+
+def _margins(roles: Any) -> Any:
+    """Each role's margin over the higher of its baselines (0 where it has none)."""
+    import numpy as np
+
+    bar = np.fmax(roles["baseline_score"].astype(float), roles["own_score"].astype(float))
+    return (roles["score"].astype(float) - bar).fillna(0.0)
+
+
+def _cap_syntax(roles: Any) -> Any:
+    """At most ``MAX_SYNTAX`` syntax roles per head and dataset: those with the largest margins; the criterion
+    of the ones kept names the relations left out (a head that beats its baselines on many relations is a
+    general-purpose head, not a specialist of each)."""
+    if roles.empty:
+        return roles
+    roles = roles.assign(_margin=_margins(roles))
+    drop = []
+    syntax = roles[roles["family"] == "syntax"].sort_values("_margin", ascending=False, kind="stable")
+    for _, grp in syntax.groupby(["dataset", "layer", "head"], sort=False):
+        if len(grp) <= MAX_SYNTAX:
+            continue
+        rest = grp.iloc[MAX_SYNTAX:]
+        drop += list(rest.index)
+        names = ", ".join(str(r).removeprefix("syntax:") for r in rest["role"])
+        for i in grp.index[:MAX_SYNTAX]:
+            roles.at[i, "criterion"] += (f"; it also beats its baselines on {len(rest)} more (kept out: a head keeps "
+                                         f"its {MAX_SYNTAX} largest margins): {names}")
+    return roles.drop(index=drop).drop(columns="_margin").reset_index(drop=True)
+
+
+def _mark_primary(roles: Any) -> Any:
+    """Mark each head's primary role: its most specific evidence (``FAMILY_RANK``), then the largest margin
+    over its baselines, then the highest score."""
+    if roles.empty:
+        return roles
+    ranked = roles.assign(_rank=roles["family"].map(FAMILY_RANK).fillna(8), _margin=_margins(roles),
+                          _score=roles["score"].astype(float))
+    ranked = ranked.sort_values(["_rank", "_margin", "_score"], ascending=[True, False, False], kind="stable")
+    first = ranked.drop_duplicates(["layer", "head"]).index
+    roles["primary"] = roles.index.isin(first)
+    return roles
 
 
 def with_evidence(roles: Any, ablation: Any) -> Any:
@@ -218,21 +320,17 @@ def with_evidence(roles: Any, ablation: Any) -> Any:
 
 
 def primary_roles(roles: Any) -> dict[tuple[int, int], tuple[str, str]]:
-    """``(layer, head) -> (short label, family)``: each head's most telling role, for the role map.
-
-    Order of preference: coreference, syntax (largest margin over its baseline), induction, positional,
-    sink, broad; then 'none'.
-    """
-    rank = {"coreference": 0, "syntax": 1, "induction": 2, "positional": 3, "sink": 4, "broad": 5, "none": 9}
+    """``(layer, head) -> (short label, family)``: each head's primary role (``_mark_primary``: coreference,
+    syntax, induction, positional, sink, broad, no-op sink, by the largest margin within a family), for the
+    role map. Tables read back from a roles.csv written before there was a ``primary`` column are ranked
+    here the same way."""
     out: dict[tuple[int, int], tuple[str, str]] = {}
     if roles is None or not len(roles):
         return out
-    r = roles.copy()
-    r["margin"] = (r["score"].astype(float) - r["baseline_score"].astype(float)).fillna(0.0)
-    r["rank"] = r["family"].map(rank).fillna(8)
-    for (layer, head), grp in r.sort_values(["rank", "margin"], ascending=[True, False]).groupby(["layer", "head"]):
-        top = grp.iloc[0]
-        out[(int(layer), int(head))] = (short_label(str(top["role"])), str(top["family"]))
+    r = roles if "primary" in roles.columns and roles["primary"].any() else _mark_primary(
+        roles.assign(own_score=roles.get("own_score", float("nan"))).reset_index(drop=True))
+    for _, top in r[r["primary"].astype(bool)].iterrows():
+        out[(int(top["layer"]), int(top["head"]))] = (short_label(str(top["role"])), str(top["family"]))
     return out
 
 
@@ -241,6 +339,10 @@ def short_label(role: str) -> str:
     if role.startswith("syntax:"):
         rel, _, direction = role[len("syntax:"):].partition(" ")
         return rel + (">d" if direction == "head_to_dep" else ">h" if direction == "dep_to_head" else "")
+    if role.startswith(("no-op ", "active ")):     # no-op sinks in parentheses: they write little
+        kind, _, sink = role.partition(" ")
+        label = short_label(sink)
+        return f"({label})" if kind == "no-op" else label
     return {"previous-token": "prev", "next-token": "next", "coreference": "coref", "duplicate-token": "dup",
             "induction": "induct", "local window": "local", "punctuation": "punct", "BOS sink": "BOS",
             "[CLS] sink": "CLS", "[SEP] sink": "SEP", "none": ""}.get(role, role)

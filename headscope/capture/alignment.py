@@ -244,6 +244,9 @@ class Batch:
     # attention.RowStats of the block being scored (entropy and confidence per row) when the capture
     # computed them; None otherwise (LayerView.row_stats then reads them from the probabilities)
     row_stats: Any = None
+    # [batch, head, keys] float32: ``‖v_j W_O^h‖`` of the block's keys, what each key's value writes
+    # (``norms.value_norms``), when the capture was asked for it (``capture(value_norms=True)``); else None
+    value_norms: Any = None
     _pooling: Any = None
 
     @property

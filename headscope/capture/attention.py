@@ -61,10 +61,12 @@ class Session:
     # edit(layer, output, inputs) -> output: an intervention on the layer's output ``[batch, query, head, dim]``
     # (before the output projection), given the call's ``Inputs``; None: the output is left as computed
     edit: Callable[[int, Any, "Inputs"], Any] | None = None
-    # on_norm(layer, shares): each block's value-weighted rows (``norms.norm_weighted``), after on_attention
+    # on_norm(layer, shares): each block's value-weighted rows (``norms.norm_view``), after on_attention
     # of the same block; needs ``gram`` (``norms.OutputProjections.gram``, one ``[head, dim, dim]`` per layer)
     on_norm: Callable[[int, Any], None] | None = None
     gram: list | None = None
+    value_norms: bool = False       # also hand each block's key value norms over (``written``); needs ``gram``
+    written: Any = None             # [batch, head, keys] of the block handed over, when ``value_norms``
     # on_output(layer, output): the layer's output ``[batch, query, head, dim]`` (finding its output projection)
     on_output: Callable[[int, Any], None] | None = None
 
@@ -186,6 +188,7 @@ class RowStats:
 
     entropy: Any
     confidence: Any
+    lse: Any = None       # each row's log softmax normaliser, where the entropy came from it (``_row_facts``)
 
 
 def row_stats(probs: Any) -> RowStats:
@@ -306,15 +309,16 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
     facts = state.row_stats and state.on_attention is not None
     out = values.new_empty((b, heads, q_len, values.shape[-1])) if blocked else None
     buffers: tuple = (None, None)
-    if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities)
-        buffers = (queries.new_empty(b * heads * step * k_len), queries.new_empty(b * heads * step * k_len))
+    if blocked and sinks is None:  # the blocks of one layer reuse two buffers (scores, probabilities), or one
+        scores_buffer = queries.new_empty(b * heads * step * k_len)   # (softmax in place) where no row facts read
+        buffers = (scores_buffer, queries.new_empty(b * heads * step * k_len) if facts else scores_buffer)   # scores
     # A causal mask that transformers skipped (no padding, no window that bites): each block makes its rows.
     implicit = attention_mask is None and q_len > 1 and k_len == q_len and causal
     triangle = None
     real = state.real if state.real is not None and tuple(state.real.shape) == (b, q_len) else None
     norms = None
-    if state.on_norm is not None:
-        from .norms import norm_weighted, value_norms
+    if state.on_norm is not None or state.value_norms:
+        from .norms import norm_row_facts, norm_view, value_norms
 
         norms = value_norms(values, state.gram[layer])       # [batch, head, key]: what each key's value writes
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
@@ -345,10 +349,15 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
         if facts:
             state.rows = _row_facts(probs, scores, plain, sinks is not None, r0 if k_len == q_len else None,
                                     real[:, r0:r1] if real is not None else None)
+        state.written = norms[..., :width] if state.value_norms else None
         state.on_attention(layer, probs)
-        if norms is not None:
-            state.rows = None        # the row facts are the weights'; the norm view's are read from it
-            state.on_norm(layer, norm_weighted(probs, norms[..., :width]))
+        if state.on_norm is not None:
+            shares, total = norm_view(probs, norms[..., :width])
+            # the norm view's row facts from the weights' normaliser where there is one, else read from it
+            lse = None if state.rows is None else state.rows.lse
+            state.rows = None if lse is None else RowStats(*norm_row_facts(shares, total, scores, lse,
+                                                                           norms[..., :width]))
+            state.on_norm(layer, shares)
     out = out.transpose(1, 2).contiguous()
     if state.on_output is not None:
         state.on_output(layer, out)
@@ -409,4 +418,4 @@ def _row_facts(probs: Any, scores: Any, plain: bool, sinks: bool, diagonal_from:
     expected = torch.einsum("bhqk,bhqk->bhq", probs, scores)     # sum_j p_j s_j
     entropy = lse * probs.sum(-1) - expected if sinks else lse - expected
     # a row with no visible key (padding, never read) could overflow to inf: keep it finite
-    return RowStats(entropy.nan_to_num_(0.0, 0.0, 0.0).clamp_(min=0), conf)
+    return RowStats(entropy.nan_to_num_(0.0, 0.0, 0.0).clamp_(min=0), conf, None if sinks else lse)

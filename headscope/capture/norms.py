@@ -78,15 +78,36 @@ def value_norms(values: Any, gram: Any) -> Any:
     import torch
 
     v = values.float()
-    return torch.einsum("bhkd,hde,bhke->bhk", v, gram.to(v.device), v).clamp_min_(0).sqrt_()
+    b, h, k, d = v.shape
+    # one [batch * key, dim] x [dim, dim] product per head (a three-way einsum is ten times slower on CPU)
+    vg = torch.bmm(v.transpose(0, 1).reshape(h, b * k, d), gram.to(v.device)).view(h, b, k, d).transpose(0, 1)
+    return (vg * v).sum(-1).clamp_min_(0).sqrt_()
 
 
-def norm_weighted(probs: Any, norms: Any, out: Any = None) -> Any:
-    """Rows of ``α_ij ‖v_j W_O^h‖``, normalised to sum to 1 (``probs`` ``[batch, head, rows, keys]``, ``norms``
-    ``[batch, head, keys]`` of the same keys): the share of what a row's head writes that comes from each key.
-    A row whose visible keys all write nothing stays all zero."""
+def norm_view(probs: Any, norms: Any) -> tuple[Any, Any]:
+    """``(shares, total)``: rows of ``α_ij ‖v_j W_O^h‖`` normalised to sum to 1 (``probs`` ``[batch, head, rows,
+    keys]``, ``norms`` ``[batch, head, keys]`` of the same keys), the share of what a row's head writes that comes
+    from each key; and each row's ``sum_j α_ij ‖v_j W_O^h‖`` ``[batch, head, rows]`` (one product of the rows
+    with the norms, not a second pass over the weighted map). A row whose visible keys all write nothing stays
+    all zero."""
     import torch
 
-    weighted = torch.mul(probs, norms.unsqueeze(2), out=out)
-    total = weighted.sum(-1, keepdim=True)
-    return weighted.div_(torch.where(total > 0, total, torch.ones_like(total)))
+    total = torch.matmul(probs, norms.unsqueeze(-1).to(probs.dtype))[..., 0]
+    shares = torch.mul(probs, norms.unsqueeze(2))
+    return shares.div_(torch.where(total > 0, total, torch.ones_like(total)).unsqueeze(-1)), total
+
+
+def norm_row_facts(shares: Any, total: Any, scores: Any, lse: Any, norms: Any) -> tuple[Any, Any]:
+    """The norm view's entropy and confidence per row (``attention.RowStats``' fields, ``[batch, head, rows]``)
+    without a logarithm over the map. With
+    ``p_j = exp(s_j - lse)`` and ``p'_j = p_j n_j / Z``: ``H' = lse - sum_j p'_j s_j - sum_j p'_j log n_j + log Z``
+    (``scores``: the plain scores the weights came from; ``lse``: their log normaliser per row; ``n``:
+    ``norms``; ``Z``: ``total``). Rows that write nothing get 0."""
+    import torch
+
+    expected = torch.einsum("bhqk,bhqk->bhq", shares, scores)
+    log_n = torch.log(norms.clamp_min(1e-30)).unsqueeze(-1).to(shares.dtype)
+    mean_log_n = torch.matmul(shares, log_n)[..., 0]
+    entropy = lse - expected - mean_log_n + torch.log(torch.where(total > 0, total, torch.ones_like(total)))
+    entropy = torch.where(total > 0, entropy, torch.zeros_like(entropy))
+    return entropy.nan_to_num_(0.0, 0.0, 0.0).clamp_(min=0), shares.amax(-1)

@@ -55,7 +55,8 @@ def attention_hooks(loaded: LoadedModel, on_attention: Callable[[int, Any], None
 
 @contextmanager
 def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], None], *, row_stats: bool = False,
-                      on_norm: Callable[[int, Any], None] | None = None) -> Iterator[Any]:
+                      on_norm: Callable[[int, Any], None] | None = None,
+                      value_norms: bool = False) -> Iterator[Any]:
     """Inside the block, every layer's attention probabilities go to ``on_attention(layer, weights)``;
     call ``forward_kwargs(loaded)`` for what each forward pass needs, and start each pass with
     ``start_forward(state)`` on what the block yields.
@@ -63,24 +64,39 @@ def attention_capture(loaded: LoadedModel, on_attention: Callable[[int, Any], No
     Models on headscope's attention function report through a capture session (ended on exit);
     the others through forward hooks on their eager attention modules (always removed on exit).
     ``row_stats``: the attention function also computes each block's ``RowStats`` (``state.rows``).
-    ``on_norm(layer, shares)``: each block's value-weighted rows too (``norms.norm_weighted``), right after
-    its weights; only on headscope's attention function.
+    ``on_norm(layer, shares)``: each block's value-weighted rows too (``norms.norm_view``), right after
+    its weights; only on headscope's attention function. ``value_norms``: each block's key value norms reach
+    ``state.written`` where the model's output projections can be found (else silently none).
     """
     from .attention import NAME, VIA_INTERFACE, Session, session
 
     gram = output_projections(loaded).gram if on_norm is not None else None   # refuses models read by hooks
+    if value_norms and gram is None:
+        value_norms, gram = _optional_gram(loaded)
     if loaded.info.attention == VIA_INTERFACE:
         if getattr(loaded.model.config, "_attn_implementation", None) != NAME:
             loaded.model.set_attn_implementation(NAME)  # changed since loading (e.g. a shared config)
         state = Session(modules=list(loaded.attention_modules), on_attention=on_attention,
                         causal=loaded.info.is_decoder, row_stats=row_stats,
                         watch=set(loaded.attention_modules) if loaded.info.part == "decoder" else None,
-                        on_norm=on_norm, gram=gram)
+                        on_norm=on_norm, gram=gram, value_norms=value_norms)
         with session(state):
             yield state
         return
     with attention_hooks(loaded, on_attention):
         yield None
+
+
+def _optional_gram(loaded: LoadedModel) -> tuple[bool, Any]:
+    """``(True, gram)`` where the model's output projections can be found, else ``(False, None)`` with the
+    reason logged: what only adds to a run (the sinks' written shares) never stops it."""
+    import logging
+
+    try:
+        return True, output_projections(loaded).gram
+    except CaptureError as exc:
+        logging.getLogger(__name__).info("no value norms for %s: %s", loaded.info.name, exc)
+        return False, None
 
 
 def output_projections(loaded: LoadedModel) -> Any:
@@ -236,15 +252,16 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
             on_layer: LayerCallback, *, batch_size: int = 32, on_batch_start: Callable[[Batch], None] | None = None,
             on_batch_end: Callable[[Batch], None] | None = None, check: bool = True,
             block_rows: Callable[[Batch], int | None] | None = None, row_stats: bool = False,
-            on_norm_layer: LayerCallback | None = None) -> int:
+            on_norm_layer: LayerCallback | None = None, value_norms: bool = False) -> int:
     """Run the model over ``encoded`` in length-sorted padded batches, calling ``on_layer`` per layer.
 
     Attention maps are dropped after each callback; nothing holds more than one layer of one batch.
     ``block_rows(batch)``: query rows per call (on headscope's attention function; every scorer must
     read row blocks, ``batch.row_start`` says which), or None for whole maps. ``row_stats``: each block's
     ``RowStats`` reach the scorers as ``batch.row_stats`` (None on forward hooks). ``on_norm_layer``: called
-    like ``on_layer`` with each block's value-weighted rows (``norms.norm_weighted``), right after its
-    weights. Returns the number of batches run.
+    like ``on_layer`` with each block's value-weighted rows (``norms.norm_view``), right after its
+    weights. ``value_norms``: the weight pass's scorers also get each block's key value norms as
+    ``batch.value_norms`` where the model allows (``attention_capture``). Returns the number of batches run.
     """
     import torch
 
@@ -262,6 +279,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
         batch.visible = getattr(capturing, "visible", None)
         batch.key_mask = getattr(capturing, "key_mask", None)
         batch.row_stats = getattr(capturing, "rows", None)
+        batch.value_norms = getattr(capturing, "written", None)
         if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch
             check_attention(weights, batch, layer, causal=info.is_decoder, n_heads=info.num_heads, sinks=info.sinks)
         on_layer(layer, weights, batch)
@@ -270,7 +288,8 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
 
     def on_norm(layer: int, shares: Any) -> None:
         batch = state["batch"]
-        batch.row_stats = None
+        batch.row_stats = getattr(capturing, "rows", None)     # the norm view's, where the capture had them
+        batch.value_norms = None
         on_norm_layer(layer, shares, batch)
         block_done(layer, shares, batch)
 
@@ -285,7 +304,8 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
 
     n_batches = 0
     with attention_capture(loaded, on_attention, row_stats=row_stats,
-                           on_norm=on_norm if on_norm_layer is not None else None) as capturing, \
+                           on_norm=on_norm if on_norm_layer is not None else None,
+                           value_norms=value_norms) as capturing, \
             torch.inference_mode():
         for group in iter_batches(encoded, batch_size):
             batch = collate([sentences[e.index] for e in group], group, pad_id=pad_id, device=device,

@@ -91,7 +91,9 @@ def choose_groups(loaded: Any, data: Any, cfg: AblationConfig) -> tuple[list[Gro
         result = analyze(loaded, data, tasks=[task], max_sentences=cfg.max_sentences, seed=cfg.seed,
                          bootstrap=cfg.bootstrap or 1000)
         roles = result.roles
-        found = roles[(roles["role"] == name) | roles["role"].str.startswith(name + " ")]
+        # "[CLS] sink" names the active and the no-op ones; "no-op [CLS] sink" only those
+        found = roles[(roles["role"] == name) | roles["role"].str.startswith(name + " ")
+                      | roles["role"].isin([f"active {name}", f"no-op {name}"])]
         picked = sorted({(int(r.layer), int(r.head)) for r in found.itertuples()})
         if not picked:
             raise HeadscopeError(f"role:{name}: no head of {info.name} has that role on this data (task {task}); "

@@ -72,6 +72,7 @@ def role_task(role: str, is_decoder: bool) -> str:
         return "tree" if role == "syntax:tree" else "syntax"
     if role == "coreference":
         return "coref"
+    role = role.removeprefix("no-op ").removeprefix("active ")     # the two kinds of sink
     for rule in rules(is_decoder):
         if rule.role == role:
             return rule.task

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from ..schema import head_label, weighted
-from ..tasks import ALPHA, measures
+from ..tasks import ALPHA, BOUNDED_METRICS, MIN_N, measures
 from .sections import best_head, build_sections, by_key
 
 MAX_SYNTAX_RELATIONS = 20
@@ -44,7 +44,7 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
     df = scores[scores["dataset"] == dataset]
     own = df[(df["model"] == model)]
     heads_all = own[own["baseline"].isna() & own["layer"].notna()]
-    bases_all = own[own["baseline"].notna()]
+    bases_all = own[own["baseline"].notna() & own["layer"].isna()]   # not a head's own baseline
     sel = None
     if select_on is not None:
         s = scores[(scores["dataset"] == select_on) & (scores["model"] == model)]
@@ -59,7 +59,7 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
         keys = list(head_rows)
         if task == "syntax":
             n_by = heads.groupby("relation")["n"].max().sort_values(ascending=False)
-            order = ["all"] + [r for r in n_by.index if r != "all"][:MAX_SYNTAX_RELATIONS]
+            order = ["all"] + [r for r in n_by.index if r != "all" and n_by[r] >= MIN_N][:MAX_SYNTAX_RELATIONS]
             keys = sorted(keys, key=lambda k: (order.index(k[0]) if k[0] in order else 10**6, k[1] or ""))
             keys = [k for k in keys if k[0] in order]
         base_rows = by_key(_key_rows(bases_all, task, relation, metric))
@@ -69,6 +69,8 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
             (rel, direction), h = key, head_rows[key]
             if causal and task == "positional" and rel == "next":
                 continue
+            if (h["n"].max() if h["n"].notna().any() else MIN_N) < MIN_N:
+                continue     # too few instances to name a role: not a top head either
             s = sel_rows.get(key)
             top, chosen = best_head(h, s)
             picked_on = select_on if chosen else dataset
@@ -120,6 +122,106 @@ def role_grid(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
                         "roles": list(dict.fromkeys(every.get((layer, head), [])))})
         grid.append(row)
     return grid
+
+
+NOTABLE = 8              # heads named at the top of a report
+NOTABLE_PER_FAMILY = 2   # ... at most this many of one family
+_NOTABLE_FAMILIES = ("coreference", "syntax", "induction", "positional", "sink")
+
+
+def _pct_text(x: Any) -> str:
+    return "—" if x is None or x != x else f"{100 * float(x):.0f}%"
+
+
+def _why(r: Any) -> str:
+    """One line of evidence for a role row: what the head does, against what."""
+    from .sections import q_text, score_text
+
+    metric = r["metric"]
+    score = score_text(r["score"], metric) + ("%" if metric in ("accuracy", "uas") else "")
+    if r["family"] in ("syntax", "coreference") and r.get("baseline_score") == r.get("baseline_score"):
+        unit = "%" if metric in ("accuracy", "uas") else ""
+        text = f"{metric} {score} against {r['baseline']} {score_text(r['baseline_score'], metric)}{unit}"
+        if r.get("own_score") == r.get("own_score") and r.get("own_score") is not None:
+            text += f" and its own positional habit {score_text(r['own_score'], metric)}{unit}"
+        return text + f" (q {q_text(r['q_value'])})"
+    if r.get("written_share") == r.get("written_share") and r.get("written_share") is not None:
+        return (f"{_pct_text(r['score'])} of its weight on the sink, {_pct_text(r['written_share'])} of what it "
+                f"writes comes from there")
+    lo = r.get("ci_low")
+    return f"{r['relation']} {metric} {score}" + (f" (95% lower bound {score_text(lo, metric)})" if lo == lo and
+                                                  lo is not None else "")
+
+
+def _removed(r: Any) -> str:
+    """What ablating the head did, where the run ablated every head ('' otherwise)."""
+    effect = r.get("ablation_effect")
+    if effect is None or effect != effect:
+        return ""
+    ratio = r.get("ablation_ratio_to_random")
+    return (f"; removing it moves {r['ablation_measure']} by {float(effect):.3g}"
+            + (f" ({float(ratio):.1f}x random heads)" if ratio == ratio and ratio is not None else "")
+            + (", no measurable effect" if str(r.get("no_effect")) == "True" else ""))
+
+
+def notable_heads(roles: Any) -> dict:
+    """The first thing a report says: a few heads to look at first (each head's primary role, the strongest of
+    each family) with their evidence, and how many heads have each kind of role."""
+    named = roles[roles["role"] != "none"] if len(roles) else roles
+    counts = []      # heads by the family of their main role; roles: every assignment of that family
+    main = roles[roles["primary"].astype(bool)] if len(roles) and "primary" in roles else roles.iloc[:0]
+    for family in ("coreference", "syntax", "induction", "positional", "sink", "no-op", "broad", "none"):
+        heads = main[main["family"] == family].drop_duplicates(["layer", "head"])
+        every = named[named["family"] == family] if len(named) else named
+        if len(heads) or len(every):
+            having = every.drop_duplicates(["layer", "head"]) if family != "none" else heads
+            counts.append({"family": family, "heads": int(len(heads)), "roles": int(len(every)),
+                           "names": [head_label(a, b) for a, b in zip(having["layer"], having["head"])]})
+    picked: list[dict] = []
+    if len(named) and "primary" in named:
+        primary = named[named["primary"].astype(bool) & named["family"].isin(_NOTABLE_FAMILIES)]
+        primary = primary.assign(
+            _rank=primary["family"].map({f: i for i, f in enumerate(_NOTABLE_FAMILIES)}),
+            _margin=(primary["score"].astype(float) - primary[["baseline_score", "own_score"]].astype(float)
+                     .max(axis=1)).fillna(primary["score"].astype(float)))
+        for _, grp in primary.sort_values(["_rank", "_margin"], ascending=[True, False]).groupby("_rank", sort=True):
+            for _, r in grp.head(NOTABLE_PER_FAMILY).iterrows():
+                others = named[(named["layer"] == r["layer"]) & (named["head"] == r["head"]) & ~named["primary"]]
+                picked.append({"head": head_label(r["layer"], r["head"]), "layer": int(r["layer"]),
+                               "head_index": int(r["head"]), "role": str(r["role"]), "family": str(r["family"]),
+                               "dataset": _s(r["dataset"]), "why": _why(r) + _removed(r),
+                               "also": list(dict.fromkeys(str(x) for x in others["role"]))})
+    return {"heads": picked[:NOTABLE], "counts": counts}
+
+
+DISAGREE = 12     # rows of the weight-vs-norm table
+
+
+def weight_vs_norm(scores: Any, model: str, datasets: list[str], k: int = DISAGREE) -> dict | None:
+    """Where attention weight and value-weighted attention (norm) disagree most: the ``k`` head x measure
+    pairs (bounded measures, head rows, at least ``MIN_N`` instances) with the largest difference, and the median difference over all of
+    them; None when the run scored no norm view."""
+    import pandas as pd
+
+    norm = weighted(scores, "norm")
+    if norm.empty:
+        return None
+    keys = ["dataset", "task", "relation", "direction", "metric", "layer", "head"]
+
+    def heads(df: Any) -> Any:
+        return df[(df["model"] == model) & df["baseline"].isna() & df["layer"].notna() & df["dataset"].isin(datasets)
+                  & df["metric"].isin(BOUNDED_METRICS) & (df["n"].fillna(MIN_N) >= MIN_N)]
+
+    both = heads(weighted(scores)).merge(heads(norm), on=keys, suffixes=("_w", "_n"))
+    if both.empty:
+        return None
+    diff = both["score_n"].astype(float) - both["score_w"].astype(float)
+    top = both.assign(diff=diff).reindex(diff.abs().sort_values(ascending=False, kind="stable").index).head(k)
+    rows = [{"head": head_label(r["layer"], r["head"]), "dataset": r["dataset"], "task": r["task"],
+             "measure": " ".join(str(x) for x in (r["relation"], r["direction"]) if not pd.isna(x)),
+             "metric": r["metric"], "weight": _f(r["score_w"]), "norm": _f(r["score_n"]), "diff": _f(r["diff"])}
+            for _, r in top.iterrows()]
+    return {"pairs": int(len(both)), "median_abs_diff": _f(float(diff.abs().median())), "rows": rows}
 
 
 def _evidence(meta: Any, named: Any) -> dict | None:
@@ -181,6 +283,8 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
             "grid": role_grid(roles, info.num_layers, info.num_heads),
             "evidence": _evidence(meta, named),
         },
+        "notable": notable_heads(roles),
+        "weighting": weight_vs_norm(result.scores, info.name, report_sets),
         "top_heads": tops,
         "details": [s.record() for s in build_sections(result)],
         "control": control_summary,

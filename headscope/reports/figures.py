@@ -313,7 +313,7 @@ def file_part(text: str) -> str:
 
 
 FAMILY_COLORS = {"syntax": "#4c72b0", "coreference": "#c44e52", "induction": "#8172b2", "positional": "#55a868",
-                 "sink": "#937860", "broad": "#dd8452", "none": "#f2f2f2"}
+                 "sink": "#937860", "no-op": "#d9d0c7", "broad": "#dd8452", "none": "#f2f2f2"}
 
 
 def plain_text(label: str) -> str:
@@ -347,7 +347,7 @@ def role_map(grid: list, path: Path, title: str) -> None:
             if cell["label"]:
                 extra = "+" if len(cell["roles"]) > 1 else ""
                 ax.text(head, layer, plain_text(cell["label"][:7] + extra), ha="center", va="center", fontsize=size,
-                        color="white" if cell["family"] not in ("none", "broad") else "black")
+                        color="white" if cell["family"] not in ("none", "broad", "no-op") else "black")
     ax.set_xticks(range(n_heads))
     ax.set_yticks(range(n_layers))
     ax.tick_params(labelsize=7)
@@ -355,7 +355,7 @@ def role_map(grid: list, path: Path, title: str) -> None:
     ax.set_ylabel("layer (0-based)")
     ax.set_title(plain_text(title), fontsize=10)
     used = sorted({c["family"] for row in grid for c in row}, key=families.index)
-    ax.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in used], loc="upper left",
+    ax.legend(handles=[Patch(color=FAMILY_COLORS[f], label="no-op sink" if f == "no-op" else f) for f in used], loc="upper left",
               bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -524,17 +524,20 @@ class Drawn:
     heatmaps: list = field(default_factory=list)
     control: list = field(default_factory=list)
     role_map: bool = False
+    role_map_norm: bool = False                        # the role map by value-weighted attention
     examples: list = field(default_factory=list)      # (file name, example, text)
     example_heads: list = field(default_factory=list)
 
     def files(self) -> list[str]:
-        return (["role_map.png"] if self.role_map else []) + self.heatmaps + self.control + [e[0] for e in self.examples]
+        return ((["role_map.png"] if self.role_map else []) + (["role_map_norm.png"] if self.role_map_norm else [])
+                + self.heatmaps + self.control + [e[0] for e in self.examples])
 
     def keep_finished(self, folder: Path) -> None:
         """After an interruption: forget figures that are not on disk, and remove files not listed."""
         self.heatmaps = [f for f in self.heatmaps if (folder / f).is_file()]
         self.control = [f for f in self.control if (folder / f).is_file()]
         self.role_map = self.role_map and (folder / "role_map.png").is_file()
+        self.role_map_norm = self.role_map_norm and (folder / "role_map_norm.png").is_file()
         self.examples = [e for e in self.examples if (folder / e[0]).is_file()]
         for stray in set(folder.glob("*")) - {folder / f for f in self.files()}:
             stray.unlink(missing_ok=True)
@@ -567,6 +570,12 @@ class ReportFigures:
             per_relation=False), []) if control else []
         grid = role_grid(roles, info.num_layers, info.num_heads)
         figures = own + controls + [Figure("role_map.png", "_role_map", (grid, f"Head roles — {info.name}"))]
+        if not weighted(result.scores, "norm").empty:
+            norm = attempt("the role map by norm", lambda: role_grid(result.roles_by("norm"), info.num_layers,
+                                                                      info.num_heads), None)
+            if norm is not None:
+                figures.append(Figure("role_map_norm.png", "_role_map",
+                                      (norm, f"Head roles by value-weighted attention — {info.name}")))
         self.heads = example_heads(roles, info.num_layers, info.num_heads)
         self.examples = {}
         for i, ex in enumerate(getattr(result, "examples", [])):
@@ -584,6 +593,8 @@ class ReportFigures:
                 drawn.control.append(name)
             elif name == "role_map.png":
                 drawn.role_map = True
+            elif name == "role_map_norm.png":
+                drawn.role_map_norm = True
             else:
                 drawn.examples.append((name, self.examples[name], " ".join(self.examples[name]["words"])))
                 drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in self.heads]

@@ -76,6 +76,44 @@ def render_section(section: dict) -> list[str]:
     return lines
 
 
+_FAMILY_WORDS = {"coreference": "coreference", "syntax": "syntax", "induction": "induction",
+                 "positional": "positional", "sink": "active sink", "no-op": "no-op sink", "broad": "broad",
+                 "none": "no role"}
+
+
+def counts_text(counts: list[dict]) -> str:
+    """'15 syntax (29 syntax roles on 17 heads), 2 active sink, ...': heads by the family of their main role,
+    and where more heads have roles of that family, how many."""
+    parts = []
+    for c in counts:
+        word = _FAMILY_WORDS.get(c["family"], c["family"])
+        have = len(c["names"])
+        extra = (f" ({c['roles']} {word} roles on {have} heads)" if c["roles"] > c["heads"] and have != c["heads"]
+                 else f" ({c['roles']} roles)" if c["roles"] > c["heads"] else "")
+        parts.append(f"{c['heads']} {word}{extra}")
+    return ", ".join(parts)
+
+
+def _notable_section(content: dict) -> list[str]:
+    notable = content.get("notable") or {}
+    lines = ["", "## Notable heads", ""]
+    if notable.get("heads"):
+        lines += ["The heads to look at first (each one's main role; the evidence; more roles it has):", ""]
+        for h in notable["heads"]:
+            also = f" Also: {md_text(', '.join(h['also']))}." if h["also"] else ""
+            lines.append(f"- **{h['head']}** {md_text(h['role'])} — {md_text(h['why'])}.{also}")
+    else:
+        lines.append("No head has a role beyond sinks and broad attention on this data.")
+    counts = notable.get("counts") or []
+    if counts:
+        lines += ["", f"Heads by main role: {counts_text(counts)}."]
+        noop = next((c for c in counts if c["family"] == "no-op"), None)
+        if noop and noop["names"]:
+            lines.append(f"No-op sinks put most of their weight on a sink token but write little from it "
+                         f"(value-weighted): {', '.join(noop['names'])}.")
+    return lines
+
+
 def _roles_section(content: dict) -> list[str]:
     from ..analysis.roles import ALPHA
 
@@ -87,7 +125,7 @@ def _roles_section(content: dict) -> list[str]:
              f"baseline after Benjamini–Hochberg correction (q < {ALPHA}).", "", "Criteria:", ""]
     lines += [f"- `{r['role']}`: {r['criterion']}." for r in roles["criteria"]]
     lines += ["", "Role map (each head's main role; `+`: it has more; `>h`: dependent attends to head, `>d`: head "
-                  "to dependent):", "",
+                  "to dependent; in parentheses, `(CLS)`: a no-op sink):", "",
               "| layer | " + " | ".join(f"H{h}" for h in range(len(grid[0]) if grid else 0)) + " |",
               "|---|" + "---|" * (len(grid[0]) if grid else 0)]
     for layer, row in enumerate(grid):
@@ -108,6 +146,11 @@ def _roles_section(content: dict) -> list[str]:
     for r in roles["table"]:
         base = (f"{md_text(r['baseline'])}: {score_text(r['baseline_score'], r['metric'])}"
                 f"{interval_text(r.get('baseline_ci_low'), r.get('baseline_ci_high'), r['metric'])}" if r["baseline"] else "—")
+        if r.get("own_score") is not None:
+            base += (f"; own positional habit: {score_text(r['own_score'], r['metric'])}"
+                     f"{interval_text(r.get('own_ci_low'), r.get('own_ci_high'), r['metric'])}")
+        if r.get("written_share") is not None:
+            base = f"writes {score_text(r['written_share'], 'share')} from there (value-weighted)"
         beats = "—" if r["q_value"] is None else ("yes" if r["q_value"] < ALPHA else "no")
         line = (f"| L{r['layer']}.H{r['head']} | {md_text(r['role'])} | {md_text(r['dataset'])} | "
                 f"{score_text(r['score'], r['metric'])}{interval_text(r['ci_low'], r['ci_high'], r['metric'])} | "
@@ -149,6 +192,22 @@ def _top_section(content: dict) -> list[str]:
                          f"{interval_text(r['control_ci_low'], r['control_ci_high'], m)} |" if "control_score" in r
                          else " — |")
             lines.append(line)
+    return lines
+
+
+def _weighting_section(content: dict) -> list[str]:
+    w = content.get("weighting")
+    if not w:
+        return []
+    lines = ["", "## Weight and norm: where they disagree most", "",
+             f"Attention weight α against value-weighted attention ‖α v W_O‖ (what the head writes, rows normalised; "
+             f"`--weighting norm`): the median |norm − weight| over {w['pairs']} head × measure pairs is "
+             f"{w['median_abs_diff']:.3f}; the largest differences:", "",
+             "| head | data | task | measure | weight | norm | norm − weight |", "|---|---|---|---|---:|---:|---:|"]
+    for r in w["rows"]:
+        lines.append(f"| {r['head']} | {md_text(r['dataset'])} | {r['task']} | {md_text(r['measure'])} | "
+                     f"{score_text(r['weight'], r['metric'])} | {score_text(r['norm'], r['metric'])} | "
+                     f"{r['diff']:+.3f} |")
     return lines
 
 
@@ -203,8 +262,10 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
 
         content = build_content(result, result.roles)
     lines = _header(content)
+    lines += _notable_section(content)
     lines += _roles_section(content)
     lines += _top_section(content)
+    lines += _weighting_section(content)
     lines += _control_section(content)
     lines += ["", "## Details by dataset"]
     for section in content["details"]:

@@ -6,7 +6,7 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..schema import head_label, weighted
+from ..schema import OWN, head_label, weighted
 from ..tasks import MASS, TASKS, measures
 
 
@@ -168,7 +168,8 @@ def _best_vs_baselines(sub: Any, relation: str, sel: Any = None) -> tuple[Any, d
         return None, {}
     top, _ = best_head(heads, _same(sel, relation))
     bases = {str(r["baseline"]): float(r["score"]) for _, r in sub[(sub["relation"] == relation)
-                                                                   & sub["baseline"].notna()].iterrows()}
+                                                                   & sub["baseline"].notna()
+                                                                   & sub["layer"].isna()].iterrows()}
     return top, bases
 
 
@@ -192,17 +193,21 @@ def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     chosen = (["chosen on the same data: an optimistic, Clark-et-al.-style number"] if not ctx.select_on else
               ["chosen on ", Data(ctx.select_on), ", reported here: held-out selection"])
     intro = ["Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline (",
-             *chosen, "); [95% bootstrap interval over sentences]; q: Benjamini–Hochberg-corrected p-value that the "
-             "head beats that baseline."]
+             *chosen, ") and against what the head's own positional habit predicts (`own`: how often its "
+             "most-attended word lies at each offset, applied to the relation's instances); [95% bootstrap "
+             "interval over sentences]; q: Benjamini–Hochberg-corrected p-value that the head beats both."]
     if ctx.causal:
         intro.append(" Causal model: `reachable` counts the instances the mask lets any head get right "
                      "(dep_to_head: the head word is to the left; head_to_dep: to the right); accuracy is over "
                      "all n, so reachable / n is the ceiling, and the offset baselines obey the same mask.")
     out = Section("syntax", dataset, "Syntax", intro, ["relation", "direction", "n", "reachable", "best head",
-                                                       "score", "best baseline", "baseline score", "margin", "q"],
-                  "llrrlrlrrr")
+                                                       "score", "best baseline", "baseline score", "own", "margin",
+                                                       "q"],
+                  "llrrlrlrrrr")
     heads = sub[sub["baseline"].isna()]
-    bases = sub[sub["baseline"].notna()]
+    bases = sub[sub["baseline"].notna() & sub["layer"].isna()]
+    own_rows = {(r["relation"], r["direction"], r["layer"], r["head"]): r
+                for _, r in sub[sub["baseline"] == OWN].iterrows()}
     order = heads.groupby("relation")["n"].max().sort_values(ascending=False).index.tolist()
     if "all" in order:
         order.remove("all")
@@ -215,7 +220,7 @@ def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
                 continue
             top, _ = best_head(h, sel_rows.get((rel, direction)))
             if int(top["n_reachable"]) == 0:
-                out.rows.append([Data(rel), direction, str(int(top["n"])), "0", *["—"] * 6])
+                out.rows.append([Data(rel), direction, str(int(top["n"])), "0", *["—"] * 7])
                 continue
             b = base_rows.get((rel, direction), ())
             if len(b):
@@ -223,10 +228,13 @@ def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
                 bname, bscore = str(bt["baseline"]), float(bt["score"])
             else:
                 bname, bscore = "—", float("nan")
-            margin = float(top["score"]) - bscore
+            own = own_rows.get((rel, direction, top["layer"], top["head"]))
+            oscore = float("nan") if own is None else float(own["score"])
+            margin = float(top["score"]) - (bscore if not oscore > bscore else oscore)
             out.rows.append([Data(rel), direction, str(int(top["n"])), str(int(top["n_reachable"])),
                              head_label(top["layer"], top["head"]), f"{_pct(top['score'])}{_ci(top)}", Data(bname),
                              f"{_pct(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''}",
+                             f"{_pct(oscore)}{_ci(own)}" if own is not None else "—",
                              _pct(margin) if margin == margin else "—", q_text(top.get("q_value"))])
     return out
 

@@ -104,6 +104,7 @@ def _write_reports(result: Any, content: dict, drawn: Drawn, out_dir: Path) -> N
     content["examples"] = [e for e in content["examples"] if any(e["words"] == ex["words"] for _, ex, _ in drawn.examples)]
     content["figures"] = [f"figures/{f}" for f in drawn.files()]
     html_figures = {"role_map": data_uri(fig_dir / "role_map.png") if drawn.role_map else None,
+                    "role_map_norm": data_uri(fig_dir / "role_map_norm.png") if drawn.role_map_norm else None,
                     "heatmaps": [{"name": f, "src": data_uri(fig_dir / f)} for f in drawn.heatmaps],
                     "control": [{"name": f, "src": data_uri(fig_dir / f)} for f in drawn.control],
                     "examples": [{"dataset": ex.get("dataset"), "sent_id": ex.get("sent_id"), "text": text,

@@ -192,6 +192,7 @@ def _read(loaded: Any, job: Job, job_key: str, encoded: list, cfg: RunConfig, st
                     on_batch_start=feed.batch_start, on_batch_end=feed.batch_end,
                     block_rows=block_rows(feed.scorers, info.num_heads, cfg.attention_memory),
                     row_stats=any(getattr(s, "wants_row_stats", False) for s in feed.scorers),
+                    value_norms=any(getattr(s, "wants_value_norms", False) for s in feed.scorers),
                     on_norm_layer=feed.norm_layer if feed.reads_norm else None)
     return feed
 

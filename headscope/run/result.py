@@ -120,6 +120,22 @@ class AnalysisResult:
                 self._roles = with_evidence(self._roles, self.tables["ablation"])
         return self._roles
 
+    def roles_by(self, weighting: str = "weight") -> Any:
+        """The roles that the scores of one weighting name: ``"weight"`` is :attr:`roles`; ``"norm"`` names
+        each head by what it writes (value-weighted attention), from a run with ``weighting="weight,norm"``.
+        Under ``norm`` a sink is a head that writes mostly from the sink token."""
+        if weighting == "weight":
+            return self.roles
+        rows = weighted(self.scores, weighting)
+        if rows.empty:
+            raise HeadscopeError(f"this run has no {weighting} scores; run it with weighting='weight,{weighting}'")
+        from ..analysis.roles import assign_roles
+
+        info = self.model
+        return assign_roles(rows, model=info.name, is_decoder=info.is_decoder,
+                            control=(self.meta.control or {}).get("model"), datasets=self.report_datasets,
+                            num_layers=info.num_layers, num_heads=info.num_heads)
+
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, the best head per measure and the role map (``reports.notebook``)."""
         from ..reports.notebook import result_html
@@ -154,7 +170,8 @@ class AnalysisResult:
             mask &= df["metric"] == metric
         if dataset is not None:
             mask &= df["dataset"] == dataset
-        mask &= df["baseline"].notna() if baselines else df["baseline"].isna()
+        # the baselines of every head alike, not one head's own (``OWN``)
+        mask &= (df["baseline"].notna() & df["layer"].isna()) if baselines else df["baseline"].isna()
         out = df[mask.fillna(False)]
         if out.empty:
             have = sorted(set(df.loc[df["task"] == task, "relation"].dropna()))
