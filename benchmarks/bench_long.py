@@ -2,16 +2,27 @@
 
 For each length (tokens of one document made by joining consecutive EWT train sentences, their
 boundaries and UPOS kept), child processes run alternately ``--repeats`` times: the model's bare
-forward with its SDPA kernel, and ``analyze(..., tasks="positional")`` on the same document, which
+forward with its SDPA kernel, ``analyze(..., tasks="positional")`` on the same document, which
 computes the positional measures, the long-range ones (mass beyond 64/256/1,024 tokens, on other
-sentences, on the same word, on content words) and induction on the text itself. Each child prints
-its wall time and peak RSS; the table gives medians and the median of the paired time ratios
+sentences, on the same word, on content words) and induction on the text itself, and the same analysis
+with ``weighting="weight,norm"`` (every measure on the weights and on the norm view, issue 30). Each
+child prints its wall time and peak RSS; the table gives medians and the median of the paired time ratios
 (targets: time <= 2x the bare forward at every length, peak RSS <= 2 GB at 7.4k tokens).
+
+The norm view's cost (target: it adds at most 15% to a run) is measured apart, in one more child that loads
+the model and the document once and then runs the two analyses ``--pairs`` times in turn (weight first
+in one pair, norm first in the next): ``norm +%`` is the median over pairs of norm / weight - 1, in wall
+time and in the process's CPU time. Pairs seconds apart in one process share the machine's state, so
+the ratio holds up on a busy machine where the separate children's times do not. ``--no-norm`` leaves the
+norm runs out. ``--threads N`` sets torch's threads in every child: on a machine shared with other work,
+``--threads 1`` keeps a stalled thread from stretching a run several times over (two threads on two busy
+cores gave the same analysis anywhere from 4 to 23 s).
 
 ``--wide 32768`` adds a 2-layer random-init Llama of smollm2's width (576, 9 query / 3 KV heads) with
 room for that many tokens: memory must grow linearly in T (target: within 4 GB at 32k tokens).
 
-    python benchmarks/bench_long.py [--tokens 1717,3942,7376] [--repeats 3] [--wide 32768] [--data ...]
+    python benchmarks/bench_long.py [--tokens 1717,3942,7376] [--repeats 3] [--pairs 5] [--wide 32768]
+                                    [--no-norm] [--threads N] [--data ...]
 """
 
 from __future__ import annotations
@@ -68,53 +79,90 @@ def wide_model(tokens: int):
     return load_model(LlamaForCausalLM(cfg).eval(), tokenizer=tok, name="wide-2-layer")
 
 
-def child(mode: str, data: str, tokens: int, wide: bool) -> None:
+def cpu_seconds() -> float:
+    """This process's CPU time, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def analysis(loaded, sentence, weighting: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of the positional analysis of the one document."""
+    import headscope
+
+    start, cpu = time.perf_counter(), cpu_seconds()
+    headscope.analyze(loaded, headscope.Corpus("doc", (sentence,)), tasks="positional", bootstrap=0,
+                      n_examples=0, batch_size=1, weighting=weighting)
+    return time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def child(mode: str, data: str, tokens: int, wide: bool, pairs: int = 0, threads: int = 0) -> None:
     import torch
 
     from headscope.models.loading import load_model, model_body
 
+    if threads:
+        torch.set_num_threads(threads)
     loaded = wide_model(tokens) if wide else load_model("smollm2")
     sentence, enc = document(data, tokens, loaded)
+    if mode == "pairs":   # the norm view's cost: both analyses in turn in this one process
+        analysis(loaded, sentence, "weight")                      # warm-up
+        runs: dict = {"weight": [], "weight,norm": []}
+        for k in range(pairs):
+            for weighting in (("weight", "weight,norm") if k % 2 == 0 else ("weight,norm", "weight")):
+                runs[weighting].append(analysis(loaded, sentence, weighting))
+        print(json.dumps({"tokens": len(enc), "weight": runs["weight"], "norm": runs["weight,norm"]}))
+        return
     if mode == "bare":
         loaded.model.set_attn_implementation("sdpa")
         ids = torch.tensor([enc.input_ids])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         with torch.inference_mode():
             model_body(loaded.model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     else:
-        import headscope
-
-        start = time.perf_counter()
-        headscope.analyze(loaded, headscope.Corpus("doc", (sentence,)), tasks="positional", bootstrap=0,
-                          n_examples=0, batch_size=1)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"tokens": len(enc), "seconds": seconds,
+        seconds, cpu = analysis(loaded, sentence, "weight,norm" if mode == "norm" else "weight")
+    print(json.dumps({"tokens": len(enc), "seconds": seconds, "cpu_seconds": cpu,
                       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run_child(mode: str, tokens: int, data: str, wide: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--length", str(tokens), "--data", data]
+THREADS = 0   # torch threads in the children (0: torch's default); set from --threads
+
+
+def run_child(mode: str, tokens: int, data: str, wide: bool, pairs: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--length", str(tokens), "--data", data, "--pairs", str(pairs),
+           "--threads", str(THREADS)]
     proc = subprocess.run(cmd + (["--wide-child"] if wide else []), capture_output=True, text=True)
     if proc.returncode != 0:
-        return {"seconds": float("nan"), "peak_mib": float("nan"),
+        return {"seconds": float("nan"), "cpu_seconds": float("nan"), "peak_mib": float("nan"),
                 "error": (proc.stderr.strip().splitlines() or ["killed"])[-1][:80]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def row(label: str, tokens: int, data: str, repeats: int, wide: bool) -> None:
-    runs = {"bare": [], "headscope": []}
-    for _ in range(repeats):   # alternate, so that a slow spell of the machine hits both
+def row(label: str, tokens: int, data: str, repeats: int, wide: bool, pairs: int = 0) -> None:
+    runs = {"bare": [], "headscope": [], **({"norm": []} if pairs else {})}
+    for _ in range(repeats):   # alternate, so that a slow spell of the machine hits all alike
         for mode in runs:
             runs[mode].append(run_child(mode, tokens, data, wide))
     b, h = runs["bare"], runs["headscope"]
     med = statistics.median
     ratios = [y["seconds"] / x["seconds"] for x, y in zip(b, h)]
-    errors = [r["error"] for r in b + h if "error" in r]
-    print(f"{label:>8} {b[0].get('tokens', tokens):>7} {med(r['seconds'] for r in b):8.1f} "
-          f"{max(r['peak_mib'] for r in b):9.0f} {med(r['seconds'] for r in h):12.1f} "
-          f"{max(r['peak_mib'] for r in h):14.0f} {med(ratios):7.2f} "
-          f"{max(r['peak_mib'] for r in h) / max(r['peak_mib'] for r in b):6.2f}"
-          + (f"  ({errors[0]})" if errors else ""), flush=True)
+    errors = [r["error"] for rs in runs.values() for r in rs if "error" in r]
+    line = (f"{label:>8} {b[0].get('tokens', tokens):>7} {med(r['seconds'] for r in b):8.1f} "
+            f"{max(r['peak_mib'] for r in b):9.0f} {med(r['seconds'] for r in h):12.1f} "
+            f"{max(r['peak_mib'] for r in h):14.0f} {med(ratios):7.2f} "
+            f"{max(r['peak_mib'] for r in h) / max(r['peak_mib'] for r in b):6.2f}")
+    if pairs:   # the norm view: its own children's time and memory, and its cost from the paired child
+        n = runs["norm"]
+        line += f" {med(r['seconds'] for r in n):7.1f} {max(r['peak_mib'] for r in n):9.0f}"
+        p = run_child("pairs", tokens, data, wide, pairs)
+        if "error" in p:
+            errors.append(p["error"])
+        else:
+            added = [[100 * (y[k] / x[k] - 1) for x, y in zip(p["weight"], p["norm"])] for k in (0, 1)]
+            line += (f" {med(added[0]):+7.0f}% {med(added[1]):+6.0f}%  (pairs, wall: "
+                     f"{', '.join(f'{a:+.0f}' for a in added[0])}; CPU: {', '.join(f'{a:+.0f}' for a in added[1])}; "
+                     f"weight-only median {med(x[0] for x in p['weight']):.1f} s)")
+    print(line + (f"  ({errors[0]})" if errors else ""), flush=True)
 
 
 def main() -> None:
@@ -122,24 +170,38 @@ def main() -> None:
     ap.add_argument("--tokens", default="1717,3942,7376")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--wide", type=int, default=0, help="also a 2-layer model of smollm2's width at this many tokens")
+    ap.add_argument("--pairs", type=int, default=5, help="weight / weight,norm analyses in turn for the norm's cost")
+    ap.add_argument("--no-norm", action="store_true", help="leave out the runs with --weighting weight,norm")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (default: torch's own)")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--child", choices=("bare", "headscope"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("bare", "headscope", "norm", "pairs"), help=argparse.SUPPRESS)
     ap.add_argument("--length", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wide-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.data, args.length, args.wide_child)
+        child(args.child, args.data, args.length, args.wide_child, args.pairs, args.threads)
         return
     if not Path(args.data).is_file():
         sys.exit(f"data not found: {args.data} (needs ../shared/data)")
-    print(f"one EWT train document; medians of {args.repeats} alternating runs; peak RSS of the whole child "
-          f"process (max over runs); time of the forward / analysis only")
+    pairs = 0 if args.no_norm else max(1, args.pairs)
+    global THREADS
+    THREADS = args.threads
+    import torch
+
+    print(f"one EWT train document; torch {torch.__version__}, threads: "
+          f"{args.threads or torch.get_num_threads()}; medians of {args.repeats} alternating runs; peak RSS "
+          f"of the whole child process (max over runs); time of the forward / analysis only"
+          + (f"; norm s, norm MiB: the analysis with --weighting weight,norm in the same rounds; norm +%, CPU +%: "
+             f"what it adds to the weight-only analysis, median over {pairs} pairs run in turn in one process, "
+             f"in wall and in CPU time (target <= +15%)" if pairs else ""))
     print(f"{'model':>8} {'tokens':>7} {'bare s':>8} {'bare MiB':>9} {'headscope s':>12} {'headscope MiB':>14} "
-          f"{'time x':>7} {'RSS x':>6}")
+          f"{'time x':>7} {'RSS x':>6}"
+          + (f" {'norm s':>7} {'norm MiB':>9} {'norm +%':>8} {'CPU +%':>7}" if pairs else ""))
     for tokens in (int(t) for t in args.tokens.split(",") if t):
-        row("smollm2", tokens, args.data, args.repeats, wide=False)
+        row("smollm2", tokens, args.data, args.repeats, wide=False, pairs=pairs)
     if args.wide:
-        row("wide-2L", args.wide, args.data, max(1, args.repeats // 3), wide=True)
+        row("wide-2L", args.wide, args.data, max(1, args.repeats // 3), wide=True,
+            pairs=max(1, pairs // 3) if pairs else 0)
 
 
 if __name__ == "__main__":
