@@ -161,3 +161,76 @@ def test_roles_skip_the_selection_dataset(minilm, sample):
     # the same criteria on every dataset would name roles on the selection set too
     everywhere = assign_roles(r.scores, model=r.model.name, control=r.meta.control["model"])
     assert "pick" in set(everywhere["dataset"].dropna())
+
+
+def _own_row(relation, layer, head, score, direction="dep_to_head"):
+    """A head's own positional prediction: a baseline row that names its head."""
+    return {**baseline_row(M, "syntax", relation, "own-position", score, direction), "layer": layer, "head": head}
+
+
+def test_a_syntax_role_must_beat_the_heads_own_positional_prediction_too():
+    rows = [head_row(M, "syntax", "det", 0, 0, 0.80, direction="dep_to_head", q=0.001),
+            head_row(M, "syntax", "det", 0, 1, 0.80, direction="dep_to_head", q=0.001),
+            baseline_row(M, "syntax", "det", "offset:+1", 0.60, "dep_to_head"),
+            _own_row("det", 0, 0, 0.78),        # its habit alone predicts nearly all of it: no role
+            _own_row("det", 0, 1, 0.30)]
+    roles = assign_roles(frame(rows), model=M, num_layers=1, num_heads=2)
+    got = {key: set(g["role"]) for key, g in roles.groupby(["layer", "head"])}
+    assert got == {(0, 0): {"none"}, (0, 1): {"syntax:det dep_to_head"}}
+    kept = roles[roles["head"] == 1].iloc[0]
+    assert kept.own_score == pytest.approx(0.30) and kept.baseline == "offset:+1" and bool(kept.primary)
+
+
+def test_a_head_keeps_its_two_syntax_roles_with_the_largest_margins():
+    margins = {"obj": 0.30, "det": 0.10, "case": 0.20, "nsubj": 0.06}
+    rows = [baseline_row(M, "syntax", rel, "offset:+1", 0.4, "dep_to_head") for rel in margins]
+    rows += [head_row(M, "syntax", rel, 0, 0, 0.4 + m, direction="dep_to_head", q=0.001) for rel, m in margins.items()]
+    rows += [head_row(M, "positional", "first", 0, 0, 0.9, metric="mass", lo=0.85)]
+    roles = assign_roles(frame(rows), model=M, num_layers=1, num_heads=1)
+    syntax = roles[roles["family"] == "syntax"]
+    assert sorted(syntax["relation"]) == ["case", "obj"]
+    assert all("2 more" in c and "det dep_to_head" in c and "nsubj dep_to_head" in c for c in syntax["criterion"])
+    primary = roles[roles["primary"]]
+    assert len(primary) == 1 and primary.iloc[0]["relation"] == "obj"         # syntax before a sink
+    assert primary_roles(roles)[(0, 0)] == ("obj>h", "syntax")
+
+
+@pytest.mark.parametrize("written, role, family", [(0.05, "no-op [CLS] sink", "no-op"),
+                                                    (0.60, "active [CLS] sink", "sink"),
+                                                    (None, "[CLS] sink", "sink")])
+def test_a_sink_is_active_or_a_no_op_by_what_it_writes_from_there(written, role, family):
+    from headscope.tasks import NOOP
+
+    rows = [head_row(M, "positional", "first", 0, 0, 0.9, metric="mass", lo=0.85)]
+    if written is not None:
+        rows.append(head_row(M, "positional", "first_written", 0, 0, written, metric="share"))
+    roles = assign_roles(frame(rows), model=M, num_layers=1, num_heads=1)
+    r = roles.iloc[0]
+    assert (r.role, r.family) == (role, family)
+    if written is not None:
+        assert r.written_share == pytest.approx(written) and (written < NOOP) == (family == "no-op")
+        assert short_label(r.role) == ("(CLS)" if family == "no-op" else "CLS")
+
+
+def test_notable_heads_and_the_counts_by_main_role(tiny_bert_loaded, sample, tmp_path):
+    import headscope
+    from headscope.errors import HeadscopeError
+    from headscope.reports.content import notable_heads
+
+    r = headscope.analyze(tiny_bert_loaded, list(sample.sentences), tasks="syntax,positional", bootstrap=100)
+    roles = r.roles
+    assert roles.groupby(["layer", "head"])["primary"].sum().eq(1).all()     # one primary role per head
+    sinks = roles[roles["family"].isin(["sink", "no-op"])]
+    written = r.scores[r.scores["relation"] == "first_written"].set_index(["layer", "head"])["score"]
+    for s in sinks.itertuples():
+        assert s.written_share == pytest.approx(written[(s.layer, s.head)])
+    got = notable_heads(roles)
+    main = roles[roles["primary"]]
+    assert {c["family"]: c["heads"] for c in got["counts"]} == main.groupby("family").size().to_dict()
+    assert all(roles[(roles["layer"] == h["layer"]) & (roles["head"] == h["head_index"])
+                     & (roles["role"] == h["role"])]["primary"].all() for h in got["heads"])
+    r.save(tmp_path)
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert text.index("## Notable heads") < text.index("## Roles")
+    with pytest.raises(HeadscopeError, match="no norm scores; run it with weighting='weight,norm'"):
+        r.roles_by("norm")
