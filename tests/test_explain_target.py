@@ -111,6 +111,18 @@ def test_the_command_prints_the_ranking_and_the_viewer_opens_on_the_best_head(ti
     assert (int(viewer.get_attribute("data-layer")), int(viewer.get_attribute("data-head"))) == (
         best["layer"], best["head"])
     assert viewer.get_attribute("data-selected") == str(best["word_index"])        # the explained word
+    # the side panel ranks the heads by the link, with what each writes from the target (the norm view)
+    ranking = page.locator(".hs-ranking tr[data-head]")
+    assert ranking.count() == min(8, len(table))
+    cells = ranking.nth(0).locator("td").all_inner_texts()
+    assert cells == [f"L{best['layer']}.H{best['head']}", f"{best['link_weight']:.3f}", f"{best['link_norm']:.3f}"]
+    assert page.locator(".hs-ranking th").all_inner_texts() == ["head", "weight", "norm"]
+    assert "hs-current" in (ranking.nth(0).get_attribute("class") or "")
+    second = table.iloc[1]
+    ranking.nth(1).click()                                                           # a row opens its head
+    assert (int(viewer.get_attribute("data-layer")), int(viewer.get_attribute("data-head"))) == (
+        second["layer"], second["head"])
+    assert "hs-current" in (page.locator(".hs-ranking tr[data-head]").nth(1).get_attribute("class") or "")
     assert not problems, problems
     page.close()
 

@@ -197,6 +197,23 @@ def iter_batches(encoded: Sequence[EncodedSentence], batch_size: int, *, max_tok
     yield from batches
 
 
+# Bytes of float32 probabilities per row block: small enough to stay in the CPU's cache between the
+# passes over it (scores, softmax, the readers, P V), large enough that the per-block work in Python is small;
+# and at least MIN_BLOCK_ROWS rows (a 32k-token input would otherwise take thousands of tiny blocks).
+BLOCK_BYTES = 16 * 2 ** 20
+MIN_BLOCK_ROWS = 64
+
+
+def rows_per_block(tokens: int, per_row: float, budget: float, *, copies: int) -> int | None:
+    """Query rows per attention block of an input of ``tokens`` rows of ``per_row`` bytes each: about
+    BLOCK_BYTES (at least MIN_BLOCK_ROWS rows), with ``copies`` block-sized tensors never more than ``budget``
+    bytes; None where the whole map is no more than that."""
+    n = max(1, min(int(budget // (copies * per_row)), max(MIN_BLOCK_ROWS, int(BLOCK_BYTES // per_row))))
+    if n >= tokens:
+        return None
+    return n - n % 32 if n > 64 else n   # whole tiles for the matrix products
+
+
 def check_attention(weights: Any, batch: Batch, layer: int, *, causal: bool, n_heads: int,
                     sinks: bool = False) -> None:
     """Fail clearly unless rows over real keys sum to 1 (at most 1 with attention sinks, which take the rest)

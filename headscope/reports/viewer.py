@@ -100,17 +100,18 @@ def head_info(roles: Any, num_layers: int, num_heads: int) -> list[list[dict]]:
 
 
 def payload(docs: Sequence[dict], *, model: str, num_layers: int, num_heads: int, roles: Any = None,
-            initial: dict | None = None, roles_note: str | None = None) -> dict:
+            initial: dict | None = None, roles_note: str | None = None, ranking: dict | None = None) -> dict:
     """What a viewer reads: ``docs`` as ``[{"title", "links": {level: Links}, "distance": profile}]`` (the
-    profile optional), each head's roles, and the state to open in (``doc``, ``level``, ``layer``, ``head``,
-    ``word``)."""
+    profile optional), each head's roles, the state to open in (``doc``, ``level``, ``layer``, ``head``,
+    ``word``), and ``ranking`` (explain with a target: ``word``, ``target``, ``others``, ``columns`` and
+    ``heads``, ``[{"layer", "head", "values"}]``, strongest first) or None."""
     from .figures import FAMILY_COLORS
 
     return {"model": model, "layers": int(num_layers), "heads": int(num_heads),
             "docs": [{"title": str(d["title"]), "levels": {lv: pack(x) for lv, x in d["links"].items()},
                       "distance": distance_block(d.get("distance"))} for d in docs],
             "head_info": head_info(roles, num_layers, num_heads), "families": dict(FAMILY_COLORS),
-            "initial": initial or {}, "roles_note": roles_note}
+            "initial": initial or {}, "roles_note": roles_note, "ranking": ranking}
 
 
 def data_block(data: dict, element_id: str) -> str:

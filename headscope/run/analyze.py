@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from ..capture.session import rows_per_block
 from ..config import RunConfig
 from ..errors import HeadscopeError
 from .state import RunState
@@ -60,29 +61,17 @@ def _examples(loaded: Any, plan: list, count: int, *, bos_id: int | None) -> lis
     return []
 
 
-# Bytes of float32 probabilities per row block: small enough to stay in the CPU's cache between the
-# passes over it (scores, softmax, the scorers, P V), large enough that the per-block work in Python is small;
-# and at least MIN_BLOCK_ROWS rows (a 32k-token input would otherwise take thousands of tiny blocks).
-BLOCK_BYTES = 16 * 2 ** 20
-MIN_BLOCK_ROWS = 64
-
-
 def block_rows(scorers: list, num_heads: int, attention_memory: float) -> Any:
-    """Query rows per attention block for a batch, when every scorer reads row blocks: blocks of about
-    BLOCK_BYTES, never more than ``attention_memory`` MiB per layer; None (whole maps) otherwise or when
-    the whole map is that small."""
+    """Query rows per attention block for a batch, when every scorer reads row blocks (``rows_per_block``: the
+    block's scores and probabilities and the scorers' temporaries, four blocks, within ``attention_memory`` MiB);
+    None (whole maps) otherwise or when the whole map is that small."""
     if not scorers or not all(getattr(s, "row_blocks", False) for s in scorers):
         return None
     budget = attention_memory * 2 ** 20
 
     def rows(batch: Any) -> int | None:
         b, t = batch.input_ids.shape
-        per_row = b * num_heads * t * 4
-        # the block's scores and probabilities and the scorers' temporaries stay within the budget
-        n = max(1, min(int(budget // (4 * per_row)), max(MIN_BLOCK_ROWS, int(BLOCK_BYTES // per_row))))
-        if n >= t:
-            return None
-        return n - n % 32 if n > 64 else n   # whole tiles for the matrix products
+        return rows_per_block(t, b * num_heads * t * 4, budget, copies=4)
 
     return rows
 

@@ -169,7 +169,25 @@ class Explanation:
                        num_layers=layers, num_heads=heads, roles=roles,
                        initial={"level": "word", "layer": int(first["layer"]), "head": int(first["head"]),
                                 "word": self.word_index},
-                       roles_note=None if roles is not None else "No roles: pass --run with a run's folder.")
+                       roles_note=None if roles is not None else "No roles: pass --run with a run's folder.",
+                       ranking=self._ranking())
+
+    def _ranking(self, k: int = 8) -> dict | None:
+        """The viewer's table of the heads that link the word to the target (``explain(target=...)``), or None."""
+        import math
+
+        if "link_weight" not in self.table.columns:
+            return None
+        names = [("link_weight", "weight"), ("link_norm", "norm"), ("link_contrast", "contrast")]
+        names = [(c, label) for c, label in names if c in self.table.columns]
+        rows = self.table.head(k)
+        first = self.table.iloc[0]
+        return {"word": self.word, "target": str(first["link_to"]),
+                "others": str(first["link_others"]).split(", ") if "link_others" in self.table.columns else [],
+                "columns": ["head"] + [label for _, label in names],
+                "heads": [{"layer": int(r["layer"]), "head": int(r["head"]),
+                           "values": [None if math.isnan(float(r[c])) else float(r[c]) for c, _ in names]}
+                          for _, r in rows.iterrows()]}
 
     def html(self) -> str:
         """The attention viewer as one self-contained page (explain.html)."""

@@ -272,6 +272,7 @@
     } else {
       side.appendChild(el("p", "hs-muted", this.data.roles_note || "No role found for this head."));
     }
+    this.renderRanking(side);
     this.renderDistance(side);
     if (focus === null || focus >= u.R) {
       side.appendChild(el("p", "hs-muted", "Click or point at a word to see this head's links."));
@@ -290,6 +291,32 @@
       tr.appendChild(el("td", null, ln.weight.toFixed(2)));
       table.appendChild(tr);
     });
+    side.appendChild(table);
+  };
+
+  // explain --target: the heads that link the word to the target most, each with its weight and what it writes
+  // from there (norm); a row opens its head.
+  Viewer.prototype.renderRanking = function (side) {
+    var r = this.data.ranking, st = this.state, self = this;
+    if (!r || !r.heads || !r.heads.length) return;
+    side.appendChild(el("div", "hs-caption", "heads linking “" + r.word + "” to “" + r.target + "”" +
+                        (r.others && r.others.length ? " rather than " + r.others.join(", ") : "")));
+    var table = el("table", "hs-linklist hs-ranking"), head = el("tr");
+    r.columns.forEach(function (t) { head.appendChild(el("th", null, t)); });
+    table.appendChild(head);
+    r.heads.forEach(function (h) {
+      var tr = el("tr", h.layer === st.layer && h.head === st.head ? "hs-current" : null);
+      tr.setAttribute("data-head", h.layer + "," + h.head);
+      tr.appendChild(el("td", null, "L" + h.layer + ".H" + h.head));
+      h.values.forEach(function (v) { tr.appendChild(el("td", null, v === null ? "—" : v.toFixed(3))); });
+      table.appendChild(tr);
+    });
+    table.onclick = function (e) {
+      var row = e.target.closest && e.target.closest("tr[data-head]");
+      if (!row) return;
+      var p = row.getAttribute("data-head").split(",");
+      self.pick(+p[0], +p[1]);
+    };
     side.appendChild(table);
   };
 
