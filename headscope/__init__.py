@@ -13,7 +13,7 @@ __all__ = [
     "AnalysisResult", "Corpus", "DataError", "HeadscopeError", "ModelError", "CaptureError", "ModelInfo",
     "Sentence", "analyze", "load_conllu", "load_data", "load_model", "load_sample", "load_text", "SCORE_COLUMNS",
     "probe", "ProbeResult", "compare", "Comparison", "explain", "Explanation", "assign_roles", "ablate",
-    "AblationResult", "importance", "context_needs", "ContextResult",
+    "AblationResult", "importance", "context_needs", "ContextResult", "patch", "PatchResult", "load_contrast",
 ]
 
 _LAZY = {
@@ -37,6 +37,9 @@ _LAZY = {
     "importance": ("interventions.importance", "importance"),
     "context_needs": ("interventions.context", "context_needs"),
     "ContextResult": ("interventions.context", "ContextResult"),
+    "patch": ("interventions.patching", "patch"),
+    "PatchResult": ("interventions.patching", "PatchResult"),
+    "load_contrast": ("datasets.contrast", "load_contrast"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
@@ -46,6 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .interventions.ablate import AblationResult, ablate
     from .interventions.importance import importance
     from .interventions.context import ContextResult, context_needs
+    from .interventions.patching import PatchResult, patch
+    from .datasets.contrast import load_contrast
     from .analysis.roles import assign_roles
     from .run.compare import Comparison, compare
     from .datasets import load_conllu, load_data, load_sample, load_text

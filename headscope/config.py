@@ -304,6 +304,50 @@ class ImportanceConfig(Settings):
 
 
 
+PATCH_METHODS = ("exact", "attribution")
+PATCH_DIRECTIONS = ("noising", "denoising")
+
+
+def _names(spec: Any, allowed: tuple, what: str) -> tuple[str, ...]:
+    """``"a,b"`` or a list as a tuple of names in ``allowed`` (their order), else a one-line error."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
+    bad = [s for s in items if s not in allowed]
+    if bad or not items:
+        raise HeadscopeError(f"unknown {what} '{(bad or [''])[0]}'; choose from {', '.join(allowed)}")
+    return tuple(a for a in allowed if a in items)
+
+
+@dataclass(frozen=True)
+class PatchConfig(Settings):
+    """Every setting of activation patching (``patch``; ``headscope patch``) but the model and the pairs.
+
+    ``methods``: ``exact`` (each head patched alone, one forward per head and direction) and ``attribution``
+    (every head from one forward and backward per input); ``directions``: ``noising`` (corrupt outputs into the
+    clean run) and ``denoising`` (clean into corrupt); ``groups``: head groups patched together, as
+    ``"L18.H6,L17.H3"`` or a list of such; ``max_pairs``: pairs read (and the induction pairs made);
+    ``bootstrap``: replicates over pairs for the 95% intervals (0: none); ``seed``: of the bootstrap and of
+    the induction pairs."""
+
+    methods: Any = PATCH_METHODS
+    directions: Any = PATCH_DIRECTIONS
+    groups: Any = ()
+    batch_size: int = 16
+    max_pairs: int | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", _names(self.methods, PATCH_METHODS, "patching method"))
+        object.__setattr__(self, "directions", _names(self.directions, PATCH_DIRECTIONS, "patching direction"))
+        groups = [self.groups] if isinstance(self.groups, str) else list(self.groups or ())
+        object.__setattr__(self, "groups", tuple(g for g in groups if str(g).strip()))
+        _refuse((
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.max_pairs is None or self.max_pairs >= 1, f"max pairs must be at least 1, got {self.max_pairs}"),
+            (self.bootstrap >= 0, f"bootstrap must be 0 or more, got {self.bootstrap}"),
+        ))
+
+
 @dataclass(frozen=True)
 class ContextConfig(Settings):
     """Every setting of the context-window search (``context_needs`` and ``headscope context``) but the model

@@ -240,6 +240,34 @@ class MinimalPair:
 
 
 @dataclass(frozen=True)
+class ContrastPair:
+    """Two inputs for activation patching: ``clean`` and ``corrupt`` text that differ where the answer depends
+    on them and tokenize to the same length, and the two next tokens compared at the answer position
+    (``answer`` and ``foil``, each one token; the metric is their logit difference). For a masked LM each text
+    holds one mask token where the answer goes; otherwise the answer follows the last token."""
+
+    pair_id: str
+    clean: str
+    corrupt: str
+    answer: str
+    foil: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ContrastSet:
+    name: str
+    pairs: tuple[ContrastPair, ...]
+    checksum: str = ""
+    path: str = ""
+    skipped: int = 0
+    skipped_reasons: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass(frozen=True)
 class PairCorpus:
     name: str
     pairs: tuple[MinimalPair, ...]

@@ -88,7 +88,7 @@ def test_the_site_refuses_a_public_name_without_an_entry_or_a_docstring(monkeypa
 def test_the_cli_reference_is_generated_from_the_app():
     pytest.importorskip("mkdocs")
     text = hooks().cli_reference()
-    for command in ("run", "merge", "explain", "ablate", "context", "probe", "compare"):
+    for command in ("run", "merge", "explain", "ablate", "context", "patch", "probe", "compare"):
         assert f"headscope {command}" in text
     assert "--attention-memory" in text and "--checkpoint-every" in text
 

@@ -7,14 +7,15 @@ import typer
 from ..tasks import TASKS
 from . import compare as compare_command
 from . import explain as explain_command
-from . import interventions, probe as probe_command
+from . import interventions, patch as patch_command, probe as probe_command
 from . import run as run_command
 from .common import launched
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find out what every attention head of a transformer does.")
 for command in (run_command.run, run_command.merge, probe_command.probe, compare_command.compare,
-                explain_command.explain, interventions.ablate, interventions.context):
+                explain_command.explain, interventions.ablate, interventions.context,
+                patch_command.patch):
     app.command()(command)
 
 
