@@ -157,8 +157,8 @@ def test_the_command_writes_the_folder(tmp_path, tiny_llama_dir):
             for p in pairs_for(loaded).pairs]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    r = invoke("patch", "--model", str(tiny_llama_dir), "--pairs", str(f), "--bootstrap", "50", "--heads", "L0.H1,L1.H1",
-               "--out", str(out))
+    r = invoke("patch", "--model", str(tiny_llama_dir), "--pairs", str(f), "--bootstrap", "50",
+               "--heads", "L0.H1,L1.H1", "--out", str(out))
     assert r.exit_code == 0, r.output
     import pandas as pd
 
