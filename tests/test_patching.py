@@ -217,3 +217,11 @@ def test_bundled_sets_load():
     assert len(load_contrast("ioi")) == 40 and len(load_contrast("coref")) == 8
     with pytest.raises(HeadscopeError, match="no contrast set 'nope'"):
         load_contrast("nope")
+
+
+def test_a_bad_pairs_file_fails_before_the_model_loads(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"clean": "a", "corrupt": "b", "answer": " x"}\n')
+    r = invoke("patch", "--model", "no-such-model-anywhere", "--pairs", str(f), "--out", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "bad.jsonl:1: missing key(s) foil" in r.output
+    assert not (tmp_path / "out").exists()

@@ -211,17 +211,20 @@ def patch(model: Any = "smollm2", pairs: Any = "induction", *, config: PatchConf
     import pandas as pd
     import torch
 
-    from ..datasets.contrast import load_contrast
+    from ..datasets.contrast import GENERATED, load_contrast
     from ..types import ContrastSet
 
     cfg = PatchConfig.given(config, options)
+    contrast = pairs if isinstance(pairs, ContrastSet) else None
+    if contrast is None and str(pairs) not in GENERATED:      # a bad file fails before the model loads
+        contrast = load_contrast(pairs, limit=cfg.max_pairs)
     loaded = editable_model(model, "patching")
     info = loaded.info
     if not has_lm_head(loaded):
         raise HeadscopeError(f"{info.name}: patching compares the logits of an answer and a foil, and this model "
                              f"has no language-model head; use a causal or masked language model")
-    contrast = pairs if isinstance(pairs, ContrastSet) else load_contrast(
-        pairs, tokenizer=loaded.tokenizer, limit=cfg.max_pairs, seed=cfg.seed)
+    if contrast is None:
+        contrast = load_contrast(pairs, tokenizer=loaded.tokenizer, limit=cfg.max_pairs, seed=cfg.seed)
     groups = _groups(cfg.groups, info)
     batches = encode_pairs(loaded, contrast, cfg.batch_size)
     L, H = info.num_layers, info.num_heads
