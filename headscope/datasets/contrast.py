@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import DataError, HeadscopeError
 from ..types import ContrastPair, ContrastSet
-from .reading import Skips, check_options, decode_lines, parse_json, read_file, text_bytes
+from .reading import jsonl_records, read_file
 
 KEYS = ("clean", "corrupt", "answer", "foil")
 # The bundled sets: name -> file in datasets/data, and ``induction`` made for the model's tokenizer.
@@ -42,31 +42,9 @@ def _pair(obj: object, path: str, line: int) -> ContrastPair:
 def parse_contrast(data: bytes, path: str, *, name: str | None = None, on_error: str = "fail",
                    limit: int | None = None) -> ContrastSet:
     """Contrast pairs from jsonl bytes, one pair per line; ``on_error="skip"`` drops bad lines and counts them."""
-    check_options(on_error, limit)
     checksum = hashlib.sha256(data).hexdigest()
-    data = text_bytes(data, path, "one JSON object per line with " + ", ".join(KEYS))
-    pairs: list[ContrastPair] = []
-    skips = Skips(on_error)
-    seen: dict[str, int] = {}
-    for number, line, err in decode_lines(data):
-        if limit is not None and len(pairs) >= limit:
-            break
-        try:
-            if err is not None:
-                raise DataError(err, path=path, line=number)
-            assert line is not None
-            if not line.strip():
-                continue
-            pair = _pair(parse_json(line, path=path, number=number), path, number)
-            if pair.pair_id in seen:
-                raise DataError(f"pair id {pair.pair_id!r} is used twice (first at line {seen[pair.pair_id]})",
-                                path=path, line=number, hint="give each pair its own id")
-            seen[pair.pair_id] = number
-            pairs.append(pair)
-        except DataError as exc:
-            skips(exc)
-    if not pairs:
-        raise skips.nothing_left("contrast pair", path)
+    pairs, skips = jsonl_records(data, path, _pair, what="contrast pair", on_error=on_error, limit=limit,
+                                 expected="one JSON object per line with " + ", ".join(KEYS))
     return ContrastSet(name=name or Path(path).stem, pairs=tuple(pairs), checksum=checksum, path=path,
                        skipped=len(skips.reasons), skipped_reasons=tuple(skips.reasons))
 

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
-from .reading import Skips, check_options, decode_lines, parse_json, read_file, text_bytes
+from .reading import jsonl_records, read_file
 from ..types import MinimalPair, PairCorpus
 
 PAIRS = "pairs_en.jsonl"
@@ -55,31 +55,9 @@ def _pair(obj: object, path: str, line: int) -> MinimalPair:
 def parse_pairs(data: bytes, path: str, *, name: str | None = None, on_error: str = "fail",
                 limit: int | None = None) -> PairCorpus:
     """Minimal pairs from jsonl bytes, one pair per line; ``on_error="skip"`` drops bad lines and counts them."""
-    check_options(on_error, limit)
     checksum = hashlib.sha256(data).hexdigest()
-    data = text_bytes(data, path, "one JSON object per line with " + ", ".join(KEYS))
-    pairs: list[MinimalPair] = []
-    skips = Skips(on_error)
-    seen: dict[str, int] = {}
-    for number, line, err in decode_lines(data):
-        if limit is not None and len(pairs) >= limit:
-            break
-        try:
-            if err is not None:
-                raise DataError(err, path=path, line=number)
-            assert line is not None
-            if not line.strip():
-                continue
-            pair = _pair(parse_json(line, path=path, number=number), path, number)
-            if pair.pair_id in seen:
-                raise DataError(f"pair id {pair.pair_id!r} is used twice (first at line {seen[pair.pair_id]})",
-                                path=path, line=number, hint="give each pair its own id")
-            seen[pair.pair_id] = number
-            pairs.append(pair)
-        except DataError as exc:
-            skips(exc)
-    if not pairs:
-        raise skips.nothing_left("minimal pair", path)
+    pairs, skips = jsonl_records(data, path, _pair, what="minimal pair", on_error=on_error, limit=limit,
+                                 expected="one JSON object per line with " + ", ".join(KEYS))
     return PairCorpus(name=name or Path(path).stem, pairs=tuple(pairs), checksum=checksum, path=path,
                       skipped=len(skips.reasons), skipped_reasons=tuple(skips.reasons))
 

@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import DataError
 
@@ -168,3 +168,35 @@ class Skips:
         """The error for a file in which no record survived."""
         return DataError(f"no valid {what} found ({len(self.reasons)} skipped)" +
                          (f"; first problem: {self.reasons[0]}" if self.reasons else ""), path=path, line=1)
+
+
+def jsonl_records(data: bytes, path: str, record: Callable[[Any, str, int], Any], *, what: str, expected: str,
+                  on_error: str = "fail", limit: int | None = None) -> tuple[list, Skips]:
+    """The records of a jsonl file, one JSON object per line made into a record by ``record(obj, path, line)``
+    (which raises DataError for a bad one), each with a ``pair_id`` used once; blank lines are passed over.
+    ``what`` names a record in the error for a file with none; ``expected`` says what a line holds."""
+    check_options(on_error, limit)
+    data = text_bytes(data, path, expected)
+    records: list = []
+    skips = Skips(on_error)
+    seen: dict[str, int] = {}
+    for number, line, err in decode_lines(data):
+        if limit is not None and len(records) >= limit:
+            break
+        try:
+            if err is not None:
+                raise DataError(err, path=path, line=number)
+            assert line is not None
+            if not line.strip():
+                continue
+            got = record(parse_json(line, path=path, number=number), path, number)
+            if got.pair_id in seen:
+                raise DataError(f"pair id {got.pair_id!r} is used twice (first at line {seen[got.pair_id]})",
+                                path=path, line=number, hint="give each pair its own id")
+            seen[got.pair_id] = number
+            records.append(got)
+        except DataError as exc:
+            skips(exc)
+    if not records:
+        raise skips.nothing_left(what, path)
+    return records, skips
