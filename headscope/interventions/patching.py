@@ -250,10 +250,28 @@ def patch(model: Any = "smollm2", pairs: Any = "induction", *, config: PatchConf
     if abs(clean.mean() - corrupt.mean()) < 1e-6:
         raise HeadscopeError(f"the clean and corrupt inputs give the same mean logit difference ({clean.mean():.4g}): "
                              f"there is no difference for a head to carry; check the pairs")
-    rows = []
     rng = np.random.default_rng(cfg.seed)
     resample = rng.integers(0, len(clean), size=(cfg.bootstrap, len(clean))) if cfg.bootstrap else None
     base = {"model": info.name, "dataset": contrast.name, "n": len(clean)}
+    rows = _rows(cfg, info, runs, singles, patched, attributed, clean, corrupt, resample, base)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    for c in ("layer", "head", "kv_head"):
+        table[c] = table[c].astype("Int64")
+    meta = {"model": info.name, "dataset": contrast.name, "pairs": len(clean), "layers": L, "heads": H,
+            "ld_clean": float(clean.mean()), "ld_corrupt": float(corrupt.mean()), "methods": list(cfg.methods),
+            "directions": list(cfg.directions), "groups": [head_name(g) for g in groups], "bootstrap": cfg.bootstrap,
+            "seed": cfg.seed}
+    return PatchResult(table=table, meta=meta)
+
+
+def _rows(cfg: PatchConfig, info: Any, runs: list, singles: list, patched: dict, attributed: dict, clean: Any,
+          corrupt: Any, resample: Any, base: dict) -> list[dict]:
+    """patching.csv's rows: each run's (head's or group's) effect and interval, per direction and method."""
+    import numpy as np
+    import torch
+
+    L, H = info.num_layers, info.num_heads
+    rows = []
     for d in cfg.directions:
         tables = []
         if runs:
@@ -271,14 +289,7 @@ def patch(model: Any = "smollm2", pairs: Any = "induction", *, config: PatchConf
                              "head": g[0][1] if one else None,
                              "kv_head": g[0][1] // (H // info.num_kv_heads) if one else None,
                              "method": method, "direction": d, "effect": e, "ci_low": lo, "ci_high": hi})
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    for c in ("layer", "head", "kv_head"):
-        table[c] = table[c].astype("Int64")
-    meta = {"model": info.name, "dataset": contrast.name, "pairs": len(clean), "layers": L, "heads": H,
-            "ld_clean": float(clean.mean()), "ld_corrupt": float(corrupt.mean()), "methods": list(cfg.methods),
-            "directions": list(cfg.directions), "groups": [head_name(g) for g in groups], "bootstrap": cfg.bootstrap,
-            "seed": cfg.seed}
-    return PatchResult(table=table, meta=meta)
+    return rows
 
 
 def _effects(direction: str, clean: Any, corrupt: Any, patched: Any, resample: Any) -> tuple[Any, Any, Any]:
