@@ -74,11 +74,11 @@ def patching_figures(result: Any, folder: Any) -> list[str]:
         for direction in result.meta["directions"]:
             grid = result.effects(method, direction)
             top = max(1e-6, float(np.nanmax(np.abs(grid))))
-            fig, ax = plt.subplots(figsize=(1.2 + 0.3 * grid.shape[1], 1.0 + 0.22 * grid.shape[0]))
+            fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 0.3 * grid.shape[1]), 1.0 + 0.22 * grid.shape[0]))
             im = ax.imshow(grid, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto")
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
-            ax.set_title(f"{method} patching, {direction}: share of the logit difference moved", fontsize=9)
+            ax.set_title(f"{method} patching, {direction}\nshare of the logit difference moved", fontsize=9)
             fig.colorbar(im, ax=ax)
             fig.tight_layout()
             name = f"patching_{method}_{direction}.png"
