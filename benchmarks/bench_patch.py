@@ -5,8 +5,10 @@ in forward-pass equivalents and seconds against one bare forward of the same pai
 One process loads the model once and makes ``--pairs`` induction pairs (one batch). It times, ``--repeats`` times
 in turn: the bare forward of the clean inputs with the model's own SDPA attention, ``patch(methods="exact",
 directions="noising")`` (the two recorded runs, then one forward per head) and ``patch(methods="attribution",
-directions="noising")`` (the two recorded runs, then one forward and one backward). It prints the medians and
-each as a multiple of the bare forward.
+directions="noising")`` (one recorded forward of the corrupt inputs, then one forward of the clean inputs with
+grad, which records their head outputs too, and one backward). It prints the medians and each as a multiple of
+the bare forward. headscope's forwards make the logits of the answer positions only (``logits_to_keep``); the
+bare forward makes every position's, as a plain call does.
 
     python benchmarks/bench_patch.py [--model smollm2] [--pairs 8] [--repeats 3]
 """
@@ -58,7 +60,7 @@ def main() -> None:
           f"medians of {args.repeats}")
     print(f"  bare forward (SDPA)      {med['bare']:8.3f} s")
     print(f"  attribution, every head  {med['attribution']:8.3f} s  = {med['attribution'] / med['bare']:6.1f} "
-          f"forward passes (2 recorded runs + 1 forward and backward)")
+          f"forward passes (1 recorded run + 1 forward with grad and its backward)")
     print(f"  exact, every head        {med['exact']:8.3f} s  = {med['exact'] / med['bare']:6.1f} forward passes "
           f"({heads} + 2 forwards)")
 

@@ -326,11 +326,17 @@ class PatchConfig(Settings):
     clean run) and ``denoising`` (clean into corrupt); ``groups``: head groups patched together, as
     ``"L18.H6,L17.H3"`` or a list of such; ``max_pairs``: pairs read (and the induction pairs made);
     ``bootstrap``: replicates over pairs for the 95% intervals (0: none); ``seed``: of the bootstrap and of
-    the induction pairs."""
+    the induction pairs; ``kv``: the unit is a KV group (the query heads that share one key and value head under
+    GQA/MQA, patched together) instead of a query head; ``positions``: also position-resolved patching, each of
+    the ``position_heads`` heads with the largest exact effect (and each group) patched at one position of the
+    input at a time, and every head's attribution per position."""
 
     methods: Any = PATCH_METHODS
     directions: Any = PATCH_DIRECTIONS
     groups: Any = ()
+    kv: bool = False
+    positions: bool = False
+    position_heads: int = 5
     batch_size: int = 16
     max_pairs: int | None = None
     bootstrap: int = 1000
@@ -345,6 +351,7 @@ class PatchConfig(Settings):
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.max_pairs is None or self.max_pairs >= 1, f"max pairs must be at least 1, got {self.max_pairs}"),
             (self.bootstrap >= 0, f"bootstrap must be 0 or more, got {self.bootstrap}"),
+            (self.position_heads >= 1, f"position heads must be at least 1, got {self.position_heads}"),
         ))
 
 

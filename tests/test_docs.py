@@ -105,7 +105,7 @@ def test_the_site_builds_strict_with_every_example_executed(tmp_path):
         assert (site / page).is_file(), page
     assert "--checkpoint-every" in (site / "cli" / "index.html").read_text()
     for example in ("syntax_heads", "coreference_and_gap", "trained_vs_random", "induction_ablation",
-                    "streaming_heads", "probes", "sink_heads"):
+                    "streaming_heads", "probes", "sink_heads", "patching_heads"):
         html = (site / "examples" / example / "index.html").read_text()
         assert "jp-OutputArea" in html or "output_area" in html, example      # executed: outputs are there
         assert "Traceback" not in html, example

@@ -53,9 +53,16 @@ def _captured(loaded, rows):
 
 @pytest.mark.parametrize("build", [tiny_bert, tiny_gpt2, tiny_llama], ids=["bert", "gpt2", "llama-gqa"])
 @pytest.mark.parametrize("rows", [None, 3], ids=["whole", "blocks"])
-def test_the_norm_view_equals_an_independent_computation(build, rows):
+@pytest.mark.parametrize("fast", [True, False], ids=["kernel", "torch"])
+def test_the_norm_view_equals_an_independent_computation(build, rows, fast, monkeypatch):
+    """Both ways of making the view: the numba pass (CPU) and the torch operations (what a GPU runs)."""
+    from headscope.capture import norms as norm_module
     from headscope.models.loading import load_model
 
+    monkeypatch.setattr(norm_module, "FAST", fast)
+    calls = []
+    kernel = norm_module._rows_kernel
+    monkeypatch.setattr(norm_module, "_rows_kernel", lambda: calls.append(1) or kernel())
     model, tok = build()
     loaded = load_model(model, tokenizer=tok)
     compared = 0
@@ -81,6 +88,7 @@ def test_the_norm_view_equals_an_independent_computation(build, rows):
             assert np.abs(facts[..., 1][rq] - ref.max(-1)[rq]).max() < 1e-5
             compared += 1
     assert compared == 2 * 2      # two batches of two layers each
+    assert bool(calls) == fast    # the path asked for is the one that ran
 
 
 def test_the_output_projection_is_found_and_a_model_that_projects_something_else_is_refused():

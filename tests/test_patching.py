@@ -43,9 +43,11 @@ def projections(model, name):
     return [m for n, m in model.named_modules() if n.endswith(PROJECTIONS[name])]
 
 
-def reference(loaded, name, batch, layer, head, direction):
-    """LD per pair with head ``layer.head`` patched by hooks on eager attention, and the attribution of every head
-    (the gradient at the projection's input in the run, times the other run's input less its own)."""
+def reference(loaded, name, batch, layer, head, direction, position=None, per_position=False):
+    """LD per pair with head ``layer.head`` patched by hooks on eager attention (at every position, or at
+    ``position`` only), and the attribution of every head (the gradient at the projection's input in the run,
+    times the other run's input less its own; ``[pairs, layer, head]``, or with ``per_position``
+    ``[pairs, layer, head, position]``)."""
     model, info = loaded.model, loaded.info
     model.set_attn_implementation("eager")
     run, other = (batch.clean, batch.corrupt) if direction == "noising" else (batch.corrupt, batch.clean)
@@ -67,7 +69,9 @@ def reference(loaded, name, batch, layer, head, direction):
 
     def swap(mod, args):
         x = args[0].clone()
-        x[..., head * width:(head + 1) * width] = kept[layer][..., head * width:(head + 1) * width]
+        at = slice(None) if position is None else slice(position, position + 1)
+        for h in ([head] if isinstance(head, int) else head):     # one head, or several patched together
+            x[:, at, h * width:(h + 1) * width] = kept[layer][:, at, h * width:(h + 1) * width]
         return (x,) + args[1:]
 
     handle = mods[layer].register_forward_pre_hook(swap)
@@ -96,9 +100,9 @@ def reference(loaded, name, batch, layer, head, direction):
     (at[rows, batch.answer] - at[rows, batch.foil]).sum().backward()
     real = batch.mask[:, :, None].float()
     attr = np.stack([np.stack([((inputs[i][1].grad * (kept[i] - inputs[i][0])) * real)
-                               [..., h * width:(h + 1) * width].sum((1, 2)).numpy()
+                               [..., h * width:(h + 1) * width].sum(2).numpy()
                                for h in range(info.num_heads)], 1) for i in range(len(mods))], 1)
-    return patched, attr
+    return patched, (attr if per_position else attr.sum(-1))
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
@@ -132,6 +136,32 @@ def test_exact_and_attribution_patching_equal_hand_references(name):
     assert (kv["kv_head"] == kv["head"] // (H // loaded.info.num_kv_heads)).all()
 
 
+def test_kv_groups_patch_the_query_heads_of_one_key_and_value_head_together():
+    """Under GQA (tiny Llama: 4 query heads, 2 KV heads) ``kv=True`` patches each KV group's query heads
+    together: the hand reference swaps both heads' slices; attribution is the sum of the heads' own."""
+    loaded = build("llama")
+    info = loaded.info
+    per = info.num_heads // info.num_kv_heads
+    assert per == 2
+    pairs = pairs_for(loaded)
+    result = patch(loaded, pairs, bootstrap=0, kv=True, directions="noising")
+    (batch,) = encode_pairs(loaded, pairs, 16)
+    ld = {k: logit_difference(loaded, batch, getattr(batch, k), Recorder()).numpy() for k in ("clean", "corrupt")}
+    diff = ld["clean"].mean() - ld["corrupt"].mean()
+    exact, attribution = result.effects("exact"), result.effects("attribution")
+    assert exact.shape == (info.num_layers, info.num_kv_heads)
+    for layer in range(info.num_layers):
+        for k in range(info.num_kv_heads):
+            heads = list(range(k * per, (k + 1) * per))
+            patched, attr = reference(loaded, "llama", batch, layer, heads, "noising")
+            assert exact[layer, k] == pytest.approx((ld["clean"].mean() - patched.mean()) / diff, abs=1e-5)
+            guess = ld["clean"] + attr[:, layer, heads].sum(1)
+            assert attribution[layer, k] == pytest.approx((ld["clean"].mean() - guess.mean()) / diff, abs=1e-5)
+    t = result.table
+    assert len(t) == 2 * info.num_layers * info.num_kv_heads and t["head"].isna().all()
+    assert set(t["heads"]) == {f"L{la}.KV{k}" for la in range(info.num_layers) for k in range(info.num_kv_heads)}
+
+
 def test_a_group_patched_together_and_intervals():
     loaded = build("llama")
     pairs = pairs_for(loaded, 10)
@@ -151,6 +181,11 @@ def pd_isna(x):
 
 
 def test_the_command_writes_the_folder(tmp_path, tiny_llama_dir):
+    _written_folder(tmp_path, tiny_llama_dir)
+
+
+def _written_folder(tmp_path, tiny_llama_dir):
+    """`headscope patch` on a pairs file of tiny Llama with a group: the folder checked, and its table."""
     f = tmp_path / "pairs.jsonl"
     loaded = build("llama")
     rows = [{"clean": p.clean, "corrupt": p.corrupt, "answer": p.answer, "foil": p.foil}
@@ -170,6 +205,27 @@ def test_the_command_writes_the_folder(tmp_path, tiny_llama_dir):
     assert "Groups patched together" in report and "L0.H1,L1.H1" in report and "Spearman" in report
     meta = json.loads((out / "run.json").read_text())
     assert meta["pairs"] == len(rows) and meta["agreement"]["noising"]["top5_in_top10"] >= 0
+    return out, table
+
+
+def test_the_html_report_shows_the_tables_and_heatmaps_in_chromium(tmp_path, tiny_llama_dir, browser):
+    """report.html: its first table's first row is patching.csv's largest exact noising effect, every heatmap
+    loads, and the page breaks no CSP rule."""
+    out, table = _written_folder(tmp_path, tiny_llama_dir)
+    page = browser.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.goto((out / "report.html").as_uri())
+    exact = table[(table["method"] == "exact") & (table["direction"] == "noising")]
+    best = exact.loc[exact["effect"].abs().idxmax()]
+    first = page.locator("table").nth(0).locator("tr").nth(1).locator("td").all_inner_texts()
+    assert first[:2] == [best["heads"], f"{best['effect']:+.3f}"]
+    images = page.locator("img")
+    assert images.count() == 4
+    assert all(w > 0 for w in images.evaluate_all("els => els.map(e => e.naturalWidth)"))
+    assert "Groups patched together" in page.content()
+    assert not problems, problems
+    page.close()
 
 
 @pytest.mark.parametrize("line, message", [
@@ -225,3 +281,147 @@ def test_a_bad_pairs_file_fails_before_the_model_loads(tmp_path):
     r = invoke("patch", "--model", "no-such-model-anywhere", "--pairs", str(f), "--out", str(tmp_path / "out"))
     assert r.exit_code == 2 and "bad.jsonl:1: missing key(s) foil" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_sets_each_roles_patching_effect_beside_it_and_names_heads_without_one(tmp_path):
+    """``add_patching``: roles.csv gets each head's exact noising effect (the patching table's own row), and the
+    report's patching section lists the heads that move the answer by |effect| with their roles, those with no
+    role, and the role assignments whose head moves nothing, as worked out here from the two tables."""
+    import pandas as pd
+
+    import headscope
+    from headscope.analysis.roles import PATCH_MIN
+    from headscope.reports.writer import write_report
+
+    loaded = build("llama")
+    result = headscope.analyze(loaded, None, tasks="positional", max_sentences=12, bootstrap=50, n_examples=0)
+    patched = patch(loaded, pairs_for(loaded, 8), directions="noising", bootstrap=200)
+    result.add_patching(patched)
+    roles = result.roles
+    t = patched.table
+    exact = t[(t["method"] == "exact") & t["head"].notna()].set_index(["layer", "head"])
+    assert len(roles) and roles["patching_effect"].notna().all()
+    for _, r in roles.iterrows():
+        row = exact.loc[(r["layer"], r["head"])]
+        assert r["patching_effect"] == row["effect"] and r["patching_method"] == "exact"
+        counts = abs(row["effect"]) >= PATCH_MIN and (row["ci_low"] > 0 or row["ci_high"] < 0)
+        assert bool(r["patching_causal"]) == counts
+    named = roles[roles["role"] != "none"]
+    with_role = set(zip(named["layer"], named["head"]))
+    moving = [(la, h) for (la, h), row in exact.iterrows()
+              if abs(row["effect"]) >= PATCH_MIN and (row["ci_low"] > 0 or row["ci_high"] < 0)]
+    out = write_report(result, tmp_path / "run", figures=False)
+    assert "patching_effect" in pd.read_csv(out / "roles.csv") and (out / "patching.csv").is_file()
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
+    from headscope.reports.content import build_content
+
+    got = build_content(result, roles)["patching"]
+    assert [r["head"] for r in got["without_role"]] == [
+        f"L{la}.H{h}" for la, h in sorted(moving, key=lambda k: -abs(exact.loc[k, "effect"])) if (la, h) not in with_role]
+    idle = named[~named["patching_causal"].astype(bool)]
+    assert got["roles_without_effect"] == len(idle) and got["roles"] == len(named)
+    top = exact["effect"].abs().sort_values(ascending=False, kind="stable")
+    assert got["top"][0]["head"] == f"L{top.index[0][0]}.H{top.index[0][1]}"
+    md = (out / "report.md").read_text()
+    assert "## Causal evidence from patching" in md and md.index("Causal evidence from patching") < md.index("## Roles")
+    assert "Causal evidence from patching" in (out / "report.html").read_text()
+    assert report is None or "patching" in report
+    with pytest.raises(HeadscopeError, match="single-head"):
+        result.add_patching(patch(loaded, pairs_for(loaded, 4), kv=True, methods="attribution", bootstrap=0))
+
+
+def test_cli_run_patch_joins_the_evidence_and_refuses_a_bad_pairs_file_first(tiny_llama_dir, tiny_bert_dir, tmp_path):
+    from test_run_safety import one_line_error
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"clean": "a b", "corrupt": "a c", "answer": " x"}\n')
+    one_line_error(invoke("run", "--model", tiny_llama_dir, "--patch", bad, "--out", tmp_path / "x"), "--patch",
+                   "bad.jsonl:1")
+    assert not (tmp_path / "x").exists()
+    done = invoke("run", "--model", tiny_llama_dir, "--tasks", "positional", "--max-sentences", 12, "--no-figures",
+                  "--bootstrap", 50, "--patch", "induction", "--out", tmp_path / "run")
+    assert done.exit_code == 0, done.output
+    assert "patching_effect" in (tmp_path / "run" / "roles.csv").read_text().splitlines()[0]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["patching"]["dataset"] == "induction" and "patching.csv" in run["files"]
+    # a model with no language-model head: the analysis is written, the patching's failure said in one line
+    done = invoke("run", "--model", tiny_bert_dir, "--tasks", "positional", "--max-sentences", 8, "--no-figures",
+                  "--bootstrap", 0, "--patch", "induction", "--out", tmp_path / "enc")
+    assert done.exit_code != 0 and "--patch:" in done.output and "language-model head" in done.output
+    assert (tmp_path / "enc" / "roles.csv").is_file()
+    assert "Patching was not done" in (tmp_path / "enc" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_position_resolved_patching_equals_hooks_that_swap_one_position(name):
+    """``positions=True``: the chosen heads (the largest exact effects) patched at one position at a time equal
+    the hand reference that swaps that head's slice at that position only; their attribution per position is
+    the gradient times the change there, and sums over positions to the head's attribution."""
+    loaded = build(name)
+    pairs = pairs_for(loaded, 5)
+    result = patch(loaded, pairs, bootstrap=0, positions=True, position_heads=2)
+    (batch,) = encode_pairs(loaded, pairs, 16)
+    t, pos = result.table, result.positions
+    exact = t[(t["method"] == "exact") & (t["direction"] == "noising")]
+    top = exact.reindex(exact["effect"].abs().sort_values(ascending=False, kind="stable").index).head(2)
+    assert set(pos["heads"]) == set(top["heads"]) == set(result.meta["position_heads"])
+    ld = {k: logit_difference(loaded, batch, getattr(batch, k), Recorder()).numpy() for k in ("clean", "corrupt")}
+    diff = ld["clean"].mean() - ld["corrupt"].mean()
+    width = batch.clean.shape[1]
+    assert len(pos) == 2 * 2 * 2 * len(pairs.pairs) * width      # heads x methods x directions x pairs x tokens
+    for r in top.itertuples():
+        layer, head = int(r.layer), int(r.head)
+        for direction in ("noising", "denoising"):
+            rows = pos[(pos["heads"] == r.heads) & (pos["direction"] == direction)]
+            _, attr = reference(loaded, name, batch, layer, head, direction, per_position=True)
+            sign = -1 if direction == "noising" else 1
+            start = ld["clean"] if direction == "noising" else ld["corrupt"]
+            for p in range(width):
+                patched, _ = reference(loaded, name, batch, layer, head, direction, position=p)
+                got = rows[(rows["position"] == p) & (rows["method"] == "exact")].sort_values("pair")
+                want = sign * (patched - start) / diff
+                order = np.argsort([x.pair_id for x in pairs.pairs])
+                assert np.allclose(got["effect"].to_numpy(), want[order], atol=1e-5), (r.heads, direction, p)
+                got = rows[(rows["position"] == p) & (rows["method"] == "attribution")].sort_values("pair")
+                assert np.allclose(got["effect"].to_numpy(), sign * attr[order, layer, head, p] / diff, atol=1e-5)
+            # attribution per position adds up to the head's attribution
+            per_pair = rows[rows["method"] == "attribution"].groupby("pair")["effect"].sum().mean()
+            whole = t[(t["heads"] == r.heads) & (t["method"] == "attribution") & (t["direction"] == direction)]
+            assert per_pair == pytest.approx(float(whole["effect"].iloc[0]), abs=1e-5)
+    first = pos[(pos["pair"] == pairs.pairs[0].pair_id) & (pos["heads"] == top["heads"].iloc[0])
+                & (pos["method"] == "exact") & (pos["direction"] == "noising")].sort_values("position")
+    assert first["token"].tolist() == [loaded.tokenizer.decode([x]) for x in batch.clean[0].tolist()]
+
+
+def test_positions_page_colours_the_tokens_by_a_heads_effect(tmp_path, browser):
+    """positions.html in Chromium: the first head's first pair, its tokens in order, and the strongest position
+    listed first as patching_positions.csv has it; another pair is drawn when picked; no CSP or script error."""
+    import pandas as pd
+
+
+    loaded = build("gpt2")
+    result = patch(loaded, pairs_for(loaded, 4), bootstrap=0, positions=True, position_heads=1,
+                   directions="noising")
+    out = result.save(tmp_path / "p")
+    table = pd.read_csv(out / "patching_positions.csv", keep_default_na=False)
+    page = browser.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto((out / "positions.html").as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    head = page.locator("#hs-head").input_value()
+    method = page.locator("#hs-method").input_value()
+    assert page.locator("#hs-pair").input_value() == "mean"           # induction pairs share one length
+    page.locator("#hs-pair").select_option(index=2)
+    pair = page.locator("#hs-pair").input_value()
+    rows = table[(table["heads"] == head) & (table["method"] == method) & (table["pair"].astype(str) == pair)]
+    tokens = page.locator("#hs-tokens .tok")
+    assert tokens.count() == len(rows)
+    assert [float(x) for x in tokens.evaluate_all("els => els.map(e => e.dataset.effect)")] == pytest.approx(
+        rows.sort_values("position")["effect"].tolist(), abs=1e-9)
+    best = rows.loc[rows["effect"].abs().idxmax()]
+    assert page.locator("#hs-best tr").nth(0).locator("td").all_inner_texts()[0] == str(best["position"])
+    assert page.locator("#hs-tokens .tok.answer").count() == 1
+    assert not problems, problems
+    page.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..capture.alignment import Batch
 from ..schema import frame
+from . import rowscan
 from .base import LayerView, Scorer
 from .units import UnitStore
 
@@ -420,7 +421,9 @@ class PositionalScorer(Scorer):
         buf = g["rows"]
         facts = view.row_stats()
         rows = slice(r0, r0 + q)
-        for c0 in range(0, q, self.ROWS):
+        if rowscan.usable(a):    # the CPU: one kernel pass over the block
+            buf["stats"][:, :, rows], buf["bucket"][:, :, rows] = self._scan(a, r0, facts.confidence)
+        for c0 in range(0, q, self.ROWS) if not rowscan.usable(a) else ():
             n = min(self.ROWS, q - c0)
             chunk = slice(r0 + c0, r0 + c0 + n)
             buf["stats"][:, :, chunk], buf["bucket"][:, :, chunk] = self._linear(
@@ -440,6 +443,19 @@ class PositionalScorer(Scorer):
         g.setdefault("conf", []).append(buf["conf"])
         g.setdefault("bucket", []).append(buf["bucket"])
         del g["rows"]
+
+    def _scan(self, a: Any, g0: int, confidence: Any) -> tuple[Any, Any]:
+        """``_linear``'s statistics and buckets for a block on the CPU, from ``rowscan``'s one pass over it."""
+        import torch
+
+        g = self._batch
+        if "scan_keys" not in g:
+            g["scan_keys"] = rowscan.Keys(g["keys"], g["last"], g["segments"])
+        got, bucket = rowscan.read(a, g0, g["scan_keys"], confidence, self.causal, self.window, self.max_offset, FAR)
+        k = 9 + len(FAR) + 1                              # self .. other_sentences, as NAMES has them
+        same, induction = self._pair_masses(a, g0).unbind(-1)
+        stats = torch.cat([got[..., :k], torch.stack([same, induction, got[..., k], 1 - got[..., k + 1]], -1)], -1)
+        return stats, bucket
 
     def _linear(self, a: Any, g0: int, confidence: Any) -> tuple[Any, Any]:
         """The linear metrics ``[b, h, n, LINEAR]`` of map rows ``g0..g0+n-1`` (``a``: their attention over

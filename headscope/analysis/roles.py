@@ -319,6 +319,48 @@ def with_evidence(roles: Any, ablation: Any) -> Any:
     return out
 
 
+# Added by ``with_patching`` when the run patched every head on contrast pairs (``headscope run --patch``).
+PATCH_COLUMNS = ["patching_method", "patching_effect", "patching_ci_low", "patching_ci_high", "patching_causal"]
+PATCH_MIN = 0.02   # a patching effect below this share of the logit difference is no causal effect
+
+
+def patching_causal(effect: Any, low: Any, high: Any) -> bool:
+    """Whether a head's patching effect counts: at least ``PATCH_MIN`` of the logit difference, and an interval
+    (where there is one) that leaves out 0."""
+    import math
+
+    if effect is None or effect != effect or abs(float(effect)) < PATCH_MIN:
+        return False
+    if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
+        return True
+    return float(low) > 0 or float(high) < 0
+
+
+def patching_per_head(table: Any) -> Any:
+    """One row per single head of a patching table (``interventions.patching``): the exact noising effect where
+    it ran, else attribution's, with ``causal`` (``patching_causal``)."""
+    single = table[table["layer"].notna() & table["head"].notna() & (table["direction"] == "noising")]
+    method = "exact" if (single["method"] == "exact").any() else "attribution"
+    out = single[single["method"] == method][["layer", "head", "heads", "method", "effect", "ci_low", "ci_high"]]
+    out = out.assign(layer=out["layer"].astype(int), head=out["head"].astype(int))
+    out["causal"] = [patching_causal(e, lo, hi) for e, lo, hi in zip(out["effect"], out["ci_low"], out["ci_high"])]
+    return out.reset_index(drop=True)
+
+
+def with_patching(roles: Any, table: Any) -> Any:
+    """``roles`` with each head's patching effect on contrast pairs beside each of its roles (``PATCH_COLUMNS``:
+    the share of the logit difference that patching the head's output moves, noising, exact where it ran, its
+    interval, and whether it counts, ``patching_causal``)."""
+    per = patching_per_head(table).set_index(["layer", "head"])
+    out = roles.copy()
+    keys = list(zip(out["layer"].astype(int), out["head"].astype(int))) if len(out) else []
+    got = [per.loc[k] if k in per.index else None for k in keys]
+    for column, field_name in zip(PATCH_COLUMNS, ("method", "effect", "ci_low", "ci_high", "causal")):
+        out[column] = [None if g is None else g[field_name] for g in got]
+    out["patching_causal"] = out["patching_causal"].astype("boolean")
+    return out
+
+
 def primary_roles(roles: Any) -> dict[tuple[int, int], tuple[str, str]]:
     """``(layer, head) -> (short label, family)``: each head's primary role (``_mark_primary``: coreference,
     syntax, induction, positional, sink, broad, no-op sink, by the largest margin within a family), for the

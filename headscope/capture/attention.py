@@ -316,11 +316,13 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
     implicit = attention_mask is None and q_len > 1 and k_len == q_len and causal
     triangle = None
     real = state.real if state.real is not None and tuple(state.real.shape) == (b, q_len) else None
-    norms = None
+    norms = share_buffer = None
     if state.on_norm is not None or state.value_norms:
-        from .norms import norm_row_facts, norm_view, value_norms
+        from .norms import norm_view, value_norms
 
         norms = value_norms(values, state.gram[layer])       # [batch, head, key]: what each key's value writes
+        if blocked and state.on_norm is not None:   # the blocks' norm views share one buffer, as their weights
+            share_buffer = queries.new_empty(b * heads * step * k_len)
     # Query rows in blocks: no [head, T, T] tensor exists when the session asks for blocks. A decoder's
     # block needs only the keys up to its last row.
     for r0 in range(0, q_len, step):
@@ -352,11 +354,12 @@ def _read_layer(state: Session, layer: int, query: Any, key: Any, value: Any, at
         state.written = norms[..., :width] if state.value_norms else None
         state.on_attention(layer, probs)
         if state.on_norm is not None:
-            shares, total = norm_view(probs, norms[..., :width])
             # the norm view's row facts from the weights' normaliser where there is one, else read from it
             lse = None if state.rows is None else state.rows.lse
-            state.rows = None if lse is None else RowStats(*norm_row_facts(shares, total, scores, lse,
-                                                                           norms[..., :width]))
+            shares, _, norm_facts = norm_view(probs, norms[..., :width], scores if lse is not None else None, lse,
+                                         out=None if share_buffer is None else
+                                         share_buffer[: probs.numel()].view(probs.shape))
+            state.rows = None if norm_facts is None else RowStats(*norm_facts)
             state.on_norm(layer, shares)
     out = out.transpose(1, 2).contiguous()
     if state.on_output is not None:

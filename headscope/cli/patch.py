@@ -26,6 +26,13 @@ def patch(
     = ",".join(DEFAULT.directions),
     heads: Annotated[Optional[list[str]], typer.Option("--heads", help="A group patched together, e.g. "
                                                                        "L18.H6,L17.H3; repeat for more.")] = None,
+    kv: Annotated[bool, typer.Option("--kv", help="Patch KV groups (the query heads sharing a key and value "
+                                                   "head) instead of single query heads.")] = False,
+    positions: Annotated[bool, typer.Option("--positions", help="Also patch the heads with the largest effect at "
+                                                               "one position at a time (positions.html).")] = False,
+    position_heads: Annotated[int, typer.Option("--position-heads", min=1, help="Heads patched per position with "
+                                                                                "--positions.")]
+    = DEFAULT.position_heads,
     max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", "-n", min=1, help="Read (or make) at most N "
                                                                                       "pairs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = DEFAULT.batch_size,
@@ -33,7 +40,8 @@ def patch(
     = DEFAULT.bootstrap,
     seed: Annotated[int, typer.Option("--seed")] = DEFAULT.seed,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: patching.csv, heatmaps, report.md, "
-                                                          "run.json.")] = Path("headscope-patch"),
+                                                          "report.html, run.json (with --positions: "
+                                                          "positions.html).")] = Path("headscope-patch"),
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Patch each head's output between clean and corrupt inputs and measure how much of the answer moves."""
@@ -45,7 +53,8 @@ def patch(
     check_out(out, "patching", force)
     try:
         config = PatchConfig(methods=methods, directions=directions, groups=tuple(heads or ()), max_pairs=max_pairs,
-                             batch_size=batch_size, bootstrap=bootstrap, seed=seed)
+                             batch_size=batch_size, bootstrap=bootstrap, seed=seed, kv=kv, positions=positions,
+                             position_heads=position_heads)
         result = run_patch(model, pairs, config=config)
         result.meta["command"] = command_line(ctx)
         result.save(out, force=force)
@@ -61,4 +70,5 @@ def patch(
     if got is not None:
         typer.echo(f"  attribution against exact: Spearman {got['spearman']:.2f}, {got['top5_in_top10']} of the "
                    f"top 5 in its top 10")
-    typer.echo(f"wrote {out}/patching.csv, report.md, run.json")
+    extra = ", patching_positions.csv, positions.html" if result.positions is not None else ""
+    typer.echo(f"wrote {out}/patching.csv{extra}, report.md, run.json")

@@ -78,11 +78,15 @@ AblateOption = Annotated[Optional[str], typer.Option("--ablate", help="Also abla
                       "(zero, mean, uniform, sink, window:W) on up to 256 sentences of the first .conllu or .txt "
                       "--data, and set each role's causal effect beside it (ablation.csv).")]
 
+PatchOption = Annotated[Optional[str], typer.Option("--patch", help="Also patch every head on these contrast pairs "
+                     "(a .jsonl file, or induction, ioi, coref) and set each role's patching effect beside it; the "
+                     "report names heads that move the answer without an attention role (patching.csv).")]
+
 
 @dataclasses.dataclass
 class Request:
     """What a run is asked beyond its settings (``RunConfig``): the model, the data, where the report goes, and how
-    this process takes part (a shard, a launcher's rank, a run that also ablates)."""
+    this process takes part (a shard, a launcher's rank, a run that also ablates or patches)."""
 
     model: Any
     data: Any
@@ -92,6 +96,7 @@ class Request:
     force: bool = False
     ablate: str | None = None
     no_figures: bool = False
+    patch: str | None = None
     quiet: bool = False
     shard: tuple[int, int] | None = None
     ranks: tuple[int, int] | None = None
@@ -131,6 +136,7 @@ def run(
     shard: ShardOption = None,
     ablate: AblateOption = None,
     weighting: WeightingOption = ",".join(DEFAULTS.weighting),
+    patch: PatchOption = None,
 ) -> None:
     """Score every head of MODEL on DATA and write a report into OUT."""
     from ..errors import HeadscopeError
@@ -138,8 +144,8 @@ def run(
     from .collection import starting
 
     setup_logging()
-    request = Request(model, data, out, select_on, command_line(ctx), force, ablate, no_figures, quiet,
-                      _shard(shard, ablate), launched())
+    request = Request(model, data, out, select_on, command_line(ctx), force, ablate, no_figures, patch=patch,
+                      quiet=quiet, shard=_shard(shard, ablate, patch), ranks=launched())
     if (checkpoint_every or resume is not None) and request.shard is not None:
         fail("--checkpoint-every and --resume are for a whole run (one process, or ranks under a launcher); a "
              "shard is restarted whole")
@@ -156,14 +162,16 @@ def run(
         fail(str(exc))
     check_out(request.out, "shard" if request.shard else "run", request.force)
     _check_method(request.ablate)
+    _check_pairs(request.patch)
     # Collection is off until the first batch (collection.py), except for a launcher's ranks; the figure
     # workers, forked now while this process is small, turn it on for themselves.
     with starting(enabled=request.ranks is None) as settled, workers_ahead(not request.no_figures):
         _run(request, config, checkpoint, settled)
 
 
-def _shard(text: str | None, ablate: str | None) -> tuple[int, int] | None:
-    """``--shard I/N`` as ``(i, n)``; a shard, or --ablate, under a launcher is refused."""
+def _shard(text: str | None, ablate: str | None, patch: str | None = None) -> tuple[int, int] | None:
+    """``--shard I/N`` as ``(i, n)``; a shard, or --ablate or --patch, under a launcher is refused, and so is
+    --ablate or --patch on a shard."""
     from ..errors import HeadscopeError
     from ..run.shards import parse_shard
 
@@ -173,11 +181,12 @@ def _shard(text: str | None, ablate: str | None) -> tuple[int, int] | None:
             parts = parse_shard(text)
         except HeadscopeError as exc:
             fail(str(exc))
-        if ablate is not None:
-            fail("--ablate does not run on a shard; ablate after `headscope merge`, or on the whole run")
-    if launched() is not None and (parts is not None or ablate is not None):
-        fail("under a launcher (torchrun, accelerate launch) each rank is a shard already: drop --shard and "
-             "--ablate")
+        for flag, given in (("--ablate", ablate), ("--patch", patch)):
+            if given is not None:
+                fail(f"{flag} does not run on a shard; run it after `headscope merge`, or on the whole run")
+    if launched() is not None and (parts is not None or ablate is not None or patch is not None):
+        fail("under a launcher (torchrun, accelerate launch) each rank is a shard already: drop --shard, "
+             "--ablate and --patch")
     return parts
 
 
@@ -218,6 +227,21 @@ def _check_method(ablate: str | None) -> None:
         fail(f"--ablate: {exc}")
 
 
+def _check_pairs(pairs: str | None) -> None:
+    """A bad --patch pairs file fails now, in one line, not after the analysis."""
+    if pairs is None:
+        return
+    from ..datasets.contrast import GENERATED, load_contrast
+    from ..errors import HeadscopeError
+
+    if pairs in GENERATED:
+        return
+    try:
+        load_contrast(pairs)
+    except HeadscopeError as exc:
+        fail(f"--patch: {exc}")
+
+
 def _progress(quiet: bool, settled: Callable[[], None]) -> tuple[Any, Callable[[int, int], None]]:
     """The progress bar (stderr, gone when done, so that stdout holds only the summary line) and its update;
     ``settled()`` is called at each update (the model and the data are loaded by the first)."""
@@ -236,11 +260,11 @@ def _progress(quiet: bool, settled: Callable[[], None]) -> tuple[Any, Callable[[
 
 
 def _analyse(request: Request, config: RunConfig, checkpoint: Any, settled: Callable[[], None]) -> Any:
-    """The analysis (this rank's part of it under a launcher: None on ranks other than 0), and with --ablate the
-    causal evidence; the evidence's failure is returned as a message, the analysis kept."""
+    """The analysis (this rank's part of it under a launcher: None on ranks other than 0), and with --ablate or
+    --patch the causal evidence; the evidence's failure is returned as a message, the analysis kept."""
     from ..run.analyze import run_analysis
     from ..run.distributed import run_rank
-    from ..run.evidence import add_evidence
+    from ..run.evidence import add_evidence, add_patching
     from ..run.state import RunState
 
     bar, on_progress = _progress(request.quiet, settled)
@@ -248,7 +272,7 @@ def _analyse(request: Request, config: RunConfig, checkpoint: Any, settled: Call
     if request.ranks is not None:
         return run_rank(model, request.data, config, request.ranks, command=request.command,
                         select_on=request.select_on, progress=on_progress, bar=bar, checkpoint=checkpoint), None
-    if request.ablate is not None:     # loaded once, for the analysis and the ablation
+    if request.ablate is not None or request.patch is not None:   # loaded once, for the analysis and the evidence
         from ..models.loading import load_model
 
         model = load_model(model, device=config.device, trust_remote_code=config.trust_remote_code,
@@ -257,10 +281,12 @@ def _analyse(request: Request, config: RunConfig, checkpoint: Any, settled: Call
                      progress=on_progress)
     with bar:
         result = run_analysis(model, request.data or None, config, state, select_on=request.select_on)
-    failed = None
+    failed = []
     if request.ablate is not None and result.meta.complete:
-        failed = add_evidence(result, model, request.data, request.ablate, config)
-    return result, failed
+        failed.append(add_evidence(result, model, request.data, request.ablate, config))
+    if request.patch is not None and result.meta.complete:
+        failed.append(add_patching(result, model, request.patch, config))
+    return result, "; ".join(f for f in failed if f) or None
 
 
 def _run(request: Request, config: RunConfig, checkpoint: Any, settled: Callable[[], None]) -> None:

@@ -15,15 +15,23 @@ from .measures import editable_model, has_lm_head
 # The columns of patching.csv, in order.
 COLUMNS = ("model", "dataset", "heads", "layer", "head", "kv_head", "method", "direction", "effect", "ci_low",
            "ci_high", "n")
+# The columns of patching_positions.csv (``positions=True``): ``pair`` is the pair's id, ``position`` the token's
+# index in the clean input, ``token`` its text there, ``answer_at`` the pair's answer position.
+POSITION_COLUMNS = ("model", "dataset", "pair", "heads", "layer", "head", "method", "direction", "position", "token",
+                    "answer_at", "effect")
 
 
 @dataclass
 class PatchResult:
     """``table``: one row per head (or group) x method x direction (``COLUMNS``; a group's ``layer`` and ``head``
-    are empty); ``meta``: what was run, with the pairs' mean logit differences (``ld_clean``, ``ld_corrupt``)."""
+    are empty); ``meta``: what was run, with the pairs' mean logit differences (``ld_clean``, ``ld_corrupt``);
+    ``positions``: with ``positions=True``, one row per pair x head x position x method x direction
+    (``POSITION_COLUMNS``): the share of the mean logit difference that patching the head at that one position
+    of that pair moves."""
 
     table: Any
     meta: dict
+    positions: Any = None    # position-resolved patching (``POSITION_COLUMNS``), with ``positions=True``
 
     def save(self, out: Any, *, force: bool = False) -> Any:
         """patching.csv, a heatmap per method and direction, report.md and run.json into ``out``."""
@@ -32,13 +40,15 @@ class PatchResult:
         return save_patching(self, out, force=force)
 
     def effects(self, method: str = "exact", direction: str = "noising") -> Any:
-        """``[layer, head]`` effects of single heads (NaN where not run)."""
+        """``[layer, head]`` effects of single heads, or ``[layer, kv_head]`` of KV groups for a run with
+        ``kv`` (NaN where not run)."""
         import numpy as np
 
         t = self.table
         t = t[(t["method"] == method) & (t["direction"] == direction) & t["layer"].notna()]
-        out = np.full((self.meta["layers"], self.meta["heads"]), np.nan)
-        out[t["layer"].astype(int), t["head"].astype(int)] = t["effect"]
+        column = "kv_head" if self.meta.get("kv") else "head"
+        out = np.full((self.meta["layers"], self.meta["kv_heads" if self.meta.get("kv") else "heads"]), np.nan)
+        out[t["layer"].astype(int), t[column].astype(int)] = t["effect"]
         return out
 
 
@@ -141,19 +151,51 @@ class Patch:
         return out
 
 
+class PositionPatch:
+    """A session edit that puts the outputs of ``heads`` from ``source`` in place of the run's own at one position."""
+
+    def __init__(self, source: dict, heads: dict, position: int) -> None:
+        self.source, self.heads, self.position = source, heads, position
+
+    def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
+        heads = self.heads.get(layer)
+        if not heads:
+            return out
+        out = out.clone()
+        out[:, self.position, heads] = self.source[layer][:, self.position, heads].to(out.dtype)
+        return out
+
+
 class Probe:
     """A session edit that adds a zero that requires grad to every layer's head outputs: the gradient there is the
-    metric's gradient at each head's output (attribution patching)."""
+    metric's gradient at each head's output (attribution patching). It also keeps the outputs themselves
+    (``outputs``, as a Recorder does), so that the run it probes needs no second forward to record them."""
 
     def __init__(self) -> None:
         self.zeros: dict[int, Any] = {}
+        self.outputs: dict[int, Any] = {}
 
     def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
         import torch
 
+        self.outputs[layer] = out.detach().clone()
         z = torch.zeros_like(out, requires_grad=True)
         self.zeros[layer] = z
         return out + z
+
+
+def _logit_rows(model: Any, batch: PairBatch) -> tuple[dict, Any]:
+    """The forward's extra keywords and, per pair, the row of the returned logits at its answer position: where
+    the model's forward takes ``logits_to_keep`` (transformers' causal LMs), only the answer positions' logits
+    are made (the output layer over a 49k vocabulary is a fifth of smollm2's forward), else all of them."""
+    import inspect
+
+    import torch
+
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return {}, batch.position
+    kept, row = torch.unique(batch.position, return_inverse=True)
+    return {"logits_to_keep": kept}, row
 
 
 def logit_difference(loaded: Any, batch: PairBatch, ids: Any, edit: Any, *, grad: bool = False) -> Any:
@@ -168,25 +210,64 @@ def logit_difference(loaded: Any, batch: PairBatch, ids: Any, edit: Any, *, grad
         model.set_attn_implementation(NAME)
     state = Session(modules=list(loaded.attention_modules), edit=edit)
     kwargs = {"use_cache": False} if loaded.info.is_decoder else {}
+    extra, at_row = _logit_rows(model, batch)
     with (torch.enable_grad() if grad else torch.inference_mode()), session(state):
-        logits = model(input_ids=ids, attention_mask=batch.mask, **kwargs).logits
+        logits = model(input_ids=ids, attention_mask=batch.mask, **kwargs, **extra).logits
     rows = torch.arange(len(ids), device=ids.device)
-    at = logits[rows, batch.position].float()
+    at = logits[rows, at_row].float()
     return at[rows, batch.answer] - at[rows, batch.foil]
 
 
-def _attribution(loaded: Any, batch: PairBatch, ids: Any, here: Recorder, there: Recorder) -> Any:
-    """``[pairs, layer, head]``: the gradient of the logit difference at each head's output in the run of ``ids``
-    times the change of that output to the other run's (summed over positions and dimensions)."""
+def _gradients(loaded: Any, batch: PairBatch, ids: Any) -> tuple[Any, Probe, list]:
+    """One forward of ``ids`` with grad and one backward: ``(logit differences, the probe with the run's head
+    outputs, the gradient at each layer's head outputs)``."""
     import torch
 
     probe = Probe()
     ld = logit_difference(loaded, batch, ids, probe, grad=True)
     layers = sorted(probe.zeros)
     grads = torch.autograd.grad(ld.sum(), [probe.zeros[layer] for layer in layers])
-    real = batch.mask[:, :, None, None].float()
-    return torch.stack([((g * (there.outputs[layer] - here.outputs[layer])).float() * real).sum((1, 3))
-                        for layer, g in zip(layers, grads)], 1).detach()
+    return ld.detach(), probe, list(grads)
+
+
+def _attribution(batch: PairBatch, grads: list, here: Any, there: Any) -> Any:
+    """``[pairs, layer, head, position]``: the gradient of the logit difference at each head's output in one run
+    (``here``'s outputs) times the change of that output to the other run's (``there``), summed over the head's
+    dimensions (0 at padding). Its sum over positions is the head's attribution."""
+    import torch
+
+    real = batch.mask[:, :, None].float()
+    return torch.stack([((g * (there.outputs[layer] - here.outputs[layer])).float().sum(-1) * real).transpose(1, 2)
+                        for layer, g in enumerate(grads)], 1).detach()
+
+
+def _batch(loaded: Any, batch: PairBatch, cfg: PatchConfig, runs: list) -> tuple[dict, dict, dict, dict]:
+    """One batch of pairs: ``(logit differences of the clean and corrupt runs, exact patching's [pairs, run] per
+    direction, attribution's [pairs, layer, head, position] per direction, the runs' recorded head outputs)``. A
+    run probed for gradients records its head outputs too; only the runs no direction probes are recorded by a
+    forward of their own."""
+    import torch
+
+    rec: dict = {}
+    ld: dict = {}
+    grads: dict = {}
+    if "attribution" in cfg.methods:
+        for d in cfg.directions:
+            run = "clean" if d == "noising" else "corrupt"
+            ld[run], rec[run], grads[d] = _gradients(loaded, batch, getattr(batch, run))
+    for name in ("clean", "corrupt"):
+        if name not in rec:
+            rec[name] = Recorder()
+            ld[name] = logit_difference(loaded, batch, getattr(batch, name), rec[name])
+    patched, attributed = {}, {}
+    for d in cfg.directions:
+        run, other = ("clean", "corrupt") if d == "noising" else ("corrupt", "clean")
+        if runs:
+            patched[d] = torch.stack([logit_difference(loaded, batch, getattr(batch, run),
+                                                       Patch(rec[other].outputs, by_layer(g))) for g in runs], 1)
+        if d in grads:
+            attributed[d] = _attribution(batch, grads[d], rec[run], rec[other])
+    return ld, patched, attributed, rec
 
 
 def _groups(spec: Any, info: Any) -> list[list[tuple[int, int]]]:
@@ -228,24 +309,18 @@ def patch(model: Any = "smollm2", pairs: Any = "induction", *, config: PatchConf
     groups = _groups(cfg.groups, info)
     batches = encode_pairs(loaded, contrast, cfg.batch_size)
     L, H = info.num_layers, info.num_heads
-    singles = [[(layer, head)] for layer in range(L) for head in range(H)] if "exact" in cfg.methods else []
-    runs = singles + groups
+    units = _units(info, cfg.kv)
+    runs = (units if "exact" in cfg.methods else []) + groups
     ld = {"clean": [], "corrupt": []}
     patched = {d: [] for d in cfg.directions}                       # [pairs, run]
     attributed = {d: [] for d in cfg.directions}                    # [pairs, layer, head]
+    recorded = []
     for batch in batches:
-        rec = {"clean": Recorder(), "corrupt": Recorder()}
-        for name in rec:
-            ld[name].append(logit_difference(loaded, batch, getattr(batch, name), rec[name]))
-        for d in cfg.directions:
-            run, other = ("clean", "corrupt") if d == "noising" else ("corrupt", "clean")
-            ids = getattr(batch, run)
-            if runs:
-                patched[d].append(torch.stack([logit_difference(loaded, batch, ids,
-                                                                Patch(rec[other].outputs, by_layer(g)))
-                                               for g in runs], 1))
-            if "attribution" in cfg.methods:
-                attributed[d].append(_attribution(loaded, batch, ids, rec[run], rec[other]))
+        *got, rec = _batch(loaded, batch, cfg, runs)
+        recorded.append(rec if cfg.positions else None)
+        for store, part in zip((ld, patched, attributed), got):
+            for key, value in part.items():
+                store[key].append(value)
     clean, corrupt = (torch.cat(ld[k]).cpu().numpy().astype(np.float64) for k in ("clean", "corrupt"))
     if abs(clean.mean() - corrupt.mean()) < 1e-6:
         raise HeadscopeError(f"the clean and corrupt inputs give the same mean logit difference ({clean.mean():.4g}): "
@@ -253,41 +328,61 @@ def patch(model: Any = "smollm2", pairs: Any = "induction", *, config: PatchConf
     rng = np.random.default_rng(cfg.seed)
     resample = rng.integers(0, len(clean), size=(cfg.bootstrap, len(clean))) if cfg.bootstrap else None
     base = {"model": info.name, "dataset": contrast.name, "n": len(clean)}
-    rows = _rows(cfg, info, runs, singles, patched, attributed, clean, corrupt, resample, base)
+    rows = _rows(cfg, info, units, groups, patched, attributed, clean, corrupt, resample, base)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     for c in ("layer", "head", "kv_head"):
         table[c] = table[c].astype("Int64")
     meta = {"model": info.name, "dataset": contrast.name, "pairs": len(clean), "layers": L, "heads": H,
             "ld_clean": float(clean.mean()), "ld_corrupt": float(corrupt.mean()), "methods": list(cfg.methods),
             "directions": list(cfg.directions), "groups": [head_name(g) for g in groups], "bootstrap": cfg.bootstrap,
-            "seed": cfg.seed}
-    return PatchResult(table=table, meta=meta)
+            "seed": cfg.seed, "kv": cfg.kv, "kv_heads": info.num_kv_heads}
+    positions = None
+    if cfg.positions:
+        from .patch_positions import position_table
+
+        positions = position_table(loaded, contrast, cfg, batches, recorded, table, attributed, ld, groups)
+        meta["position_heads"] = sorted(set(positions["heads"])) if len(positions) else []
+    return PatchResult(table=table, meta=meta, positions=positions)
 
 
-def _rows(cfg: PatchConfig, info: Any, runs: list, singles: list, patched: dict, attributed: dict, clean: Any,
+def _units(info: Any, kv: bool) -> list[list[tuple[int, int]]]:
+    """What each exact run patches and each attribution row sums: every query head alone, or with ``kv`` every
+    KV group (the query heads that read one key and value head)."""
+    L, H = info.num_layers, info.num_heads
+    if not kv:
+        return [[(layer, head)] for layer in range(L) for head in range(H)]
+    per = H // info.num_kv_heads
+    return [[(layer, k * per + j) for j in range(per)] for layer in range(L) for k in range(info.num_kv_heads)]
+
+
+def _rows(cfg: PatchConfig, info: Any, units: list, groups: list, patched: dict, attributed: dict, clean: Any,
           corrupt: Any, resample: Any, base: dict) -> list[dict]:
-    """patching.csv's rows: each run's (head's or group's) effect and interval, per direction and method."""
+    """patching.csv's rows: each run's (head's, KV group's or group's) effect and interval, per direction and
+    method. Attribution is linear in the heads' changes, so a KV group's is the sum of its heads'."""
     import numpy as np
     import torch
 
-    L, H = info.num_layers, info.num_heads
+    per = info.num_heads // info.num_kv_heads
     rows = []
     for d in cfg.directions:
         tables = []
-        if runs:
-            tables.append(("exact", runs, torch.cat(patched[d]).cpu().numpy().astype(np.float64)))
+        if "exact" in cfg.methods:
+            tables.append(("exact", units + groups, torch.cat(patched[d]).cpu().numpy().astype(np.float64)))
+        elif groups:
+            tables.append(("exact", groups, torch.cat(patched[d]).cpu().numpy().astype(np.float64)))
         if "attribution" in cfg.methods:
-            a = torch.cat(attributed[d]).cpu().numpy().astype(np.float64).reshape(len(clean), L * H)
+            a = torch.cat([x.sum(-1) for x in attributed[d]]).cpu().numpy().astype(np.float64)  # [pairs, L, H]
             start = clean if d == "noising" else corrupt
-            tables.append(("attribution", singles or [[(la, h)] for la in range(L) for h in range(H)],
-                           start[:, None] + a))
+            summed = np.stack([sum(a[:, la, h] for la, h in g) for g in units], 1)
+            tables.append(("attribution", units, start[:, None] + summed))
         for method, heads, values in tables:
             effect, low, high = _effects(d, clean, corrupt, values, resample)
             for g, e, lo, hi in zip(heads, effect, low, high):
-                one = len(g) == 1
-                rows.append({**base, "heads": head_name(g), "layer": g[0][0] if one else None,
-                             "head": g[0][1] if one else None,
-                             "kv_head": g[0][1] // (H // info.num_kv_heads) if one else None,
+                unit = any(g is u for u in units)
+                name = f"L{g[0][0]}.KV{g[0][1] // per}" if unit and len(g) > 1 else head_name(g)
+                rows.append({**base, "heads": name, "layer": g[0][0] if unit else None,
+                             "head": g[0][1] if unit and len(g) == 1 else None,
+                             "kv_head": g[0][1] // per if unit else None,
                              "method": method, "direction": d, "effect": e, "ci_low": lo, "ci_high": hi})
     return rows
 

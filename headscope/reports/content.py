@@ -164,6 +164,54 @@ def _removed(r: Any) -> str:
             + (", no measurable effect" if str(r.get("no_effect")) == "True" else ""))
 
 
+def _patched(r: Any) -> str:
+    """What patching the head's output between contrast pairs did, where the run patched every head ('' otherwise)."""
+    effect = r.get("patching_effect")
+    if effect is None or effect != effect:
+        return ""
+    return (f"; patching its output moves {100 * float(effect):+.0f}% of the logit difference"
+            + ("" if str(r.get("patching_causal")) == "True" else " (no causal effect)"))
+
+
+PATCH_SHOWN = 8   # heads listed by patching effect
+
+
+def patching_summary(result: Any, roles: Any) -> dict | None:
+    """What patching every head on contrast pairs showed (``headscope run --patch``): the heads that move the
+    answer most, with their attention roles; heads that move it and have no role; role assignments whose head
+    moves nothing. None without patching; ``{"skipped": why}`` when it failed."""
+    from ..analysis.roles import PATCH_MIN, patching_per_head
+
+    meta = result.meta.patching
+    if meta and "skipped" in meta:
+        return {"skipped": meta["skipped"]}
+    table = getattr(result, "tables", {}).get("patching")
+    if table is None or not meta:
+        return None
+    per = patching_per_head(table)
+    named = roles[roles["role"] != "none"] if len(roles) else roles
+    role_of: dict = {}
+    for _, r in named.iterrows():
+        role_of.setdefault((int(r["layer"]), int(r["head"])), []).append(str(r["role"]))
+    ranked = per.reindex(per["effect"].abs().sort_values(ascending=False, kind="stable").index)
+
+    def row(r: Any) -> dict:
+        return {"head": head_label(r["layer"], r["head"]), "effect": _f(r["effect"]), "ci_low": _f(r["ci_low"]),
+                "ci_high": _f(r["ci_high"]), "causal": bool(r["causal"]),
+                "roles": list(dict.fromkeys(role_of.get((int(r["layer"]), int(r["head"])), [])))}
+
+    causal = ranked[ranked["causal"]]
+    without = [row(r) for _, r in causal.iterrows() if (int(r["layer"]), int(r["head"])) not in role_of]
+    quiet = {(int(r["layer"]), int(r["head"])) for _, r in per.iterrows() if not r["causal"]}
+    idle = [f"{head_label(la, h)} {role}" for (la, h), rs in sorted(role_of.items()) if (la, h) in quiet for role in rs]
+    return {"dataset": meta.get("dataset"), "pairs": meta.get("pairs"), "ld_clean": _f(meta.get("ld_clean")),
+            "ld_corrupt": _f(meta.get("ld_corrupt")), "method": str(per["method"].iloc[0]) if len(per) else None,
+            "rule": f"|effect| >= {PATCH_MIN:g} of the logit difference and a 95% interval that leaves out 0",
+            "top": [row(r) for _, r in ranked.head(PATCH_SHOWN).iterrows()], "causal_heads": int(len(causal)),
+            "without_role": without, "roles": int(len(named)), "roles_without_effect": len(idle),
+            "idle_roles": idle}
+
+
 def notable_heads(roles: Any) -> dict:
     """The first thing a report says: a few heads to look at first (each head's primary role, the strongest of
     each family) with their evidence, and how many heads have each kind of role."""
@@ -189,7 +237,7 @@ def notable_heads(roles: Any) -> dict:
                 others = named[(named["layer"] == r["layer"]) & (named["head"] == r["head"]) & ~named["primary"]]
                 picked.append({"head": head_label(r["layer"], r["head"]), "layer": int(r["layer"]),
                                "head_index": int(r["head"]), "role": str(r["role"]), "family": str(r["family"]),
-                               "dataset": _s(r["dataset"]), "why": _why(r) + _removed(r),
+                               "dataset": _s(r["dataset"]), "why": _why(r) + _removed(r) + _patched(r),
                                "also": list(dict.fromkeys(str(x) for x in others["role"]))})
     return {"heads": picked[:NOTABLE], "counts": counts}
 
@@ -284,6 +332,7 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
             "evidence": _evidence(meta, named),
         },
         "notable": notable_heads(roles),
+        "patching": patching_summary(result, roles),
         "weighting": weight_vs_norm(result.scores, info.name, report_sets),
         "top_heads": tops,
         "details": [s.record() for s in build_sections(result)],

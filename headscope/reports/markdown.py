@@ -114,6 +114,40 @@ def _notable_section(content: dict) -> list[str]:
     return lines
 
 
+def _patching_section(content: dict) -> list[str]:
+    """What patching every head on contrast pairs showed, beside the attention roles (``run --patch``)."""
+    p = content.get("patching")
+    if not p:
+        return []
+    if "skipped" in p:
+        return ["", "## Causal evidence from patching", "", f"Patching was not done: {md_text(p['skipped'])}."]
+    lines = ["", "## Causal evidence from patching", "",
+             f"Every head's output was patched from the corrupt into the clean run ({p['method']}, noising) on "
+             f"{p['pairs']} contrast pairs of `{md_text(p['dataset'])}`; the logit difference answer − foil is "
+             f"{p['ld_clean']:.3f} clean and {p['ld_corrupt']:.3f} corrupt. An effect is the share of that "
+             f"difference the head moves; it counts when {p['rule']}.", "",
+             "| head | effect [95% CI] | attention roles |", "|---|---:|---|"]
+    for r in p["top"]:
+        lines.append(f"| {r['head']} | {100 * r['effect']:+.0f}%{_pct_interval(r)} | "
+                     f"{md_text(', '.join(r['roles'])) or 'none'} |")
+    lines.append("")
+    if p["without_role"]:
+        lines.append(f"**Heads that move the answer but have no attention role** ({len(p['without_role'])}): "
+                     + ", ".join(f"{r['head']} ({100 * r['effect']:+.0f}%)" for r in p["without_role"]) + ".")
+    else:
+        lines.append("Every head that moves the answer has an attention role.")
+    lines.append(f"{p['roles_without_effect']} of {p['roles']} role assignments come from heads whose patching "
+                 f"moves nothing on these pairs" + (f": {md_text(', '.join(p['idle_roles'][:12]))}"
+                                                     + (" …" if len(p['idle_roles']) > 12 else "") if p['idle_roles']
+                                                     else "") + ". Every head's effect is in `patching.csv`.")
+    return lines
+
+
+def _pct_interval(r: dict) -> str:
+    lo, hi = r.get("ci_low"), r.get("ci_high")
+    return "" if lo is None or hi is None else f" [{100 * lo:+.0f}, {100 * hi:+.0f}]"
+
+
 def _roles_section(content: dict) -> list[str]:
     from ..analysis.roles import ALPHA
 
@@ -263,6 +297,7 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
         content = build_content(result, result.roles)
     lines = _header(content)
     lines += _notable_section(content)
+    lines += _patching_section(content)
     lines += _roles_section(content)
     lines += _top_section(content)
     lines += _weighting_section(content)

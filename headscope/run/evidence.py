@@ -1,5 +1,6 @@
-"""Causal evidence for a run's roles (``headscope run --ablate``): every head ablated alone, its effect set beside
-each of its roles; a failed ablation is noted, and the analysis is kept either way."""
+"""Causal evidence for a run's roles (``headscope run --ablate``, ``--patch``): every head ablated alone, or patched
+between contrast pairs, its effect set beside each of its roles; a failure is noted, and the analysis is kept
+either way."""
 
 from __future__ import annotations
 
@@ -33,4 +34,22 @@ def add_evidence(result: Any, loaded: Any, data: Any, method: str, cfg: Any) -> 
     except KeyboardInterrupt:
         result.meta.ablation = {"skipped": "interrupted"}
         return "--ablate was interrupted; the report was written without causal evidence"
+    return None
+
+
+def add_patching(result: Any, loaded: Any, pairs: str, cfg: Any) -> str | None:
+    """Patch every head of ``loaded`` on the contrast ``pairs`` (a .jsonl file or a bundled set: exact and
+    attribution patching, noising) and join the effects to ``result``'s roles; the failure, in one line, if it
+    failed."""
+    from ..interventions.patching import patch
+
+    try:
+        patched = patch(loaded, pairs, directions="noising", bootstrap=cfg.bootstrap, seed=cfg.seed)
+        result.add_patching(patched)
+    except HeadscopeError as exc:
+        result.meta.patching = {"skipped": str(exc)}
+        return f"--patch: {exc}; the report was written without the patching evidence"
+    except KeyboardInterrupt:
+        result.meta.patching = {"skipped": "interrupted"}
+        return "--patch was interrupted; the report was written without the patching evidence"
     return None

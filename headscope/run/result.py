@@ -14,7 +14,7 @@ from ..types import ModelInfo
 # run.json's keys in order; those after the first group appear only when set
 _ALWAYS = ("complete", "tasks", "config", "model", "models", "control", "selection", "datasets", "versions",
            "seconds")
-_WHEN_SET = ("interrupted", "shard", "merged", "distributed", "ablation", "command")
+_WHEN_SET = ("interrupted", "shard", "merged", "distributed", "ablation", "patching", "command")
 
 
 @dataclass
@@ -24,7 +24,8 @@ class RunMeta:
     (``ModelInfo`` as a dict) and ``models`` (with the control's); ``control`` and ``selection`` (None when the
     run had none); ``datasets``: one dict per dataset scored (its kind, counts, checksums and what its scorers
     summarised); ``versions``; ``seconds``; ``shard``, ``merged``, ``distributed``: how it was split;
-    ``ablation``: the causal evidence's settings (``headscope run --ablate``); ``command``; ``extra``: any other
+    ``ablation``: the causal evidence's settings (``headscope run --ablate``); ``patching``: the contrast pairs'
+    patching's (``headscope run --patch``); ``command``; ``extra``: any other
     key of a run.json read back (``files``, ``report_seconds``)."""
 
     complete: bool = True
@@ -42,6 +43,7 @@ class RunMeta:
     merged: dict | None = None
     distributed: dict | None = None
     ablation: dict | None = None
+    patching: dict | None = None
     command: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -118,6 +120,10 @@ class AnalysisResult:
                 from ..analysis.roles import with_evidence
 
                 self._roles = with_evidence(self._roles, self.tables["ablation"])
+            if "patching" in self.tables:
+                from ..analysis.roles import with_patching
+
+                self._roles = with_patching(self._roles, self.tables["patching"])
         return self._roles
 
     def roles_by(self, weighting: str = "weight") -> Any:
@@ -156,6 +162,23 @@ class AnalysisResult:
         self.tables["ablation"] = table
         self.meta.ablation = {k: ablation.meta.get(k) for k in ("method", "measures", "random_draws", "seed",
                                                                    "bootstrap", "note", "no_effect_rule")}
+        self._roles = None
+
+    def add_patching(self, patched: Any) -> None:
+        """Join the patching of every head on contrast pairs (a ``patch(...)`` result of this model): ``roles``
+        (and roles.csv and the reports) then show beside each role how much of the answer patching the head's
+        output moves, and the reports name heads with a large effect and no attention role; the table is saved
+        as patching.csv."""
+        table = patched.table
+        if table.empty or not (table["layer"].notna() & table["head"].notna()).any():
+            raise HeadscopeError("the patching has no single-head rows; patch every head (not only groups or KV "
+                                 "groups) to give each role its evidence")
+        if set(table["model"]) != {self.model.name}:
+            raise HeadscopeError(f"the patching is of {', '.join(sorted(set(table['model'])))}, not of "
+                                 f"{self.model.name}; patch the model that was analysed")
+        self.tables["patching"] = table
+        self.meta.patching = {k: patched.meta.get(k) for k in ("dataset", "pairs", "ld_clean", "ld_corrupt",
+                                                                 "methods", "directions", "bootstrap", "seed")}
         self._roles = None
 
     def _select(self, task: str, relation: str | None, direction: str | None, metric: str | None,
