@@ -7,6 +7,26 @@ from typing import Any
 
 from .groups import by_layer, head_name
 
+# The columns of patching_positions.csv (``positions=True``): ``pair`` is the pair's id, ``position`` the token's
+# index in the clean input, ``token`` its text there, ``answer_at`` the pair's answer position.
+POSITION_COLUMNS = ("model", "dataset", "pair", "heads", "layer", "head", "method", "direction", "position", "token",
+                    "answer_at", "effect")
+
+
+class PositionPatch:
+    """A session edit that puts the outputs of ``heads`` from ``source`` in place of the run's own at one position."""
+
+    def __init__(self, source: dict, heads: dict, position: int) -> None:
+        self.source, self.heads, self.position = source, heads, position
+
+    def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
+        heads = self.heads.get(layer)
+        if not heads:
+            return out
+        out = out.clone()
+        out[:, self.position, heads] = self.source[layer][:, self.position, heads].to(out.dtype)
+        return out
+
 
 def chosen_heads(table: Any, count: int, groups: list) -> list[list[tuple[int, int]]]:
     """The ``count`` single heads with the largest |effect| (exact noising where it ran, else attribution's, else
@@ -21,15 +41,14 @@ def chosen_heads(table: Any, count: int, groups: list) -> list[list[tuple[int, i
 
 
 def position_table(loaded: Any, contrast: Any, cfg: Any, batches: list, recorded: list, table: Any,
-                   attributed: dict, ld: dict, groups: list) -> Any:
-    """``patching.POSITION_COLUMNS`` rows: per pair, position of its clean input (padding left out), direction and
+                   attributed: dict, ld: dict, groups: list, logit_difference: Any) -> Any:
+    """``POSITION_COLUMNS`` rows (``logit_difference``: ``patching.logit_difference``, which runs a batch with an
+    edit): per pair, position of its clean input (padding left out), direction and
     head: exact patching of the chosen heads (``chosen_heads``) at that one position, one forward per head and
     position, and attribution of the same heads there (the gradient times the change at that position only).
     An effect is that pair's change of logit difference as a share of the mean clean - corrupt difference."""
     import pandas as pd
     import torch
-
-    from .patching import POSITION_COLUMNS, PositionPatch, logit_difference
 
     clean = torch.cat(ld["clean"]).double()
     corrupt = torch.cat(ld["corrupt"]).double()

@@ -15,10 +15,6 @@ from .measures import editable_model, has_lm_head
 # The columns of patching.csv, in order.
 COLUMNS = ("model", "dataset", "heads", "layer", "head", "kv_head", "method", "direction", "effect", "ci_low",
            "ci_high", "n")
-# The columns of patching_positions.csv (``positions=True``): ``pair`` is the pair's id, ``position`` the token's
-# index in the clean input, ``token`` its text there, ``answer_at`` the pair's answer position.
-POSITION_COLUMNS = ("model", "dataset", "pair", "heads", "layer", "head", "method", "direction", "position", "token",
-                    "answer_at", "effect")
 
 
 @dataclass
@@ -26,12 +22,12 @@ class PatchResult:
     """``table``: one row per head (or group) x method x direction (``COLUMNS``; a group's ``layer`` and ``head``
     are empty); ``meta``: what was run, with the pairs' mean logit differences (``ld_clean``, ``ld_corrupt``);
     ``positions``: with ``positions=True``, one row per pair x head x position x method x direction
-    (``POSITION_COLUMNS``): the share of the mean logit difference that patching the head at that one position
-    of that pair moves."""
+    (``patch_positions.POSITION_COLUMNS``): the share of the mean logit difference that patching the head at
+    that one position of that pair moves."""
 
     table: Any
     meta: dict
-    positions: Any = None    # position-resolved patching (``POSITION_COLUMNS``), with ``positions=True``
+    positions: Any = None    # position-resolved patching, with ``positions=True``
 
     def save(self, out: Any, *, force: bool = False) -> Any:
         """patching.csv, a heatmap per method and direction, report.md and run.json into ``out``."""
@@ -148,21 +144,6 @@ class Patch:
             return out
         out = out.clone()
         out[:, :, heads] = self.source[layer][:, :, heads].to(out.dtype)
-        return out
-
-
-class PositionPatch:
-    """A session edit that puts the outputs of ``heads`` from ``source`` in place of the run's own at one position."""
-
-    def __init__(self, source: dict, heads: dict, position: int) -> None:
-        self.source, self.heads, self.position = source, heads, position
-
-    def __call__(self, layer: int, out: Any, inputs: Any) -> Any:
-        heads = self.heads.get(layer)
-        if not heads:
-            return out
-        out = out.clone()
-        out[:, self.position, heads] = self.source[layer][:, self.position, heads].to(out.dtype)
         return out
 
 
@@ -340,7 +321,8 @@ def patch(model: Any = "smollm2", pairs: Any = "induction", *, config: PatchConf
     if cfg.positions:
         from .patch_positions import position_table
 
-        positions = position_table(loaded, contrast, cfg, batches, recorded, table, attributed, ld, groups)
+        positions = position_table(loaded, contrast, cfg, batches, recorded, table, attributed, ld, groups,
+                                   logit_difference)
         meta["position_heads"] = sorted(set(positions["heads"])) if len(positions) else []
     return PatchResult(table=table, meta=meta, positions=positions)
 
