@@ -134,8 +134,10 @@ def _patching_section(content: dict) -> list[str]:
     if p["without_role"]:
         lines.append(f"**Heads that move the answer but have no attention role** ({len(p['without_role'])}): "
                      + ", ".join(f"{r['head']} ({100 * r['effect']:+.0f}%)" for r in p["without_role"]) + ".")
-    else:
+    elif p["causal_heads"]:
         lines.append("Every head that moves the answer has an attention role.")
+    else:
+        lines.append("No head alone moves the answer measurably on these pairs.")
     lines.append(f"{p['roles_without_effect']} of {p['roles']} role assignments come from heads whose patching "
                  f"moves nothing on these pairs" + (f": {md_text(', '.join(p['idle_roles'][:12]))}"
                                                      + (" …" if len(p['idle_roles']) > 12 else "") if p['idle_roles']
