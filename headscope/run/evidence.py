@@ -22,19 +22,14 @@ def add_evidence(result: Any, loaded: Any, data: Any, method: str, cfg: Any) -> 
     has_lm = has_lm_head(loaded)
     measures = (["loss"] if has_lm else ["hidden"]) + (
         ["induction-loss"] if has_lm and "induction" in result.meta.tasks else [])
-    try:
-        evidence = ablate(loaded, sentences, heads="each", method=method, measures=measures,
-                          max_sentences=min(cfg.max_sentences or EVIDENCE_SENTENCES, EVIDENCE_SENTENCES),
-                          bootstrap=cfg.bootstrap, seed=cfg.seed, induction_count=cfg.induction_count,
-                          induction_length=cfg.induction_length)
-        result.add_ablation(evidence)
-    except HeadscopeError as exc:
-        result.meta.ablation = {"skipped": str(exc)}
-        return f"--ablate: {exc}; the report was written without causal evidence"
-    except KeyboardInterrupt:
-        result.meta.ablation = {"skipped": "interrupted"}
-        return "--ablate was interrupted; the report was written without causal evidence"
-    return None
+
+    def run() -> None:
+        result.add_ablation(ablate(loaded, sentences, heads="each", method=method, measures=measures,
+                                   max_sentences=min(cfg.max_sentences or EVIDENCE_SENTENCES, EVIDENCE_SENTENCES),
+                                   bootstrap=cfg.bootstrap, seed=cfg.seed, induction_count=cfg.induction_count,
+                                   induction_length=cfg.induction_length))
+
+    return _noted(result, "ablation", "--ablate", "causal evidence", run)
 
 
 def add_patching(result: Any, loaded: Any, pairs: str, cfg: Any) -> str | None:
@@ -43,13 +38,21 @@ def add_patching(result: Any, loaded: Any, pairs: str, cfg: Any) -> str | None:
     failed."""
     from ..interventions.patching import patch
 
+    def run() -> None:
+        result.add_patching(patch(loaded, pairs, directions="noising", bootstrap=cfg.bootstrap, seed=cfg.seed))
+
+    return _noted(result, "patching", "--patch", "the patching evidence", run)
+
+
+def _noted(result: Any, field: str, flag: str, what: str, run: Any) -> str | None:
+    """``run()``; where it fails or is interrupted, its reason in ``result.meta.<field>`` and the one-line
+    message returned (the analysis is kept either way)."""
     try:
-        patched = patch(loaded, pairs, directions="noising", bootstrap=cfg.bootstrap, seed=cfg.seed)
-        result.add_patching(patched)
+        run()
     except HeadscopeError as exc:
-        result.meta.patching = {"skipped": str(exc)}
-        return f"--patch: {exc}; the report was written without the patching evidence"
+        setattr(result.meta, field, {"skipped": str(exc)})
+        return f"{flag}: {exc}; the report was written without {what}"
     except KeyboardInterrupt:
-        result.meta.patching = {"skipped": "interrupted"}
-        return "--patch was interrupted; the report was written without the patching evidence"
+        setattr(result.meta, field, {"skipped": "interrupted"})
+        return f"{flag} was interrupted; the report was written without {what}"
     return None
