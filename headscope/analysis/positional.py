@@ -421,9 +421,10 @@ class PositionalScorer(Scorer):
         buf = g["rows"]
         facts = view.row_stats()
         rows = slice(r0, r0 + q)
-        if rowscan.usable(a):    # the CPU: one kernel pass over the block
+        scanned = rowscan.usable(a)
+        if scanned:    # the CPU: one kernel pass over the block
             buf["stats"][:, :, rows], buf["bucket"][:, :, rows] = self._scan(a, r0, facts.confidence)
-        for c0 in range(0, q, self.ROWS) if not rowscan.usable(a) else ():
+        for c0 in range(0, q, self.ROWS) if not scanned else ():
             n = min(self.ROWS, q - c0)
             chunk = slice(r0 + c0, r0 + c0 + n)
             buf["stats"][:, :, chunk], buf["bucket"][:, :, chunk] = self._linear(
