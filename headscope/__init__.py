@@ -40,12 +40,16 @@ _LAZY = {
     "patch": ("interventions.patching", "patch"),
     "PatchResult": ("interventions.patching", "PatchResult"),
     "load_contrast": ("datasets.contrast", "load_contrast"),
+    # the types too: the command line's first imports are this module's, and a Ctrl-C during them is a traceback
+    "Corpus": ("types", "Corpus"),
+    "ModelInfo": ("types", "ModelInfo"),
+    "Sentence": ("types", "Sentence"),
 }
 
 from .errors import CaptureError, DataError, HeadscopeError, ModelError  # noqa: E402  (tiny, no deps)
-from .types import Corpus, ModelInfo, Sentence  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .types import Corpus, ModelInfo, Sentence
     from .interventions.ablate import AblationResult, ablate
     from .interventions.importance import importance
     from .interventions.context import ContextResult, context_needs

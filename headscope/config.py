@@ -95,8 +95,9 @@ class RunConfig(Settings):
     """Every setting of a run but the model, the data and where the output goes.
 
     ``tasks``: names or ``"syntax,positional"`` (None: chosen from the data, see ``headscope.tasks``);
-    ``max_sentences`` caps sentences, documents, GAP rows or pairs per dataset; ``prepend_bos`` (None:
-    for decoders); ``bootstrap``: replicates for the 95% intervals (0: none); ``control``:
+    ``max_sentences`` caps sentences (coreference: the documents of the first N), GAP rows or pairs per
+    dataset; ``prepend_bos`` (None: for decoders); ``bootstrap``: replicates for the 95% intervals (0: none);
+    ``control``:
     ``random-init`` also scores the re-initialised architecture; ``n_examples``: sentences kept for the
     report's example maps; ``attention_memory``: MiB one layer's attention may take before it is read in
     blocks of query rows; ``documents``: join sentences into documents of at most this many words;

@@ -19,8 +19,41 @@ def escape_controls(text: str) -> str:
     return _CONTROLS.sub(one, text)
 
 
+# What an error message quotes from the data is cut to this many characters (a corrupt field can be megabytes),
+# and a whole message to MAX_MESSAGE; each cut says how long the text was.
+MAX_QUOTED = 200
+MAX_MESSAGE = 1000
+_QUOTED = re.compile("'([^'\n]{%d,})'|\"([^\"\n]{%d,})\"" % (MAX_QUOTED + 1, MAX_QUOTED + 1))
+
+
+def clip(text: str, limit: int = MAX_QUOTED) -> str:
+    """``text`` when it has at most ``limit`` characters, else its start, an ellipsis and its full length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def shorten(message: str) -> str:
+    """``message`` with every quoted field longer than ``MAX_QUOTED`` cut (``'abc…' (4,194,304 characters)``),
+    and the whole cut in the middle when it is still longer than ``MAX_MESSAGE`` (its end says how to fix)."""
+    def one(match: re.Match) -> str:
+        field = match.group(1) if match.group(1) is not None else match.group(2)
+        quote = match.group()[0]
+        return f"{quote}{field[:MAX_QUOTED]}…{quote} ({len(field):,} characters)"
+    if len(message) <= MAX_QUOTED:
+        return message
+    message = _QUOTED.sub(one, message)
+    if len(message) > MAX_MESSAGE:
+        head, tail = MAX_MESSAGE * 2 // 3, MAX_MESSAGE // 3
+        message = f"{message[:head]} … ({len(message) - head - tail:,} characters cut) … {message[-tail:]}"
+    return message
+
+
 class HeadscopeError(Exception):
-    """Base class for errors headscope reports to users as a single line."""
+    """Base class for errors headscope reports to users as a single line (see ``shorten``)."""
+
+    def __str__(self) -> str:
+        return shorten(super().__str__())
 
 
 class DataError(HeadscopeError):
@@ -45,9 +78,9 @@ class DataError(HeadscopeError):
         return where
 
     def __str__(self) -> str:
-        text = f"{self.location()}: {self.message}"
+        text = f"{shorten(self.location())}: {shorten(self.message)}"
         if self.hint:
-            text += f"; {self.hint}"
+            text += f"; {shorten(self.hint)}"
         return escape_controls(text)
 
 
@@ -57,3 +90,21 @@ class ModelError(HeadscopeError):
 
 class CaptureError(HeadscopeError):
     """Attention could not be captured, or the captured maps failed a sanity check."""
+
+
+# Messages name a setting as a Python caller passes it (``run=``, ``target='animal'``, ``force=True``); the command
+# line prints them with its flags (``as_flags``). The settings that messages name, and each one's flag:
+FLAGS = {"run": "--run", "word": "--word", "target": "--target", "out_dir": "--out", "force": "--force",
+         "model": "--model", "data": "--data", "tasks": "--tasks", "documents": "--documents",
+         "select_on": "--select-on", "fmt": "--format", "weighting": "--weighting"}
+_SETTING = re.compile(r"(?<![\w.-])(%s)=('[^'\n]*'|\"[^\"\n]*\"|True\b)?" % "|".join(sorted(FLAGS, key=len,
+                                                                                            reverse=True)))
+
+
+def as_flags(message: str) -> str:
+    """``message`` as the command line says it: each setting named as in Python (``run=``, ``target='animal'``,
+    ``force=True``) becomes its flag (``--run``, ``--target animal``, ``--force``)."""
+    def one(match: re.Match) -> str:
+        value = match.group(2)
+        return FLAGS[match.group(1)] + ("" if value in (None, "True") else " " + value[1:-1])
+    return _SETTING.sub(one, message)

@@ -30,7 +30,7 @@ BOUNDED_METRICS = frozenset({"accuracy", "uas", "mass", "ratio", "share", "max_w
 # Role thresholds (the criteria the reports print are made from these).
 ALPHA = 0.05            # Benjamini–Hochberg false discovery rate for "beats the best baseline"
 MIN_N = 30              # a relation / mention type needs this many instances before it can name a role
-MARGIN = 0.05           # ... and the head must beat the best baseline by this much (5 points of accuracy)
+MARGIN = 0.05           # ... and the head must beat the best baseline by this much (of accuracy, 0–1)
 MASS = 0.5              # positional roles: lower 95% bound of the mean attention mass on the target
 LOCAL = 0.8             # local window: lower bound of the mass within +-window tokens
 BROAD = 0.85            # broad: lower bound of the normalised entropy
@@ -226,8 +226,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                                  f"word lies at each offset, learnt on the other relations' words, applied to this "
                                  f"relation's instances): one-sided paired bootstrap tests over sentences, the "
                                  f"larger p of the two, Benjamini–Hochberg q < {ALPHA} over every head x relation "
-                                 f"x direction of the dataset, by at least {100 * MARGIN:.0f} points over the "
-                                 f"higher; relation with >= {MIN_N} instances; 'all' is a summary, not a role; a "
+                                 f"x direction of the dataset, by at least {MARGIN:g} (accuracy, 0–1) over "
+                                 f"the higher; relation with >= {MIN_N} instances; 'all' is a summary, not a role; a "
                                  f"head keeps its {MAX_SYNTAX} syntax roles with the largest margins"),
          auto=True, default=True,
          section="headscope.reports.sections:syntax"),
@@ -286,7 +286,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                        best_of="accuracy",
                        criterion=f"antecedent accuracy (coreference documents, resampled by document) beats the "
                                  f"best rule baseline, or GAP accuracy (rows) beats the nearest-name baseline, BH "
-                                 f"q < {ALPHA}, by at least {100 * MARGIN:.0f} points; >= {MIN_N} instances"),
+                                 f"q < {ALPHA}, by at least {MARGIN:g} (accuracy, 0–1); >= {MIN_N} instances"),
          auto=True,
          section="headscope.reports.sections:coref"),
     Task("gap", "gap", "GAP: pronoun-to-name accuracy by gender and the feminine/masculine bias ratio", _gap,

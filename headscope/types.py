@@ -84,6 +84,13 @@ class ModelInfo:
     sinks: bool = False        # attention sinks (GPT-OSS): a virtual key takes a share of every row
     part: str = ""             # an encoder-decoder's part analysed: "encoder" (the default) or "decoder"
     #                            (its decoder's self-attention, teacher-forced on the input)
+    # per layer, the sliding window its attention was called with (a query sees the last W keys, itself included),
+    # or None for full attention; as the model's first forward passed it (from its config), or, read through hooks,
+    # from the module's own mask (GPT-Neo's local layers); () when not read
+    sliding_windows: tuple = ()
+    # a hybrid (attention layers between Mamba or other layers without attention: Jamba): the model layer of each
+    # layer analysed (layer i here is model layer attention_layers[i]); () when every layer is analysed
+    attention_layers: tuple = ()
 
     @property
     def kv_group_size(self) -> int:
@@ -102,7 +109,34 @@ class ModelInfo:
                 f"special tokens {', '.join(self.special_tokens) or 'none'}"
                 + {"encoder": "; the encoder of an encoder-decoder is analysed (its decoder is not)",
                    "decoder": "; the decoder's self-attention of an encoder-decoder is analysed, teacher-forced on "
-                              "the input (the encoder reads it too)"}.get(self.part, ""))
+                              "the input (the encoder reads it too)"}.get(self.part, "")
+                + (f"; a hybrid: only its attention layers are analysed, model layers "
+                   f"{', '.join(map(str, self.attention_layers))}, numbered 0-{len(self.attention_layers) - 1} here"
+                   if self.attention_layers else "")
+                + (f"; {self.windows_line()}" if self.windows_line() else ""))
+
+    def windows_line(self) -> str:
+        """Which layers attend through a sliding window, and how wide, in words (``""`` when none does): e.g.
+        "local layers 0-4, 6-10 (sliding window of 512 tokens), global layers 5, 11"."""
+        windows = list(self.sliding_windows)
+        if not any(w for w in windows):
+            return ""
+        local = [f"{_ranges([i for i, w in enumerate(windows) if w == size])} (sliding window of {size} tokens)"
+                 for size in sorted({w for w in windows if w})]
+        full = [i for i, w in enumerate(windows) if not w]
+        return (f"local layers {'; '.join(local)}"
+                + (f", global layers {_ranges(full)}" if full else ", no global layer"))
+
+
+def _ranges(items: list[int]) -> str:
+    """``[0, 1, 2, 4, 6, 7]`` -> ``"0-2, 4, 6-7"``."""
+    out: list[str] = []
+    for i in items:
+        if out and i - 1 == int(out[-1].split("-")[-1]):
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out)
 
 
 @dataclass(frozen=True)

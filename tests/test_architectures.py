@@ -154,9 +154,11 @@ def test_kv_heads_come_from_the_attention_calls():
         assert load_model(model, tokenizer=tok).info.num_kv_heads == kv
 
 
-def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
+@pytest.mark.parametrize("family", ["mistral", "gemma3"])
+def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible(family):
     """Mistral with a 4-key window: entropy_norm divides each row's entropy by log(min(i + 1, 4)), the keys the
-    model's mask leaves visible, not by log(i + 1) as the causal rule alone would say."""
+    model's mask leaves visible, not by log(i + 1) as the causal rule alone would say. Gemma 3 windows its
+    local layer (0) only: its global layer (1) keeps the causal rule."""
     import math
 
     import numpy as np
@@ -167,8 +169,11 @@ def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
     from headscope.models.loading import load_model
     from headscope.types import Sentence
 
-    model, tok = build("mistral")
+    model, tok = build(family)
     loaded = load_model(model, tokenizer=tok)
+    types = getattr(model.config, "layer_types", None) or ["sliding_attention"] * 2    # Mistral: every layer
+    local = [t == "sliding_attention" for t in types]
+    assert loaded.info.sliding_windows == tuple(4 if x else None for x in local)
     sentence = Sentence(words=tuple("the cat sat on the mat and the dog sat on the rug".split()), sent_id="w")
     scores = headscope.analyze(loaded, [sentence], tasks="positional", bootstrap=0, n_examples=0).scores
     (enc,) = encode_sentences(tok, [sentence], bos_id=tok.bos_token_id)
@@ -182,11 +187,11 @@ def test_normalised_entropy_counts_the_keys_a_sliding_window_leaves_visible():
             window, causal = [], []
             for i in range(1, t):
                 entropy = -float(np.sum(a[i, : i + 1] * np.log(np.clip(a[i, : i + 1], 1e-30, None))))
-                window.append(entropy / math.log(min(i + 1, 4)))
+                window.append(entropy / math.log(min(i + 1, 4) if local[layer] else i + 1))
                 causal.append(entropy / math.log(i + 1))
             got = scores[(scores["relation"] == "entropy_norm") & (scores["layer"] == layer) & (scores["head"] == head)]
             assert float(got["score"].iloc[0]) == pytest.approx(np.mean(window), abs=1e-5)
-            assert abs(np.mean(window) - np.mean(causal)) > 1e-3  # the two rules differ here
+            assert (abs(np.mean(window) - np.mean(causal)) > 1e-3) == local[layer]  # the rules differ where local
 
 
 @pytest.mark.parametrize("family", ["llama", "bert", "gemma2"])
@@ -385,3 +390,150 @@ def test_part_decoder_needs_an_encoder_decoder():
         load_model(model, tokenizer=tok, part="decoder")
     with pytest.raises(ModelError, match="part must be one of encoder, decoder"):
         load_model(model, tokenizer=tok, part="middle")
+
+
+# Held out from the first sweep (issue 32): families read differently as an object and from a saved folder, or
+# refused. case -> (config class, model class: a transformers name, or "module:Name" of a class transformers does not
+# export; decoder?, config keyword arguments, model layers that compute attention (None: all), each attention
+# layer's sliding window (None: full attention)).
+HELD_OUT = {
+    "falcon-alibi": ("FalconConfig", "AutoModelForCausalLM", True,
+                     {"alibi": True, "multi_query": True, "new_decoder_architecture": False}, None, (None, None)),
+    "mpt": ("MptConfig", "AutoModelForCausalLM", True, {"d_model": H, "n_heads": NH, "n_layers": L, "max_seq_len": 64},
+            None, (None, None)),
+    "xglm": ("XGLMConfig", "AutoModelForCausalLM", True,
+             {"d_model": H, "num_layers": L, "attention_heads": NH, "ffn_dim": 64}, None, (None, None)),
+    "bart-encoder": ("BartConfig", "transformers.models.bart.modeling_bart:BartEncoder", False, FAMILIES["bart"][2],
+                     None, (None, None)),
+    "t5-encoder": ("T5Config", "T5EncoderModel", False, FAMILIES["t5"][2], None, (None, None)),
+    "jamba": ("JambaConfig", "AutoModelForCausalLM", True,
+              {"num_hidden_layers": 4, "num_key_value_heads": 2, "attn_layer_period": 2, "attn_layer_offset": 1,
+               "expert_layer_period": 2, "num_experts": 2, "mamba_d_state": 4, "mamba_dt_rank": 4}, (1, 3),
+              (None, None)),
+    "gpt-neo-local": ("GPTNeoConfig", "AutoModelForCausalLM", True, FAMILIES["gpt-neo"][2], None, (None, 4)),
+}
+
+
+def build_held_out(case: str):
+    import importlib
+
+    import torch
+    import transformers
+
+    cls_name, model_cls, decoder, extra, _, _ = HELD_OUT[case]
+    tok = bpe_tokenizer() if decoder else wordpiece_tokenizer()
+    kwargs = {"vocab_size": len(tok), "hidden_size": H, "num_hidden_layers": L, "num_attention_heads": NH,
+              "intermediate_size": 64, "max_position_embeddings": 64, "initializer_range": 0.5, **extra}
+    cfg = getattr(transformers, cls_name)(**kwargs)
+    cfg.architectures = None  # facts must come from the model, not from a class name in the config
+    module, _, name = model_cls.rpartition(":")
+    cls = getattr(importlib.import_module(module) if module else transformers, name)
+    torch.manual_seed(0)
+    model = cls.from_config(cfg) if name.startswith("Auto") else cls(cfg)
+    return model.eval(), tok
+
+
+def reference_positional(model, tok, sentences, decoder: bool, windows) -> dict:
+    """(layer, head) -> (entropy_norm, prev) from transformers' eager maps, one sentence at a time, written out:
+    a row's entropy over log(the keys its mask leaves visible: all in an encoder, the last ``window`` up to the
+    query in a decoder's windowed layer, all up to it otherwise), over rows that see 2 or more keys; prev: the
+    weight on the previous token, over rows that have one. Rows of all sentences pooled."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from headscope.capture.alignment import encode_sentences
+
+    sums: dict = {}
+    for sentence in sentences:
+        (enc,) = encode_sentences(tok, [sentence], bos_id=None)
+        ids = torch.tensor([enc.input_ids])
+        maps = eager_forward(model, input_ids=ids, attention_mask=torch.ones_like(ids)).attentions
+        assert len(maps) == len(windows)
+        for layer, (att, window) in enumerate(zip(maps, windows)):
+            for head in range(att.shape[1]):
+                a = att[0, head].double().numpy()
+                t = a.shape[0]
+                s = sums.setdefault((layer, head), [0.0, 0, 0.0, 0])
+                for i in range(t):
+                    visible = (min(i + 1, window or t) if decoder else t)
+                    p = np.clip(a[i], 1e-30, None)
+                    if visible >= 2:
+                        s[0] += -float(np.sum(a[i] * np.log(p))) / math.log(visible)
+                        s[1] += 1
+                    if i >= 1:
+                        s[2] += float(a[i, i - 1])
+                        s[3] += 1
+    return {k: (v[0] / v[1], v[2] / v[3]) for k, v in sums.items()}
+
+
+@pytest.mark.parametrize("how", ["object", "folder"])
+@pytest.mark.parametrize("case", sorted(HELD_OUT))
+def test_held_out_families_score_like_eager_whichever_way_loaded(case, how, tmp_path):
+    """Issue 32: each of these families is read the same way as an object and from a saved folder: a decoder is
+    causal both ways (ALiBi Falcon, MPT, XGLM), an encoder-only class loads as itself (BART's and T5's encoders), a
+    hybrid's attention layers are the layers analysed and the model info says which they are (Jamba), a local layer's
+    window counts in normalised entropy (GPT-Neo). entropy_norm and prev equal an eager reference."""
+    import dataclasses
+
+    import headscope
+    from headscope.models.loading import load_model, model_body
+    from headscope.types import Sentence
+
+    model, tok = build_held_out(case)
+    _, _, decoder, _, layers, windows = HELD_OUT[case]
+    if how == "object":
+        loaded = load_model(model, tokenizer=tok, name=case)
+    else:
+        model.save_pretrained(tmp_path / case)
+        tok.save_pretrained(tmp_path / case)
+        loaded = load_model(tmp_path / case)
+    info = loaded.info
+    assert info.is_decoder is decoder, (case, how, info)
+    assert info.num_layers == len(windows)
+    assert tuple(info.attention_layers) == (layers or ())
+    if layers:
+        assert dataclasses.asdict(info)["attention_layers"] == layers      # run.json's model says which
+        assert f"model layers {', '.join(map(str, layers))}" in info.describe()
+    sentences = [Sentence(words=tuple("the cat sat on the mat and the dog sat on the rug".split()), sent_id="a"),
+                 Sentence(words=("dogs", "bark", "at", "night"), sent_id="b")]
+    result = headscope.analyze(loaded, sentences, tasks="positional", bootstrap=0, n_examples=0)
+    if layers:
+        assert tuple(result.meta.model["attention_layers"]) == layers
+    scores = result.scores
+    # the reference is the model that was saved: a folder must load as the same model, not one with weights at random
+    ref = reference_positional(model_body(model), tok, sentences, decoder, windows)
+    assert len(ref) == info.num_layers * info.num_heads
+    for (layer, head), (entropy_norm, prev) in ref.items():
+        at = scores[(scores["layer"] == layer) & (scores["head"] == head)].set_index("relation")["score"]
+        assert float(at["entropy_norm"]) == pytest.approx(entropy_norm, abs=1e-5), (case, how, layer, head)
+        assert float(at["prev"]) == pytest.approx(prev, abs=1e-5), (case, how, layer, head)
+
+
+def test_the_report_says_which_layers_are_local_and_their_window(tmp_path):
+    """Gemma 3 interleaves sliding-window layers with global ones: the model line of the report and run.json
+    name the local layers and their window, as the model's first forward passed them."""
+    import json
+
+    import headscope
+    from headscope.models.loading import load_model
+
+    model, tok = build("gemma3")
+    loaded = load_model(model, tokenizer=tok)
+    types = list(model.config.layer_types)
+    assert types == ["sliding_attention", "full_attention"]
+    assert loaded.info.sliding_windows == (4, None)
+    assert "local layers 0 (sliding window of 4 tokens), global layers 1" in loaded.info.describe()
+    result = headscope.analyze(loaded, _sentences(), tasks="positional", bootstrap=0, n_examples=0)
+    result.save(tmp_path / "out")
+    assert "local layers 0 (sliding window of 4 tokens), global layers 1" in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["model"]["sliding_windows"] == [4, None]
+
+
+def test_a_model_without_windows_says_nothing_of_them():
+    from headscope.models.loading import load_model
+
+    model, tok = build("llama")
+    info = load_model(model, tokenizer=tok).info
+    assert info.windows_line() == "" and "sliding window" not in info.describe()

@@ -377,8 +377,9 @@ def test_unknown_task(tiny_bert_dir, tmp_path):
 
 
 def test_unknown_model_alias(tmp_path):
-    result = invoke("run", "--model", "no-such-alias", "-q", "--out", tmp_path / "out")
-    assert_one_line_error(result, "unknown model 'no-such-alias'", "minilm")
+    # "no-such-alias" alone would be a valid Hugging Face id (like gpt2); "!" makes it no id at all
+    result = invoke("run", "--model", "no-such-alias!", "-q", "--out", tmp_path / "out")
+    assert_one_line_error(result, "unknown model 'no-such-alias!'", "minilm")
     assert not (tmp_path / "out").exists()
 
 
@@ -495,6 +496,51 @@ def test_too_long_sentences_are_skipped_and_counted(tiny_bert_dir, tmp_path):
     assert (d["sentences"], d["scored"], d["skipped_too_long"], d["skipped_bad_data"]) == (3, 2, 1, 0)
 
 
+def test_every_input_too_long_says_the_ways_out(tiny_bert_dir, tmp_path):
+    """When no input fits the model, the one line says how to get on: shorter inputs (or fewer words per joined
+    document) or a model with a longer context, named as flags on the command line and as arguments in Python."""
+    import headscope
+
+    longest = tiny_config(tiny_bert_dir)["max_position_embeddings"]
+    path = tmp_path / "long.txt"
+    path.write_text(" ".join(["word"] * (longest + 10)) + "\n")
+    args = ["--model", tiny_bert_dir, "--tasks", "positional", "--no-figures", "-q"]
+    result = invoke("run", *args, "--data", path, "--out", tmp_path / "a")
+    assert_one_line_error(result, "every input is longer than the model's", "split them into shorter ones",
+                          "a longer context (--model, e.g. 'gemma3'")
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a b c d e f g h\n" * (longest // 4))
+    result = invoke("run", *args, "--data", lines, "--documents", str(2 * longest), "--out", tmp_path / "b")
+    assert_one_line_error(result, f"join fewer words per document (a smaller --documents than {2 * longest})",
+                          "(--model, e.g.")
+    with pytest.raises(headscope.HeadscopeError, match=rf"a smaller documents= than {2 * longest}\).*\(model=, e"):
+        headscope.analyze(str(tiny_bert_dir), str(lines), tasks=["positional"], documents=2 * longest, bootstrap=0)
+
+
+def test_messages_name_python_arguments_in_python_and_flags_on_the_command_line(tiny_bert_dir, tmp_path):
+    import headscope
+
+    with pytest.raises(headscope.HeadscopeError, match=r"e\.g\. target='animal'$"):
+        headscope.explain("The cat sat.", word="cat", target=",", model=str(tiny_bert_dir))
+    result = invoke("explain", "The cat sat.", "--word", "cat", "--target", ",", "--model", tiny_bert_dir)
+    assert "e.g. --target animal" in assert_one_line_error(result)
+    with pytest.raises(headscope.HeadscopeError, match=r"\(give word= as one of them"):
+        headscope.explain("The cat sat.", word="zebra", model=str(tiny_bert_dir))
+    result = invoke("explain", "The cat sat.", "--word", "zebra", "--model", tiny_bert_dir)
+    assert "(give --word as one of them" in assert_one_line_error(result)
+    e = headscope.explain("The cat sat.", word="cat", model=str(tiny_bert_dir))
+    assert e.viewer_data()["roles_note"] == "No roles: pass run= with a run's folder."
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine\n")
+    with pytest.raises(headscope.HeadscopeError, match="with out_dir=, or pass force=True to add"):
+        e.save(tmp_path / "taken")
+    result = invoke("explain", "The cat sat.", "--word", "cat", "--model", tiny_bert_dir, "--out", tmp_path / "taken")
+    assert "with --out, or pass --force to add" in assert_one_line_error(result)
+    out = tmp_path / "why"
+    assert_ok(invoke("explain", "The cat sat.", "--word", "cat", "--model", tiny_bert_dir, "--out", out))
+    assert "No roles: pass --run with a run's folder." in (out / "explain.html").read_text(encoding="utf-8")
+
+
 def test_several_data_files(tiny_bert_dir, good_conllu, tmp_path):
     other = tmp_path / "other.conllu"
     other.write_text(GOOD_CONLLU.split("\n\n")[0] + "\n", encoding="utf-8")
@@ -594,6 +640,44 @@ def test_help(tmp_path):
         assert_ok(r)
         assert text in r.stdout and "--help" in r.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_help_shows_no_value_type_for_flags():
+    """A flag takes no value, so --help shows none beside it (typer wrote <bool>); options that take one keep theirs."""
+    import typer.main
+
+    names = list(typer.main.get_command(app).commands)
+    assert {"run", "explain", "models"} <= set(names)
+    for args in [("--help",)] + [(name, "--help") for name in names]:
+        r = invoke(*args)
+        assert_ok(r)
+        assert "<bool>" not in r.stdout, args
+    run_help = invoke("run", "--help").stdout
+    assert "<int" in run_help and "--no-figures" in run_help
+
+
+def test_explain_prints_aligned_columns_for_two_digit_layers(capsys):
+    """explain's printed tables keep their columns aligned whatever the layer and head numbers' widths."""
+    import numpy as np
+
+    from headscope.cli.explain import _print_links, _print_strongest
+    from headscope.run.explain import Explanation
+
+    heads = [(12, 3), (3, 11), (3, 1), (10, 10), (0, 0)]
+    table = pd.DataFrame([{"layer": la, "head": h, "target": f"w{i}", "weight": 0.5, "second": f"s{i}",
+                           "second_weight": 0.25, "specials": 0.125, "role": "", "link_to": "animal",
+                           "link_weight": 0.5, "link_norm": 0.25} for i, (la, h) in enumerate(heads)])
+    e = Explanation(model="m", words=["a", "b"], labels=["a", "b"], word_index=0,
+                    attention=np.zeros((13, 12, 2)), table=table, shape=(13, 12))
+    for show, column in ((_print_strongest, "links to"), (_print_links, "weight")):
+        show(e, 5)
+        header, *lines = capsys.readouterr().out.splitlines()[1:]
+        at = header.index(column)
+        assert len(lines) == len(heads)
+        for i, (line, (la, h)) in enumerate(zip(lines, heads)):
+            assert line.startswith(f"L{la}.H{h} ")
+            cell = f"w{i} " if column == "links to" else " 0.500"    # left-aligned; right-aligned to its title
+            assert line[at:at + len(cell)] == cell, (line, header)
 
 
 def test_no_arguments_shows_help():

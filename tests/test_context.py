@@ -137,6 +137,23 @@ def test_the_kv_cache_shrinks_a_key_value_head_only_when_all_its_query_heads_are
     assert short["windowed_bytes"] == (32 + 32 + 17 + 32) * per_key   # a window longer than the context keeps all
 
 
+def test_the_kv_cache_counts_what_windowing_adds_to_a_model_whose_local_layers_already_window():
+    # layer 0 local (the model keeps 64 keys), layer 1 global; one key/value head per layer
+    info = SimpleNamespace(num_layers=2, num_heads=1, num_kv_heads=1, kv_group_size=1, sliding_windows=(64, None))
+    per_key = 2 * 8 * 2
+    (none,) = kv_cache(info, 8, {}, contexts=(8192,))
+    assert none["full_bytes"] == 2 * 8192 * per_key and none["model_bytes"] == (64 + 8192) * per_key
+    assert none["saved_bytes"] == 0 and none["kv_heads_windowed"] == 0 and none["kv_heads_local"] == 1
+    # a window wider than the layer's own adds nothing there; on the global layer it saves
+    (wide,) = kv_cache(info, 8, {(0, 0): 256, (1, 0): 256}, contexts=(8192,))
+    assert wide["windowed_bytes"] == (64 + 257) * per_key and wide["kv_heads_windowed"] == 1
+    assert wide["saved_bytes"] == (8192 - 257) * per_key
+    assert wide["saved_share"] == pytest.approx((8192 - 257) / (64 + 8192))
+    # a window narrower than the local layer's own saves there too
+    (narrow,) = kv_cache(info, 8, {(0, 0): 16}, contexts=(8192,))
+    assert narrow["saved_bytes"] == (64 - 17) * per_key and narrow["kv_heads_windowed"] == 1
+
+
 def test_context_needs_writes_the_tables_and_the_report(llama, tmp_path):
     calls = []
     result = context_needs(llama, tokens=96, documents=2, windows="4,16,32", needles=3, needle_length=6,
@@ -167,6 +184,24 @@ def test_context_needs_writes_the_tables_and_the_report(llama, tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["windows"] == [4, 16, 32] and len(meta["kv_cache"]) == 2
     assert (out / "windows.csv").is_file() and (out / "heads.csv").is_file()
+
+
+def test_on_a_model_whose_local_layers_window_the_report_says_what_windowing_adds(tmp_path):
+    """Gemma 3 (tiny, random): layer 0 keeps a 4-key sliding window, layer 1 everything. The report's cache table
+    has the model's own cache, and the saving is counted against it, not against a cache without windows."""
+    from test_architectures import build
+
+    model, tok = build("gemma3")
+    loaded = load_model(model, tokenizer=tok, name="tiny-gemma3")
+    assert loaded.info.sliding_windows == (4, None)
+    result = context_needs(loaded, tokens=48, documents=1, windows="2,8", needles=2, needle_length=4, window_needles=0,
+                           tolerance=0.99)                    # every head passes at its first window
+    (at_8k, _) = result.kv
+    assert at_8k["kv_heads_local"] == loaded.info.num_kv_heads
+    assert at_8k["model_bytes"] < at_8k["full_bytes"] and at_8k["saved_bytes"] > 0
+    assert at_8k["saved_share"] == pytest.approx(at_8k["saved_bytes"] / at_8k["model_bytes"])
+    report = (result.save(tmp_path / "ctx") / "report.md").read_text()
+    assert "the model's own (local layers windowed)" in report and "already keep only their sliding window" in report
 
 
 def test_windows_and_sizes_are_checked_in_one_line(llama):

@@ -509,7 +509,8 @@ def test_load_coref_unknown_suffix_or_format(tmp_path):
     with pytest.raises(DataError) as exc:
         load_coref(path)
     msg = located(exc, path, None)
-    assert "--format" in msg and all(name in msg for name in ("conll2012", "corefud", "jsonlines"))
+    assert "fmt=" in msg and "--format" not in msg          # a Python caller is told the Python argument
+    assert all(name in msg for name in ("conll2012", "corefud", "jsonlines"))
     with pytest.raises(DataError) as exc:
         load_coref(path, fmt="brat")
     assert "unknown coreference format 'brat'" in located(exc, path, None)
@@ -548,7 +549,7 @@ def test_load_coref_folder(tmp_path):
     with pytest.raises(DataError) as exc:
         load_coref(empty)
     msg = located(exc, empty, None)
-    assert "is a directory with no coreference file" in msg and "--format" in msg
+    assert "is a directory with no coreference file" in msg and "fmt=" in msg
 
 
 def test_load_coref_folder_skips_empty_file_in_skip_mode(tmp_path):

@@ -67,7 +67,7 @@ def test_cli_coref_report_compares_best_head_with_baselines(tmp_path, tiny_bert_
     run = json.loads((out / "run.json").read_text())
     assert run["tasks"] == ["positional", "coref"]   # chosen from the data: documents are sentences too
     (docs,) = [d for d in run["datasets"] if d["kind"] == "documents"]
-    assert docs["documents"] == 2
+    assert docs["documents"] == 1 and docs["document_sentences"] == 2    # -n: the first 2 sentences' documents
     report = (out / "report.md").read_text()
     assert "### Coreference — litbank_coref_sample" in report
     assert "| mention type | n | best head | score | nearest | head_match | rules |" in report

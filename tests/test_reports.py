@@ -103,6 +103,81 @@ def test_dataset_text_is_only_ever_text_in_the_html(evil_run):
     assert "<img src=x" not in html
 
 
+def test_heatmaps_are_shown_at_a_size_their_numbers_can_be_read(evil_run, browser):
+    """Each cell's value is written in 12-pixel type, and report.html shows every heatmap at its own size, not
+    shrunk into a thumbnail (Chromium at 1200 pixels)."""
+    from conftest import open_page
+
+    import pandas as pd
+
+    from headscope.reports import figures
+
+    grid = pd.DataFrame(np.full((6, 12), 0.5))
+    figures.heatmap_png(grid, "t", evil_run.parent / "cells.png")
+    canvas = next(c for c in figures._CANVASES.values() if c.image.get_array().shape == (6, 12))
+    assert canvas.texts[0][0].get_fontsize() * getattr(figures, "DPI", 110) / 72 >= 12      # pixels of type
+    page, problems = open_page(browser, evil_run / "report.html")
+    sizes = page.evaluate("""() => [...document.querySelectorAll("#heatmaps ~ .grid img")].map(
+        i => [i.getBoundingClientRect().width, i.naturalWidth])""")
+    assert len(sizes) >= 3 and all(shown >= natural - 0.5 for shown, natural in sizes), sizes
+    assert not problems, problems
+    page.close()
+
+
+def test_example_maps_say_why_each_head_was_drawn(evil_run):
+    report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
+    why = report["example_why"]
+    assert [h["head"] for h in why] == report["example_heads"] and why
+    assert all(h["why"].startswith(("the strongest ", "the only ", "no head has a role")) for h in why)
+    md = (evil_run / "report.md").read_text(encoding="utf-8")
+    page = (evil_run / "report.html").read_text(encoding="utf-8")
+    for h in why:
+        assert f"- {h['head']}: " in md
+        assert f"<li><b>{h['head']}</b>: " in page
+
+
+def test_scores_are_on_one_0_to_1_scale_and_the_reports_say_so(evil_run):
+    """No score or share in %: report.md and report.html say the scale once and print accuracies as 0.xxx."""
+    import html as html_lib
+
+    md = (evil_run / "report.md").read_text(encoding="utf-8")
+    page = (evil_run / "report.html").read_text(encoding="utf-8")
+    parser = _Tags()
+    parser.feed(re.sub(r"<style>.*?</style>", "", page, flags=re.S))          # the page's text, not its CSS
+    text = html_lib.unescape("".join(parser.text))
+    report = json.loads((evil_run / "report.json").read_text(encoding="utf-8"))
+    for doc in (md, text):
+        assert "Scores, accuracies and shares are on a 0–1 scale throughout" in doc
+        rest = re.sub(r"\(an accuracy of 0\.\d+ is \d+\.\d%\)", "", doc).replace("95%", "")
+        assert not re.findall(r"\d%", rest), re.findall(r".{40}\d%", rest)
+    syntax = next(r for r in report["top_heads"]["evil"] if r["task"] == "syntax")
+    assert f"{syntax['score']:.3f} [{syntax['ci_low']:.3f}, {syntax['ci_high']:.3f}]" in md
+
+
+def test_pair_accuracy_below_chance_is_said_where_it_is_reported():
+    from headscope.reports import content, markdown, sections
+    from headscope.schema import frame
+
+    def table(scores):
+        rows = [{"model": "m", "dataset": "d", "task": "pairs", "relation": "pair", "direction": "pronoun_to_candidate",
+                 "metric": "accuracy", "layer": None, "head": None, "baseline": "chance", "score": 0.25,
+                 "ci_low": 0.25, "ci_high": 0.25, "n": 100, "n_reachable": None}]
+        rows += [{**rows[0], "layer": 0, "head": h, "baseline": None, "score": s, "ci_low": s - 0.05,
+                  "ci_high": s + 0.05} for h, s in enumerate(scores)]
+        return frame(rows)
+
+    for scores, below in (((0.1, 0.18), True), ((0.1, 0.4), False)):
+        df = table(scores)
+        section = "\n".join(markdown.render_section(sections.pairs(sections.Context(df), "d").record()))
+        (top,) = content.top_heads(df, model="m", dataset="d")
+        assert ("The best head is below chance (0.25): no head gets both sentences" in section) is below
+        assert bool(top.get("below_chance")) is below
+        if below:
+            assert "its whole 95% interval is below chance" in section      # 0.18 + 0.05 < 0.25
+            lines = markdown._top_section({"top_heads": {"d": [top]}})
+            assert "- pairs pair pronoun_to_candidate: the best head is below chance (0.25)" in "\n".join(lines)
+
+
 def test_dataset_text_is_inert_in_markdown_and_data_in_json(evil_run):
     md = (evil_run / "report.md").read_text(encoding="utf-8")
     assert "<script" not in md and "<img" not in md
@@ -364,6 +439,7 @@ def test_explain_cli_with_roles_from_a_run(evil_run, tiny_bert_dir, tmp_path):
 
 def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
     from headscope.capture.links import word_maps
+    from headscope.reports import figures
 
     sents = list(sample.sentences[:2])
     maps = word_maps(tiny_bert_loaded, sents)
@@ -376,6 +452,19 @@ def test_example_maps_equal_the_reference(tiny_bert_loaded, sample):
                 np.testing.assert_allclose(m["attention"][layer, head, :n, :n], ref, atol=1e-5)
         assert m["labels"][:n] == list(sent.words) and m["labels"][n:] == ["[CLS]", "[SEP]"]
         assert re.fullmatch(r"\d+", str(m["attention"].shape[0]))
+        # the special tokens' own rows, columns pooled as the words' rows are; and every map square
+        specials = [t for t, w in enumerate(word_ids) if w is None]
+        pieces = [[t for t, w in enumerate(word_ids) if w == i] for i in range(n)]
+        assert m["attention"].shape[2:] == (n + len(specials), n + len(specials))
+        for layer in range(len(full)):
+            for j, t in enumerate(specials):
+                row = full[layer][:, t]                                            # [head, token]
+                ref = np.concatenate([np.stack([row[:, p].sum(1) for p in pieces], 1), row[:, specials]], 1)
+                np.testing.assert_allclose(m["attention"][layer, :, n + j], ref, atol=1e-5)
+        # drawn in input order: [CLS] first, [SEP] last, every row a distribution
+        labels, grid = figures.ordered_map(m, 1, 0)
+        assert labels == ["[CLS]", *sent.words, "[SEP]"]
+        np.testing.assert_allclose(grid.sum(1), 1.0, atol=1e-4)
 
 
 def test_explain_on_a_decoder_only_looks_left():
@@ -489,11 +578,11 @@ def test_every_detail_section_names_the_head_chosen_on_the_selection_data():
 
     positional = section("positional", "pick")
     assert "| prev | L0.H1 | 0.600" in positional and "| self | L0.H1 | 0.600" in positional
-    assert "| dep_to_head | L0.H1 | 60.0" in section("tree", "pick")
+    assert "| dep_to_head | L0.H1 | 0.600" in section("tree", "pick")      # every score on the 0–1 scale
     pairs = section("pairs", "pick").splitlines()
     listed = [line for line in pairs if line.startswith("- ")]
-    assert "chosen on pick" in "\n".join(pairs) and listed[0].startswith("- L0.H1: 60.0%")
-    assert "best head L0.H1 | 60.0" in section("gap", "pick")
+    assert "chosen on pick" in "\n".join(pairs) and listed[0].startswith("- L0.H1: 0.600 [0.590, 0.610] of pairs")
+    assert "best head L0.H1 | 0.600" in section("gap", "pick")
     # without selection, the best head here
     assert "| prev | L0.H0 | 0.900" in section("positional")
 

@@ -84,8 +84,11 @@ def test_other_kind_of_headscope_output_needs_force(tiny_bert_dir, text_file, tm
     from headscope.reports.folder import check_output, folder_kind
 
     assert folder_kind(out) == "run"
-    with pytest.raises(HeadscopeError, match="holds a headscope run, not a compare"):
+    with pytest.raises(HeadscopeError, match="holds a headscope run output, not a compare output"):
         check_output(out, "compare")
+    for kind in ("explain", "ablation"):                 # "an explain", never "a explain"
+        with pytest.raises(HeadscopeError, match=f"holds a headscope run output, not an {kind} output;"):
+            check_output(out, kind)
     check_output(out, "compare", force=True)
     check_output(out, "run")
 

@@ -174,6 +174,16 @@ def test_the_page_allows_only_its_own_script_and_escapes_the_data(evil_explanati
     assert html.startswith("<iframe sandbox=\"allow-scripts\"") and "<script" not in html   # all of it escaped
 
 
+def test_an_explanation_prints_in_a_few_lines(evil_explanation):
+    """repr() says what was explained, the sizes and the strongest heads, not the arrays behind them."""
+    text = repr(evil_explanation)
+    layers, heads = evil_explanation.shape
+    first = evil_explanation.table.iloc[0]
+    assert len(text) < 600 and len(text.splitlines()) <= 4, text
+    assert f"{layers} layers × {heads} heads" in text and f"L{first['layer']}.H{first['head']} → " in text
+    assert repr(evil_explanation.word) in text and "array(" not in text
+
+
 def drawn(page) -> set:
     return {(int(f), int(t)) for f, t in page.eval_on_selector_all(
         "path.hs-link", "ps => ps.map(p => [p.dataset.from, p.dataset.to])")}
@@ -217,6 +227,58 @@ def test_the_viewer_in_chromium_draws_the_clicked_words_links(browser, evil_expl
     page.wait_for_selector(".hs-viewer[data-ready='1']")
     assert page.locator(".hs-text.hs-token .hs-unit").count() == len(data["docs"][0]["levels"]["token"]["labels"])
     assert not problems, problems
+    page.close()
+
+
+def test_the_viewer_layout_keeps_words_visible_and_labels_what_it_shows(browser, evil_explanation, tmp_path):
+    """Arcs leave every word above it (none covers the word it links); each offset bin of the histogram is
+    labelled; the grid sits right under the text, not below the head's panel; the token level says "token"."""
+    evil_explanation.save(tmp_path / "out", figure=False)
+    page, problems = open_page(browser, tmp_path / "out" / "explain.html")
+    for word in ("2", "7"):
+        page.locator(f".hs-unit[data-i='{word}']").click()
+        page.mouse.move(5, 5)
+        # [(bottom of the arc's geometry, top of its two words)], in the text's coordinates
+        arcs = page.evaluate("""() => {
+            const text = document.querySelector(".hs-text").getBoundingClientRect();
+            const top = i => document.querySelector(`.hs-unit[data-i='${i}']`).getBoundingClientRect().top - text.top;
+            return [...document.querySelectorAll("path.hs-link")].map(p => {
+                const b = p.getBBox(), w = +p.getAttribute("stroke-width");
+                return [b.y + b.height + w / 2, Math.min(top(p.dataset.from), top(p.dataset.to))];
+            });
+        }""")
+        assert arcs and all(bottom <= top + 0.5 for bottom, top in arcs), arcs
+    labels = evil_explanation.viewer_data()["docs"][0]["distance"]["labels"]
+    assert page.locator(".hs-distance rect").count() == len(labels)
+    assert page.locator(".hs-distance text.hs-bin").all_text_contents() == labels
+    gap = page.evaluate("""() => document.querySelector(".hs-grid").getBoundingClientRect().top
+                                 - document.querySelector(".hs-stage").getBoundingClientRect().bottom""")
+    side = page.evaluate("() => document.querySelector('.hs-side').getBoundingClientRect().bottom")
+    stage = page.evaluate("() => document.querySelector('.hs-stage').getBoundingClientRect().bottom")
+    assert side > stage + 200 and gap < 120, (gap, side, stage)      # the panel is long; the grid does not wait
+    assert page.locator(".hs-linklist:not(.hs-ranking) th").all_text_contents()[1] == "word"
+    page.select_option(".hs-level", "token")
+    page.wait_for_selector(".hs-viewer[data-ready='1']")
+    page.locator(".hs-unit[data-i='1']").click()
+    assert page.locator(".hs-linklist:not(.hs-ranking) th").all_text_contents()[1] == "token"
+    assert page.locator(".hs-direction option").all_text_contents()[0] == "from and to the token"
+    assert not problems, problems
+    page.close()
+
+
+def test_the_notebook_frame_is_as_tall_as_the_viewer(browser, evil_explanation, tmp_path):
+    """Jupyter shows the viewer in a sandboxed frame: tall enough for the whole page (nothing cut, the grid of
+    heads included), and not much taller."""
+    (tmp_path / "notebook.html").write_text("<!doctype html><body style='margin:0'>" + evil_explanation._repr_html_()
+                                            + "</body>", encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto((tmp_path / "notebook.html").as_uri())
+    frame = page.frames[1]
+    frame.wait_for_selector(".hs-viewer[data-ready='1']", timeout=30_000)
+    height = page.evaluate("() => document.querySelector('iframe').clientHeight")
+    bottom = frame.evaluate("""() => Math.max(...[".hs-main", ".hs-grid", ".hs-side"].map(
+        s => document.querySelector(s).getBoundingClientRect().bottom))""")
+    assert bottom <= height <= bottom + 80, (bottom, height)
     page.close()
 
 

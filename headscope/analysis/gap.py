@@ -15,9 +15,18 @@ GROUPS = ("all", "masculine", "feminine")
 DIRECTION = "pronoun_to_name"
 
 
+# Why a row is not counted in GAP accuracy (it has no single referent), in run.json's and the report's words.
+UNUSABLE = ("neither name is the referent", "both names are marked as the referent")
+
+
 def scoreable(ex: GapExample) -> bool:
     """GAP accuracy counts rows where exactly one name is the referent."""
     return ex.a_coref != ex.b_coref
+
+
+def unusable_reason(ex: GapExample) -> int | None:
+    """The index in ``UNUSABLE`` of why a row is not counted, or None for a row that is."""
+    return None if scoreable(ex) else (1 if ex.a_coref else 0)
 
 
 def ratio_of_ratios_intervals(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *, weights: Any,
@@ -61,7 +70,7 @@ class GapScorer(Scorer):
     overall and by pronoun gender, and the bias ratio feminine / masculine. Baseline: the name
     nearer the pronoun (in words)."""
 
-    ACCUMULATORS = ("correct", "total", "nearest")
+    ACCUMULATORS = ("correct", "total", "nearest", "unusable")
 
     num_layers: int
     num_heads: int
@@ -70,6 +79,7 @@ class GapScorer(Scorer):
     correct: Any = field(default=None, repr=False)   # [layer, head, group]
     total: Any = field(default=None, repr=False)     # [group]
     nearest: Any = field(default=None, repr=False)   # [group]
+    unusable: Any = field(default=None, repr=False)  # [reason]: rows read but not counted (UNUSABLE)
     keep_units: bool = True      # per-row hits, for bootstrap intervals over GAP rows
     _units: Any = field(default=None, repr=False)   # UnitStore: per-row hit [L, H], group one-hot, nearest
     _ci: Any = field(default=None, repr=False)
@@ -84,6 +94,8 @@ class GapScorer(Scorer):
             self.correct = np.zeros((self.num_layers, self.num_heads, len(GROUPS)))
             self.total = np.zeros(len(GROUPS))
             self.nearest = np.zeros(len(GROUPS))
+        if self.unusable is None:
+            self.unusable = np.zeros(len(UNUSABLE))
 
     def start_batch(self, batch: Batch) -> None:
         import numpy as np
@@ -91,10 +103,11 @@ class GapScorer(Scorer):
 
         rows, pron, a_mask, b_mask, answer, groups, index, near = [], [], [], [], [], [], [], []
         w = batch.max_words
-        total, nearest = np.zeros(len(GROUPS)), np.zeros(len(GROUPS))
+        total, nearest, unusable = np.zeros(len(GROUPS)), np.zeros(len(GROUPS)), np.zeros(len(UNUSABLE))
         for i, enc in enumerate(batch.encoded):
             ex = self.examples[enc.index]
             if not scoreable(ex):
+                unusable[unusable_reason(ex)] += 1
                 continue
             g = GROUPS.index(ex.gender)
             p = ex.pronoun[0]
@@ -115,7 +128,7 @@ class GapScorer(Scorer):
                 spans.append(m)
             answer.append(ex.a_coref)
             groups.append(g)
-        self._batch = {"pending": (total, nearest)}
+        self._batch = {"pending": (total, nearest, unusable)}
         if not rows:
             return
         dev = batch.word_mask.device
@@ -148,9 +161,10 @@ class GapScorer(Scorer):
         g = self._batch
         if "pending" not in g:
             return
-        total, nearest = g.pop("pending")
+        total, nearest, unusable = g.pop("pending")
         self.total += total
         self.nearest += nearest
+        self.unusable += unusable
         if not g.get("mass"):
             return
         mass = torch.stack(g.pop("mass"))                               # [layer, m, head, 2]
@@ -173,6 +187,7 @@ class GapScorer(Scorer):
         out.correct = self.correct + other.correct
         out.total = self.total + other.total
         out.nearest = self.nearest + other.nearest
+        out.unusable = self.unusable + other.unusable
         out._units = self._units.merge(other._units)
         return out
 
@@ -205,6 +220,11 @@ class GapScorer(Scorer):
         self._ci = {"heads": (lo[:-1].reshape(L, H, G), hi[:-1].reshape(L, H, G)), "p": p.reshape(L, H),
                     "nearest": (lo[-1], hi[-1]), "bias": (blo[:-1].reshape(L, H), bhi[:-1].reshape(L, H)),
                     "nearest_bias": (blo[-1], bhi[-1])}
+
+    def summary(self) -> dict:
+        """run.json's account of the rows: how many count in the accuracy, and how many do not, by reason."""
+        return {"rows_with_one_referent": int(self.total[0]), "unusable_rows": int(self.unusable.sum()),
+                "unusable_reasons": {r: int(n) for r, n in zip(UNUSABLE, self.unusable) if n}}
 
     def result(self):
         import numpy as np

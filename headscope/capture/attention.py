@@ -27,6 +27,7 @@ class Call:
     sliding_window: int | None
     queries: int = 0       # query and key positions of the call (cross-attention has keys of another input)
     keys: int = 0
+    model_layer: int | None = None   # a hybrid's model layer of the call (set by loading); None: the call's position
 
 
 @dataclass
@@ -223,10 +224,17 @@ def _log_normaliser(probs: Any, scores: Any, confidence: Any, diagonal_from: int
 
 
 def _is_causal(attention_mask: Any) -> bool | None:
-    if attention_mask is None or attention_mask.dtype.is_floating_point or attention_mask.shape[-2] < 2:
+    """Whether the mask is causal: the first query of the first sequence sees only itself in a decoder. A boolean
+    mask hides a key with False, an additive one (ALiBi Falcon adds its position bias to it) with the float
+    minimum (or -inf). None when the mask cannot tell (none, or a single query row)."""
+    import torch
+
+    if attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[-2] < 2:
         return None
-    # the first query of the first sequence: a decoder lets it see only itself
-    return not bool(attention_mask[0, 0, 0, 1:].any())
+    first = attention_mask[0, 0, 0, 1:]
+    if attention_mask.dtype.is_floating_point:
+        return bool((first <= torch.finfo(attention_mask.dtype).min / 2).all())
+    return not bool(first.any())
 
 
 def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,

@@ -329,13 +329,14 @@ class LinkCollector:
 
     def _keep_rows(self, layer: int, x: Any, r0: int) -> None:
         """Whole word rows (words, then special tokens) of the words asked for: their pieces' rows, columns summed
-        per word, added up until the word's last piece and then averaged."""
+        per word, added up until the word's last piece and then averaged. With ``"all"``, the special tokens' rows
+        too (each one token), under ``n_words + i`` for the ``i``-th special token."""
         import numpy as np
         import torch
 
         h, r, width = x.shape
         wid = self.word_ids[r0:r0 + r]
-        keep = (wid >= 0) & (np.isin(wid, list(self.keep)) if self.keep != "all" else True)
+        keep = np.ones(r, dtype=bool) if self.keep == "all" else (wid >= 0) & np.isin(wid, list(self.keep))
         pos = np.flatnonzero(keep)
         if not len(pos):
             return
@@ -344,7 +345,12 @@ class LinkCollector:
         column = self._on("column", dev)[:width].expand(h, len(pos), -1)
         pooled = rows.new_zeros((h, len(pos), self.n_words + self.n_specials)).scatter_add_(-1, column, rows)
         store = self.rows.setdefault(layer, {})
-        for j in np.unique(wid[pos]).tolist():
+        special = np.flatnonzero(wid[pos] < 0)
+        if len(special):
+            nth = np.cumsum(self.word_ids < 0) - 1                               # each token's rank among specials
+            for at, row in zip(special.tolist(), pooled[:, torch.as_tensor(special, device=dev)].unbind(1)):
+                store[self.n_words + int(nth[r0 + pos[at]])] = row.cpu().numpy()
+        for j in np.unique(wid[pos][wid[pos] >= 0]).tolist():
             at = np.flatnonzero(wid[pos] == j)
             total = pooled[:, at[0]:at[-1] + 1].sum(1) + self.kept.pop(j, 0)
             if self.pieces.last[j] < r0 + r:
@@ -555,11 +561,12 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     ``levels``: ``("word", "token")`` (default: both, word only above TOKEN_LEVEL_MAX tokens). ``keep_rows``:
     also keep whole word-level rows, ``"all"`` or a list per input of word-index sets. Returns one dict per
     input: ``sent_id``, ``words``, ``labels`` (words, then the special tokens, as the columns of kept rows),
-    ``links`` ({level: Links}), ``distance`` (the distance profile: ``edges`` of token-offset bins and ``mass``
-    ``[layer, head, bin]``, each row's attention on the non-special tokens at those offsets, averaged over
-    rows; ``absolute``: an encoder's offsets count both ways), and ``rows`` ({word: float32 [layer, head,
-    col]}) when rows were kept; with ``norm_rows``, ``norm_rows`` too: the same rows of the value-weighted
-    view (``capture.norms``).
+    ``positions`` (each label's token position: a word's first piece), ``links`` ({level: Links}),
+    ``distance`` (the distance profile: ``edges`` of token-offset bins and ``mass`` ``[layer, head, bin]``,
+    each row's attention on the non-special tokens at those offsets, averaged over rows; ``absolute``: an
+    encoder's offsets count both ways), and ``rows`` ({word: float32 [layer, head, col]}; with ``"all"``, the
+    special tokens' rows too, after the words') when rows were kept; with ``norm_rows``, ``norm_rows`` too: the
+    same rows of the value-weighted view (``capture.norms``).
     """
     import numpy as np
 
@@ -576,7 +583,8 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
     for sent, enc in zip(sentences, encoded):
         if len(enc) > info.max_length:
             raise HeadscopeError(f"input {sent.sent_id or ''} has {len(enc)} tokens; the model reads at most "
-                                 f"{info.max_length}")
+                                 f"{info.max_length}: give a shorter text, or a model with a longer context "
+                                 f"(model=, e.g. 'gemma3': 32768 tokens)")
     if levels is not None and (not levels or set(levels) - set(LEVELS)):
         raise HeadscopeError(f"levels must be among {', '.join(LEVELS)}, got {', '.join(levels) or 'none'}")
     collectors: dict[int, LinkCollector] = {}
@@ -612,6 +620,7 @@ def read_links(loaded: Any, sentences: Sequence[Sentence], *, k: int = DEFAULT_K
         specials = [str(p) for p, w in zip(pieces, enc.word_ids) if w < 0]
         c = collectors[i]
         item = {"sent_id": sent.sent_id, "words": list(sent.words), "labels": list(sent.words) + specials,
+                "positions": [int(t) for t in c.pieces.first] + [int(t) for t in c.pieces.specials],
                 "links": c.links(sent, [str(p) for p in pieces], specials),
                 "distance": {"edges": c.edges, "mass": (c.profile / max(1, c.profile_rows)).astype(np.float32),
                              "absolute": not c.causal}}
@@ -635,8 +644,9 @@ def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None 
     """Every head's word-level attention for each sentence, one sentence per forward.
 
     Returns dicts with ``sent_id``, ``words``, ``labels`` (the words, then the special tokens in
-    input order, as the columns of the maps), ``attention`` (float32 ``[layer, head, col, col]``:
-    rows averaged over a word's pieces, columns summed, as every scorer sees them) and ``links``
+    input order, as the rows and columns of the maps), ``attention`` (float32 ``[layer, head, col, col]``:
+    rows averaged over a word's pieces, columns summed, as every scorer sees them; a special token's row is
+    its own), ``order`` (the labels' indices in input order: ``[CLS]`` first, ``[SEP]`` last) and ``links``
     (``links.read_links``: what the attention viewer shows).
     """
     import numpy as np
@@ -644,6 +654,7 @@ def word_maps(loaded: Any, sentences: Sequence[Sentence], *, bos_id: int | None 
     out = []
     for item in read_links(loaded, sentences, keep_rows="all", bos_id=bos_id):
         rows = item.pop("rows")
-        item["attention"] = np.stack([rows[j] for j in range(len(item["words"]))], axis=2)
+        item["attention"] = np.stack([rows[j] for j in range(len(item["labels"]))], axis=2)
+        item["order"] = [int(i) for i in np.argsort(item["positions"], kind="stable")]
         out.append(item)
     return out

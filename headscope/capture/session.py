@@ -254,6 +254,23 @@ def _pad_id(tokenizer: Any) -> int:
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
 
+def _layer_masks(capturing: Any, batch: Batch, layer: int, info: Any, cache: dict) -> tuple[Any, Any]:
+    """``(visible, key_mask)`` of the layer being handed over: from the model's own mask on headscope's attention
+    function; through forward hooks, from the layer's own sliding window (``info.sliding_windows``, read from the
+    module: GPT-Neo's local layers), or None for full attention (the batch's rule). ``cache``: kept per batch."""
+    if capturing is not None:
+        return getattr(capturing, "visible", None), getattr(capturing, "key_mask", None)
+    windows = info.sliding_windows or ()
+    if layer >= len(windows) or windows[layer] is None:
+        return None, None
+    from .hooked import window_keys
+
+    if cache.get("batch") is not batch:
+        cache.clear()
+        cache["batch"] = batch
+    return window_keys(batch, windows[layer], cache)
+
+
 def _forward(body: Any, kwargs: dict, seen: set, num_layers: int) -> None:
     """One forward pass, ended early once every layer's attention is in hand; every layer must have run."""
     try:
@@ -293,8 +310,7 @@ def capture(loaded: LoadedModel, sentences: Sequence[Sentence], encoded: Sequenc
     def on_attention(layer: int, weights: Any) -> None:
         batch = state["batch"]
         batch.row_start = getattr(capturing, "row_start", 0)
-        batch.visible = getattr(capturing, "visible", None)
-        batch.key_mask = getattr(capturing, "key_mask", None)
+        batch.visible, batch.key_mask = _layer_masks(capturing, batch, layer, info, state.setdefault("masks", {}))
         batch.row_stats = getattr(capturing, "rows", None)
         batch.value_norms = getattr(capturing, "written", None)
         if state["check"] and batch.row_start == 0:  # the first block of every layer of the first batch

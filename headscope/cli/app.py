@@ -1,49 +1,32 @@
-"""The ``headscope`` command: the typer app, each command registered from its module, and ``main``."""
+"""The ``headscope`` command's entry point: ``main``, which imports and runs the typer app (``commands.app``) so
+that a Ctrl-C at any moment, the imports included, is one line (``interrupts``)."""
 
 from __future__ import annotations
 
-import typer
-
-from ..tasks import TASKS
-from . import compare as compare_command
-from . import explain as explain_command
-from . import interventions, patch as patch_command, probe as probe_command
-from . import run as run_command
-from .common import launched
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Find out what every attention head of a transformer does.")
-for command in (run_command.run, run_command.merge, probe_command.probe, compare_command.compare,
-                explain_command.explain, interventions.ablate, interventions.context,
-                patch_command.patch):
-    app.command()(command)
-
-
-@app.command()
-def models() -> None:
-    """List the model aliases that load offline."""
-    from ..models.loading import list_aliases
-
-    for name, desc in list_aliases().items():
-        typer.echo(f"{name:10s} {desc}")
-    typer.echo("Any Hugging Face id or local model folder also works with --model.")
-
-
-@app.command()
-def tasks() -> None:
-    """List the analysis tasks."""
-    for task in TASKS.values():
-        typer.echo(f"{task.name:11s} {task.description}" + ("  [needs trees]" if task.data == "treebank" else ""))
-
+from typing import Any
 
 
 def main() -> None:
-    from .collection import exiting
+    from .interrupts import guarded
 
-    try:
-        app()
-    finally:
-        exiting(enabled=launched() is None)
+    with guarded():
+        from .commands import app            # typer and the commands: imports that a Ctrl-C may cut
+
+        try:
+            app()
+        finally:
+            from .collection import exiting
+            from .common import launched
+
+            exiting(enabled=launched() is None)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":                        # ``from headscope.cli.app import app``: built on first use
+        from .commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

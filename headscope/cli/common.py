@@ -3,11 +3,13 @@ the --out check and one-line failures."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
@@ -49,6 +51,29 @@ class Part(str, enum.Enum):
     decoder = "decoder"
 
 
+def _without_flag_types(params: list) -> list:
+    """``params`` with no value type shown for a flag (an option that takes no value): typer writes ``<bool>``
+    beside every flag in --help, as if it took one."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose --help shows a value type only for options that take a value."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _without_flag_types(super().get_params(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    """The ``headscope`` group, whose --help shows no value type for --help (see :class:`Command`)."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _without_flag_types(super().get_params(ctx))
+
+
 class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
 
@@ -67,7 +92,12 @@ TRUST_HELP = ("Let a model folder run its own Python code (auto_map in its confi
               "first.")
 
 
-def setup_logging() -> None:
+def setup_logging(doing: str | None = None) -> None:
+    """Log to stderr. Every command calls it first: the command has begun, and is ``doing`` this until it has
+    anything to write (a Ctrl-C then ends it with one line; None: the command handles Ctrl-C itself)."""
+    from .interrupts import begin
+
+    begin(doing)
     logger = logging.getLogger("headscope")
     if not any(isinstance(h, StderrHandler) for h in logger.handlers):
         handler = StderrHandler()
@@ -106,11 +136,38 @@ def check_out(out: Path, kind: str, force: bool) -> None:
         fail(str(exc))
 
 
-def fail(message: str, code: int = 2) -> None:
-    from ..errors import escape_controls
+@contextlib.contextmanager
+def holding(out: Path, ranks: tuple[int, int] | None = None) -> Iterator[None]:
+    """Hold --out's lock while the command runs (under a launcher, rank 0's, which writes it): another process
+    that writes into the same folder meanwhile is refused in one line."""
+    from ..errors import HeadscopeError
+    from ..reports.folder import output_lock
 
-    typer.echo(f"headscope: error: {escape_controls(message)}", err=True)
+    if ranks is not None and ranks[0] != 0:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(out))
+        except HeadscopeError as exc:
+            fail(str(exc))
+        yield
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``message`` as the command's one error line, the settings it names as flags (``errors.as_flags``),
+    and exit with ``code``; after a Ctrl-C that came before
+    anything was written, the error is its consequence (a library may turn the interrupt into another error),
+    so the line says that instead, with code 130."""
+    from ..errors import as_flags, escape_controls, shorten
+    from .interrupts import interrupted, said
+
+    if interrupted() is not None:
+        message, code = interrupted(), 130
+    said()
+    typer.echo(f"headscope: error: {escape_controls(shorten(as_flags(message)))}", err=True)
     raise typer.Exit(code)
+
 
 def launched() -> tuple[int, int] | None:
     from ..run.distributed import world

@@ -60,6 +60,7 @@ def explain(
         config = ExplainConfig(links=links, attention_memory=attention_memory, prepend_bos=prepend_bos, device=device,
                                trust_remote_code=trust_remote_code)
         result = run_explain(text, word, model=model, run=run_dir, target=target, config=config)
+        result.meta["command_line"] = True            # what the viewer says names flags, not Python keywords
         if out is not None:
             result.save(out, force=force)
     except HeadscopeError as exc:
@@ -73,13 +74,21 @@ def explain(
                    f"explain_distance.png")
 
 
+def _head_names(rows) -> tuple[list[str], int]:
+    """``L<layer>.H<head>`` of each row, and the width that fits every one (and the column's title)."""
+    names = [f"L{r.layer}.H{r.head}" for r in rows.itertuples()]
+    return names, max([len("head")] + [len(n) for n in names])
+
+
 def _print_strongest(result, top: int) -> None:
     from ..run.explain import weight_text
 
+    rows = result.top(top)
+    names, w = _head_names(rows)
     typer.echo(f"{result.model}: heads linking {result.word!r} (word {result.word_index}) to other words")
-    typer.echo(f"{'head':<8} {'links to':<14} {'weight':>6}  {'2nd':<14} {'weight':>6}  {'specials':>8}  role")
-    for r in result.top(top).itertuples():
-        typer.echo(f"L{r.layer}.H{r.head:<5} {r.target[:14]:<14} {weight_text(r.weight):>6}  {r.second[:14]:<14} "
+    typer.echo(f"{'head':<{w}}  {'links to':<14} {'weight':>6}  {'2nd':<14} {'weight':>6}  {'specials':>8}  role")
+    for name, r in zip(names, rows.itertuples()):
+        typer.echo(f"{name:<{w}}  {r.target[:14]:<14} {weight_text(r.weight):>6}  {r.second[:14]:<14} "
                    f"{weight_text(r.second_weight):>6}  {r.specials:8.3f}  {r.role}")
 
 
@@ -89,12 +98,13 @@ def _print_links(result, top: int) -> None:
     table = result.table
     to = table["link_to"].iloc[0]
     contrast = "link_contrast" in table.columns
+    rows = result.top(top)
+    names, w = _head_names(rows)
     typer.echo(f"{result.model}: heads ranked by attention from {result.word!r} to {to!r}"
                + (f" less their largest to {table['link_others'].iloc[0]}" if contrast else ""))
-    typer.echo(f"{'head':<8} {'weight':>6} {'norm':>6}" + (f" {'contrast':>8}" if contrast else "")
+    typer.echo(f"{'head':<{w}}  {'weight':>6} {'norm':>6}" + (f" {'contrast':>8}" if contrast else "")
                + f"  {'strongest link':<18} role")
-    for r in result.top(top).itertuples():
-        typer.echo(f"{f'L{r.layer}.H{r.head}':<8} {r.link_weight:6.3f} {weight_text(r.link_norm):>6}"
+    for name, r in zip(names, rows.itertuples()):
+        typer.echo(f"{name:<{w}}  {r.link_weight:6.3f} {weight_text(r.link_norm):>6}"
                    + (f" {r.link_contrast:+8.3f}" if contrast else "")
                    + f"  {r.target[:18]:<18} {r.role}")
-

@@ -167,7 +167,8 @@ def _echo_context(result: Any, out: Path) -> None:
     typer.echo(f"{result.meta['model']['name']}: {windowed} of {len(tested)} heads can be windowed with at most "
                f"{max(result.meta['windows'])} keys")
     for k in result.kv:
-        typer.echo(f"  KV cache at {k['context']:,} tokens: {100 * k['saved_share']:.1f}% saved")
+        typer.echo(f"  KV cache at {k['context']:,} tokens: {100 * k['saved_share']:.1f}% saved"
+                   + (" (of the model's own, whose local layers already window)" if k.get("kv_heads_local") else ""))
     if result.heads["retrieval"].notna().any():
         best = result.heads.sort_values("retrieval", ascending=False).head(3)
         typer.echo("  strongest retrieval heads: " + ", ".join(f"L{r.layer}.H{r.head} ({r.retrieval:.2f})"

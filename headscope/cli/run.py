@@ -11,7 +11,7 @@ import typer
 
 from ..config import DEFAULTS, RunConfig
 from .common import (FORCE_HELP, TASKS_HELP, TRUST_HELP, Control, Format, OnError, Part, check_out,
-                     command_line, fail, launched, setup_logging)
+                     command_line, fail, holding, launched, setup_logging)
 
 # run's options, declared once each (the command's signature then reads as a list of settings)
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Alias (see `headscope models`), Hugging Face id, "
@@ -25,7 +25,8 @@ OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder for 
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Sentences per forward pass.")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps.")]
 MaxSentencesOption = Annotated[Optional[int], typer.Option("--max-sentences", "-n", min=1,
-                                                         help="Score at most N sentences per data file.")]
+                               help="Score at most N sentences per data file (GAP: rows, pairs: pairs; "
+                                    "coreference: the documents of the first N sentences).")]
 OnErrorOption = Annotated[OnError, typer.Option("--on-error", help="Malformed sentences: fail at the first, or skip "
                                                                    "and count them.")]
 FmtOption = Annotated[Optional[Format], typer.Option("--format", help="Data format when the suffix does not say "
@@ -142,8 +143,9 @@ def run(
     from ..errors import HeadscopeError
     from ..reports.figures import workers_ahead
     from .collection import starting
+    from .interrupts import begin
 
-    setup_logging()
+    setup_logging("loading the model and the data")     # until the first batch is scored
     request = Request(model, data, out, select_on, command_line(ctx), force, ablate, no_figures, patch=patch,
                       quiet=quiet, shard=_shard(shard, ablate, patch), ranks=launched())
     if (checkpoint_every or resume is not None) and request.shard is not None:
@@ -165,8 +167,9 @@ def run(
     _check_pairs(request.patch)
     # Collection is off until the first batch (collection.py), except for a launcher's ranks; the figure
     # workers, forked now while this process is small, turn it on for themselves.
-    with starting(enabled=request.ranks is None) as settled, workers_ahead(not request.no_figures):
-        _run(request, config, checkpoint, settled)
+    with holding(request.out, request.ranks), starting(enabled=request.ranks is None) as settled, \
+            workers_ahead(not request.no_figures):
+        _run(request, config, checkpoint, lambda: (settled(), begin(None)))
 
 
 def _shard(text: str | None, ablate: str | None, patch: str | None = None) -> tuple[int, int] | None:
@@ -293,6 +296,7 @@ def _run(request: Request, config: RunConfig, checkpoint: Any, settled: Callable
     """The run command's analysis and report, once its arguments are checked."""
     from ..errors import HeadscopeError
     from ..run.distributed import RankFailed
+    from .interrupts import begin, interrupted
 
     try:
         result, failed = _analyse(request, config, checkpoint, settled)
@@ -306,7 +310,8 @@ def _run(request: Request, config: RunConfig, checkpoint: Any, settled: Callable
     except HeadscopeError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("interrupted before any input was scored; nothing was written", code=130)
+        fail(interrupted() or "interrupted before any input was scored; nothing was written", code=130)
+    begin(None)                                     # scored (or stopped with partial results): Ctrl-C is handled
     _write(result, request)
     if checkpoint is not None and result.meta.complete:
         from ..run.checkpoints import remove_checkpoints
@@ -349,16 +354,24 @@ def _write(result: Any, request: Request) -> None:
 
 
 def _summary(result: Any, out: Path) -> None:
-    """One line on stdout: what was scored and what was written."""
+    """One line on stdout: what was scored (in each dataset's unit: sentences, rows, document windows), what was
+    skipped or not counted, and what was written."""
+    from ..run.kinds import unit_of
+
     datasets = result.meta.datasets
     skipped = sum(d["skipped_bad_data"] + d["skipped_too_long"] for d in datasets)
     scored = sum(d["scored"] for d in datasets)
-    from ..run.kinds import unit_of
-
+    units = {unit_of(d.get("kind")) for d in datasets}
+    unit = (units.pop() if len(units) == 1 else
+            "sentences" if all(u.endswith("sentences") for u in units) else "inputs")
     per_dataset = ", ".join(f"{d['name']} {d['scored']} {unit_of(d.get('kind'))}" for d in datasets)
     parts = f" ({per_dataset})" if len(datasets) > 1 else ""
-    typer.echo(f"{result.model.name}: scored {scored} sentences{parts}"
+    unusable = [f"{d['unusable_rows']} of {d['name']}'s rows are not counted in its accuracy ("
+                + ", ".join(f"{reason}: {n}" for reason, n in d.get("unusable_reasons", {}).items()) + ")"
+                for d in datasets if d.get("unusable_rows")]
+    typer.echo(f"{result.model.name}: scored {scored} {unit}{parts}"
                + (f", skipped {skipped} (see run.json)" if skipped else "")
+               + "".join(f"; {u}" for u in unusable)
                + f"; wrote {out}/report.html, report.md, report.json, scores.csv, roles.csv, run.json")
 
 
@@ -381,7 +394,7 @@ def merge(
     setup_logging()
     command = command_line(ctx)
     check_out(out, "run", force)
-    with workers_ahead(not no_figures):
+    with holding(out), workers_ahead(not no_figures):
         try:
             result = merge_shards(shards, model=model)
             write_report(result, out, figures=not no_figures, command=command, force=force)

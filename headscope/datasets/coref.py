@@ -603,7 +603,7 @@ def coref_format(path: Path) -> str | None:
 
 def _format_error(path: Path, what: str) -> DataError:
     endings = ", ".join(dict.fromkeys(e for f in COREF_FORMATS for e in FORMATS[f].endings))
-    return DataError(what, path=str(path), hint=f"use a name ending in {endings} or pass --format "
+    return DataError(what, path=str(path), hint=f"use a name ending in {endings} or pass fmt= "
                                                 f"({', '.join(COREF_FORMATS)})")
 
 
@@ -633,7 +633,7 @@ def load_coref(path: str | Path, *, fmt: str | None = None, on_error: str = "fai
     p = Path(path)
     if fmt is not None and fmt not in COREF_FORMATS:
         raise DataError(f"unknown coreference format '{fmt}'", path=str(p),
-                        hint=f"pass --format with one of {', '.join(COREF_FORMATS)}")
+                        hint=f"pass fmt= with one of {', '.join(COREF_FORMATS)}")
     if not p.exists():
         raise DataError("file not found; check the path", path=str(p))
     if not p.is_dir():

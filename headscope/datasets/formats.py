@@ -111,7 +111,11 @@ def candidates(path: Path) -> list[str]:
 
 
 def _peek(path: Path, size: int = PEEK_BYTES) -> bytes:
+    import stat
+
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return b""  # a FIFO would block and a device never end: the loader refuses them (reading.check_regular)
         with path.open("rb") as f:
             return f.read(size).removeprefix(BOM)
     except OSError:
@@ -128,7 +132,7 @@ def detect_format(path: Path) -> str:
     if found:
         return found[0].name
     raise DataError(f"cannot tell the format from the file name '{path.name}'",
-                    hint=f"use one of {', '.join(endings())}, a folder of such files, or pass --format "
+                    hint=f"use one of {', '.join(endings())}, a folder of such files, or pass fmt= "
                          f"({', '.join(FORMATS)})", path=str(path))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import DataError, HeadscopeError
 from ..types import Corpus
 from .formats import COREF_FORMATS, FORMATS, SENTENCE_FORMATS, detect_format, endings, load_file
-from .reading import check_options, read_file
+from .reading import check_options, check_regular, read_file
 from .ud import parse_conllu
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def load_data(path: str | Path, *, fmt: str | None = None, keep_subtypes: bool =
 
             return load_coref(p, fmt=fmt, on_error=on_error, limit=limit, keep_subtypes=keep_subtypes)
         return _load_sentence_folder(p, files, keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
+    check_regular(p, "a data file")           # a FIFO or device named x.txt: refused before it is opened
     return load_file(p, fmt or detect_format(p), keep_subtypes=keep_subtypes, on_error=on_error, limit=limit)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,19 +33,45 @@ def check_options(on_error: str, limit: int | None) -> None:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular(path: Path, what: str) -> None:
+    """Refuse, before opening it, anything at ``path`` that is not a regular file (after links): a FIFO blocks
+    until something writes to it and a device such as /dev/zero never ends, whatever the file is named."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError("file not found; check the path", path=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"is a directory; give {what}", path=str(path))
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
+        raise DataError(f"is {kind}, not a regular file; give {what} (copy the data into a file first)",
+                        path=str(path))
+
+
 def read_file(path: Path, what: str) -> bytes:
-    """The bytes of ``path``; a missing file, a directory or an unreadable file is a DataError.
+    """The bytes of ``path``; a missing file, a directory, a FIFO or device, or an unreadable file is a DataError.
 
     ``what`` names the expected file in the directory message (e.g. ``"a .conll file"``).
     """
+    check_regular(path, what)
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found; check the path", path=str(path)) from None
-    except IsADirectoryError:
-        raise DataError(f"is a directory; give {what}", path=str(path)) from None
+        # opened without blocking (a FIFO put in its place since the check), and checked again once open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"is not a regular file; give {what}", path=str(path))
+        try:
+            return f.read()
+        except OSError as exc:
+            raise DataError(f"cannot read: {exc.strerror}", path=str(path)) from None
 
 
 def text_bytes(raw: bytes, path: str, expected: str) -> bytes:

@@ -59,20 +59,21 @@ class RelationNotes:
             self.unknown[rel] = line
 
     def warn(self, path: str) -> None:
-        from ..errors import escape_controls
+        from ..errors import clip, escape_controls, shorten
 
         if self.rewritten:
             line, raw, rel = self.rewritten[0]
-            log.warning("%s", escape_controls(
+            log.warning("%s", escape_controls(shorten(
                 f"{path}:{line}: relation {raw!r} read as {rel!r} (UD labels are lower case without spaces; "
-                f"{len(self.rewritten)} label(s) in this file rewritten so)"))
+                f"{len(self.rewritten)} label(s) in this file rewritten so)")))
         if self.unknown:
             (rel, line), others = next(iter(self.unknown.items())), len(self.unknown) - 1
-            log.warning("%s", escape_controls(
+            log.warning("%s", escape_controls(shorten(
                 f"{path}:{line}: relation {rel!r} is not a UD relation" +
-                (f" (nor are {others} other label(s) of this file: {', '.join(list(self.unknown)[1:6])}"
+                (f" (nor are {others} other label(s) of this file: "
+                 f"{', '.join(clip(r, 40) for r in list(self.unknown)[1:6])}"
                  f"{', ...' if others > 5 else ''})" if others else "") +
-                "; it is scored as a relation of its own"))
+                "; it is scored as a relation of its own")))
 
 
 def _blocks(data: bytes, path: str) -> Iterator[tuple[int, list[tuple[int, str]], tuple[int, str] | None]]:
@@ -153,6 +154,7 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
         what = "no word with HEAD 0" if not roots else f"{len(roots)} roots (words {', '.join(map(str, roots))})"
         line = words[roots[1] - 1][0] if len(roots) > 1 else lines[0][0]
         raise DataError(f"{what}; a sentence needs exactly one root", path=path, line=line, sent_id=sent_id)
+    _check_root_relation(words, path, sent_id)
     # Walk up from each word, marking words whose path to the root is known: linear in the words.
     UNSEEN, ON_PATH, DONE = 0, 1, 2
     state = [UNSEEN] * (n + 1)
@@ -171,6 +173,20 @@ def _check_block(lines: list[tuple[int, str]], path: str, sent_id: str | None) -
         for k in path_:
             state[k] = DONE
     return words
+
+
+def _check_root_relation(words: list[tuple[int, int, str]], path: str, sent_id: str | None) -> None:
+    """The word with HEAD 0 has DEPREL ``root`` (or a subtype of it), and no other word has."""
+    for i, (number, head, rel) in enumerate(words, start=1):
+        is_root = fold_relation(rel) == "root"
+        if head == 0 and not is_root:
+            raise DataError(f"word {i} has HEAD 0 but DEPREL '{rel}'; the word with HEAD 0 is the root, whose "
+                            f"DEPREL is root", path=path, line=number, sent_id=sent_id,
+                            hint="give it DEPREL root, or the HEAD it depends on")
+        if head != 0 and is_root:
+            raise DataError(f"word {i} has DEPREL '{rel}' but HEAD {head}; only the word with HEAD 0 is the root",
+                            path=path, line=number, sent_id=sent_id,
+                            hint="give it HEAD 0, or the relation it has to word " + str(head))
 
 
 @dataclass(frozen=True)

@@ -24,24 +24,31 @@ HEAD_COLUMNS = ("model", "layer", "head", "kv_head", "tested", "smallest_window"
 
 def kv_cache(info: Any, head_dim: int, smallest: dict, *, contexts: Sequence[int] = CONTEXTS,
              bytes_per_value: int = 2) -> list[dict]:
-    """The KV cache of one sequence at each context length, in full and with windowed heads keeping only the
-    first key and their window (``smallest``: ``{(layer, head): W or None}``; a head missing counts as needing
-    the whole context). Under GQA a key/value head shrinks only when every query head reading it can be
-    windowed, to the largest window among them."""
+    """The KV cache of one sequence at each context length: in full (``full_bytes``), as the model keeps it
+    (``model_bytes``: its local layers keep only their sliding window, ``info.sliding_windows``) and with the
+    windowed heads keeping only the first key and their window as well (``windowed_bytes``; ``smallest``:
+    ``{(layer, head): W or None}``, a head missing counts as needing the whole context). ``saved_bytes`` and
+    ``saved_share`` are what windowing adds to the model's own cache. Under GQA a key/value head shrinks only
+    when every query head reading it can be windowed, to the largest window among them; ``kv_heads_windowed``
+    counts those whose window is narrower than the model's own."""
     group = info.kv_group_size
-    keeps = []
+    own = tuple(getattr(info, "sliding_windows", ()) or ()) or (None,) * info.num_layers
+    keeps = []                                          # (the model's own keys or None, the windowed head's)
     for layer in range(info.num_layers):
         for g in range(info.num_kv_heads):
             ws = [smallest.get((layer, g * group + i)) for i in range(group)]
-            keeps.append(None if any(w is None for w in ws) else max(ws) + 1)
+            keeps.append((own[layer], None if any(w is None for w in ws) else max(ws) + 1))
     per_key = 2 * head_dim * bytes_per_value                                     # a key and a value
     out = []
     for t in contexts:
         full = len(keeps) * t * per_key
-        kept = sum(t if k is None else min(t, k) for k in keeps) * per_key
-        out.append({"context": t, "full_bytes": full, "windowed_bytes": kept, "saved_bytes": full - kept,
-                    "saved_share": (full - kept) / full, "kv_heads_windowed": sum(k is not None for k in keeps),
-                    "kv_heads": len(keeps), "bytes_per_value": bytes_per_value})
+        model = sum(min(t, m or t) for m, _ in keeps) * per_key
+        kept = sum(min(t, m or t, k or t) for m, k in keeps) * per_key
+        out.append({"context": t, "full_bytes": full, "model_bytes": model, "windowed_bytes": kept,
+                    "saved_bytes": model - kept, "saved_share": (model - kept) / model,
+                    "kv_heads_windowed": sum(k is not None and k < (m or t + 1) for m, k in keeps),
+                    "kv_heads": len(keeps), "kv_heads_local": sum(m is not None for m, _ in keeps),
+                    "bytes_per_value": bytes_per_value})
     return out
 
 

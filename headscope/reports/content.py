@@ -8,7 +8,7 @@ from typing import Any
 
 from ..schema import head_label, weighted
 from ..tasks import ALPHA, BOUNDED_METRICS, MIN_N, measures
-from .sections import best_head, build_sections, by_key
+from .sections import SCALE, below_chance, best_head, build_sections, by_key
 
 MAX_SYNTAX_RELATIONS = 20
 
@@ -88,6 +88,8 @@ def top_heads(scores: Any, *, model: str, dataset: str, select_on: str | None = 
                    "baseline_ci_high": _f(bt["ci_high"]) if bt is not None else None}
             q = row["q_value"]
             row["beats_baseline"] = None if q is None else bool(q < ALPHA)
+            if row["baseline"] == "chance":
+                row["below_chance"] = below_chance(row["score"], row["ci_high"], row["baseline_score"])
             c = ctrl_rows.get(key)
             if c is not None:
                 ct = c.loc[c["score"].idxmax()]
@@ -129,24 +131,23 @@ NOTABLE_PER_FAMILY = 2   # ... at most this many of one family
 _NOTABLE_FAMILIES = ("coreference", "syntax", "induction", "positional", "sink")
 
 
-def _pct_text(x: Any) -> str:
-    return "—" if x is None or x != x else f"{100 * float(x):.0f}%"
+def _share_text(x: Any) -> str:
+    return "—" if x is None or x != x else f"{float(x):.2f}"
 
 
-def _why(r: Any) -> str:
+def evidence_text(r: Any) -> str:
     """One line of evidence for a role row: what the head does, against what."""
     from .sections import q_text, score_text
 
     metric = r["metric"]
-    score = score_text(r["score"], metric) + ("%" if metric in ("accuracy", "uas") else "")
+    score = score_text(r["score"], metric)
     if r["family"] in ("syntax", "coreference") and r.get("baseline_score") == r.get("baseline_score"):
-        unit = "%" if metric in ("accuracy", "uas") else ""
-        text = f"{metric} {score} against {r['baseline']} {score_text(r['baseline_score'], metric)}{unit}"
+        text = f"{metric} {score} against {r['baseline']} {score_text(r['baseline_score'], metric)}"
         if r.get("own_score") == r.get("own_score") and r.get("own_score") is not None:
-            text += f" and its own positional habit {score_text(r['own_score'], metric)}{unit}"
+            text += f" and its own positional habit {score_text(r['own_score'], metric)}"
         return text + f" (q {q_text(r['q_value'])})"
     if r.get("written_share") == r.get("written_share") and r.get("written_share") is not None:
-        return (f"{_pct_text(r['score'])} of its weight on the sink, {_pct_text(r['written_share'])} of what it "
+        return (f"{_share_text(r['score'])} of its weight on the sink, {_share_text(r['written_share'])} of what it "
                 f"writes comes from there")
     lo = r.get("ci_low")
     return f"{r['relation']} {metric} {score}" + (f" (95% lower bound {score_text(lo, metric)})" if lo == lo and
@@ -169,7 +170,7 @@ def _patched(r: Any) -> str:
     effect = r.get("patching_effect")
     if effect is None or effect != effect:
         return ""
-    return (f"; patching its output moves {100 * float(effect):+.0f}% of the logit difference"
+    return (f"; patching its output moves {float(effect):+.2f} of the logit difference"
             + ("" if str(r.get("patching_causal")) == "True" else " (no causal effect)"))
 
 
@@ -237,7 +238,7 @@ def notable_heads(roles: Any) -> dict:
                 others = named[(named["layer"] == r["layer"]) & (named["head"] == r["head"]) & ~named["primary"]]
                 picked.append({"head": head_label(r["layer"], r["head"]), "layer": int(r["layer"]),
                                "head_index": int(r["head"]), "role": str(r["role"]), "family": str(r["family"]),
-                               "dataset": _s(r["dataset"]), "why": _why(r) + _removed(r) + _patched(r),
+                               "dataset": _s(r["dataset"]), "why": evidence_text(r) + _removed(r) + _patched(r),
                                "also": list(dict.fromkeys(str(x) for x in others["role"]))})
     return {"heads": picked[:NOTABLE], "counts": counts}
 
@@ -318,6 +319,7 @@ def build_content(result: Any, roles: Any, *, command: str | None = None) -> dic
             "datasets": meta.datasets, "control": meta.control, "selection": selection or None,
             "bootstrap": meta.config.get("bootstrap"),
             "head_names": "L<layer>.H<head>, both 0-based (Clark et al. print 1-based layer-head)",
+            "scale": SCALE,
         },
         "roles": {
             "criteria": [{"role": r, "criterion": c} for r, c in criteria(info.is_decoder)]

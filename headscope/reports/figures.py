@@ -14,6 +14,11 @@ from ..tasks import measures
 log = logging.getLogger(__name__)
 
 TOP_RELATIONS = 6
+# Heatmaps write each cell's value on it up to this many cells, in CELL_FONT points at DPI: 12 pixels, legible
+# at the size report.html shows them (their own).
+ANNOTATE_CELLS = 480
+CELL_FONT = 8
+DPI = 110
 
 
 def _pyplot() -> Any:
@@ -60,11 +65,11 @@ def _canvas(grid: Any, cmap: str, label: str | None) -> _Canvas:
     ax = fig.add_axes(box)
     image = ax.imshow([[0.0] * n_heads] * n_layers, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
                       interpolation="nearest")
-    ticks = 7 if max(n_layers, n_heads) <= 24 else 5
+    ticks = 8 if max(n_layers, n_heads) <= 24 else 6
     ax.set_xticks(range(n_heads), [str(c) for c in grid.columns], fontsize=ticks)
     ax.set_yticks(range(n_layers), [str(i) for i in grid.index], fontsize=ticks)
-    texts = [[ax.text(j, i, "", ha="center", va="center", fontsize=6) for j in range(n_heads)]
-             for i in range(n_layers)] if n_heads * n_layers <= 200 else None
+    texts = [[ax.text(j, i, "", ha="center", va="center", fontsize=CELL_FONT) for j in range(n_heads)]
+             for i in range(n_layers)] if n_heads * n_layers <= ANNOTATE_CELLS else None
     ax.set_xlabel("head (0-based)")
     ax.set_ylabel("layer (0-based)")
     title = ax.set_title("", fontsize=10 if label is None else 9)
@@ -103,7 +108,7 @@ def heatmap_png(grid: Any, title: str, path: Path, vmax: float | None = 1.0, *, 
             canvas.texts[i][j].set_text(f"{v:.2f}" if v == v else "")
             canvas.texts[i][j].set_color("black" if light[i, j] else "white")
     canvas.title.set_text(title)
-    canvas.figure.savefig(path, dpi=110)
+    canvas.figure.savefig(path, dpi=DPI)
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ def _worker_start() -> None:
         _pyplot()
         warm = MplFigure(figsize=(1, 1))
         FigureCanvasAgg(warm)
-        warm.text(0.5, 0.5, "0.00", fontsize=6)
+        warm.text(0.5, 0.5, "0.00", fontsize=CELL_FONT)
         warm.canvas.draw()
     except Exception:  # pragma: no cover - each figure reports its own failure when it is drawn
         pass
@@ -473,10 +478,22 @@ def distance_png(distance: dict, heads: list[tuple[int, int]], path: Path, title
     plt.close(fig)
 
 
-def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -> None:
-    """Word-level attention of a few heads for one sentence, words on both axes (rows attend to columns)."""
+def ordered_map(example: dict, layer: int, head: int) -> tuple[list[str], Any]:
+    """One head's word-level map of an example (``capture.links.word_maps``) in input order: the labels, special
+    tokens where they stand ([CLS] first, [SEP] last), and the ``[row, column]`` attention with every row
+    filled, the special tokens' own included."""
+    import numpy as np
+
+    order = example.get("order") or list(range(len(example["labels"])))
+    att = np.asarray(example["attention"][layer, head])
+    return [str(example["labels"][i]) for i in order], att[np.ix_(order, order)]
+
+
+def example_maps(example: dict, heads: list[tuple], path: Path) -> None:
+    """Word-level attention of a few heads for one sentence, words and special tokens on both axes in input
+    order (rows attend to columns); ``heads``: ``(layer, head, label, ...)``."""
     plt = _pyplot()
-    labels = [plain_text(w) for w in example["labels"]]
+    labels = [plain_text(w) for w in ordered_map(example, 0, 0)[0]]
     n = len(labels)
     k = max(1, len(heads))
     side = max(2.4, 0.2 * n + 0.6)                            # inches per map
@@ -484,9 +501,9 @@ def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -
     margin = 0.35 + 0.065 * longest                           # room for the word labels
     width, height = margin + k * (side + 0.25) + 0.2, side + margin + 0.45
     fig = plt.figure(figsize=(width, height))
-    for i, (layer, head, role) in enumerate(heads):
+    for i, (layer, head, role, *_) in enumerate(heads):
         ax = fig.add_axes([(margin + i * (side + 0.25)) / width, margin / height, side / width, side / height])
-        ax.imshow(example["attention"][layer, head], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(ordered_map(example, layer, head)[1], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(n), labels if i == 0 else [""] * n, fontsize=7)
         ax.set_title(plain_text(f"L{layer}.H{head}" + (f" ({role})" if role else "")), fontsize=9)
@@ -497,23 +514,27 @@ def example_maps(example: dict, heads: list[tuple[int, int, str]], path: Path) -
     plt.close(fig)
 
 
-def example_heads(roles: Any, num_layers: int, num_heads: int, k: int = 4) -> list[tuple[int, int, str]]:
-    """Up to ``k`` heads to draw for the example sentences: the strongest head of each kind of role."""
+def example_heads(roles: Any, num_layers: int, num_heads: int, k: int = 4) -> list[tuple[int, int, str, str]]:
+    """Up to ``k`` heads to draw for the example sentences: the strongest head of each kind of role (the largest
+    margin over its baseline), as ``(layer, head, short label, why it was chosen)``."""
     from ..analysis.roles import short_label
+    from .content import evidence_text
 
     named = roles[roles["role"] != "none"].copy()
-    picked: list[tuple[int, int, str]] = []
+    picked: list[tuple[int, int, str, str]] = []
     if len(named):
         named["margin"] = (named["score"].astype(float) - named["baseline_score"].astype(float)).fillna(
             named["score"].astype(float))
         for family in ("coreference", "syntax", "induction", "positional", "sink", "broad"):
             fam = named[named["family"] == family].sort_values("margin", ascending=False)
-            for r in fam.itertuples():
-                if len(picked) < k and all((r.layer, r.head) != (p[0], p[1]) for p in picked):
-                    picked.append((int(r.layer), int(r.head), short_label(str(r.role))))
+            for _, r in fam.iterrows():
+                if len(picked) < k and all((r["layer"], r["head"]) != (p[0], p[1]) for p in picked):
+                    which = "the strongest" if len(fam) > 1 else "the only"
+                    why = f"{which} {family} head, {r['role']}: {evidence_text(r)}"
+                    picked.append((int(r["layer"]), int(r["head"]), short_label(str(r["role"])), why))
                     break
     if not picked:
-        picked = [(num_layers // 2, 0, "")]
+        picked = [(num_layers // 2, 0, "", "no head has a role here: a middle layer's first head, as an example")]
     return picked
 
 
@@ -527,6 +548,7 @@ class Drawn:
     role_map_norm: bool = False                        # the role map by value-weighted attention
     examples: list = field(default_factory=list)      # (file name, example, text)
     example_heads: list = field(default_factory=list)
+    example_why: list = field(default_factory=list)   # [{"head", "why"}]: why each head of the examples was drawn
 
     def files(self) -> list[str]:
         return ((["role_map.png"] if self.role_map else []) + (["role_map_norm.png"] if self.role_map_norm else [])
@@ -597,7 +619,8 @@ class ReportFigures:
                 drawn.role_map_norm = True
             else:
                 drawn.examples.append((name, self.examples[name], " ".join(self.examples[name]["words"])))
-                drawn.example_heads = [f"L{layer}.H{head}" for layer, head, _ in self.heads]
+                drawn.example_heads = [f"L{layer}.H{head}" for layer, head, *_ in self.heads]
+                drawn.example_why = [{"head": f"L{layer}.H{head}", "why": why} for layer, head, _, why in self.heads]
 
         self.drawing.finish(done)
 

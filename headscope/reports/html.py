@@ -27,7 +27,7 @@ def render_html(content: dict, figures: dict, viewer: dict | None = None) -> str
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                              autoescape=True)
     env.globals.update(score=score_text, ci=lambda lo, hi, metric: interval_text(lo, hi, metric).strip(), qfmt=q_text,
-                       runs=runs_html, effect=effect_text, alpha=ALPHA, margin_points=f"{100 * MARGIN:.0f}",
+                       runs=runs_html, effect=effect_text, alpha=ALPHA, margin=f"{MARGIN:g}",
                        min_n=MIN_N, counts_text=counts_text)
     template = env.get_template("report.html.j2")
     no_role = [f"L{layer}.H{head}" for layer, row in enumerate(content["roles"]["grid"])

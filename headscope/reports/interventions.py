@@ -292,13 +292,20 @@ def _kv_blocks(kv: list) -> list:
         return [Paragraph(["An encoder reads its whole input at once and keeps no KV cache: windowed heads save "
                            "attention compute here, not cache memory."])]
     first = kv[0]
-    sizes = Table(["context", "full cache", "with windowed heads", "saved"],
-                  [[f"{k['context']:,} tokens", _bytes(k["full_bytes"]), _bytes(k["windowed_bytes"]),
-                    f"{_bytes(k['saved_bytes'])} ({100 * k['saved_share']:.1f}%)"] for k in kv])
+    local = first.get("kv_heads_local", 0)
+    model = [k.get("model_bytes", k["full_bytes"]) for k in kv]
+    sizes = Table(["context", "full cache"] + (["the model's own (local layers windowed)"] if local else [])
+                  + ["with windowed heads", "saved"],
+                  [[f"{k['context']:,} tokens", _bytes(k["full_bytes"])] + ([_bytes(m)] if local else [])
+                   + [_bytes(k["windowed_bytes"]), f"{_bytes(k['saved_bytes'])} ({100 * k['saved_share']:.1f}%)"]
+                   for k, m in zip(kv, model)])
+    own = (f" The model's {local} key/value heads of local layers already keep only their sliding window, so its "
+           f"own cache is the third column; the saving is what windowing heads adds to it, and a head of a local "
+           f"layer counts only where its window is narrower than the layer's." if local else "")
     return [Paragraph([f"KV cache of one sequence ({first['bytes_per_value'] * 8}-bit keys and values) if every "
                        f"windowed head kept only the first key and its window. Under GQA a key/value head shrinks "
                        f"only when every query head reading it can be windowed: {first['kv_heads_windowed']} of "
-                       f"{first['kv_heads']} key/value heads."]), sizes]
+                       f"{first['kv_heads']} key/value heads." + own]), sizes]
 
 
 def _retrieval_part(result: Any) -> Part:

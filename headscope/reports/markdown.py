@@ -41,6 +41,9 @@ def _data_line(d: dict, max_length: int) -> str:
                  f"mention heads by rule: {d.get('mention_head_rule', {})}")
     text += (f"; skipped: {d.get('skipped_bad_data', 0)} malformed, {d.get('skipped_too_long', 0)} longer than "
              f"{max_length} tokens")
+    if d.get("unusable_rows"):
+        text += (f"; {d['unusable_rows']} rows not counted in the accuracy, having no single referent ("
+                 + ", ".join(f"{reason}: {n}" for reason, n in d.get("unusable_reasons", {}).items()) + ")")
     if d.get("first_token") and kind != "generated":
         text += f"; inputs start with `{d['first_token']}`"
         if d.get("bos_added"):
@@ -128,12 +131,12 @@ def _patching_section(content: dict) -> list[str]:
              f"difference the head moves; it counts when {p['rule']}.", "",
              "| head | effect [95% CI] | attention roles |", "|---|---:|---|"]
     for r in p["top"]:
-        lines.append(f"| {r['head']} | {100 * r['effect']:+.0f}%{_pct_interval(r)} | "
+        lines.append(f"| {r['head']} | {r['effect']:+.2f}{_share_interval(r)} | "
                      f"{md_text(', '.join(r['roles'])) or 'none'} |")
     lines.append("")
     if p["without_role"]:
         lines.append(f"**Heads that move the answer but have no attention role** ({len(p['without_role'])}): "
-                     + ", ".join(f"{r['head']} ({100 * r['effect']:+.0f}%)" for r in p["without_role"]) + ".")
+                     + ", ".join(f"{r['head']} ({r['effect']:+.2f})" for r in p["without_role"]) + ".")
     elif p["causal_heads"]:
         lines.append("Every head that moves the answer has an attention role.")
     else:
@@ -145,9 +148,9 @@ def _patching_section(content: dict) -> list[str]:
     return lines
 
 
-def _pct_interval(r: dict) -> str:
+def _share_interval(r: dict) -> str:
     lo, hi = r.get("ci_low"), r.get("ci_high")
-    return "" if lo is None or hi is None else f" [{100 * lo:+.0f}, {100 * hi:+.0f}]"
+    return "" if lo is None or hi is None else f" [{lo:+.2f}, {hi:+.2f}]"
 
 
 def _roles_section(content: dict) -> list[str]:
@@ -210,8 +213,8 @@ def _top_section(content: dict) -> list[str]:
     control = bool(content.get("control"))
     for name, rows in content["top_heads"].items():
         lines += ["", f"## Top heads — {md_text(name)}", "",
-                  "Accuracies in %, masses and entropies as fractions; [95% bootstrap interval]; q: BH-corrected "
-                  "p-value that the head beats the best baseline (a role needs more: see the criteria).", "",
+                  "Scores on the 0–1 scale; [95% bootstrap interval]; q: BH-corrected p-value that the head beats "
+                  "the best baseline (a role needs more: see the criteria).", "",
                   "| task | measure | n | best head | chosen on | score | best baseline | baseline score | q |"
                   + (" control best |" if control else ""),
                   "|---|---|---:|---|---|---:|---|---:|---:|" + ("---:|" if control else "")]
@@ -228,6 +231,9 @@ def _top_section(content: dict) -> list[str]:
                          f"{interval_text(r['control_ci_low'], r['control_ci_high'], m)} |" if "control_score" in r
                          else " — |")
             lines.append(line)
+        below = [f"- {r['task']} {md_text(r['relation'])}{' ' + r['direction'] if r['direction'] else ''}: the best "
+                 f"head is {r['below_chance']}." for r in rows if r.get("below_chance")]
+        lines += [""] + below if below else []
     return lines
 
 
@@ -271,7 +277,8 @@ def _header(content: dict) -> list[str]:
     lines = [f"# headscope report: {md_text(summary['model'])}", "",
              f"- Model: {md_text(summary['description'])}",
              f"- Tasks: {', '.join(summary.get('tasks', []))}",
-             "- Heads are named `L<layer>.H<head>`, both 0-based (Clark et al. print 1-based `layer-head`)."]
+             "- Heads are named `L<layer>.H<head>`, both 0-based (Clark et al. print 1-based `layer-head`).",
+             f"- {summary['scale']}."]
     kv = _kv_groups(summary["heads"], summary["kv_heads"])
     if kv:
         lines.append(kv)
@@ -310,8 +317,10 @@ def render_markdown(result: Any, figure_files: list[str], content: dict | None =
     if content.get("examples") and content.get("example_heads"):
         lines += ["", "## Example sentences", "",
                   "Word-level attention maps of " + ", ".join(content.get("example_heads", [])) +
-                  " for these sentences are in `figures/example_*.png` and in report.html:", ""]
-        lines += [f"{i + 1}. {md_text(' '.join(e['words']))}" for i, e in enumerate(content["examples"])]
+                  " for these sentences are in `figures/example_*.png` and in report.html (special tokens where "
+                  "they stand in the input, each row a query). The heads drawn:", ""]
+        lines += [f"- {h['head']}: {md_text(h['why'])}." for h in content.get("example_why", [])]
+        lines += [""] + [f"{i + 1}. {md_text(' '.join(e['words']))}" for i, e in enumerate(content["examples"])]
     if figure_files:
         lines += ["", "## Figures", ""]
         lines += [f"![{md_text(f)}](figures/{md_text(f)})" for f in figure_files]

@@ -69,21 +69,21 @@ def ranked_heads(heads: Any, k: int, selection: Any = None) -> Any:
     return order.merge(heads, on=["layer", "head"], how="inner").head(k)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+# Every score, accuracy and share in a report is on one 0–1 scale (never in %), with three decimals.
+SCALE = "Scores, accuracies and shares are on a 0–1 scale throughout (an accuracy of 0.419 is 41.9%)"
+
+
+def _num(x: float) -> str:
+    """A score or a difference of scores on the 0–1 scale."""
+    return f"{x:.3f}"
 
 
 def _ci(row: Any) -> str:
-    """`` [lo, hi]`` in percent when the row has a bootstrap interval."""
+    """`` [lo, hi]`` when the row has a bootstrap interval."""
     lo, hi = row.get("ci_low"), row.get("ci_high")
     if lo is None or hi is None or lo != lo or hi != hi:
         return ""
-    return f" [{_pct(lo)}, {_pct(hi)}]"
-
-
-def _ci3(row: Any) -> str:
-    lo, hi = row.get("ci_low"), row.get("ci_high")
-    return f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi and lo is not None else ""
+    return f" [{_num(lo)}, {_num(hi)}]"
 
 
 def q_text(q: Any) -> str:
@@ -94,10 +94,10 @@ def q_text(q: Any) -> str:
 
 
 def score_text(value: Any, metric: Any) -> str:
-    """A score as the reports print it: accuracies in %, everything else as a fraction."""
+    """A score as the reports print it: on the 0–1 scale (``SCALE``), accuracies too."""
     if value is None or value != value:
         return "—"
-    return _pct(value) if metric in ("accuracy", "uas") else f"{value:.3f}"
+    return _num(value)
 
 
 def interval_text(lo: Any, hi: Any, metric: Any) -> str:
@@ -192,7 +192,7 @@ def _section(task: str) -> Any:
 def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     chosen = (["chosen on the same data: an optimistic, Clark-et-al.-style number"] if not ctx.select_on else
               ["chosen on ", Data(ctx.select_on), ", reported here: held-out selection"])
-    intro = ["Accuracy (%) of the best head per relation and direction against the best fixed-offset baseline (",
+    intro = ["Accuracy of the best head per relation and direction against the best fixed-offset baseline (",
              *chosen, ") and against what the head's own positional habit predicts (`own`: how often its "
              "most-attended word lies at each offset, applied to the relation's instances); [95% bootstrap "
              "interval over sentences]; q: Benjamini–Hochberg-corrected p-value that the head beats both."]
@@ -232,10 +232,10 @@ def syntax(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
             oscore = float("nan") if own is None else float(own["score"])
             margin = float(top["score"]) - (bscore if not oscore > bscore else oscore)
             out.rows.append([Data(rel), direction, str(int(top["n"])), str(int(top["n_reachable"])),
-                             head_label(top["layer"], top["head"]), f"{_pct(top['score'])}{_ci(top)}", Data(bname),
-                             f"{_pct(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''}",
-                             f"{_pct(oscore)}{_ci(own)}" if own is not None else "—",
-                             _pct(margin) if margin == margin else "—", q_text(top.get("q_value"))])
+                             head_label(top["layer"], top["head"]), f"{_num(top['score'])}{_ci(top)}", Data(bname),
+                             f"{_num(bscore) if bscore == bscore else '—'}{_ci(bt) if len(b) else ''}",
+                             f"{_num(oscore)}{_ci(own)}" if own is not None else "—",
+                             _num(margin) if margin == margin else "—", q_text(top.get("q_value"))])
     return out
 
 
@@ -250,9 +250,9 @@ def tree(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
             continue
         top, _ = best_head(h, _same(sel, None, direction))
         base = {str(r["baseline"]): float(r["score"]) for _, r in s[s["baseline"].notna()].iterrows()}
-        out.rows.append([direction, head_label(top["layer"], top["head"]), f"{_pct(top['score'])}{_ci(top)}",
-                         _pct(base.get("right_branching", float("nan"))),
-                         _pct(base.get("left_branching", float("nan")))])
+        out.rows.append([direction, head_label(top["layer"], top["head"]), f"{_num(top['score'])}{_ci(top)}",
+                         _num(base.get("right_branching", float("nan"))),
+                         _num(base.get("left_branching", float("nan")))])
     return out
 
 
@@ -273,7 +273,7 @@ def positional(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
             out.rows.append(["next", "—", "—", "—", "not visible under the causal mask"])
             continue
         by_layer = s.groupby("layer")["score"].mean()
-        out.rows.append([name, head_label(top["layer"], top["head"]), f"{top['score']:.3f}{_ci3(top)}",
+        out.rows.append([name, head_label(top["layer"], top["head"]), f"{_num(top['score'])}{_ci(top)}",
                          str(int((s["score"] > MASS).sum())), " ".join(f"{v:.2f}" for v in by_layer)])
     ent = sub[sub["relation"] == "entropy_norm"]
     conf = sub[sub["relation"] == "confidence"]
@@ -292,15 +292,15 @@ def positional(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
         flagged = merged[merged["score"] >= POSITIONAL_SHARE].sort_values("score", ascending=False)
         if len(flagged):
             items = ", ".join(f"{head_label(r['layer'], r['head'])} (offset {int(r['score_offset']):+d}, "
-                              f"{100 * r['score']:.0f}%)" for _, r in flagged.iterrows())
-            out.points.append([f"Positional heads (argmax at one offset in ≥ {POSITIONAL_SHARE:.0%} of rows): "
+                              f"{r['score']:.2f} of rows)" for _, r in flagged.iterrows())
+            out.points.append([f"Positional heads (argmax at one offset in ≥ {POSITIONAL_SHARE:g} of rows): "
                                f"{items}."])
         else:
             shares = None if sel is None else sel[(sel["relation"] == "argmax_offset") & (sel["metric"] == "share")]
             best, _ = best_head(merged, shares)
-            out.points.append([f"No positional head (≥ {POSITIONAL_SHARE:.0%} of rows at one offset); closest: "
+            out.points.append([f"No positional head (≥ {POSITIONAL_SHARE:g} of rows at one offset); closest: "
                                f"{head_label(best['layer'], best['head'])} at offset {int(best['score_offset']):+d} "
-                               f"({100 * best['score']:.0f}%)."])
+                               f"({best['score']:.2f} of rows)."])
     return out
 
 
@@ -315,7 +315,7 @@ def coref(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
 
     sel = None if sel is None else sel[sel["metric"] == "accuracy"]
     out = Section("coref", dataset, "Coreference",
-                  ["Antecedent selection accuracy (%): the mention's head word attends most, among earlier words, to "
+                  ["Antecedent selection accuracy: the mention's head word attends most, among earlier words, to "
                    "the head of an antecedent (best head ", *_chosen(ctx, sel is not None), "), against rule "
                    "baselines."],
                   ["mention type", "n", "best head", "score", *BASELINES], "lrlr" + "r" * len(BASELINES))
@@ -324,7 +324,8 @@ def coref(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
         if top is None:
             continue
         out.rows.append([group, str(int(top["n"])), head_label(top["layer"], top["head"]),
-                         f"{_pct(top['score'])}{_ci(top)}", *(_pct(bases[b]) if b in bases else "—" for b in BASELINES)])
+                         f"{_num(top['score'])}{_ci(top)}",
+                         *(_num(bases[b]) if b in bases else "—" for b in BASELINES)])
     return out
 
 
@@ -335,32 +336,45 @@ def gap(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
     val = {r["relation"]: r for _, r in pick.iterrows()}
     near = {r["relation"]: r for _, r in sub[sub["baseline"] == "nearest"].iterrows()}
     out = Section("gap", dataset, "GAP",
-                  ["Accuracy (%) on rows with exactly one referent: the name whose words get more attention from the "
+                  ["Accuracy on rows with exactly one referent: the name whose words get more attention from the "
                    "pronoun. Bias = feminine / masculine accuracy (1.0 is unbiased)."],
                   ["", "overall", "masculine", "feminine", "bias F/M"], "lrrrr")
 
-    def cell(v: dict, key: str, pct: bool = True) -> str:
-        if key not in v:
-            return "—"
-        r = v[key]
-        return f"{_pct(r['score'])}{_ci(r)}" if pct else f"{r['score']:.3f}{_ci3(r)}"
+    def cell(v: dict, key: str) -> str:
+        return f"{_num(v[key]['score'])}{_ci(v[key])}" if key in v else "—"
 
     for label, v in ((f"best head {head_label(top['layer'], top['head'])}", val), ("nearest name", near)):
-        out.rows.append([label, cell(v, "all"), cell(v, "masculine"), cell(v, "feminine"), cell(v, "bias", pct=False)])
+        out.rows.append([label, cell(v, "all"), cell(v, "masculine"), cell(v, "feminine"), cell(v, "bias")])
     return out
 
 
 @_section("pairs")
 def pairs(ctx: Context, dataset: str, sub: Any, sel: Any) -> Section:
+    from ..analysis.pairs import CHANCE
+
     heads = ranked_heads(sub[(sub["relation"] == "pair") & sub["baseline"].isna()], 5, _same(sel, "pair"))
     n = int(heads["n"].iloc[0])
     intro = [f"A head gets a pair right when the pronoun attends more to the right candidate in both sentences "
-             f"({n} pairs; chance 25%, a fixed-position preference 0%). Top heads"]
+             f"({n} pairs; chance {CHANCE[0]:g}, a fixed-position preference 0). Top heads"]
     intro += [" (", *_chosen(ctx, True), "):"] if sel is not None else [":"]
     out = Section("pairs", dataset, "Minimal pairs", intro)
-    out.points = [[f"{head_label(r['layer'], r['head'])}: {_pct(r['score'])}%{_ci(r)} of pairs"]
+    out.points = [[f"{head_label(r['layer'], r['head'])}: {_num(r['score'])}{_ci(r)} of pairs"]
                   for _, r in heads.iterrows()]
+    below = below_chance(heads.iloc[0]["score"], heads.iloc[0].get("ci_high"), CHANCE[0])
+    if below:
+        out.points.append([f"The best head is {below}."])
     return out
+
+
+def below_chance(score: Any, ci_high: Any, chance: float) -> str | None:
+    """What a pair accuracy under chance means, or None when it is not under chance."""
+    if score is None or score != score or score >= chance:
+        return None
+    text = (f"below chance ({chance:g}): no head gets both sentences of a pair right more often than picking a "
+            f"candidate at random would, so none follows the pronoun's referent here")
+    if ci_high is not None and ci_high == ci_high and ci_high < chance:
+        text += " (its whole 95% interval is below chance: the heads prefer one position or the wrong candidate)"
+    return text
 
 
 @_section("induction")

@@ -141,7 +141,63 @@ def page(data: dict, *, title: str) -> str:
             f"<script>{script}</script>\n</body>\n</html>\n")
 
 
+# Pixel sizes of the viewer page's parts (viewer.css at its 14px font), for sizing the frame Jupyter shows it in.
+_TOP = 106            # the title and the controls
+_ROW = 19.5           # a row of a table in the head's panel
+_LINE = 33.6          # a line of the text (line-height 2.4)
+_THUMB = 48           # a layer's row in the grid of heads
+_SIDE = 17 * 14 + 16  # the head's panel and the gap before it
+
+
+def _links_shown(level: dict, layers: int, heads: int, layer: int, head: int, unit: int) -> int:
+    """How many links the page lists for ``unit`` in head (``layer``, ``head``): its own and those to it."""
+    import numpy as np
+
+    raw = gzip.decompress(base64.b64decode(level["data"]))
+    rows, k = len(level["labels"]), level["k"]
+    n = layers * heads * rows * k
+    dtype = "<i2" if level["offset_bytes"] == 2 else "<i4"
+    off = np.frombuffer(raw, dtype=dtype, count=n).reshape(layers, heads, rows, k)[layer, head].astype(np.int64)
+    weight = np.frombuffer(raw, dtype=np.uint8, count=n, offset=n * level["offset_bytes"]).reshape(
+        layers, heads, rows, k)[layer, head]
+    valid = (weight > 0) & (off != level["none"])
+    to = np.arange(rows)[:, None] - off
+    return int(valid[unit].sum() + (valid & (to == unit)).sum())
+
+
+def frame_height(data: dict, *, width: int = 1000) -> int:
+    """About the height in pixels of a viewer page of ``data`` (a :func:`payload`, one input shown) at ``width``
+    pixels, opened as ``data["initial"]`` says: the taller of its two columns, the text with the grid of heads
+    and the head's panel. A frame of this height shows the whole page."""
+    import math
+
+    doc, init = data["docs"][0], data.get("initial") or {}
+    level = doc["levels"].get(init.get("level", "word")) or next(iter(doc["levels"].values()))
+    layer, head, unit = int(init.get("layer", 0)), int(init.get("head", 0)), init.get("word")
+    chars = sum(len(x) + 1 for x in level["labels"])
+    lines = math.ceil(chars * 7.6 / max(200, width - _SIDE - 60))
+    stage = min(48 + lines * _LINE, 0.7 * 1600)
+    left = _TOP + stage + 6 + 36 + 8 + 18 + 4 + 20 + data["layers"] * _THUMB
+    info = ((data.get("head_info") or [[]])[layer:layer + 1] or [[]])[0]
+    roles = len(info[head]["roles"]) if head < len(info) else 0
+    note = data.get("roles_note") or "No role found for this head."
+    side = _TOP + 27.5 + 13 + (_ROW * roles + 8 if roles else 20 * math.ceil(len(note) * 7 / 221)) + 13
+    ranking = (data.get("ranking") or {}).get("heads") or []
+    if ranking:
+        side += 17 + _ROW * (len(ranking) + 1)
+    if doc.get("distance"):
+        longest = max((len(x) for x in doc["distance"]["labels"]), default=1)
+        side += 4.4 + 33 + 60 + math.ceil(6 + 4.2 * longest) + 17
+    if unit is not None and unit < len(level["labels"]):
+        shown = _links_shown(level, data["layers"], data["heads"], layer, head, int(unit))
+        side += 13 + 39 + 13 + _ROW * (shown + 1)
+    else:
+        side += 13 + 40
+    return int(math.ceil(max(left, side) + 24))
+
+
 def iframe(document: str, *, height: int = 720) -> str:
-    """``document`` (a whole page) in a sandboxed iframe, for Jupyter: its CSP and script stay its own."""
-    return (f'<iframe sandbox="allow-scripts" style="width:100%;height:{int(height)}px;border:0" '
-            f'srcdoc="{html.escape(document, quote=True)}"></iframe>')
+    """``document`` (a whole page) in a sandboxed iframe, for Jupyter: its CSP and script stay its own. ``height``:
+    the page's (:func:`frame_height`); the reader can drag the frame taller or shorter."""
+    return (f'<iframe sandbox="allow-scripts" style="width:100%;height:{int(height)}px;border:0;resize:vertical;'
+            f'overflow:auto" srcdoc="{html.escape(document, quote=True)}"></iframe>')

@@ -101,6 +101,7 @@ def _write_reports(result: Any, content: dict, drawn: Drawn, out_dir: Path) -> N
     fig_dir = out_dir / "figures"
     if drawn.examples:
         content["example_heads"] = drawn.example_heads
+        content["example_why"] = drawn.example_why
     content["examples"] = [e for e in content["examples"] if any(e["words"] == ex["words"] for _, ex, _ in drawn.examples)]
     content["figures"] = [f"figures/{f}" for f in drawn.files()]
     html_figures = {"role_map": data_uri(fig_dir / "role_map.png") if drawn.role_map else None,

@@ -131,8 +131,10 @@ class _Feed:
         self.state.advance(batch.size)
 
 
-def _inputs(loaded: Any, job: Job, *, bos_id: int | None, shard: tuple[int, int] | None) -> tuple[list, int]:
-    """The job's inputs that the model can read (this shard's), and how many were too long for it."""
+def _inputs(loaded: Any, job: Job, *, bos_id: int | None, shard: tuple[int, int] | None,
+            documents: int | None = None) -> tuple[list, int]:
+    """The job's inputs that the model can read (this shard's), and how many were too long for it; none
+    is an error that says the ways out (``documents``: the words per joined document, when the run joins them)."""
     from ..capture.alignment import encode_sentences
 
     info = loaded.info
@@ -144,8 +146,11 @@ def _inputs(loaded: Any, job: Job, *, bos_id: int | None, shard: tuple[int, int]
     encoded = [e for e in encoded_all if len(e) <= info.max_length]
     too_long = len(job.sentences) - len(encoded)
     if not encoded:
+        shorter = (f"join fewer words per document (a smaller documents= than {documents})" if documents else
+                   "split them into shorter ones (e.g. one sentence per line)")
         raise HeadscopeError(f"{job.meta['path'] or job.name}: every input is longer than the model's "
-                             f"{info.max_length} tokens")
+                             f"{info.max_length} tokens; {shorter}, or use a model with a longer context "
+                             f"(model=, e.g. 'gemma3': 32768 tokens)")
     if shard is not None:          # this shard's inputs (it may have none when there are more shards)
         encoded = [e for e in encoded if e.index % shard[1] == shard[0]]
     if too_long:
@@ -216,7 +221,7 @@ def _score_job(loaded: Any, job: Job, k: int, cfg: RunConfig, state: RunState, *
     dataset's provenance for run.json."""
     info = loaded.info
     job_key = f"{k}|{job.name}"    # a dataset can feed two jobs (documents: coref, and positional)
-    kept, too_long = _inputs(loaded, job, bos_id=bos_id, shard=state.shard)
+    kept, too_long = _inputs(loaded, job, bos_id=bos_id, shard=state.shard, documents=cfg.documents)
     feed = _read(loaded, job, job_key, kept, cfg, state)
     if state.interrupted is None and job.meta.get("kind") == "generated":
         from ..analysis.induction import in_context_loss
@@ -285,7 +290,7 @@ def _selection(select_on: Any, plan: _Plan, cfg: RunConfig) -> list:
     picked = as_sources(select_on, keep_subtypes=cfg.keep_subtypes, on_error=cfg.on_error,
                         max_sentences=cfg.max_sentences, fmt=cfg.fmt)
     if len(picked) > 1:
-        raise HeadscopeError(f"--select-on takes one dataset, got {len(picked)}; join them into one file")
+        raise HeadscopeError(f"select_on= takes one dataset, got {len(picked)}; join them into one file")
     plan_names = {s.name for s, _ in plan.jobs}
     selection = []
     for src in picked:
@@ -293,7 +298,7 @@ def _selection(select_on: Any, plan: _Plan, cfg: RunConfig) -> list:
         src = src if name == src.name else dataclasses.replace(src, name=name)
         ts = [t for t in plan.tasks if TASKS[t].data in source_kinds(src)]
         if not ts:
-            raise HeadscopeError(f"--select-on {getattr(src, 'path', '') or src.name}: none of the tasks "
+            raise HeadscopeError(f"select_on={str(getattr(src, 'path', '') or src.name)!r}: none of the tasks "
                                  f"{', '.join(plan.tasks)} can run on it")
         selection.extend(jobs_of(src, ts))
     return selection
@@ -410,16 +415,20 @@ def _finish(models: list, plan: _Plan, scored: _Scored, cfg: RunConfig, state: R
 def run_analysis(model: Any, data: Any, cfg: RunConfig, state: RunState, *, tokenizer: Any = None,
                  select_on: Any = None) -> Any:
     """``analyze`` as one part of a larger run: a shard, a launcher's rank, a merge of shards, a checkpointed or
-    interruptible run (``state``; see :class:`headscope.run.state.RunState`)."""
+    interruptible run (``state``; see :class:`headscope.run.state.RunState`). A model object given (an
+    ``nn.Module`` or a ``LoadedModel``) gets back the attention implementation it had, also on error."""
     import torch
+
+    from ..models.loading import attention_kept
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     plan = _plan(data, select_on, cfg)
-    models, bos_id, lead = _load(model, tokenizer, cfg)
-    plan.selection = _selection(select_on, plan, cfg)
-    scored = _score_models(models, plan, cfg, state, bos_id=bos_id, lead=lead)
-    return _finish(models, plan, scored, cfg, state, bos_id=bos_id, t0=t0)
+    with attention_kept(model):
+        models, bos_id, lead = _load(model, tokenizer, cfg)
+        plan.selection = _selection(select_on, plan, cfg)
+        scored = _score_models(models, plan, cfg, state, bos_id=bos_id, lead=lead)
+        return _finish(models, plan, scored, cfg, state, bos_id=bos_id, t0=t0)
 
 
 def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None = None, tokenizer: Any = None,
@@ -435,8 +444,9 @@ def analyze(model: Any = "minilm", data: Any = None, *, config: RunConfig | None
     The settings are those of :class:`headscope.config.RunConfig`, given as keywords (``tasks=``,
     ``batch_size=``, ...) or as ``config=``; each is checked there before anything runs.
     ``max_sentences`` caps
-    sentences, documents, GAP rows or pairs per dataset. ``prepend_bos``: put the tokenizer's BOS
-    first when it does not add one (default: for decoders). ``bootstrap``: replicates for the 95%
+    sentences (coreference: the documents of the first N), GAP rows or pairs per dataset.
+    ``prepend_bos``: put the tokenizer's BOS first when it does not add one (default: for decoders).
+    ``bootstrap``: replicates for the 95%
     intervals over units (``ci_low``/``ci_high``; sentences, documents for coreference, rows for GAP,
     pairs, generated sequences; 0 turns them off); head rows of tasks with baselines also get ``p_value`` (paired
     bootstrap test that the head beats the best baseline) and ``q_value`` (Benjamini–Hochberg).

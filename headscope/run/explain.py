@@ -40,7 +40,7 @@ def weight_text(x: float) -> str:
     return "—" if x != x else f"{x:.3f}"
 
 
-def _pick_word(words: Sequence[str], word: str | int | None, flag: str = "--word") -> int:
+def _pick_word(words: Sequence[str], word: str | int | None, setting: str = "word") -> int:
     if isinstance(word, int):
         if not 0 <= word < len(words):
             raise HeadscopeError(f"word index {word} is outside the sentence's {len(words)} words (0-based)")
@@ -53,10 +53,10 @@ def _pick_word(words: Sequence[str], word: str | int | None, flag: str = "--word
         return max(i for i, w in enumerate(words) if any(c.isalnum() for c in w)) if any(
             any(c.isalnum() for c in w) for w in words) else len(words) - 1
     if word.isdigit() and word not in words:
-        return _pick_word(words, int(word), flag)
+        return _pick_word(words, int(word), setting)
     if word.lower() not in lower:
         raise HeadscopeError(f"word {word!r} is not in the sentence; its words are: {' '.join(words)} "
-                             f"(give {flag} as one of them, or a 0-based index)")
+                             f"(give {setting}= as one of them, or a 0-based index)")
     return lower.index(word.lower())
 
 
@@ -84,6 +84,19 @@ class Explanation:
     def top(self, k: int = 10):
         """The ``k`` heads with the strongest link from the word (rows of ``table``)."""
         return self.table.head(k)
+
+    def __repr__(self) -> str:
+        """A few lines: what was explained, the sizes, the strongest heads (the arrays stay in the attributes)."""
+        layers, heads = self.shape or self.attention.shape[:2]
+        ranked = "link_weight" in self.table.columns
+        by = f"heads by attention to {self.table['link_to'].iloc[0]!r}" if ranked else "strongest links"
+        top = ", ".join(f"L{r.layer}.H{r.head} → {r.link_to if ranked else r.target} "
+                        f"{weight_text(r.link_weight if ranked else r.weight)}"
+                        for r in self.table.head(3).itertuples())
+        return (f"<Explanation of {self.word!r} (word {self.word_index} of {len(self.words)}) by {self.model}: "
+                f"{layers} layers × {heads} heads>\n  {by}: {top}\n"
+                f"  .table ({len(self.table)} heads × {len(self.table.columns)} columns), .top(k), .save(folder), "
+                f".html(); in Jupyter, the attention viewer")
 
     def figure(self, path: str | Path, *, k: int = 12) -> Path:
         """Heatmap of the ``k`` strongest heads' attention from the word to every word (PNG)."""
@@ -169,8 +182,16 @@ class Explanation:
                        num_layers=layers, num_heads=heads, roles=roles,
                        initial={"level": "word", "layer": int(first["layer"]), "head": int(first["head"]),
                                 "word": self.word_index},
-                       roles_note=None if roles is not None else "No roles: pass --run with a run's folder.",
+                       roles_note=None if roles is not None else self._say("No roles: pass run= with a run's "
+                                                                            "folder."),
                        ranking=self._ranking())
+
+    def _say(self, text: str) -> str:
+        """``text`` naming settings as this explanation's caller gives them: flags where the command line made it
+        (``meta["command_line"]``), Python keywords otherwise (``errors.as_flags``)."""
+        from ..errors import as_flags
+
+        return as_flags(text) if self.meta.get("command_line") else text
 
     def _ranking(self, k: int = 8) -> dict | None:
         """The viewer's table of the heads that link the word to the target (``explain(target=...)``), or None."""
@@ -193,12 +214,17 @@ class Explanation:
         """The attention viewer as one self-contained page (explain.html)."""
         from ..reports.viewer import page
 
-        return page(self.viewer_data(), title=f"headscope explain: {self.model}, “{self.word}”")
+        return page(self.viewer_data(), title=self._title())
+
+    def _title(self) -> str:
+        return f"headscope explain: {self.model}, “{self.word}”"
 
     def _repr_html_(self) -> str:
-        from ..reports.viewer import iframe
+        """The attention viewer in a frame as tall as the page (Jupyter)."""
+        from ..reports.viewer import frame_height, iframe, page
 
-        return iframe(self.html())
+        data = self.viewer_data()
+        return iframe(page(data, title=self._title()), height=frame_height(data))
 
     def markdown(self, k: int = 15) -> str:
         """explain.md: the ``k`` strongest heads' links from the word, with their roles."""
@@ -247,10 +273,10 @@ def _targets(words: Sequence[str], index: int, target: Any) -> list[int]:
     else:
         items = [target] if isinstance(target, int) else list(target)
     if not items:
-        raise HeadscopeError("no target given; name a word of the sentence, e.g. --target animal")
+        raise HeadscopeError("no target given; name a word of the sentence, e.g. target='animal'")
     out = []
     for item in items:
-        j = _pick_word(words, item, "--target")
+        j = _pick_word(words, item, "target")
         if j == index:
             raise HeadscopeError(f"target {item!r} is the explained word itself; name another word")
         out.append(j)

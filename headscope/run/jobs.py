@@ -51,12 +51,14 @@ def as_sources(data: Any, *, keep_subtypes: bool, on_error: str, max_sentences: 
 
 def jobs_of(source: Any, tasks: list[str]) -> list[tuple[Any, list[str]]]:
     """(dataset, tasks) pairs for one source: sentence tasks read a coreference corpus's sentences one by
-    one, coreference reads its whole documents."""
+    one, as the dataset ``<name> (sentences)`` (every table tells the two views apart by name), coreference
+    reads its whole documents under the corpus's own name."""
     if not isinstance(source, DocumentCorpus):
         return [(source, tasks)]
     by_sentence = [t for t in tasks if TASKS[t].data in SENTENCE_KINDS]
     rest = [t for t in tasks if t not in by_sentence]
-    return ([(source.as_corpus(), by_sentence)] if by_sentence else []) + [(source, rest)]
+    view = dataclasses.replace(source.as_corpus(), name=f"{source.name} (sentences)")
+    return ([(view, by_sentence)] if by_sentence else []) + [(source, rest)]
 
 
 def plan_jobs(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_sentences: int | None,
@@ -76,9 +78,9 @@ def plan_jobs(tasks: list[str], sources: list[Any], *, keep_subtypes: bool, max_
     for t in tasks:
         if t not in covered:
             given = ", ".join(getattr(s, "path", "") or s.name for s in sources) or "no data"
-            hint = " (plain text supports --tasks positional)" if TASKS[t].data == "treebank" else ""
+            hint = " (plain text supports tasks='positional')" if TASKS[t].data == "treebank" else ""
             raise HeadscopeError(f"task {t} needs {DATA_KINDS[TASKS[t].data]}; got {given}. Pass such a file with "
-                                 f"--data, or drop {t} from --tasks{hint}")
+                                 f"data=, or drop {t} from tasks={hint}")
     return [(s, ts) for s, ts in jobs if ts]
 
 

@@ -31,13 +31,34 @@ def sentences(corpus: Any, how: Preparation) -> Prepared:
                     {"relations": tuple(relations)})
 
 
+def first_sentences(documents: Any, limit: int | None) -> list:
+    """The documents in order up to ``limit`` sentences in all (``-n``), the last one cut after the sentence
+    that reaches it, with the mentions that end before the cut: the sentences the corpus's sentence view reads."""
+    import dataclasses
+
+    out: list = []
+    left = limit
+    for d in documents:
+        if left is not None and left <= 0:
+            break
+        if left is None or len(d.sentences) <= left:
+            out.append(d)
+        else:
+            kept = d.sentences[:left]
+            words = sum(len(s.words) for s in kept)
+            out.append(dataclasses.replace(d, sentences=kept, mentions=tuple(m for m in d.mentions if m.end < words)))
+        left = None if left is None else left - len(d.sentences)
+    return out
+
+
 def documents(corpus: Any, how: Preparation) -> Prepared:
-    """Coreference documents cut into windows that the model can read whole (METRICS §3)."""
+    """Coreference documents cut into windows that the model can read whole (METRICS §3); ``-n N`` reads the
+    first N sentences' documents (``first_sentences``)."""
     from ..analysis.coref import make_windows
     from ..capture.alignment import encode_sentences
 
     loaded = how.loaded
-    docs = _capped(corpus.documents, how.max_sentences)
+    docs = first_sentences(corpus.documents, how.max_sentences)
     flat = [s for d in docs for s in d.sentences]
     enc = encode_sentences(loaded.tokenizer, flat, bos_id=how.bos_id)
     specials = sum(1 for w in enc[0].word_ids if w < 0) if enc else 0
@@ -46,7 +67,9 @@ def documents(corpus: Any, how: Preparation) -> Prepared:
         lengths.append([len(e) - specials for e in enc[k:k + len(d.sentences)]])
         k += len(d.sentences)
     inputs, windows, stats = make_windows(docs, lengths, loaded.info.max_length, specials)
-    return Prepared(inputs, {"format": corpus.format, "documents": len(docs)}, {"inputs": (windows, stats)})
+    return Prepared(inputs, {"format": corpus.format, "documents": len(docs),
+                             "document_sentences": sum(len(d.sentences) for d in docs)},
+                    {"inputs": (windows, stats)})
 
 
 def gap_rows(corpus: Any, how: Preparation) -> Prepared:

@@ -219,11 +219,12 @@ class AnalysisResult:
         """The best baseline's row for the same selection."""
         return self._select(task, relation, direction, metric, dataset, True, weighting).nlargest(1, "score").iloc[0]
 
-    def save(self, out_dir: str | Path, *, figures: bool = True) -> Path:
-        """Write scores.csv, report.md, run.json and heatmaps into ``out_dir``."""
+    def save(self, out_dir: str | Path, *, figures: bool = True, force: bool = False) -> Path:
+        """Write scores.csv, report.md, run.json and heatmaps into ``out_dir`` (``force``: also into a folder of
+        other files, or over another kind of headscope output; see ``reports.folder.staged_output``)."""
         from ..reports import write_report
 
-        return write_report(self, Path(out_dir), figures=figures)
+        return write_report(self, Path(out_dir), figures=figures, force=force)
 
     def __repr__(self) -> str:
         tasks = ", ".join(sorted(set(self.scores["task"].dropna()))) if len(self.scores) else "none"

@@ -84,26 +84,27 @@
     });
     if (this.roleSelect.options.length < 2) this.roleSelect.parentNode.hidden = true;
     this.dirSelect = labelled("links", el("select", "hs-direction"));
-    [["both", "from and to the word"], ["from", "from the word"], ["to", "to the word"]].forEach(function (d) {
-      option(self.dirSelect, d[0], d[1]);
-    });
+    ["both", "from", "to"].forEach(function (d) { option(self.dirSelect, d, d); });
     root.appendChild(bar);
 
-    var main = el("div", "hs-main");
+    // The text, its note and the grid of heads share the left column, the head's panel the right one: the grid
+    // fills the room under a short sentence instead of starting below a long panel.
+    var main = el("div", "hs-main"), left = el("div", "hs-left");
     var stage = el("div", "hs-stage");
     this.text = el("div", "hs-text");
     this.svg = document.createElementNS(SVG, "svg");
     this.svg.setAttribute("class", "hs-lines");
     stage.appendChild(this.text);
     stage.appendChild(this.svg);
-    main.appendChild(stage);
+    left.appendChild(stage);
+    this.note = el("p", "hs-note");
+    left.appendChild(this.note);
+    this.grid = el("div", "hs-grid");
+    left.appendChild(this.grid);
+    main.appendChild(left);
     this.side = el("aside", "hs-side");
     main.appendChild(this.side);
     root.appendChild(main);
-    this.note = el("p", "hs-note");
-    root.appendChild(this.note);
-    this.grid = el("div", "hs-grid");
-    root.appendChild(this.grid);
 
     this.docSelect.addEventListener("change", function () {
       self.state.doc = +self.docSelect.value; self.state.selected = null; self.load();
@@ -134,6 +135,9 @@
   };
 
   Viewer.prototype.doc = function () { return this.data.docs[this.state.doc]; };
+
+  // What one unit of the current level is called: "token" or "word".
+  Viewer.prototype.unit = function () { return this.state.level === "token" ? "token" : "word"; };
 
   Viewer.prototype.load = function () {
     var self = this, doc = this.doc(), levels = Object.keys(doc.levels);
@@ -171,6 +175,8 @@
     }
     this.text.textContent = "";
     this.text.className = "hs-text hs-" + lv.level;
+    var unit = this.unit(), names = {both: "from and to the ", from: "from the ", to: "to the "};
+    Array.prototype.forEach.call(this.dirSelect.options, function (o) { o.textContent = names[o.value] + unit; });
     this.text.appendChild(frag);
     var specials = lv.specials || [];
     this.note.textContent = (lv.level === "token" ? "Tokens as the tokenizer writes them. " : "") +
@@ -223,20 +229,22 @@
     this.svg.setAttribute("height", String(this.text.scrollHeight));
     var links = focus === null || focus >= u.R ? [] : this.linksOf(focus, st.direction);
     if (focus !== null && focus < u.R) this.spans[focus].classList.add("hs-focus");
-    function centre(i) {
+    // An arc leaves each word from above its top edge (by half the stroke and a pixel), so that no arc covers
+    // the word it links, the clicked one included.
+    function anchor(i, gap) {
       var r = self.spans[i].getBoundingClientRect();
-      return [r.left - stage.left + r.width / 2, r.top - stage.top + (r.height / 2)];
+      return [r.left - stage.left + r.width / 2, r.top - stage.top - gap];
     }
     links.forEach(function (ln) {
       var other = ln.dir === "from" ? ln.to : ln.from;
       if (other < 0 || other >= u.R) return;
-      var a = centre(ln.from), b = centre(ln.to);
+      var width = 0.6 + 7 * ln.weight, a = anchor(ln.from, width / 2 + 1), b = anchor(ln.to, width / 2 + 1);
       var lift = Math.min(60, 12 + Math.abs(a[0] - b[0]) / 6 + Math.abs(a[1] - b[1]) / 4);
       var mx = (a[0] + b[0]) / 2, my = Math.min(a[1], b[1]) - lift;
       var path = document.createElementNS(SVG, "path");
       path.setAttribute("d", "M" + a[0] + " " + a[1] + " Q" + mx + " " + my + " " + b[0] + " " + b[1]);
       path.setAttribute("class", "hs-link hs-" + ln.dir);
-      path.setAttribute("stroke-width", String(0.6 + 7 * ln.weight));
+      path.setAttribute("stroke-width", String(width));
       path.setAttribute("data-from", String(ln.from));
       path.setAttribute("data-to", String(ln.to));
       path.setAttribute("data-weight", ln.weight.toFixed(3));
@@ -275,14 +283,14 @@
     this.renderRanking(side);
     this.renderDistance(side);
     if (focus === null || focus >= u.R) {
-      side.appendChild(el("p", "hs-muted", "Click or point at a word to see this head's links."));
+      side.appendChild(el("p", "hs-muted", "Click or point at a " + this.unit() + " to see this head's links."));
       return;
     }
     var at = (st.layer * this.H + st.head) * u.R + focus;
     side.appendChild(el("p", null, "“" + u.labels[focus] + "” (" + focus + "): on itself " +
       (u.self[at] / 255).toFixed(2) + ", on special tokens " + (u.specials[at] / 255).toFixed(2)));
     var table = el("table", "hs-linklist"), head = el("tr");
-    ["", "word", "weight"].forEach(function (t) { head.appendChild(el("th", null, t)); });
+    ["", this.unit(), "weight"].forEach(function (t) { head.appendChild(el("th", null, t)); });
     table.appendChild(head);
     links.slice().sort(function (a, b) { return b.weight - a.weight; }).forEach(function (ln) {
       var tr = el("tr", "hs-" + ln.dir), other = ln.dir === "from" ? ln.to : ln.from;
@@ -320,18 +328,21 @@
     side.appendChild(table);
   };
 
-  // The head's distance profile over this input: mean attention per row at each token-offset bin, as bars.
+  // The head's distance profile over this input: mean attention per row at each token-offset bin, as bars, each
+  // bin labelled with its offsets under it.
   Viewer.prototype.renderDistance = function (side) {
     var d = this.doc().distance, st = this.state;
     if (!d) return;
     var mass = d.mass[st.layer][st.head], W = 240, Hh = 60, n = mass.length, bw = W / n;
+    var longest = Math.max.apply(null, d.labels.map(function (t) { return t.length; }).concat([1]));
+    var room = Math.ceil(6 + 4.2 * longest);                 // the slanted labels' height
     var top = Math.max.apply(null, mass.concat([1e-9]));
     side.appendChild(el("div", "hs-caption", "attention by token offset" + (d.absolute ? " (both ways)" : "") +
                         ", mean per row"));
     var svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("class", "hs-distance");
     svg.setAttribute("width", String(W));
-    svg.setAttribute("height", String(Hh + 14));
+    svg.setAttribute("height", String(Hh + room));
     mass.forEach(function (m, i) {
       var h = Math.max(m > 0 ? 1 : 0, Math.round(Hh * m / top));
       var r = document.createElementNS(SVG, "rect");
@@ -344,16 +355,17 @@
       tip.textContent = "offset " + d.labels[i] + ": " + m.toFixed(3);
       r.appendChild(tip);
       svg.appendChild(r);
-    });
-    [0, n - 1].forEach(function (i) {
-      var t = document.createElementNS(SVG, "text");
-      t.setAttribute("x", String(i === 0 ? 1 : W - 1));
-      t.setAttribute("y", String(Hh + 12));
-      t.setAttribute("text-anchor", i === 0 ? "start" : "end");
+      var t = document.createElementNS(SVG, "text"), x = i * bw + bw / 2, y = Hh + 10;
+      t.setAttribute("x", String(x));
+      t.setAttribute("y", String(y));
+      t.setAttribute("text-anchor", "end");
+      t.setAttribute("transform", "rotate(-45 " + x + " " + y + ")");
+      t.setAttribute("class", "hs-bin");
       t.textContent = d.labels[i];
       svg.appendChild(t);
     });
     side.appendChild(svg);
+    side.appendChild(el("div", "hs-caption hs-axis-title", "token offset"));
   };
 
   // Every head as a thumbnail: each row's links as points (row down, column across), on its role's colour.
