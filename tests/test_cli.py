@@ -692,7 +692,8 @@ def test_models_lists_minilm():
     assert_ok(result)
     lines = result.stdout.splitlines()
     assert any(line.startswith("minilm ") and "6 layers x 12 heads" in line for line in lines)
-    assert "not installed" not in result.stdout
+    # the test environment installs minilm's and smollm2's packages; gemma3's is optional there
+    assert not [line for line in lines if line.startswith(("minilm ", "smollm2 ")) and "not installed" in line]
     assert "Hugging Face id" in lines[-1]
 
 
