@@ -201,3 +201,17 @@ def invoke(*args):
     from headscope.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def text_file(tmp_path):
+    """Three short sentences of plain text (a test module may define its own)."""
+    path = tmp_path / "s.txt"
+    path.write_text("the cat sat on the mat\na dog barked\nbirds sing\n", encoding="utf-8")
+    return path
+
+
+def run_args(model, data, out, *extra):
+    """``headscope run`` of the positional task, without intervals, quietly, into ``out``."""
+    return ("run", "--model", model, "--data", data, "--tasks", "positional", "--bootstrap", "0", "-q", "--out", out,
+            *extra)

@@ -19,19 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import invoke  # noqa: E402
-
-
-@pytest.fixture()
-def text_file(tmp_path):
-    path = tmp_path / "s.txt"
-    path.write_text("the cat sat on the mat\na dog barked\nbirds sing\n", encoding="utf-8")
-    return path
-
-
-def run_args(model, data, out, *extra):
-    return ("run", "--model", model, "--data", data, "--tasks", "positional", "--bootstrap", "0", "-q", "--out", out,
-            *extra)
+from conftest import invoke, run_args  # noqa: E402
 
 
 def error_line(result) -> str:

@@ -19,7 +19,7 @@ import pytest
 from headscope.errors import HeadscopeError, ModelError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import invoke  # noqa: E402
+from conftest import invoke, run_args  # noqa: E402
 
 
 def one_line_error(result, *fragments) -> str:
@@ -29,18 +29,6 @@ def one_line_error(result, *fragments) -> str:
     for f in fragments:
         assert f in lines[0], lines[0]
     return lines[0]
-
-
-@pytest.fixture()
-def text_file(tmp_path):
-    path = tmp_path / "s.txt"
-    path.write_text("the cat sat on the mat\na dog barked\nbirds sing\n", encoding="utf-8")
-    return path
-
-
-def run_args(model, data, out, *extra):
-    return ("run", "--model", model, "--data", data, "--tasks", "positional", "--bootstrap", "0", "-q", "--out", out,
-            *extra)
 
 
 # --------------------------------------------------------------------------- output folders
